@@ -1,0 +1,305 @@
+"""Machinery shared by the on-policy learners (PPO, A2C): one rollout of a vmapped env,
+GAE, then epochs of minibatch gradient steps, all inside one jitted ``update``.
+
+``make_onpolicy`` returns a :class:`Trainer` whose functions are pure:
+``init(key) -> TrainState``, ``update(state) -> (state, metrics)`` and
+``train(key) -> (state, metrics)`` (``init`` then a ``lax.scan`` of ``update``), so
+``jax.jit(jax.vmap(trainer.train))(keys)`` runs many seeds as one program.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from brax.envs.base import Env, State
+from flax import struct
+from jax.flatten_util import ravel_pytree
+
+from metareward.envs.spec import EnvSpec
+from metareward.envs.wrappers import VmapWrapper
+from metareward.nets.policies import ValueNet, make_policy
+from metareward.rl.gae import gae
+from metareward.rl.normalize import RunningStats
+from metareward.rl.rollout import episode_metrics, evaluate_episodes, rollout
+
+Params = Any
+Metrics = dict[str, jax.Array]
+
+
+@struct.dataclass
+class TrainState:
+    """Everything a learner carries between updates (a pytree).
+
+    ``params = {"policy": ..., "value": ...}``; ``obs_stats`` is the running observation
+    normaliser (learner state, not env state); ``update_step`` counts updates and
+    ``env_steps`` transitions collected; ``nonfinite`` counts gradient steps skipped
+    because the loss or gradient was not finite.
+    """
+
+    params: Params
+    opt_state: optax.OptState
+    obs_stats: RunningStats
+    env_state: State
+    key: jax.Array
+    update_step: jax.Array
+    env_steps: jax.Array
+    nonfinite: jax.Array
+
+
+class Batch(NamedTuple):
+    """What a loss sees: flattened, normalised observations and rollout statistics."""
+
+    obs: jax.Array
+    action: jax.Array
+    log_prob: jax.Array
+    value: jax.Array
+    advantage: jax.Array
+    target: jax.Array
+
+
+#: ``loss(params, batch) -> (loss, aux)``, built from the policy and value modules.
+LossFn = Callable[[Params, Batch], tuple[jax.Array, Metrics]]
+
+
+class Trainer(NamedTuple):
+    """A learner bound to a config and an env. All functions are pure and jittable."""
+
+    config: Any
+    env: Env
+    spec: EnvSpec
+    policy: nn.Module
+    value: nn.Module
+    num_updates: int
+    init: Callable[[jax.Array], TrainState]
+    update: Callable[[TrainState], tuple[TrainState, Metrics]]
+    train: Callable[[jax.Array], tuple[TrainState, Metrics]]
+    act: Callable[..., jax.Array]
+    evaluate: Callable[..., jax.Array]
+
+
+def check_env(env: Env) -> EnvSpec:
+    """The env's spec; fails clearly for objects that are not metareward envs."""
+    spec = getattr(env, "spec", None)
+    if not isinstance(spec, EnvSpec):
+        raise TypeError(
+            f"expected a single env from metareward.envs.make(...), got {type(env).__name__}"
+        )
+    if isinstance(env, VmapWrapper) or type(getattr(env, "env", None)) is VmapWrapper:
+        raise TypeError("pass a single env; the learner batches it with config.num_envs")
+    return spec
+
+
+def make_onpolicy(
+    config: Any,
+    env: Env,
+    *,
+    make_loss: Callable[[nn.Module, nn.Module], LossFn],
+    optimizer: optax.GradientTransformation,
+    max_grad_norm: float,
+    num_epochs: int,
+    num_minibatches: int,
+) -> Trainer:
+    """Builds the jittable functions of an on-policy learner.
+
+    ``config`` must have the fields of :class:`metareward.algos.ppo.Config` that are not
+    PPO-specific: ``num_envs, num_steps, total_steps, gamma, gae_lambda, normalize_obs,
+    reward_scale, hidden, activation`` (and ``squash, log_std_init`` for continuous
+    actions).
+
+    ``optimizer`` works on the flattened parameter vector
+    (``jax.flatten_util.ravel_pytree``) and gets gradients already clipped to global norm
+    ``max_grad_norm`` (``clip_by_global_norm`` semantics). A step whose loss or gradient
+    is not finite is skipped: parameters unchanged, a zero gradient fed to the optimizer,
+    and ``TrainState.nonfinite`` incremented.
+    """
+    spec = check_env(env)
+    batch_size = config.num_envs * config.num_steps
+    if batch_size % num_minibatches:
+        raise ValueError(
+            f"num_envs * num_steps = {batch_size} must be divisible by "
+            f"num_minibatches = {num_minibatches}"
+        )
+    num_updates = config.total_steps // batch_size
+    if num_updates < 1:
+        raise ValueError(
+            f"total_steps={config.total_steps} is less than one rollout "
+            f"(num_envs * num_steps = {batch_size})"
+        )
+    mb_size = batch_size // num_minibatches
+    venv = VmapWrapper(env, config.num_envs)
+    policy = make_policy(
+        spec.discrete,
+        spec.action_size,
+        config.hidden,
+        config.activation,
+        getattr(config, "squash", False),
+        getattr(config, "log_std_init", 0.0),
+    )
+    value = ValueNet(tuple(config.hidden), config.activation)
+    loss_fn = make_loss(policy, value)
+    obs_dim = spec.obs_size
+
+    def flatten_obs(obs: jax.Array) -> jax.Array:
+        return obs.reshape((*obs.shape[: obs.ndim - len(spec.obs_shape)], obs_dim))
+
+    def prep(stats: RunningStats, obs: jax.Array) -> jax.Array:
+        obs = flatten_obs(obs)
+        return stats.normalize(obs) if config.normalize_obs else obs
+
+    def init(key: jax.Array) -> TrainState:
+        k_pi, k_v, k_env, key = jax.random.split(key, 4)
+        dummy = jnp.zeros((1, obs_dim), jnp.float32)
+        params = {"policy": policy.init(k_pi, dummy), "value": value.init(k_v, dummy)}
+        return TrainState(
+            params=params,
+            opt_state=optimizer.init(ravel_pytree(params)[0]),
+            obs_stats=RunningStats.create((obs_dim,)),
+            env_state=venv.reset(k_env),
+            key=key,
+            update_step=jnp.zeros((), jnp.int32),
+            env_steps=jnp.zeros((), jnp.int32),
+            nonfinite=jnp.zeros((), jnp.int32),
+        )
+
+    def act(
+        params: Params,
+        obs_stats: RunningStats,
+        obs: jax.Array,
+        key: jax.Array,
+        deterministic: bool = False,
+    ) -> jax.Array:
+        """Env actions of the current policy for a batch of raw observations."""
+        dist = policy.apply(params["policy"], prep(obs_stats, obs))
+        raw = dist.mode() if deterministic else dist.sample(key)
+        return dist.to_env(raw)
+
+    def make_sgd_step(unravel: Callable[[jax.Array], Params]):
+        def sgd_step(
+            carry: tuple[jax.Array, optax.OptState, jax.Array], mb: Batch
+        ) -> tuple[tuple[jax.Array, optax.OptState, jax.Array], Metrics]:
+            flat, opt_state, nonfinite = carry
+            loss_flat = lambda f: loss_fn(unravel(f), mb)
+            (loss, aux), grads = jax.value_and_grad(loss_flat, has_aux=True)(flat)
+            # Gradient-norm clipping is done here (not by optax) so that the norm is
+            # computed once and also serves the finiteness check: a non-finite step
+            # feeds the optimizer a zero gradient and leaves the parameters unchanged.
+            grad_norm = jnp.sqrt(jnp.sum(grads**2))
+            ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+            scale = jnp.minimum(1.0, max_grad_norm / (grad_norm + 1e-6))
+            grads = jnp.where(ok, grads * scale, 0.0)
+            updates, opt_state = optimizer.update(grads, opt_state, flat)
+            flat = jnp.where(ok, flat + updates, flat)
+            metrics = {"loss": loss, "grad_norm": grad_norm, **aux}
+            return (flat, opt_state, nonfinite + (~ok)), metrics
+
+        return sgd_step
+
+    def update(state: TrainState) -> tuple[TrainState, Metrics]:
+        key, k_roll, k_sgd = jax.random.split(state.key, 3)
+        params, stats = state.params, state.obs_stats
+
+        def policy_act(obs: jax.Array, k: jax.Array):
+            dist = policy.apply(params["policy"], prep(stats, obs))
+            raw = dist.sample(k)
+            return raw, dist.to_env(raw), dist.log_prob(raw)
+
+        env_state, traj = rollout(venv, state.env_state, policy_act, k_roll, config.num_steps)
+        obs_n = prep(stats, traj.obs)
+        values = value.apply(params["value"], obs_n)
+        next_values = value.apply(params["value"], prep(stats, traj.next_obs))
+        adv, targets = gae(
+            traj.reward * config.reward_scale,
+            values,
+            next_values,
+            traj.done,
+            traj.truncation,
+            config.gamma,
+            config.gae_lambda,
+        )
+        new_stats = stats.update(flatten_obs(traj.obs)) if config.normalize_obs else stats
+        data = Batch(obs_n, traj.action, traj.log_prob, values, adv, targets)
+        data = jax.tree.map(lambda x: x.reshape((batch_size, *x.shape[2:])), data)
+
+        def epoch(carry, k):
+            perm = jax.random.permutation(k, batch_size)
+            mbs = jax.tree.map(
+                lambda x: x[perm].reshape((num_minibatches, mb_size, *x.shape[1:])), data
+            )
+            return jax.lax.scan(sgd_step, carry, mbs)
+
+        # The optimizer works on one flat vector of all parameters: on a CPU the cost of
+        # a small network's update is the number of kernels, one per leaf otherwise.
+        flat, unravel = ravel_pytree(params)
+        sgd_step = make_sgd_step(unravel)
+        (flat, opt_state, nonfinite), losses = jax.lax.scan(
+            epoch,
+            (flat, state.opt_state, state.nonfinite),
+            jax.random.split(k_sgd, num_epochs),
+        )
+        new_params = unravel(flat)
+        metrics = jax.tree.map(jnp.mean, losses)
+        metrics.update(episode_metrics(traj))
+        env_steps = state.env_steps + batch_size
+        metrics.update(env_steps=env_steps, nonfinite=nonfinite)
+        new_state = TrainState(
+            params=new_params,
+            opt_state=opt_state,
+            obs_stats=new_stats,
+            env_state=env_state,
+            key=key,
+            update_step=state.update_step + 1,
+            env_steps=env_steps,
+            nonfinite=nonfinite,
+        )
+        return new_state, metrics
+
+    def train(key: jax.Array) -> tuple[TrainState, Metrics]:
+        state = init(key)
+        return jax.lax.scan(lambda s, _: update(s), state, None, length=num_updates)
+
+    def evaluate(
+        state: TrainState,
+        key: jax.Array,
+        num_episodes: int = 16,
+        deterministic: bool = False,
+    ) -> jax.Array:
+        """Returns of ``num_episodes`` fresh episodes of the current policy."""
+        fn = lambda obs, k: act(state.params, state.obs_stats, obs, k, deterministic)
+        return evaluate_episodes(env, fn, key, num_episodes, spec.episode_length)
+
+    return Trainer(
+        config=config,
+        env=env,
+        spec=spec,
+        policy=policy,
+        value=value,
+        num_updates=num_updates,
+        init=init,
+        update=update,
+        train=train,
+        act=act,
+        evaluate=evaluate,
+    )
+
+
+def check_finite(metrics: Metrics) -> None:
+    """Raises ``FloatingPointError`` naming the first update whose loss was not finite.
+
+    ``metrics`` as returned by ``train`` (stacked over updates, optionally over seeds).
+    Updates with a non-finite loss or gradient were skipped inside the jitted program.
+    """
+    import numpy as np
+
+    counts = np.asarray(metrics["nonfinite"])
+    if counts.size and counts.max() > 0:
+        first = np.argmax(counts.reshape(-1, counts.shape[-1]).max(0) > 0)
+        raise FloatingPointError(
+            f"non-finite loss or gradient first seen at update {int(first)} "
+            f"({int(counts.max())} gradient step(s) skipped); lower the learning rate "
+            "or check the reward scale"
+        )

@@ -1,0 +1,40 @@
+"""Environments behind one protocol: brax's ``Env``/``State``.
+
+``make(name, **kwargs)`` builds a single environment (see :mod:`.wrappers` for the
+conventions every env follows); ``names()`` lists them. Sources: gymnax (classic control,
+MinAtar) through :class:`GymnaxEnv`, brax's MuJoCo locomotion envs through
+:class:`BraxEnv`.
+"""
+
+from brax.envs.base import Env, State, Wrapper
+
+from metareward.envs.brax_adapter import BACKENDS, BraxEnv
+from metareward.envs.gymnax_adapter import GymnaxEnv
+from metareward.envs.registry import describe, make, names, register
+from metareward.envs.spec import EnvSpec
+from metareward.envs.wrappers import (
+    ActionRescale,
+    AutoResetWrapper,
+    EpisodeStats,
+    EpisodeWrapper,
+    VmapWrapper,
+)
+
+__all__ = [
+    "BACKENDS",
+    "ActionRescale",
+    "AutoResetWrapper",
+    "BraxEnv",
+    "Env",
+    "EnvSpec",
+    "EpisodeStats",
+    "EpisodeWrapper",
+    "GymnaxEnv",
+    "State",
+    "VmapWrapper",
+    "Wrapper",
+    "describe",
+    "make",
+    "names",
+    "register",
+]

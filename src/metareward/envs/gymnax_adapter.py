@@ -1,0 +1,121 @@
+"""gymnax environments behind brax's ``Env``/``State`` protocol.
+
+gymnax >= 1.0 steps with its own auto-reset and returns ``(obs, state, reward, terminated,
+truncated, info)`` with the pre-reset observation in ``info["final_observation"]``. The
+adapter keeps that split: ``State.done`` is ``terminated or truncated``,
+``State.info["truncation"]`` is 1 when the episode ended on the time limit only (the
+learner bootstraps there), and ``State.info["final_obs"]`` is the observation the
+transition reached, before any reset. ``State.obs`` is the observation to act on next.
+
+Key stream: ``reset(rng)`` splits ``rng -> (rng, k)`` and resets gymnax with ``k``;
+every ``step`` splits ``info["rng"] -> (rng, k)`` and calls gymnax's ``step`` with ``k``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnax
+import jax
+import jax.numpy as jnp
+from brax.envs.base import Env, State
+from gymnax.environments import spaces
+
+from metareward.envs.spec import EnvSpec
+
+
+class GymnaxEnv(Env):
+    """Adapter from a gymnax environment to brax's ``Env``.
+
+    Args:
+      name: metareward name of the env (for messages and the spec).
+      gymnax_id: gymnax registry id, e.g. ``"CartPole-v1"``.
+      episode_length: overrides gymnax's ``max_steps_in_episode`` when given.
+      **params: other fields of the gymnax ``EnvParams`` to override.
+    """
+
+    def __init__(self, name: str, gymnax_id: str, episode_length: int | None = None, **params: Any):
+        env, env_params = gymnax.make(gymnax_id)
+        if episode_length is not None:
+            params["max_steps_in_episode"] = int(episode_length)
+        fields = set(env_params.__dataclass_fields__)
+        unknown = sorted(set(params) - fields)
+        if unknown:
+            raise ValueError(
+                f"{name}: unknown env parameter(s) {unknown}; allowed: {sorted(fields)}"
+            )
+        self._env = env
+        self._params = env_params.replace(**params)
+        space = env.action_space(self._params)
+        obs_shape = tuple(env.observation_space(self._params).shape)
+        length = int(self._params.max_steps_in_episode)
+        if isinstance(space, spaces.Discrete):
+            self._spec = EnvSpec(name, obs_shape, True, int(space.n), episode_length=length)
+        else:
+            shape = tuple(space.shape)
+            low = tuple(float(x) for x in jnp.broadcast_to(space.low, shape))
+            high = tuple(float(x) for x in jnp.broadcast_to(space.high, shape))
+            self._spec = EnvSpec(
+                name, obs_shape, False, int(shape[0]), low, high, episode_length=length
+            )
+
+    @property
+    def spec(self) -> EnvSpec:
+        return self._spec
+
+    @property
+    def gymnax_env(self) -> Any:
+        """The wrapped gymnax environment."""
+        return self._env
+
+    @property
+    def gymnax_params(self) -> Any:
+        """The gymnax ``EnvParams`` in use."""
+        return self._params
+
+    @property
+    def auto_resets(self) -> bool:
+        """gymnax resets by itself; no auto-reset wrapper is needed."""
+        return True
+
+    def reset(self, rng: jax.Array) -> State:
+        rng, key = jax.random.split(rng)
+        obs, env_state = self._env.reset(key, self._params)
+        obs = jnp.asarray(obs, jnp.float32)
+        zero = jnp.zeros((), jnp.float32)
+        info = {"rng": rng, "truncation": zero, "final_obs": obs}
+        return State(env_state, obs, zero, zero, {}, info)
+
+    def step(self, state: State, action: jax.Array) -> State:
+        rng, key = jax.random.split(state.info["rng"])
+        obs, env_state, reward, terminated, truncated, info = self._env.step(
+            key, state.pipeline_state, action, self._params
+        )
+        terminated = jnp.asarray(terminated, bool)
+        truncation = jnp.logical_and(jnp.asarray(truncated, bool), ~terminated)
+        done = jnp.logical_or(terminated, truncation)
+        new_info = {
+            **state.info,
+            "rng": rng,
+            "truncation": truncation.astype(jnp.float32),
+            "final_obs": jnp.asarray(info["final_observation"], jnp.float32),
+        }
+        return state.replace(
+            pipeline_state=env_state,
+            obs=jnp.asarray(obs, jnp.float32),
+            reward=jnp.asarray(reward, jnp.float32).reshape(()),
+            done=done.astype(jnp.float32),
+            info=new_info,
+        )
+
+    @property
+    def observation_size(self) -> int:
+        return self._spec.obs_size
+
+    @property
+    def action_size(self) -> int:
+        return self._spec.action_size
+
+    @property
+    def backend(self) -> str:
+        return "gymnax"

@@ -1,0 +1,143 @@
+"""The environment registry: ``make(name, **kwargs)`` and ``names()``."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from brax.envs.base import Env
+
+from metareward.envs.brax_adapter import BraxEnv
+from metareward.envs.gymnax_adapter import GymnaxEnv
+from metareward.envs.wrappers import (
+    ActionRescale,
+    AutoResetWrapper,
+    EpisodeStats,
+    EpisodeWrapper,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Entry:
+    factory: Callable[..., Env]
+    description: str
+    source: str
+
+
+_REGISTRY: dict[str, _Entry] = {}
+
+
+def register(name: str, factory: Callable[..., Env], description: str, source: str) -> None:
+    """Adds an environment. ``factory(name=..., **kwargs)`` must return an env with a
+    ``spec`` (:class:`EnvSpec`) and an ``auto_resets`` flag."""
+    if name in _REGISTRY:
+        raise ValueError(f"environment {name!r} is already registered")
+    _REGISTRY[name] = _Entry(factory, description, source)
+
+
+def names(source: str | None = None) -> list[str]:
+    """Registered environment names, optionally only those of one source
+    (``"gymnax"``, ``"brax"``)."""
+    return sorted(n for n, e in _REGISTRY.items() if source is None or e.source == source)
+
+
+def describe(name: str) -> str:
+    """One-line description of a registered environment."""
+    return _entry(name).description
+
+
+def _entry(name: str) -> _Entry:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown environment {name!r}; valid names: {names()}")
+    return _REGISTRY[name]
+
+
+def make(
+    name: str,
+    *,
+    episode_length: int | None = None,
+    rescale_actions: bool = True,
+    **kwargs: Any,
+) -> Env:
+    """Builds a single (unbatched) environment, ready for a learner.
+
+    The result follows the conventions of :mod:`metareward.envs.wrappers`: auto-reset,
+    time limits flagged in ``info["truncation"]``, the pre-reset observation in
+    ``info["final_obs"]``, episode statistics in ``info``, and (unless
+    ``rescale_actions=False``) continuous actions taken in [-1, 1]. Batch it with
+    :class:`~metareward.envs.wrappers.VmapWrapper`.
+
+    Args:
+      name: one of :func:`names`.
+      episode_length: time limit; defaults to the env's own (gymnax) or 1000 (brax).
+      rescale_actions: map [-1, 1] to the env's action bounds.
+      **kwargs: env options, e.g. ``backend="generalized"`` for brax envs, or gymnax
+        ``EnvParams`` fields (``max_speed=...``).
+
+    Raises:
+      ValueError: unknown name, unknown option, or a non-positive ``episode_length``.
+    """
+    entry = _entry(name)
+    if episode_length is not None and (not isinstance(episode_length, int) or episode_length <= 0):
+        raise ValueError(f"episode_length must be a positive int, got {episode_length!r}")
+    env = entry.factory(name=name, episode_length=episode_length, **kwargs)
+    if not env.auto_resets:
+        env = AutoResetWrapper(EpisodeWrapper(env, env.spec.episode_length))
+    if rescale_actions and not env.spec.discrete:
+        env = ActionRescale(env)
+    return EpisodeStats(env)
+
+
+def _gymnax(gymnax_id: str) -> Callable[..., Env]:
+    def factory(name: str, episode_length: int | None = None, **kwargs: Any) -> Env:
+        return GymnaxEnv(name, gymnax_id, episode_length=episode_length, **kwargs)
+
+    return factory
+
+
+def _brax(brax_name: str) -> Callable[..., Env]:
+    def factory(name: str, episode_length: int | None = None, **kwargs: Any) -> Env:
+        return BraxEnv(name, brax_name, episode_length=episode_length or 1000, **kwargs)
+
+    return factory
+
+
+for _name, _id, _desc in [
+    ("pendulum", "Pendulum-v1", "swing up a pendulum; 1-d torque, 200 steps"),
+    ("cartpole", "CartPole-v1", "balance a pole on a cart; 2 actions, 500 steps"),
+    ("acrobot", "Acrobot-v1", "swing a two-link arm above a line; 3 actions, 500 steps"),
+    ("mountaincar", "MountainCar-v0", "drive up a hill by rocking; 3 actions, 200 steps"),
+    (
+        "mountaincar-continuous",
+        "MountainCarContinuous-v0",
+        "mountain car with a 1-d force, 999 steps",
+    ),
+    ("breakout-minatar", "Breakout-MinAtar", "MinAtar Breakout, 10x10x4 grid, 3 actions"),
+    ("asterix-minatar", "Asterix-MinAtar", "MinAtar Asterix, 10x10x4 grid, 5 actions"),
+    ("freeway-minatar", "Freeway-MinAtar", "MinAtar Freeway, 10x10x7 grid, 3 actions"),
+    (
+        "space-invaders-minatar",
+        "SpaceInvaders-MinAtar",
+        "MinAtar Space Invaders, 10x10x6 grid, 4 actions",
+    ),
+    ("seaquest-minatar", "Seaquest-MinAtar", "MinAtar Seaquest, 10x10x10 grid, 6 actions"),
+]:
+    register(_name, _gymnax(_id), _desc + " (gymnax)", "gymnax")
+
+for _name, _id, _desc in [
+    ("hopper", "hopper", "one-legged hopper, 3-d action"),
+    ("walker2d", "walker2d", "2-d biped walker, 6-d action"),
+    ("halfcheetah", "halfcheetah", "planar cheetah, 6-d action"),
+    ("ant", "ant", "quadruped, 8-d action"),
+    ("humanoid", "humanoid", "3-d humanoid, 17-d action"),
+    ("reacher", "reacher", "2-link arm reaching a target, 2-d action"),
+    ("swimmer", "swimmer", "3-link swimmer, 2-d action"),
+    ("inverted-pendulum", "inverted_pendulum", "balance a pole on a cart, 1-d action"),
+    (
+        "inverted-double-pendulum",
+        "inverted_double_pendulum",
+        "balance a double pole on a cart, 1-d action",
+    ),
+]:
+    register(_name, _brax(_id), _desc + " (brax, MuJoCo model; backend='mjx' default)", "brax")

@@ -1,0 +1,179 @@
+"""Wrappers over brax's ``Env`` protocol.
+
+Every wrapper keeps the keys other wrappers put in ``State.info`` (it copies the dict and
+updates it, never rebuilds it), so stacks of wrappers run under ``lax.scan``.
+
+Conventions shared by all metareward envs after :func:`metareward.envs.make`:
+
+- ``State.obs``: the observation to act on (already the reset observation after an
+  episode ended).
+- ``State.done``: 1.0 when the transition ended the episode, by termination or time limit.
+- ``State.info["truncation"]``: 1.0 when it ended on the time limit and not by
+  termination; learners bootstrap from ``V(final_obs)`` there.
+- ``State.info["final_obs"]``: the observation the transition reached, before any reset.
+- ``State.info["episode_return"]`` / ``["episode_length"]``: running sums of the current
+  episode; ``State.info["completed_return"]`` / ``["completed_length"]``: the finished
+  episode's totals on the step that ended it, else 0.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from brax.envs.base import Env, State, Wrapper
+
+from metareward.envs.spec import EnvSpec
+
+_AUTORESET_KEY = "autoreset_rng"
+
+
+def _where(cond: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
+    cond = jnp.reshape(cond, cond.shape + (1,) * (a.ndim - cond.ndim))
+    return jnp.where(cond, a, b)
+
+
+class EpisodeWrapper(Wrapper):
+    """Ends episodes after ``episode_length`` steps, flagging ``info["truncation"]``.
+
+    Unlike brax's own EpisodeWrapper, ``truncation`` is 0 on a step that terminates and
+    reaches the limit at once (termination wins: no bootstrap there).
+    """
+
+    def __init__(self, env: Env, episode_length: int):
+        super().__init__(env)
+        if episode_length <= 0:
+            raise ValueError(f"episode_length must be a positive int, got {episode_length}")
+        self.episode_length = int(episode_length)
+
+    def reset(self, rng: jax.Array) -> State:
+        state = self.env.reset(rng)
+        info = {
+            **state.info,
+            "steps": jnp.zeros((), jnp.int32),
+            "truncation": jnp.zeros((), jnp.float32),
+        }
+        return state.replace(info=info)
+
+    def step(self, state: State, action: jax.Array) -> State:
+        nxt = self.env.step(state, action)
+        steps = state.info["steps"] + 1
+        terminated = nxt.done > 0
+        truncation = jnp.logical_and(steps >= self.episode_length, ~terminated)
+        done = jnp.logical_or(terminated, truncation)
+        info = {**nxt.info, "steps": steps, "truncation": truncation.astype(jnp.float32)}
+        return nxt.replace(done=done.astype(jnp.float32), info=info)
+
+
+class AutoResetWrapper(Wrapper):
+    """Resets an episode that ended, from a fresh key, keeping ``info["final_obs"]``.
+
+    brax's own AutoResetWrapper returns to the first state it ever saw; this one draws a
+    new initial state each time (the reset is computed every step and selected where
+    ``done``, as a jitted program must).
+    """
+
+    #: info keys that describe the transition, not the episode: never reset.
+    TRANSITION_KEYS = ("truncation", "final_obs", _AUTORESET_KEY)
+
+    def reset(self, rng: jax.Array) -> State:
+        rng, key = jax.random.split(rng)
+        state = self.env.reset(key)
+        info = {**state.info, _AUTORESET_KEY: rng, "final_obs": state.obs}
+        info.setdefault("truncation", jnp.zeros((), jnp.float32))
+        return state.replace(info=info)
+
+    def step(self, state: State, action: jax.Array) -> State:
+        rng, key = jax.random.split(state.info[_AUTORESET_KEY])
+        nxt = self.env.step(state, action)
+        fresh = self.env.reset(key)
+        done = nxt.done > 0
+        info = dict(nxt.info)
+        for k, v in fresh.info.items():
+            if k not in self.TRANSITION_KEYS and k in info:
+                info[k] = jax.tree.map(lambda a, b: _where(done, a, b), v, info[k])
+        info.update({_AUTORESET_KEY: rng, "final_obs": nxt.obs})
+        info.setdefault("truncation", jnp.zeros((), jnp.float32))
+        pipeline_state = jax.tree.map(
+            lambda a, b: _where(done, a, b), fresh.pipeline_state, nxt.pipeline_state
+        )
+        obs = _where(done, fresh.obs, nxt.obs)
+        return nxt.replace(pipeline_state=pipeline_state, obs=obs, info=info)
+
+
+class EpisodeStats(Wrapper):
+    """Tracks undiscounted episode returns and lengths in ``State.info``."""
+
+    def reset(self, rng: jax.Array) -> State:
+        state = self.env.reset(rng)
+        zf, zi = jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32)
+        info = {
+            **state.info,
+            "episode_return": zf,
+            "episode_length": zi,
+            "completed_return": zf,
+            "completed_length": zi,
+        }
+        return state.replace(info=info)
+
+    def step(self, state: State, action: jax.Array) -> State:
+        nxt = self.env.step(state, action)
+        ret = state.info["episode_return"] + nxt.reward
+        length = state.info["episode_length"] + 1
+        done = nxt.done > 0
+        info = {
+            **nxt.info,
+            "episode_return": jnp.where(done, 0.0, ret),
+            "episode_length": jnp.where(done, 0, length),
+            "completed_return": jnp.where(done, ret, 0.0),
+            "completed_length": jnp.where(done, length, 0),
+        }
+        return nxt.replace(info=info)
+
+
+class ActionRescale(Wrapper):
+    """Maps actions in [-1, 1] (clipped) to the env's bounds ``[low, high]``."""
+
+    def __init__(self, env: Env):
+        super().__init__(env)
+        spec: EnvSpec = env.spec
+        if spec.discrete:
+            raise ValueError(f"ActionRescale needs continuous actions; {spec.name} is discrete")
+        self._low = jnp.asarray(spec.action_low, jnp.float32)
+        self._high = jnp.asarray(spec.action_high, jnp.float32)
+        self._spec = EnvSpec(
+            spec.name,
+            spec.obs_shape,
+            False,
+            spec.action_size,
+            (-1.0,) * spec.action_size,
+            (1.0,) * spec.action_size,
+            spec.episode_length,
+        )
+
+    @property
+    def spec(self) -> EnvSpec:
+        return self._spec
+
+    def step(self, state: State, action: jax.Array) -> State:
+        a = jnp.clip(action, -1.0, 1.0)
+        a = self._low + (a + 1.0) * 0.5 * (self._high - self._low)
+        return self.env.step(state, a)
+
+
+class VmapWrapper(Wrapper):
+    """Runs ``num_envs`` copies of an env in lock-step with ``jax.vmap``.
+
+    ``reset(rng)`` splits ``rng`` into one key per env; ``step`` takes a batch of actions.
+    """
+
+    def __init__(self, env: Env, num_envs: int):
+        super().__init__(env)
+        if num_envs <= 0:
+            raise ValueError(f"num_envs must be a positive int, got {num_envs}")
+        self.num_envs = int(num_envs)
+
+    def reset(self, rng: jax.Array) -> State:
+        return jax.vmap(self.env.reset)(jax.random.split(rng, self.num_envs))
+
+    def step(self, state: State, action: jax.Array) -> State:
+        return jax.vmap(self.env.step)(state, action)

@@ -1,0 +1,84 @@
+"""Action distributions as pytrees, so jitted functions can return them.
+
+Each distribution samples a *raw* action (what ``log_prob`` is evaluated on) and maps it
+to the action the env receives with ``to_env``: the identity for :class:`Categorical` and
+:class:`DiagGaussian` (the env wrapper clips to [-1, 1]), ``tanh`` for
+:class:`TanhGaussian`. Learners store raw actions, so log-probabilities are exact.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+@struct.dataclass
+class Categorical:
+    """Categorical distribution over ``logits.shape[-1]`` actions."""
+
+    logits: jax.Array
+
+    def sample(self, key: jax.Array) -> jax.Array:
+        return jax.random.categorical(key, self.logits)
+
+    def log_prob(self, x: jax.Array) -> jax.Array:
+        logp = jax.nn.log_softmax(self.logits)
+        return jnp.take_along_axis(logp, x[..., None].astype(jnp.int32), axis=-1)[..., 0]
+
+    def entropy(self) -> jax.Array:
+        logp = jax.nn.log_softmax(self.logits)
+        return -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+
+    def mode(self) -> jax.Array:
+        return jnp.argmax(self.logits, axis=-1)
+
+    def to_env(self, x: jax.Array) -> jax.Array:
+        return x
+
+
+@struct.dataclass
+class DiagGaussian:
+    """Diagonal Gaussian N(mean, exp(log_std)^2); log-prob summed over the last axis."""
+
+    mean: jax.Array
+    log_std: jax.Array
+
+    def sample(self, key: jax.Array) -> jax.Array:
+        eps = jax.random.normal(key, self.mean.shape, self.mean.dtype)
+        return self.mean + jnp.exp(self.log_std) * eps
+
+    def log_prob(self, x: jax.Array) -> jax.Array:
+        z = (x - self.mean) * jnp.exp(-self.log_std)
+        return jnp.sum(-0.5 * z**2 - self.log_std - 0.5 * _LOG_2PI, axis=-1)
+
+    def entropy(self) -> jax.Array:
+        log_std = jnp.broadcast_to(self.log_std, self.mean.shape)
+        return jnp.sum(log_std + 0.5 * (1.0 + _LOG_2PI), axis=-1)
+
+    def mode(self) -> jax.Array:
+        return self.mean
+
+    def to_env(self, x: jax.Array) -> jax.Array:
+        return x
+
+
+@struct.dataclass
+class TanhGaussian(DiagGaussian):
+    """Gaussian on the pre-tanh action u; the env receives tanh(u).
+
+    ``log_prob(u) = log N(u) - sum log(1 - tanh(u)^2)`` with the stable form
+    ``log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u))``. ``entropy`` is that of the
+    pre-tanh Gaussian (the squashed entropy has no closed form).
+    """
+
+    def log_prob(self, x: jax.Array) -> jax.Array:
+        log_det = 2.0 * (math.log(2.0) - x - jax.nn.softplus(-2.0 * x))
+        return super().log_prob(x) - jnp.sum(log_det, axis=-1)
+
+    def to_env(self, x: jax.Array) -> jax.Array:
+        return jnp.tanh(x)

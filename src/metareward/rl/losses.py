@@ -1,0 +1,75 @@
+"""Surrogate losses of the on-policy learners. All are minimised."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def ppo_loss(
+    log_prob: jax.Array,
+    old_log_prob: jax.Array,
+    advantages: jax.Array,
+    values: jax.Array,
+    old_values: jax.Array,
+    targets: jax.Array,
+    entropy: jax.Array,
+    *,
+    clip_eps: float | jax.Array,
+    vf_coef: float | jax.Array,
+    ent_coef: float | jax.Array,
+    vf_clip_eps: float | jax.Array | None = None,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """PPO's clipped surrogate (Schulman et al. 2017, eq. 7 and eq. 9).
+
+    ``L = -E[min(rho A, clip(rho, 1-eps, 1+eps) A)] + c_v L_V - c_e E[H]`` with
+    ``rho = exp(log_prob - old_log_prob)`` and ``L_V = 0.5 E[(V - target)^2]``, or with
+    ``vf_clip_eps`` the clipped value loss of OpenAI baselines' ppo2
+    ``0.5 E[max((V - t)^2, (V_old + clip(V - V_old, -c, c) - t)^2)]``.
+    Advantages are used as given (normalise them before, if wanted).
+
+    Returns:
+      ``(loss, aux)``; aux holds ``policy_loss, value_loss, entropy, approx_kl``
+      (``E[(rho - 1) - log rho]``) and ``clip_frac``.
+    """
+    log_ratio = log_prob - old_log_prob
+    ratio = jnp.exp(log_ratio)
+    unclipped = ratio * advantages
+    clipped = jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * advantages
+    policy_loss = -jnp.mean(jnp.minimum(unclipped, clipped))
+    if vf_clip_eps is None:
+        value_loss = 0.5 * jnp.mean((values - targets) ** 2)
+    else:
+        v_clip = old_values + jnp.clip(values - old_values, -vf_clip_eps, vf_clip_eps)
+        value_loss = 0.5 * jnp.mean(jnp.maximum((values - targets) ** 2, (v_clip - targets) ** 2))
+    ent = jnp.mean(entropy)
+    loss = policy_loss + vf_coef * value_loss - ent_coef * ent
+    aux = {
+        "policy_loss": policy_loss,
+        "value_loss": value_loss,
+        "entropy": ent,
+        "approx_kl": jnp.mean((ratio - 1.0) - log_ratio),
+        "clip_frac": jnp.mean((jnp.abs(ratio - 1.0) > clip_eps).astype(jnp.float32)),
+    }
+    return loss, aux
+
+
+def a2c_loss(
+    log_prob: jax.Array,
+    advantages: jax.Array,
+    values: jax.Array,
+    targets: jax.Array,
+    entropy: jax.Array,
+    *,
+    vf_coef: float | jax.Array,
+    ent_coef: float | jax.Array,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Advantage actor-critic loss (Mnih et al. 2016, A3C/A2C).
+
+    ``L = -E[log pi(a|s) sg(A)] + c_v 0.5 E[(V - target)^2] - c_e E[H]``.
+    """
+    policy_loss = -jnp.mean(log_prob * jax.lax.stop_gradient(advantages))
+    value_loss = 0.5 * jnp.mean((values - targets) ** 2)
+    ent = jnp.mean(entropy)
+    loss = policy_loss + vf_coef * value_loss - ent_coef * ent
+    return loss, {"policy_loss": policy_loss, "value_loss": value_loss, "entropy": ent}

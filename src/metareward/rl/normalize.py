@@ -1,0 +1,37 @@
+"""Running observation normalisation, carried as learner state (not env state)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+
+@struct.dataclass
+class RunningStats:
+    """Mean and variance of everything seen so far (Chan et al. parallel update)."""
+
+    mean: jax.Array
+    var: jax.Array
+    count: jax.Array
+
+    @classmethod
+    def create(cls, shape: tuple[int, ...]) -> RunningStats:
+        """Zero mean, unit variance, a tiny prior count (as OpenAI baselines)."""
+        return cls(jnp.zeros(shape, jnp.float32), jnp.ones(shape, jnp.float32), jnp.float32(1e-4))
+
+    def update(self, x: jax.Array) -> RunningStats:
+        """Folds in a batch ``x`` of shape ``[..., *shape]``."""
+        x = x.reshape((-1, *self.mean.shape))
+        n = jnp.float32(x.shape[0])
+        b_mean = jnp.mean(x, axis=0)
+        b_var = jnp.var(x, axis=0)
+        total = self.count + n
+        delta = b_mean - self.mean
+        mean = self.mean + delta * n / total
+        m2 = self.var * self.count + b_var * n + delta**2 * self.count * n / total
+        return RunningStats(mean, m2 / total, total)
+
+    def normalize(self, x: jax.Array, clip: float = 10.0) -> jax.Array:
+        """``clip((x - mean) / sqrt(var + 1e-8), -clip, clip)``."""
+        return jnp.clip((x - self.mean) / jnp.sqrt(self.var + 1e-8), -clip, clip)

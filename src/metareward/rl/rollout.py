@@ -1,0 +1,111 @@
+"""Collecting experience: ``lax.scan`` over time of a vmapped env."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from brax.envs.base import Env, State
+
+from metareward.envs.wrappers import VmapWrapper
+
+#: ``act(obs, key) -> (raw_action, env_action, log_prob)`` for a batch of observations.
+ActFn = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array, jax.Array]]
+
+
+class Transition(NamedTuple):
+    """One step of experience; a rollout stacks them time-major ``[T, num_envs, ...]``.
+
+    ``next_obs`` is the observation the transition reached, before any auto-reset
+    (``info["final_obs"]``); ``completed_return`` is the finished episode's return on the
+    step that ended it, else 0.
+    """
+
+    obs: jax.Array
+    action: jax.Array
+    log_prob: jax.Array
+    reward: jax.Array
+    done: jax.Array
+    truncation: jax.Array
+    next_obs: jax.Array
+    completed_return: jax.Array
+    completed_length: jax.Array
+
+
+def rollout(
+    env: Env, env_state: State, act: ActFn, key: jax.Array, num_steps: int
+) -> tuple[State, Transition]:
+    """Runs ``num_steps`` steps of a (vmapped) env under ``act``.
+
+    Returns the final env state and the time-major stacked transitions.
+    """
+
+    def step(state: State, key: jax.Array) -> tuple[State, Transition]:
+        raw, env_action, log_prob = act(state.obs, key)
+        nxt = env.step(state, env_action)
+        tr = Transition(
+            obs=state.obs,
+            action=raw,
+            log_prob=log_prob,
+            reward=nxt.reward,
+            done=nxt.done,
+            truncation=nxt.info["truncation"],
+            next_obs=nxt.info["final_obs"],
+            completed_return=nxt.info["completed_return"],
+            completed_length=nxt.info["completed_length"],
+        )
+        return nxt, tr
+
+    # Keys split once, outside the loop: one PRNG call instead of one per step.
+    return jax.lax.scan(step, env_state, jax.random.split(key, num_steps))
+
+
+def episode_metrics(traj: Transition) -> dict[str, jax.Array]:
+    """Mean return/length of the episodes that ended in ``traj`` (NaN if none did)."""
+    n = jnp.sum(traj.done)
+    mean_ret = jnp.sum(traj.completed_return * traj.done) / n
+    mean_len = jnp.sum(traj.completed_length * traj.done) / n
+    nan = jnp.float32(jnp.nan)
+    return {
+        "episode_return": jnp.where(n > 0, mean_ret, nan),
+        "episode_length": jnp.where(n > 0, mean_len, nan),
+        "episodes": n,
+    }
+
+
+def evaluate_episodes(
+    env: Env,
+    act: Callable[[jax.Array, jax.Array], jax.Array],
+    key: jax.Array,
+    num_episodes: int,
+    max_steps: int,
+) -> jax.Array:
+    """Undiscounted return of the first episode of each of ``num_episodes`` envs.
+
+    Args:
+      env: a *single* env following the metareward conventions (time-limited).
+      act: ``act(obs_batch, key) -> env_action_batch``.
+      max_steps: steps to run; the env's time limit guarantees every episode ends.
+
+    Returns:
+      ``[num_episodes]`` returns.
+    """
+    venv = VmapWrapper(env, num_episodes)
+    key, reset_key = jax.random.split(key)
+    state = venv.reset(reset_key)
+
+    def step(carry, _):
+        state, key, ret, alive = carry
+        key, sub = jax.random.split(key)
+        nxt = venv.step(state, act(state.obs, sub))
+        ret = ret + alive * nxt.reward
+        alive = alive * (1.0 - nxt.done)
+        return (nxt, key, ret, alive), None
+
+    zeros = jnp.zeros((num_episodes,), jnp.float32)
+    (_, _, ret, _), _ = jax.lax.scan(
+        step, (state, key, zeros, jnp.ones_like(zeros)), None, length=max_steps
+    )
+    return ret
