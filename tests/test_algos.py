@@ -150,3 +150,20 @@ def test_a2c_learns_cartpole():
     assert cfg.total_steps <= 500_000
     per_seed = _learn(a2c, cfg, "cartpole")
     assert per_seed.mean() >= 200, per_seed
+
+
+@pytest.mark.parametrize(
+    "module,cfg,name",
+    [
+        (ppo, SMALL, "breakout-minatar"),  # image observations, flattened
+        (a2c, a2c.Config(num_envs=4, num_steps=5, total_steps=60), "pendulum"),  # continuous
+    ],
+)
+def test_other_observation_and_action_spaces(module, cfg, name):
+    trainer = module.make_train(cfg, envs.make(name))
+    state, metrics = jax.jit(trainer.train)(jax.random.PRNGKey(0))
+    check_finite(metrics)
+    assert np.isfinite(np.asarray(metrics["loss"])).all()
+    assert int(state.env_steps) == trainer.num_updates * cfg.num_envs * cfg.num_steps
+    ret = jax.jit(lambda s, k: trainer.evaluate(s, k, 2))(state, jax.random.PRNGKey(1))
+    assert ret.shape == (2,) and np.isfinite(np.asarray(ret)).all()
