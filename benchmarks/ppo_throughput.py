@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import platform
 import statistics
 import sys
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": {
             "platform": platform.platform(),
             "processor": platform.machine(),
-            "cpu_count": __import__("os").cpu_count(),
+            "cpu_count": os.cpu_count(),
             "device": str(jax.devices()[0]),
         },
         "command": " ".join(["python", "benchmarks/ppo_throughput.py", *(argv or sys.argv[1:])]),
