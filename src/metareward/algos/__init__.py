@@ -1,9 +1,42 @@
-"""Learners: each a module with a frozen ``Config`` and ``make_train(config, env)``."""
+"""Learners: each a module with a frozen ``Config`` and ``make_train(config, env)``,
+registered by name (:mod:`metareward.algos.registry`) for the ``metareward`` command."""
 
 from metareward.algos import a2c, ppo
 from metareward.algos.config import ConfigError
 from metareward.algos.onpolicy import Trainer, TrainState, check_finite
+from metareward.algos.registry import (
+    AlgoSpec,
+    Learner,
+    algorithm_names,
+    get_algorithm,
+    register_algorithm,
+)
 
-ALGORITHMS = {"ppo": ppo, "a2c": a2c}
+register_algorithm(
+    "ppo",
+    config=ppo.Config,
+    make_train=ppo.make_train,
+    presets=ppo.PRESETS,
+    description="PPO, clipped surrogate + GAE (Schulman et al. 2017)",
+)
+register_algorithm(
+    "a2c",
+    config=a2c.Config,
+    make_train=a2c.make_train,
+    presets=a2c.PRESETS,
+    description="A2C, synchronous advantage actor-critic (Mnih et al. 2016)",
+)
 
-__all__ = ["ALGORITHMS", "ConfigError", "TrainState", "Trainer", "a2c", "check_finite", "ppo"]
+__all__ = [
+    "AlgoSpec",
+    "ConfigError",
+    "Learner",
+    "TrainState",
+    "Trainer",
+    "a2c",
+    "algorithm_names",
+    "check_finite",
+    "get_algorithm",
+    "ppo",
+    "register_algorithm",
+]

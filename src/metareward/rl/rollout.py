@@ -63,15 +63,20 @@ def rollout(
 
 
 def episode_metrics(traj: Transition) -> dict[str, jax.Array]:
-    """Mean return/length of the episodes that ended in ``traj`` (NaN if none did)."""
-    n = jnp.sum(traj.done)
-    mean_ret = jnp.sum(traj.completed_return * traj.done) / n
-    mean_len = jnp.sum(traj.completed_length * traj.done) / n
+    """Mean and std of the returns, and mean length, of the episodes that ended in
+    ``traj`` (NaN if none did), and their number ``episodes``."""
+    done = traj.done.astype(jnp.float32)
+    n = jnp.sum(done)
+    safe_n = jnp.maximum(n, 1.0)
+    mean_ret = jnp.sum(traj.completed_return * done) / safe_n
+    var_ret = jnp.sum(jnp.square(traj.completed_return - mean_ret) * done) / safe_n
+    mean_len = jnp.sum(traj.completed_length * done) / safe_n
     nan = jnp.float32(jnp.nan)
     return {
         "episode_return": jnp.where(n > 0, mean_ret, nan),
+        "episode_return_std": jnp.where(n > 0, jnp.sqrt(var_ret), nan),
         "episode_length": jnp.where(n > 0, mean_len, nan),
-        "episodes": n,
+        "episodes": n.astype(jnp.int32),
     }
 
 

@@ -1,0 +1,112 @@
+"""The algorithm registry: what the ``metareward`` command can train.
+
+An algorithm is a frozen ``Config`` dataclass, optional per-env presets, and
+``make_train(config, env) -> Learner``. Registering it is all the command needs::
+
+    register_algorithm(
+        "ppo", config=ppo.Config, make_train=ppo.make_train, presets=ppo.PRESETS,
+        description="PPO, clipped surrogate (Schulman et al. 2017)",
+    )
+
+Third-party packages can add algorithms without touching metareward through the
+``metareward.algorithms`` entry-point group; each entry point names a zero-argument
+callable that calls :func:`register_algorithm`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+import jax
+from brax.envs.base import Env
+
+
+class Learner(Protocol):
+    """What the chunked runner needs from ``make_train(config, env)``.
+
+    ``init(key) -> state`` and ``update(state) -> (state, metrics)`` are pure and
+    jittable; ``state`` is a pytree holding *everything* that changes during training
+    (parameters, optimizer and normaliser state, env states, PRNG key, counters, outer
+    state of meta-learners), which is what makes checkpoints resume exactly. ``state``
+    has a ``params`` field (checked for non-finite values between chunks). ``metrics``
+    is a flat dict of scalars with at least ``env_steps`` (cumulative); the optional
+    ``episode_return``, ``episode_return_std``, ``episode_length`` and ``episodes``
+    describe the episodes that ended during the update (NaN when none did).
+    ``evaluate(state, key, num_episodes) -> [num_episodes]`` returns of fresh episodes.
+    """
+
+    num_updates: int
+
+    def init(self, key: jax.Array) -> Any: ...
+
+    def update(self, state: Any) -> tuple[Any, dict[str, jax.Array]]: ...
+
+    def evaluate(self, state: Any, key: jax.Array, num_episodes: int = ...) -> jax.Array: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class AlgoSpec:
+    """A registered algorithm."""
+
+    name: str
+    description: str
+    config: type
+    make_train: Callable[[Any, Env], Learner]
+    presets: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def default_config(self, env_name: str) -> Any:
+        """The tuned preset for ``env_name`` if there is one, else the paper defaults."""
+        preset = self.presets.get(env_name)
+        return preset if preset is not None else self.config()
+
+
+_ALGOS: dict[str, AlgoSpec] = {}
+_plugins_loaded = False
+
+
+def register_algorithm(
+    name: str,
+    *,
+    config: type,
+    make_train: Callable[[Any, Env], Learner],
+    description: str,
+    presets: Mapping[str, Any] | None = None,
+) -> AlgoSpec:
+    """Adds an algorithm to the registry (and so to the ``metareward`` command)."""
+    if not dataclasses.is_dataclass(config) or not isinstance(config, type):
+        raise TypeError(f"config must be a dataclass type, got {config!r}")
+    if name in _ALGOS:
+        raise ValueError(f"algorithm {name!r} is already registered")
+    spec = AlgoSpec(name, description, config, make_train, dict(presets or {}))
+    _ALGOS[name] = spec
+    return spec
+
+
+def _load_plugins() -> None:
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="metareward.algorithms"):
+        ep.load()()
+
+
+def algorithm_names() -> list[str]:
+    """Registered algorithm names."""
+    _load_plugins()
+    return sorted(_ALGOS)
+
+
+def get_algorithm(name: str) -> AlgoSpec:
+    """The registered algorithm ``name``; ``ValueError`` listing the valid names if none."""
+    _load_plugins()
+    if name not in _ALGOS:
+        raise ValueError(f"unknown algorithm {name!r}; valid: {sorted(_ALGOS)}")
+    return _ALGOS[name]
+
+
+__all__ = ["AlgoSpec", "Learner", "algorithm_names", "get_algorithm", "register_algorithm"]

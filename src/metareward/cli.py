@@ -1,0 +1,289 @@
+"""The ``metareward`` command.
+
+    metareward list
+    metareward config ppo --env pendulum                 # the resolved config
+    metareward train ppo --env cartpole --seeds 4
+    metareward train a2c --env cartpole --set total_steps=2e5 --set ent_coef=0
+    metareward resume runs/ppo-cartpole-20261122-101500
+    metareward eval runs/ppo-cartpole-20261122-101500 --episodes 64
+    metareward plot runs/ppo-cartpole-* runs/a2c-cartpole-* -o cartpole.png
+
+Exit codes: 0 done; 1 the run stopped on a non-finite value (or another runtime
+error); 2 bad input (nothing was written); 128+N stopped by signal N after writing a
+checkpoint (130 for Ctrl-C, 143 for SIGTERM).
+
+argparse rather than tyro: the command is the same for every algorithm and the config
+keys differ per algorithm, so they are given as ``--set key=value`` (the same keys as in
+a config file) and validated against the algorithm's ``Config`` dataclass, whose fields,
+types and ranges the error messages list. No dependency, and algorithms registered later
+(:mod:`metareward.algos.registry`) need no CLI code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import warnings
+from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+EXIT_RUNTIME = 1
+
+
+class _BadInput(Exception):
+    pass
+
+
+def _int(text: str) -> int:
+    """An int that may be written 1e6 or 1_000_000."""
+    try:
+        v = float(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not v.is_integer():
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
+    return int(v)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="metareward",
+        description="Train, resume, evaluate and plot metareward runs.",
+        epilog="Exit codes: 0 ok, 1 non-finite/runtime error, 2 bad input, 128+N signal N.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("list", help="algorithms and environments")
+
+    c = sub.add_parser("config", help="print the resolved config of ALGO on ENV")
+    c.add_argument("algo")
+    c.add_argument("--env", required=True)
+    c.add_argument("--config", metavar="FILE")
+    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+
+    t = sub.add_parser("train", help="train ALGO on ENV, many seeds in one program")
+    t.add_argument("algo", help="see `metareward list`")
+    t.add_argument("--env", required=True, help="see `metareward list`")
+    t.add_argument("--seeds", type=_int, default=4, help="seeds trained at once (default 4)")
+    t.add_argument("--seed", type=_int, default=0, help="base PRNG seed (default 0)")
+    t.add_argument("--total-steps", type=_int, help="env steps per seed (config total_steps)")
+    t.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config key (repeatable); `metareward config` lists the keys",
+    )
+    t.add_argument("--config", metavar="FILE", help="config file (.json/.toml/.yaml)")
+    t.add_argument("--env-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="env option, e.g. backend=generalized or episode_length=500")
+    t.add_argument("--out", metavar="DIR",
+                   help="the run directory (default runs/ALGO-ENV-TIMESTAMP)")
+    t.add_argument("--wandb", choices=["off", "offline", "online"], default="off")
+    t.add_argument("--chunk-updates", type=_int,
+                   help="updates per jitted chunk = per metrics record (default: ~100 chunks)")
+    t.add_argument("--checkpoint-every", type=_int, default=10, metavar="N",
+                   help="checkpoint every N chunks (default 10; always at the end)")
+    t.add_argument("--eval-episodes", type=_int, default=32,
+                   help="episodes per seed evaluated at the end (0: skip)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    r = sub.add_parser("resume", help="continue a run from its newest good checkpoint")
+    r.add_argument("run_dir")
+    r.add_argument("--no-progress", action="store_true")
+
+    e = sub.add_parser("eval", help="evaluate the newest checkpoint of a run")
+    e.add_argument("run_dir")
+    e.add_argument("--episodes", type=_int, default=32, help="per seed (default 32)")
+    e.add_argument("--deterministic", action="store_true", help="act with the mode")
+
+    pl = sub.add_parser("plot", help="learning curves of runs on one figure")
+    pl.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    pl.add_argument("-o", "--output", metavar="FILE",
+                    help="default: RUN_DIR/curve.png for one run, ./curves.png for several")
+    pl.add_argument("--metric", default="return_mean", help="a metrics.jsonl field")
+    return p
+
+
+def _literal_kwargs(items: list[str]) -> dict:
+    from metareward.runtime.configs import _literal, parse_assignments
+
+    return {k: _literal(v) for k, v in parse_assignments(items, "--env-arg").items()}
+
+
+def cmd_list() -> None:
+    from metareward import envs
+    from metareward.algos import algorithm_names, get_algorithm
+
+    print("algorithms:")
+    for name in algorithm_names():
+        spec = get_algorithm(name)
+        presets = f" [tuned: {', '.join(sorted(spec.presets))}]" if spec.presets else ""
+        print(f"  {name:26} {spec.description}{presets}")
+    print("environments:")
+    for name in envs.names():
+        print(f"  {name:26} {envs.describe(name)}")
+
+
+def cmd_config(args: argparse.Namespace) -> None:
+    import json
+
+    from metareward import envs
+    from metareward.algos import get_algorithm
+    from metareward.runtime import configs
+
+    with _input_errors():
+        spec = get_algorithm(args.algo)
+        envs.describe(args.env)
+        config = configs.resolve_config(
+            spec.default_config(args.env), args.config, configs.parse_assignments(args.set)
+        )
+    print(json.dumps(configs.config_to_dict(config), indent=2))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from metareward.runtime import configs, driver
+    from metareward.runtime.rundir import RunDir
+
+    with _input_errors():  # everything is validated before anything is written
+        options = driver.RunOptions(
+            seeds=args.seeds,
+            seed=args.seed,
+            chunk_updates=args.chunk_updates,
+            checkpoint_every=args.checkpoint_every,
+            wandb=args.wandb,
+            eval_episodes=args.eval_episodes,
+        )
+        overrides = configs.parse_assignments(args.set)
+        if args.total_steps is not None:
+            overrides["total_steps"] = args.total_steps
+        if args.out is not None and RunDir(args.out).exists():
+            raise _BadInput(
+                f"{args.out} is already a run directory; continue it with "
+                f"`metareward resume {args.out}` or choose another --out"
+            )
+        plan = driver.prepare(
+            args.algo,
+            args.env,
+            config_file=args.config,
+            overrides=overrides,
+            env_kwargs=_literal_kwargs(args.env_arg),
+            options=options,
+        )
+    result = driver.start(plan, args.out, progress=not args.no_progress)
+    _finished(result)
+    return 0
+
+
+def _finished(result) -> None:
+    ret = "-" if result.final_return is None else f"{result.final_return:.1f}"
+    print(
+        f"done: {result.update} updates, {result.env_steps:,} env steps per seed in "
+        f"{result.wall_time:.1f} s (+{result.compile_time:.1f} s compile); "
+        f"return in the last chunk {ret} (mean over seeds)"
+    )
+    print(f"run directory: {result.run_dir}")
+    print(f"plot: {Path(result.run_dir) / 'curve.png'}")
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from metareward.runtime import driver
+
+    _require_run(args.run_dir)
+    with _input_errors():
+        driver.plan_from_run(args.run_dir)
+    result = driver.resume(args.run_dir, progress=not args.no_progress)
+    _finished(result)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from metareward.runtime import driver
+    from metareward.runtime.rundir import RunDir
+
+    _require_run(args.run_dir)
+    if args.episodes <= 0:
+        raise _BadInput(f"--episodes must be > 0, got {args.episodes}")
+    plan, update, state, meta = driver.load(args.run_dir)
+    returns = driver.evaluate(plan, state, args.episodes, deterministic=args.deterministic)
+    rec = driver.write_eval(
+        RunDir(args.run_dir), update, int(meta.get("env_steps", 0)), returns, args.deterministic
+    )
+    print(
+        f"{plan.algo.name} on {plan.env_name}, checkpoint of update {update} "
+        f"({rec['env_steps']:,} env steps), {args.episodes} episodes per seed"
+        f"{' (deterministic)' if args.deterministic else ''}:"
+    )
+    print(f"  return {rec['mean']:.2f} +- {rec['std']:.2f} over {len(rec['per_seed'])} seeds")
+    print("  per seed: " + ", ".join(f"{x:.1f}" for x in rec["per_seed"]))
+    print(f"written to {RunDir(args.run_dir).eval_json}")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from metareward.runtime.plot import plot_runs
+
+    for d in args.run_dirs:
+        if not (Path(d) / "metrics.jsonl").is_file():
+            raise _BadInput(f"{d} is not a run directory with metrics (no metrics.jsonl)")
+    out = args.output or (
+        Path(args.run_dirs[0]) / "curve.png" if len(args.run_dirs) == 1 else Path("curves.png")
+    )
+    print(f"plot: {plot_runs(args.run_dirs, out, metric=args.metric)}")
+    return 0
+
+
+@contextlib.contextmanager
+def _input_errors():
+    """Errors raised while validating input become exit code 2."""
+    try:
+        yield
+    except (ValueError, TypeError) as e:  # ConfigError is a ValueError
+        raise _BadInput(str(e)) from None
+
+
+def _require_run(run_dir: str) -> None:
+    if not (Path(run_dir) / "config.json").is_file():
+        raise _BadInput(f"{run_dir} is not a run directory (no config.json)")
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns (and exits with) the exit code."""
+    args = _parser().parse_args(argv)
+    warnings.formatwarning = _format_warning
+
+    from metareward.algos.config import ConfigError
+    from metareward.runtime.checkpoint import NoCheckpointError
+    from metareward.runtime.driver import NonFiniteError, RunInterrupted
+
+    commands = {
+        "list": cmd_list,
+        "config": cmd_config,
+        "train": cmd_train,
+        "resume": cmd_resume,
+        "eval": cmd_eval,
+        "plot": cmd_plot,
+    }
+    try:
+        code = commands[args.command](*([] if args.command == "list" else [args])) or 0
+    except (_BadInput, ConfigError) as e:
+        print(f"metareward {args.command}: error: {e}", file=sys.stderr)
+        code = EXIT_BAD_INPUT
+    except NoCheckpointError as e:
+        print(f"metareward {args.command}: error: {e}", file=sys.stderr)
+        code = EXIT_RUNTIME
+    except NonFiniteError as e:
+        print(f"metareward {args.command}: stopped: {e}", file=sys.stderr)
+        code = EXIT_RUNTIME
+    except RunInterrupted as e:
+        print(f"metareward {args.command}: {e}", file=sys.stderr)
+        code = 128 + e.signum
+    if argv is None:
+        sys.exit(code)
+    return code
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""Checkpoints of a run's full training state (orbax), with integrity checks.
+
+A checkpoint is one orbax step directory ``checkpoints/<update>/`` holding the whole
+(seed-batched) train state — parameters, optimizer states, normaliser, env states, PRNG
+keys, counters, and a meta-learner's outer state — plus a small JSON ``meta`` item
+(update, env steps, wall time). orbax writes into a temporary directory and renames it
+when complete, so a save cut off half-way never looks like a checkpoint. On top of that,
+after each save we write ``metareward_manifest.json`` with the size and SHA-256 of every
+file; a checkpoint whose manifest is missing or does not match (a truncated or damaged
+file) is skipped with a warning, moved to ``corrupt_checkpoints/``, and the previous good
+one is used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import jax
+
+MANIFEST = "metareward_manifest.json"
+
+
+class CheckpointWarning(UserWarning):
+    """A checkpoint was found damaged and skipped."""
+
+
+class NoCheckpointError(FileNotFoundError):
+    """A run directory holds no usable checkpoint."""
+
+
+def _ocp():
+    import orbax.checkpoint as ocp
+
+    return ocp
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _write_manifest(step_dir: Path) -> None:
+    files = {
+        str(p.relative_to(step_dir)): {"size": p.stat().st_size, "sha256": _digest(p)}
+        for p in sorted(step_dir.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
+    tmp = step_dir / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(files, indent=0))
+    tmp.replace(step_dir / MANIFEST)
+
+
+def verify(step_dir: Path) -> str | None:
+    """``None`` if every file of the checkpoint matches its manifest, else the problem."""
+    manifest = step_dir / MANIFEST
+    if not manifest.is_file():
+        return "no manifest (the save did not finish)"
+    try:
+        files = json.loads(manifest.read_text())
+    except (OSError, ValueError) as e:
+        return f"unreadable manifest ({e})"
+    for rel, want in files.items():
+        p = step_dir / rel
+        if not p.is_file():
+            return f"missing file {rel}"
+        if p.stat().st_size != want["size"]:
+            return f"file {rel} has {p.stat().st_size} bytes, expected {want['size']}"
+        if _digest(p) != want["sha256"]:
+            return f"file {rel} does not match its checksum"
+    return None
+
+
+class Checkpointer:
+    """Saves and restores the train state of one run directory.
+
+    ``max_to_keep`` newest checkpoints are kept, so a damaged newest one still leaves
+    an older good one.
+    """
+
+    def __init__(self, directory: str | Path, max_to_keep: int = 3):
+        self.directory = Path(directory).absolute()
+        self.max_to_keep = max_to_keep
+        self._manager = None
+
+    @property
+    def manager(self):
+        if self._manager is None:
+            ocp = _ocp()
+            options = ocp.CheckpointManagerOptions(
+                max_to_keep=self.max_to_keep, enable_async_checkpointing=False, create=True
+            )
+            self._manager = ocp.CheckpointManager(self.directory, options=options)
+        return self._manager
+
+    def steps(self) -> list[int]:
+        """Steps (update counts) of the complete checkpoints on disk, oldest first."""
+        if not self.directory.is_dir():
+            return []
+        return sorted(
+            int(p.name)
+            for p in self.directory.iterdir()
+            if p.is_dir() and p.name.isdigit() and (p / MANIFEST).is_file()
+        )
+
+    def save(self, step: int, state: Any, meta: dict[str, Any]) -> Path:
+        """Writes the checkpoint of update ``step`` (blocking until it is on disk)."""
+        ocp = _ocp()
+        step_dir = self.directory / str(step)
+        if step_dir.exists():  # e.g. a damaged checkpoint of this step was skipped
+            shutil.rmtree(step_dir)
+            self.close()
+        self.manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+            ),
+            force=True,
+        )
+        self.manager.wait_until_finished()
+        _write_manifest(step_dir)
+        return step_dir
+
+    def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict[str, Any]]:
+        """The newest good checkpoint as ``(step, state, meta)``.
+
+        ``abstract_state`` gives the structure, shapes and dtypes (``jax.eval_shape`` of
+        the batched ``init``). Damaged checkpoints are moved aside with a
+        :class:`CheckpointWarning` and the next older one is tried.
+        """
+        ocp = _ocp()
+        candidates = sorted(
+            (int(p.name) for p in self.directory.iterdir() if p.is_dir() and p.name.isdigit()),
+            reverse=True,
+        ) if self.directory.is_dir() else []
+        for step in candidates:
+            step_dir = self.directory / str(step)
+            problem = verify(step_dir)
+            if problem is None:
+                try:
+                    restored = self.manager.restore(
+                        step,
+                        args=ocp.args.Composite(
+                            state=ocp.args.StandardRestore(abstract_state),
+                            meta=ocp.args.JsonRestore(),
+                        ),
+                    )
+                    return step, restored.state, dict(restored.meta)
+                except Exception as e:  # orbax/tensorstore raise many types
+                    problem = f"restore failed: {type(e).__name__}: {e}"
+            self._quarantine(step_dir, problem)
+        raise NoCheckpointError(f"no usable checkpoint in {self.directory}")
+
+    def _quarantine(self, step_dir: Path, problem: str) -> None:
+        dest = self.directory.parent / "corrupt_checkpoints" / step_dir.name
+        warnings.warn(
+            f"checkpoint {step_dir} is damaged ({problem}); moved to {dest}, "
+            "using the previous one",
+            CheckpointWarning,
+            stacklevel=3,
+        )
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.exists():
+            shutil.rmtree(dest)
+        shutil.move(str(step_dir), str(dest))
+        self.close()  # the manager caches the step list
+
+    def close(self) -> None:
+        if self._manager is not None:
+            self._manager.close()
+            self._manager = None
+
+
+def abstract(tree: Any) -> Any:
+    """Shapes and dtypes of a pytree of arrays (what ``restore_latest`` needs)."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
+
+
+__all__ = ["MANIFEST", "CheckpointWarning", "Checkpointer", "NoCheckpointError", "verify"]

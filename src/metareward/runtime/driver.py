@@ -1,0 +1,573 @@
+"""Chunked, checkpointed, resumable training runs: what ``metareward train`` does.
+
+A run trains ``seeds`` copies of a registered algorithm as one program,
+``jax.jit`` of a ``lax.scan`` of ``chunk_updates`` calls to the ``vmap``-ped
+``update``. Between chunks the host (never the jitted core) writes ``metrics.jsonl``,
+checks for non-finite values, saves checkpoints and redraws the progress bar.
+
+Exactness: every chunk runs the same compiled program (a chunk shorter than
+``chunk_updates`` at the end of the run skips its extra iterations with ``lax.cond`` on
+a non-batched count), checkpoints are written only at chunk boundaries, and they hold
+the complete state, so ``resume`` replays exactly the computation an uninterrupted run
+does: on CPU the final parameters and metrics are bitwise equal.
+
+Use from Python::
+
+    plan = prepare("ppo", "cartpole", overrides={"total_steps": "100000"})
+    result = start(plan, out="runs/my-run")
+    result = resume("runs/my-run")          # after an interruption
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import signal
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from metareward import envs
+from metareward.algos.config import ConfigError
+from metareward.algos.registry import AlgoSpec, Learner, get_algorithm
+from metareward.runtime import configs
+from metareward.runtime.checkpoint import Checkpointer
+from metareward.runtime.progress import Progress
+from metareward.runtime.rundir import RunDir, default_run_dir
+from metareward.runtime.wandb_log import MODES as WANDB_MODES
+from metareward.runtime.wandb_log import WandbLogger
+
+#: Per-update metrics that are NaN by design when no episode ended in the update.
+EPISODE_METRICS = ("episode_return", "episode_return_std", "episode_length")
+_TARGET_CHUNKS = 100
+
+
+class NonFiniteError(FloatingPointError):
+    """A loss, metric or parameter became NaN/inf; the run stopped."""
+
+
+class RunInterrupted(Exception):
+    """SIGINT/SIGTERM stopped the run after a checkpoint was written."""
+
+    def __init__(self, signum: int, run_dir: Path, update: int):
+        self.signum, self.run_dir, self.update = signum, run_dir, update
+        name = signal.Signals(signum).name
+        super().__init__(
+            f"{name}: stopped after update {update}; checkpoint saved, plot in "
+            f"{run_dir / 'curve.png'}. Continue with: metareward resume {run_dir}"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """How a run is executed (not what is trained: that is the algorithm's Config).
+
+    Attributes:
+      seeds: independent seeds trained at once (vmapped).
+      seed: base PRNG seed; seed ``i`` uses ``jax.random.split(PRNGKey(seed), seeds)[i]``.
+      chunk_updates: updates per jitted chunk (one metrics record per chunk and seed);
+        ``None`` picks about 100 chunks per run.
+      checkpoint_every: save a checkpoint every this many chunks (and always at the
+        end, on SIGINT/SIGTERM, and before stopping on a non-finite value).
+      wandb: ``off`` | ``offline`` | ``online``.
+      eval_episodes: episodes per seed evaluated at the end (0: none).
+    """
+
+    seeds: int = 4
+    seed: int = 0
+    chunk_updates: int | None = None
+    checkpoint_every: int = 10
+    wandb: str = "off"
+    eval_episodes: int = 32
+
+    def __post_init__(self) -> None:
+        def pos_int(name: str, v: Any) -> None:
+            if not (isinstance(v, int) and not isinstance(v, bool) and v > 0):
+                raise ConfigError(f"{name} must be an int > 0, got {v!r}")
+
+        pos_int("seeds", self.seeds)
+        pos_int("checkpoint_every", self.checkpoint_every)
+        if self.chunk_updates is not None:
+            pos_int("chunk_updates", self.chunk_updates)
+        if not (isinstance(self.seed, int) and 0 <= self.seed < 2**32):
+            raise ConfigError(f"seed must be an int in [0, 2**32), got {self.seed!r}")
+        if not (isinstance(self.eval_episodes, int) and self.eval_episodes >= 0):
+            raise ConfigError(f"eval_episodes must be an int >= 0, got {self.eval_episodes!r}")
+        if self.wandb not in WANDB_MODES:
+            raise ConfigError(f"wandb must be one of {list(WANDB_MODES)}, got {self.wandb!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """A validated run: the algorithm, its resolved config, the env and the learner.
+    Building one compiles nothing; every bad input fails here."""
+
+    algo: AlgoSpec
+    env_name: str
+    env_kwargs: dict[str, Any]
+    config: Any
+    options: RunOptions
+    learner: Learner
+
+    @property
+    def num_updates(self) -> int:
+        return int(self.learner.num_updates)
+
+    @property
+    def chunk_updates(self) -> int:
+        k = self.options.chunk_updates or math.ceil(self.num_updates / _TARGET_CHUNKS)
+        return max(1, min(k, self.num_updates))
+
+    def keys(self) -> jax.Array:
+        return jax.random.split(jax.random.PRNGKey(self.options.seed), self.options.seeds)
+
+    def record(self) -> dict[str, Any]:
+        """What ``config.json`` stores to rebuild this plan."""
+        return {
+            "algo": self.algo.name,
+            "env": self.env_name,
+            "env_kwargs": self.env_kwargs,
+            "config": configs.config_to_dict(self.config),
+            "run": {
+                **dataclasses.asdict(self.options),
+                "chunk_updates": self.chunk_updates,
+                "num_updates": self.num_updates,
+            },
+        }
+
+
+def prepare(
+    algo: str,
+    env: str,
+    *,
+    config_file: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    env_kwargs: Mapping[str, Any] | None = None,
+    options: RunOptions | None = None,
+) -> Plan:
+    """Resolves defaults <- ``config_file`` <- ``overrides`` and builds the learner.
+
+    Raises ``ConfigError``/``ValueError`` (unknown algorithm, env or key, bad value)
+    before anything is compiled or written.
+    """
+    spec = get_algorithm(algo)
+    envs.describe(env)  # unknown env: ValueError listing the valid names
+    config = configs.resolve_config(spec.default_config(env), config_file, overrides)
+    env_kwargs = dict(env_kwargs or {})
+    environment = envs.make(env, **env_kwargs)
+    learner = spec.make_train(config, environment)
+    return Plan(spec, env, env_kwargs, config, options or RunOptions(), learner)
+
+
+def plan_from_run(run_dir: str | Path) -> Plan:
+    """Rebuilds the plan recorded in a run directory's ``config.json``."""
+    rd = RunDir(run_dir)
+    rec = rd.load_config()
+    run = dict(rec["run"])
+    run.pop("num_updates", None)
+    plan = prepare(
+        rec["algo"],
+        rec["env"],
+        overrides=rec["config"],
+        env_kwargs=rec.get("env_kwargs"),
+        options=RunOptions(**{k: run[k] for k in run if k in _OPTION_FIELDS}),
+    )
+    if plan.num_updates != rec["run"]["num_updates"]:
+        raise ValueError(
+            f"{run_dir}: config.json says {rec['run']['num_updates']} updates but the "
+            f"rebuilt learner has {plan.num_updates}; was the algorithm changed?"
+        )
+    return plan
+
+
+_OPTION_FIELDS = {f.name for f in dataclasses.fields(RunOptions)}
+
+
+# ----------------------------------------------------------------------------------------
+# The jitted chunk
+
+
+def _params_finite(state: Any) -> jax.Array:
+    params = getattr(state, "params", state)
+    leaves = [
+        jnp.all(jnp.isfinite(x))
+        for x in jax.tree.leaves(params)
+        if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)
+    ]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+
+
+def make_chunk(learner: Learner, chunk_updates: int, abstract_state: Any):
+    """``chunk(states, n) -> (states, metrics[K, seeds], params_finite[seeds])``: ``n <=
+    K`` updates of every seed, the rest of the ``K`` iterations skipped."""
+    update = jax.vmap(learner.update)
+    _, metrics_shape = jax.eval_shape(update, abstract_state)
+
+    def skip(states):
+        return states, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metrics_shape)
+
+    def chunk(states, n):
+        def body(s, i):
+            return jax.lax.cond(i < n, update, skip, s)
+
+        states, metrics = jax.lax.scan(body, states, jnp.arange(chunk_updates))
+        return states, metrics, jax.vmap(_params_finite)(states)
+
+    return jax.jit(chunk)
+
+
+# ----------------------------------------------------------------------------------------
+# Host side: records, non-finite checks
+
+
+def _chunk_records(
+    metrics: dict[str, np.ndarray], n: int, chunk: int, update: int
+) -> list[dict[str, Any]]:
+    """One record per seed from ``[n, seeds]`` per-update metrics (see METRIC_FIELDS)."""
+    m = {k: np.asarray(v)[:n] for k, v in metrics.items()}
+    seeds = next(iter(m.values())).shape[1]
+    eps = m.get("episodes")
+    out = []
+    for s in range(seeds):
+        rec: dict[str, Any] = {"seed": s, "chunk": chunk, "update": update}
+        rec["env_steps"] = int(m["env_steps"][n - 1, s])
+        if eps is not None and "episode_return" in m:
+            cnt = eps[:, s].astype(np.float64)
+            total = cnt.sum()
+            has = cnt > 0
+            rec["episodes"] = int(total)
+            if total > 0:
+                mu = m["episode_return"][has, s].astype(np.float64)
+                sd = m.get("episode_return_std", np.zeros_like(m["episode_return"]))[has, s]
+                mean = float((cnt[has] * mu).sum() / total)
+                second = float((cnt[has] * (sd.astype(np.float64) ** 2 + mu**2)).sum() / total)
+                rec["return_mean"] = mean
+                rec["return_std"] = math.sqrt(max(second - mean**2, 0.0))
+                if "episode_length" in m:
+                    ln = m["episode_length"][has, s].astype(np.float64)
+                    rec["episode_length"] = float((cnt[has] * ln).sum() / total)
+            else:
+                rec["return_mean"] = rec["return_std"] = None
+        for k, v in m.items():
+            if k in rec or k in EPISODE_METRICS or k in ("env_steps", "episodes"):
+                continue
+            col = v[:, s]
+            if np.issubdtype(col.dtype, np.floating):
+                rec[k] = float(col.mean())
+            else:
+                rec[k] = col[-1].item()
+        out.append(rec)
+    return out
+
+
+def _first_nonfinite(
+    metrics: dict[str, np.ndarray], n: int, params_ok: np.ndarray
+) -> tuple[str, int, int, Any] | None:
+    """``(what, update offset, seed, value)`` of the first non-finite value, if any."""
+    eps = metrics.get("episodes")
+    first = None
+    # The loss first: on a tie (same update) it is the most telling name.
+    for k in sorted(metrics, key=lambda k: (k != "loss", k)):
+        v = np.asarray(metrics[k])[:n]
+        if k == "nonfinite":
+            bad = v > 0
+        elif np.issubdtype(v.dtype, np.floating):
+            bad = ~np.isfinite(v)
+            if k in EPISODE_METRICS and eps is not None:
+                bad &= np.asarray(eps)[:n] > 0
+        else:
+            continue
+        if bad.any():
+            u, s = np.argwhere(bad)[0]
+            if first is None or u < first[1]:
+                what = "gradient (steps skipped)" if k == "nonfinite" else k
+                first = (what, int(u), int(s), v[u, s].item())
+    if first is None and not params_ok.all():
+        s = int(np.argmin(params_ok))
+        first = ("parameters", n - 1, s, None)
+    return first
+
+
+# ----------------------------------------------------------------------------------------
+# Signals
+
+
+class _Signals:
+    """SIGINT/SIGTERM set a flag (the run stops after the current chunk and checkpoints);
+    a second SIGINT raises KeyboardInterrupt at once."""
+
+    def __init__(self, out: TextIO):
+        self.received: int | None = None
+        self._old: dict[int, Any] = {}
+        self._out = out
+
+    def _handler(self, signum, frame):
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signum
+        print(
+            f"\n{signal.Signals(signum).name} received: stopping after the current chunk "
+            "and writing a checkpoint (Ctrl-C again aborts without one)",
+            file=self._out,
+            flush=True,
+        )
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        return False
+
+
+# ----------------------------------------------------------------------------------------
+# Running
+
+
+@dataclasses.dataclass
+class RunResult:
+    """How a run ended, and its final (seed-batched) state."""
+
+    run_dir: Path
+    status: str  # "finished"
+    update: int
+    env_steps: int
+    wall_time: float  # summed time of the chunks (all sessions of the run)
+    loop_time: float  # this session's chunk loop, host work (logging, checkpoints) included
+    compile_time: float
+    state: Any
+    final_return: float | None
+    eval_returns: np.ndarray | None  # [seeds] mean eval return per seed
+
+
+def start(
+    plan: Plan,
+    out: str | Path | None = None,
+    *,
+    stream: TextIO | None = None,
+    progress: bool = True,
+) -> RunResult:
+    """Creates the run directory (``config.json``) and trains to the end."""
+    rd = RunDir(out if out is not None else default_run_dir(plan.algo.name, plan.env_name))
+    rd.create({**plan.record(), "wandb_id": uuid.uuid4().hex[:12]})
+    return _execute(plan, rd, resume=False, stream=stream, progress=progress)
+
+
+def resume(
+    run_dir: str | Path, *, stream: TextIO | None = None, progress: bool = True
+) -> RunResult:
+    """Continues a run from its newest good checkpoint to the end."""
+    plan = plan_from_run(run_dir)
+    return _execute(plan, RunDir(run_dir), resume=True, stream=stream, progress=progress)
+
+
+def load(run_dir: str | Path) -> tuple[Plan, int, Any, dict[str, Any]]:
+    """``(plan, update, state, meta)`` of a run's newest good checkpoint (for notebooks,
+    ``eval`` and tests). ``state`` is batched over seeds."""
+    plan = plan_from_run(run_dir)
+    ckpt = Checkpointer(RunDir(run_dir).checkpoints)
+    try:
+        abstract_state = jax.eval_shape(jax.vmap(plan.learner.init), plan.keys())
+        update, state, meta = ckpt.restore_latest(abstract_state)
+    finally:
+        ckpt.close()
+    return plan, update, state, meta
+
+
+def evaluate(
+    plan: Plan, state: Any, episodes: int, *, deterministic: bool = False, seed_offset: int = 1
+) -> np.ndarray:
+    """``[seeds, episodes]`` returns of fresh episodes of each seed's policy."""
+    if not (isinstance(episodes, int) and episodes > 0):
+        raise ConfigError(f"episodes must be an int > 0, got {episodes!r}")
+    keys = jax.random.split(jax.random.PRNGKey(plan.options.seed + seed_offset), plan.options.seeds)
+    fn = jax.jit(
+        jax.vmap(lambda s, k: plan.learner.evaluate(s, k, episodes, deterministic=deterministic))
+    )
+    return np.asarray(fn(state, keys))
+
+
+def write_eval(rd: RunDir, update: int, env_steps: int, returns: np.ndarray, det: bool) -> dict:
+    per_seed = returns.mean(axis=1)
+    rec = {
+        "update": update,
+        "env_steps": env_steps,
+        "episodes_per_seed": int(returns.shape[1]),
+        "deterministic": det,
+        "mean": float(per_seed.mean()),
+        "std": float(per_seed.std()),
+        "per_seed": [float(x) for x in per_seed],
+    }
+    RunDir.write_json(rd.eval_json, rec)
+    return rec
+
+
+def _execute(
+    plan: Plan, rd: RunDir, *, resume: bool, stream: TextIO | None, progress: bool
+) -> RunResult:
+    out = stream or sys.stdout
+    say = lambda *a: print(*a, file=out, flush=True)
+    opts, learner = plan.options, plan.learner
+    total, K = plan.num_updates, plan.chunk_updates
+    num_chunks = math.ceil(total / K)
+    record = rd.load_config()
+    ckpt = Checkpointer(rd.checkpoints)
+    wb = None
+    status = "failed"
+    update = env_steps = 0
+    wall = compile_time = loop_time = 0.0
+    last_return: float | None = None
+    bar = Progress(enabled=progress)
+
+    with _Signals(sys.stderr) as sig:
+        try:
+            keys = plan.keys()
+            abstract_state = jax.eval_shape(jax.vmap(learner.init), keys)
+            say(
+                f"{plan.algo.name} on {plan.env_name}: {opts.seeds} seed(s), {total} updates "
+                f"in {num_chunks} chunk(s) of {K}"
+            )
+            say(f"run directory: {rd.path}")
+            if resume:
+                update, state, meta = ckpt.restore_latest(abstract_state)
+                wall = float(meta.get("wall_time", 0.0))
+                env_steps = int(meta.get("env_steps", 0))
+                rd.truncate_metrics(update)
+                say(f"resuming from the checkpoint of update {update} ({env_steps:,} env steps)")
+            else:
+                state = jax.jit(jax.vmap(learner.init))(keys)
+            saved_update = update if resume else None
+
+            if opts.wandb != "off":
+                wb = WandbLogger(
+                    opts.wandb, rd.path, record.get("wandb_id", uuid.uuid4().hex[:12]),
+                    rd.path.name, record,
+                )
+
+            t0 = time.perf_counter()
+            n_arg = jnp.int32(K)
+            chunk_fn = make_chunk(learner, K, abstract_state).lower(state, n_arg).compile()
+            compile_time = time.perf_counter() - t0
+            say(f"compiled in {compile_time:.1f} s")
+
+            def save(upd: int, st: Any, steps: int) -> None:
+                nonlocal saved_update
+                if saved_update == upd:
+                    return
+                ckpt.save(upd, st, {"update": upd, "env_steps": steps, "wall_time": wall})
+                saved_update = upd
+
+            bar.update(update, total, env_steps, 0.0, None)
+            loop_start = time.perf_counter()
+            while update < total and sig.received is None:
+                n = min(K, total - update)
+                chunk = update // K
+                t0 = time.perf_counter()
+                new_state, metrics, params_ok = chunk_fn(state, jnp.int32(n))
+                metrics, params_ok = jax.device_get((metrics, params_ok))
+                dt = time.perf_counter() - t0
+                bad = _first_nonfinite(metrics, n, np.asarray(params_ok))
+                if bad is not None:
+                    what, u, s, value = bad
+                    save(update, state, env_steps)  # the state before this chunk is good
+                    status = "nonfinite"
+                    at_steps = int(np.asarray(metrics["env_steps"])[u, s])
+                    raise NonFiniteError(
+                        f"non-finite {what}"
+                        + (f" ({value})" if value is not None else "")
+                        + f" at update {update + u + 1} (env step {at_steps:,}) of seed {s}. "
+                        f"The last good checkpoint is update {saved_update} in "
+                        f"{ckpt.directory}. Lower the learning rate or check the reward scale."
+                    )
+                update += n
+                wall += dt
+                recs = _chunk_records(metrics, n, chunk, update)
+                new_steps = sum(r["env_steps"] for r in recs)
+                sps = (new_steps - env_steps * opts.seeds) / max(dt, 1e-9)
+                env_steps = recs[0]["env_steps"]
+                for r in recs:
+                    r["wall_time"] = round(wall, 4)
+                    r["steps_per_sec"] = round(sps, 1)
+                rd.append_metrics(recs)
+                rets = [r["return_mean"] for r in recs if r.get("return_mean") is not None]
+                if rets:
+                    last_return = float(np.mean(rets))
+                state = new_state
+                if wb is not None:
+                    wb.log(recs)
+                if (chunk + 1) % opts.checkpoint_every == 0 or update == total or sig.received:
+                    save(update, state, env_steps)
+                bar.update(update, total, env_steps, sps, last_return)
+            bar.close()
+            loop_time = time.perf_counter() - loop_start
+
+            if sig.received is not None:
+                save(update, state, env_steps)
+                status = "interrupted"
+                raise RunInterrupted(sig.received, rd.path, update)
+
+            status = "finished"
+            eval_returns = None
+            if opts.eval_episodes > 0:
+                ev = evaluate(plan, state, opts.eval_episodes)
+                rec = write_eval(rd, update, env_steps, ev, False)
+                eval_returns = np.asarray(rec["per_seed"])
+                say(
+                    f"evaluation, {opts.eval_episodes} episodes per seed: "
+                    f"{rec['mean']:.1f} +- {rec['std']:.1f} over seeds"
+                )
+            return RunResult(
+                rd.path, status, update, env_steps, wall, loop_time, compile_time, state,
+                last_return, eval_returns,
+            )
+        finally:
+            bar.close()
+            ckpt.close()
+            summary = {
+                "status": status,
+                "update": update,
+                "num_updates": total,
+                "env_steps": env_steps,
+                "wall_time": round(wall, 3),
+                "loop_time": round(loop_time, 3),
+                "compile_time": round(compile_time, 3),
+                "last_return": last_return,
+            }
+            RunDir.write_json(rd.summary_json, summary)
+            if rd.metrics_jsonl.is_file():
+                from metareward.runtime.plot import plot_runs
+
+                plot_runs([rd.path], rd.curve_png)
+            if wb is not None:
+                wb.summary(summary)
+                wb.finish(exit_code=0 if status == "finished" else 1)
+
+
+__all__ = [
+    "NonFiniteError",
+    "Plan",
+    "RunInterrupted",
+    "RunOptions",
+    "RunResult",
+    "evaluate",
+    "load",
+    "make_chunk",
+    "plan_from_run",
+    "prepare",
+    "resume",
+    "start",
+    "write_eval",
+]
+
