@@ -82,23 +82,40 @@ class Checkpointer:
     """Saves and restores the train state of one run directory.
 
     ``max_to_keep`` newest checkpoints are kept, so a damaged newest one still leaves
-    an older good one.
+    an older good one. Saves are asynchronous by default: ``save`` copies the state to
+    host memory and returns while orbax writes the files in the background; the
+    manifest that marks the checkpoint good is written once the files are complete (at
+    the next ``save``, ``wait``, ``restore_latest`` or ``close``).
     """
 
-    def __init__(self, directory: str | Path, max_to_keep: int = 3):
+    def __init__(self, directory: str | Path, max_to_keep: int = 3, asynchronous: bool = True):
         self.directory = Path(directory).absolute()
         self.max_to_keep = max_to_keep
+        self.asynchronous = asynchronous
         self._manager = None
+        self._pending: int | None = None
 
     @property
     def manager(self):
         if self._manager is None:
             ocp = _ocp()
             options = ocp.CheckpointManagerOptions(
-                max_to_keep=self.max_to_keep, enable_async_checkpointing=False, create=True
+                max_to_keep=self.max_to_keep,
+                enable_async_checkpointing=self.asynchronous,
+                create=True,
             )
             self._manager = ocp.CheckpointManager(self.directory, options=options)
         return self._manager
+
+    def wait(self) -> None:
+        """Blocks until the last save is on disk, then marks it good (its manifest)."""
+        if self._pending is None:
+            return
+        step, self._pending = self._pending, None
+        self.manager.wait_until_finished()
+        step_dir = self.directory / str(step)
+        if step_dir.is_dir():  # (orbax may already have removed it: max_to_keep)
+            _write_manifest(step_dir)
 
     def steps(self) -> list[int]:
         """Steps (update counts) of the complete checkpoints on disk, oldest first."""
@@ -111,12 +128,15 @@ class Checkpointer:
         )
 
     def save(self, step: int, state: Any, meta: dict[str, Any]) -> Path:
-        """Writes the checkpoint of update ``step`` (blocking until it is on disk)."""
+        """Starts writing the checkpoint of update ``step``; see the class docstring."""
         ocp = _ocp()
+        self.wait()
         step_dir = self.directory / str(step)
         if step_dir.exists():  # e.g. a damaged checkpoint of this step was skipped
             shutil.rmtree(step_dir)
             self.close()
+        # Host copies first: orbax's handling of numpy arrays is several times cheaper.
+        state = jax.device_get(state)
         self.manager.save(
             step,
             args=ocp.args.Composite(
@@ -124,8 +144,9 @@ class Checkpointer:
             ),
             force=True,
         )
-        self.manager.wait_until_finished()
-        _write_manifest(step_dir)
+        self._pending = step
+        if not self.asynchronous:
+            self.wait()
         return step_dir
 
     def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict[str, Any]]:
@@ -136,6 +157,7 @@ class Checkpointer:
         :class:`CheckpointWarning` and the next older one is tried.
         """
         ocp = _ocp()
+        self.wait()
         candidates = sorted(
             (int(p.name) for p in self.directory.iterdir() if p.is_dir() and p.name.isdigit()),
             reverse=True,
@@ -173,6 +195,8 @@ class Checkpointer:
         self.close()  # the manager caches the step list
 
     def close(self) -> None:
+        """Finishes a pending save and releases orbax's manager."""
+        self.wait()
         if self._manager is not None:
             self._manager.close()
             self._manager = None

@@ -447,7 +447,10 @@ def _execute(
                 rd.truncate_metrics(update)
                 say(f"resuming from the checkpoint of update {update} ({env_steps:,} env steps)")
             else:
-                state = jax.jit(jax.vmap(learner.init))(keys)
+                t0 = time.perf_counter()
+                init_fn = jax.jit(jax.vmap(learner.init)).lower(keys).compile()
+                compile_time = time.perf_counter() - t0
+                state = init_fn(keys)
             saved_update = update if resume else None
 
             if opts.wandb != "off":
@@ -456,10 +459,12 @@ def _execute(
                     rd.path.name, record,
                 )
 
+            # Lowered from shapes and dtypes alone (weak types dropped), so a fresh run and
+            # a resumed one (whose state comes from disk) compile the very same program.
+            spec = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), abstract_state)
             t0 = time.perf_counter()
-            n_arg = jnp.int32(K)
-            chunk_fn = make_chunk(learner, K, abstract_state).lower(state, n_arg).compile()
-            compile_time = time.perf_counter() - t0
+            chunk_fn = make_chunk(learner, K, spec).lower(spec, np.int32(K)).compile()
+            compile_time += time.perf_counter() - t0
             say(f"compiled in {compile_time:.1f} s")
 
             def save(upd: int, st: Any, steps: int) -> None:
@@ -470,14 +475,25 @@ def _execute(
                 saved_update = upd
 
             bar.update(update, total, env_steps, 0.0, None)
-            loop_start = time.perf_counter()
-            while update < total and sig.received is None:
-                n = min(K, total - update)
-                chunk = update // K
-                t0 = time.perf_counter()
-                new_state, metrics, params_ok = chunk_fn(state, jnp.int32(n))
+            loop_start = last_done = time.perf_counter()
+            wall_start = wall
+
+            def launch(st: Any, upd: int) -> tuple[int, Any] | None:
+                if upd >= total or sig.received is not None:
+                    return None
+                n = min(K, total - upd)
+                return n, chunk_fn(st, np.int32(n))
+
+            # Pipelined: chunk c+1 is dispatched (jax runs it asynchronously) before the
+            # host logs and checkpoints chunk c, so host work overlaps the computation.
+            pending = launch(state, update)
+            while pending is not None:
+                n, (new_state, metrics, params_ok) = pending
+                chunk, done = update // K, update + n
+                pending = launch(new_state, done)
                 metrics, params_ok = jax.device_get((metrics, params_ok))
-                dt = time.perf_counter() - t0
+                now = time.perf_counter()
+                dt, last_done = now - last_done, now
                 bad = _first_nonfinite(metrics, n, np.asarray(params_ok))
                 if bad is not None:
                     what, u, s, value = bad
@@ -491,11 +507,11 @@ def _execute(
                         f"The last good checkpoint is update {saved_update} in "
                         f"{ckpt.directory}. Lower the learning rate or check the reward scale."
                     )
-                update += n
-                wall += dt
+                update, state = done, new_state
+                wall = wall_start + (now - loop_start)
                 recs = _chunk_records(metrics, n, chunk, update)
-                new_steps = sum(r["env_steps"] for r in recs)
-                sps = (new_steps - env_steps * opts.seeds) / max(dt, 1e-9)
+                sps = sum(r["env_steps"] for r in recs) - env_steps * opts.seeds
+                sps /= max(dt, 1e-9)
                 env_steps = recs[0]["env_steps"]
                 for r in recs:
                     r["wall_time"] = round(wall, 4)
@@ -504,10 +520,9 @@ def _execute(
                 rets = [r["return_mean"] for r in recs if r.get("return_mean") is not None]
                 if rets:
                     last_return = float(np.mean(rets))
-                state = new_state
                 if wb is not None:
                     wb.log(recs)
-                if (chunk + 1) % opts.checkpoint_every == 0 or update == total or sig.received:
+                if (chunk + 1) % opts.checkpoint_every == 0 or update == total:
                     save(update, state, env_steps)
                 bar.update(update, total, env_steps, sps, last_return)
             bar.close()

@@ -161,10 +161,10 @@ class RunDir:
             json.dumps({k: _clean(v) for k, v in r.items()}, default=_json_default)
             for r in records
         ]
+        # No fsync: records past the checkpoint a run resumes from are dropped anyway,
+        # and a line cut off by a crash is skipped when reading.
         with self.metrics_jsonl.open("a") as f:
             f.write("".join(line + "\n" for line in lines))
-            f.flush()
-            os.fsync(f.fileno())
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """All complete records (a line cut off by a crash is ignored)."""
