@@ -202,6 +202,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     _require_run(args.run_dir)
     if args.episodes <= 0:
         raise _BadInput(f"--episodes must be > 0, got {args.episodes}")
+    with _input_errors():
+        driver.plan_from_run(args.run_dir)
     plan, update, state, meta = driver.load(args.run_dir)
     returns = driver.evaluate(plan, state, args.episodes, deterministic=args.deterministic)
     rec = driver.write_eval(

@@ -34,7 +34,8 @@ class Learner(Protocol):
     is a flat dict of scalars with at least ``env_steps`` (cumulative); the optional
     ``episode_return``, ``episode_return_std``, ``episode_length`` and ``episodes``
     describe the episodes that ended during the update (NaN when none did).
-    ``evaluate(state, key, num_episodes) -> [num_episodes]`` returns of fresh episodes.
+    ``evaluate(state, key, num_episodes, deterministic=False) -> [num_episodes]``: returns
+    of fresh episodes of the current policy (its mode if ``deterministic``).
     """
 
     num_updates: int
@@ -43,7 +44,9 @@ class Learner(Protocol):
 
     def update(self, state: Any) -> tuple[Any, dict[str, jax.Array]]: ...
 
-    def evaluate(self, state: Any, key: jax.Array, num_episodes: int = ...) -> jax.Array: ...
+    def evaluate(
+        self, state: Any, key: jax.Array, num_episodes: int = ..., deterministic: bool = ...
+    ) -> jax.Array: ...
 
 
 @dataclasses.dataclass(frozen=True)
