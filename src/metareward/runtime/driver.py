@@ -254,8 +254,8 @@ def _chunk_records(
                 if "episode_length" in m:
                     ln = m["episode_length"][has, s].astype(np.float64)
                     rec["episode_length"] = float((cnt[has] * ln).sum() / total)
-            else:
-                rec["return_mean"] = rec["return_std"] = None
+        for k in ("episodes", "return_mean", "return_std"):
+            rec.setdefault(k, None)  # a learner without episode metrics, or none ended
         for k, v in m.items():
             if k in rec or k in EPISODE_METRICS or k in ("env_steps", "episodes"):
                 continue
