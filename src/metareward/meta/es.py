@@ -1,0 +1,68 @@
+"""Evolution-strategies gradient estimates (Salimans et al. 2017; EPG's outer loop,
+eq. 5 of ``epg_evolved_policy_gradients.md``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+PyTree = Any
+SHAPINGS = ("none", "centered_ranks")
+
+
+def centered_ranks(x: jax.Array) -> jax.Array:
+    """Ranks of ``x`` mapped linearly to [-0.5, 0.5] (ties broken by position)."""
+    n = x.shape[0]
+    ranks = jnp.argsort(jnp.argsort(x)).astype(jnp.float32)
+    return ranks / jnp.maximum(n - 1, 1) - 0.5
+
+
+def es_grad(
+    fitness: Callable[[PyTree], jax.Array],
+    params: PyTree,
+    key: jax.Array,
+    *,
+    pop_size: int,
+    sigma: float,
+    antithetic: bool = True,
+    shaping: str = "centered_ranks",
+) -> tuple[PyTree, jax.Array]:
+    """Estimate of the ascent direction of ``E_eps[fitness(params + sigma eps)]``,
+    ``eps ~ N(0, I)``: ``1 / (pop_size sigma) sum_i F_i eps_i``.
+
+    The ``pop_size`` perturbed parameter sets are evaluated with ``jax.vmap``.
+    ``antithetic`` uses pairs ``+eps, -eps`` (``pop_size`` must be even), which cancels
+    the even part of the fitness and lowers the variance. ``shaping="centered_ranks"``
+    replaces fitness values by their centred ranks (invariant to monotone transforms of
+    fitness, robust to outliers); ``"none"`` uses them as they are. Fitness is
+    *maximised* here (an ascent direction); negate it for a loss.
+
+    Returns ``(direction, fitness_values)``: a pytree like ``params`` and the
+    ``[pop_size]`` raw fitness values. Cost: ``pop_size`` fitness evaluations (in one
+    vmapped batch); memory: ``pop_size`` copies of ``params``.
+    """
+    if not (isinstance(pop_size, int) and pop_size > 0):
+        raise ValueError(f"pop_size must be an int > 0, got {pop_size!r}")
+    if antithetic and pop_size % 2:
+        raise ValueError(f"antithetic sampling needs an even pop_size, got {pop_size}")
+    if not sigma > 0:
+        raise ValueError(f"sigma must be > 0, got {sigma!r}")
+    if shaping not in SHAPINGS:
+        raise ValueError(f"shaping must be one of {list(SHAPINGS)}, got {shaping!r}")
+    flat, unravel = ravel_pytree(params)
+    if antithetic:
+        half = jax.random.normal(key, (pop_size // 2, flat.shape[0]), flat.dtype)
+        eps = jnp.concatenate([half, -half])
+    else:
+        eps = jax.random.normal(key, (pop_size, flat.shape[0]), flat.dtype)
+    values = jax.vmap(lambda e: fitness(unravel(flat + sigma * e)))(eps)
+    weights = centered_ranks(values) if shaping == "centered_ranks" else values
+    direction = weights @ eps / (pop_size * sigma)
+    return unravel(direction), values
+
+
+__all__ = ["SHAPINGS", "centered_ranks", "es_grad"]
