@@ -104,9 +104,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _literal_kwargs(items: list[str]) -> dict:
-    from metareward.runtime.configs import _literal, parse_assignments
+    from metareward.runtime.configs import parse_assignments, parse_literal
 
-    return {k: _literal(v) for k, v in parse_assignments(items, "--env-arg").items()}
+    return {k: parse_literal(v) for k, v in parse_assignments(items, "--env-arg").items()}
 
 
 def cmd_list() -> None:

@@ -203,7 +203,7 @@ class Checkpointer:
 
 
 def abstract(tree: Any) -> Any:
-    """Shapes and dtypes of a pytree of arrays (what ``restore_latest`` needs)."""
+    """Shapes and dtypes (weak types dropped) of a pytree of arrays or abstract values."""
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
 
 

@@ -56,7 +56,8 @@ def _describe(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _literal(value: str) -> Any:
+def parse_literal(value: str) -> Any:
+    """A Python literal (number, bool, tuple...) if ``value`` is one, else the string."""
     try:
         return ast.literal_eval(value)
     except (ValueError, SyntaxError):
@@ -90,7 +91,7 @@ def coerce(key: str, tp: Any, value: Any) -> Any:
             return value.lower() in _TRUE
         raise fail()
     if tp is int:
-        v = _literal(value) if isinstance(value, str) else value
+        v = parse_literal(value) if isinstance(value, str) else value
         if isinstance(v, bool):
             raise fail()
         if isinstance(v, int):
@@ -99,7 +100,7 @@ def coerce(key: str, tp: Any, value: Any) -> Any:
             return int(v)
         raise fail()
     if tp is float:
-        v = _literal(value) if isinstance(value, str) else value
+        v = parse_literal(value) if isinstance(value, str) else value
         if isinstance(v, int | float) and not isinstance(v, bool):
             return float(v)
         raise fail()
@@ -111,7 +112,7 @@ def coerce(key: str, tp: Any, value: Any) -> Any:
         v = value
         if isinstance(v, str):
             s = v.strip()
-            v = _literal(s) if s[:1] in "([" else [p for p in s.split(",") if p.strip()]
+            v = parse_literal(s) if s[:1] in "([" else [p for p in s.split(",") if p.strip()]
             if isinstance(v, int | float):
                 v = [v]
         if not isinstance(v, list | tuple):
@@ -214,5 +215,6 @@ __all__ = [
     "field_types",
     "load_config_file",
     "parse_assignments",
+    "parse_literal",
     "resolve_config",
 ]

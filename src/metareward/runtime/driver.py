@@ -39,7 +39,7 @@ from metareward import envs
 from metareward.algos.config import ConfigError
 from metareward.algos.registry import AlgoSpec, Learner, get_algorithm
 from metareward.runtime import configs
-from metareward.runtime.checkpoint import Checkpointer
+from metareward.runtime.checkpoint import Checkpointer, abstract
 from metareward.runtime.progress import Progress
 from metareward.runtime.rundir import RunDir, default_run_dir
 from metareward.runtime.wandb_log import MODES as WANDB_MODES
@@ -461,7 +461,7 @@ def _execute(
 
             # Lowered from shapes and dtypes alone (weak types dropped), so a fresh run and
             # a resumed one (whose state comes from disk) compile the very same program.
-            spec = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), abstract_state)
+            spec = abstract(abstract_state)
             t0 = time.perf_counter()
             chunk_fn = make_chunk(learner, K, spec).lower(spec, np.int32(K)).compile()
             compile_time += time.perf_counter() - t0
