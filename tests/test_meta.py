@@ -4,8 +4,10 @@ implicit and unrolled hypergradients of a quadratic bilevel problem, ES vs the g
 import itertools
 
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from metareward.meta import (
@@ -65,6 +67,32 @@ def test_cg_matches_dense_solve_with_and_without_damping():
         for k in (1, 3, 6, 12)
     ]
     assert all(e2 < e1 for e1, e2 in itertools.pairwise(errs)), errs
+
+
+def test_cg_info_and_negative_curvature():
+    rng = np.random.default_rng(11)
+    n = 10
+    A = jnp.asarray(spd(rng, n), jnp.float32)
+    b = jnp.asarray(rng.normal(size=n), jnp.float32)
+    x, info = cg_solve(lambda v: A @ v, b, maxiter=n, tol=1e-5, return_info=True)
+    assert not bool(info.negative_curvature) and 1 <= int(info.iterations) <= n
+    assert float(info.residual_norm) <= 1e-5 * float(jnp.linalg.norm(b)) * 1.01
+    np.testing.assert_allclose(info.residual_norm, jnp.linalg.norm(b - A @ x), atol=1e-5)
+    # An indefinite matrix: CG stops at the first direction of non-positive curvature and
+    # returns the (finite) iterate before it, instead of dividing by p'Ap <= 0.
+    q, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    M = jnp.asarray((q * np.linspace(-3.0, 5.0, n)) @ q.T, jnp.float32)
+    for seed in range(5):
+        bb = jnp.asarray(np.random.default_rng(seed).normal(size=n), jnp.float32)
+        x, info = cg_solve(lambda v: M @ v, bb, maxiter=50, tol=0.0, return_info=True)
+        assert bool(jnp.all(jnp.isfinite(x))) and bool(info.negative_curvature)
+        k = int(info.iterations) - 1  # the iterations that updated x
+        assert 1 <= k < n
+        ref = cg_solve(lambda v: M @ v, bb, maxiter=k, tol=0.0)
+        np.testing.assert_allclose(x, ref, rtol=1e-6, atol=1e-6)
+    b0 = jnp.zeros(n)  # a zero right-hand side: zero iterations, zero answer
+    x, info = cg_solve(lambda v: A @ v, b0, maxiter=5, return_info=True)
+    assert int(info.iterations) == 0 and float(jnp.abs(x).max()) == 0.0
 
 
 def test_neumann_converges_for_a_well_scaled_matrix():
@@ -133,21 +161,157 @@ def test_ridge_hyperparameter_implicit_and_unrolled_agree_with_finite_difference
     X, Xv = rng.normal(size=(40, 6)), rng.normal(size=(30, 6))
     w_true = rng.normal(size=6)
     y, yv = X @ w_true + 0.5 * rng.normal(size=40), Xv @ w_true + 0.5 * rng.normal(size=30)
+
+    def val_loss(lg):  # float64 numpy: the validation loss at the exact ridge solution
+        w = np.linalg.solve(2 * X.T @ X / 40 + 2 * np.exp(lg) * np.eye(6), 2 * X.T @ y / 40)
+        return np.mean((Xv @ w - yv) ** 2), w
+
+    lg, eps = 0.3, 1e-5
+    fd = (val_loss(lg + eps)[0] - val_loss(lg - eps)[0]) / (2 * eps)
     X, Xv, y, yv = (jnp.asarray(a, jnp.float32) for a in (X, Xv, y, yv))
     inner = lambda w, lg: jnp.mean((X @ w - y) ** 2) + jnp.exp(lg) * jnp.sum(w**2)
     outer = lambda w, lg: jnp.mean((Xv @ w - yv) ** 2)
-
-    def w_star(lg):
-        return jnp.linalg.solve(2 * X.T @ X / 40 + 2 * jnp.exp(lg) * jnp.eye(6), 2 * X.T @ y / 40)
-
-    lg = jnp.float32(0.3)
-    eps = 1e-2
-    fd = (outer(w_star(lg + eps), 0) - outer(w_star(lg - eps), 0)) / (2 * eps)
-    g_imp = implicit_hypergrad(inner, outer, w_star(lg), lg, maxiter=6)
+    w_star = jnp.asarray(val_loss(lg)[1], jnp.float32)
+    g_imp = implicit_hypergrad(inner, outer, w_star, jnp.float32(lg), maxiter=6)
     sgd = lambda w, lg, k: w - 0.1 * jax.grad(inner)(w, lg)
-    g_unr = unrolled_hypergrad(sgd, outer, jnp.zeros(6), lg, 500)
-    assert float(g_imp) == pytest.approx(float(fd), rel=2e-2)
-    assert float(g_unr) == pytest.approx(float(fd), rel=2e-2)
+    g_unr = unrolled_hypergrad(sgd, outer, jnp.zeros(6), jnp.float32(lg), 500)
+    assert abs(fd) > 1e-2  # a non-trivial derivative
+    assert float(g_imp) == pytest.approx(fd, rel=2e-3)
+    assert float(g_unr) == pytest.approx(fd, rel=2e-3)
+
+
+def mlp_problem(seed):
+    """A small non-quadratic bilevel problem: a tanh MLP regressed on targets produced by
+    the hyperparameters (a learned "reward" h weighting the inputs), with weight decay so
+    the inner minimum is strict."""
+    rng = np.random.default_rng(seed)
+    X = jnp.asarray(rng.normal(size=(32, 3)), jnp.float32)
+    Xv = jnp.asarray(rng.normal(size=(24, 3)), jnp.float32)
+    yv = jnp.asarray(rng.normal(size=24), jnp.float32)
+    theta = {"w1": jnp.asarray(0.5 * rng.normal(size=(3, 8)), jnp.float32),
+             "w2": jnp.asarray(0.5 * rng.normal(size=8), jnp.float32)}
+    h = {"v": jnp.asarray(rng.normal(size=3), jnp.float32), "s": jnp.float32(0.7)}
+
+    def net(t, x):
+        return jnp.tanh(x @ t["w1"]) @ t["w2"]
+
+    def inner(t, h):
+        target = h["s"] * jnp.tanh(X @ h["v"])
+        l2 = sum(jnp.sum(a**2) for a in jax.tree.leaves(t))
+        return jnp.mean((net(t, X) - target) ** 2) + 0.02 * l2
+
+    def outer(t, h):
+        return jnp.mean((net(t, Xv) - yv) ** 2) + 0.01 * jnp.sum(h["v"] ** 2)
+
+    return theta, h, inner, outer
+
+
+def central_fd(f, h, directions, eps):
+    """Central finite differences of scalar f at pytree h along each direction, in
+    float64 (f is compiled once for all of them)."""
+    with jax.enable_x64(True):
+        f64 = jax.jit(f)
+        to64 = lambda t: jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), t)
+        h64, out = to64(h), []
+        for d in map(to64, directions):
+            plus = f64(jax.tree.map(lambda a, b: a + eps * b, h64, d))
+            minus = f64(jax.tree.map(lambda a, b: a - eps * b, h64, d))
+            out.append(float((plus - minus) / (2 * eps)))
+        return out
+
+
+def random_directions(tree, n, seed):
+    keys = jax.random.split(jax.random.PRNGKey(seed), n)
+    return [jax.tree.map(lambda a, k=k: jax.random.normal(k, a.shape), tree) for k in keys]
+
+
+def tree_dot(a, b):
+    return float(sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b),
+                                                    strict=True)))
+
+
+def test_unrolled_adam_lookahead_matches_finite_differences():
+    """LIRPG's use: params carry (theta, Adam state); one and three differentiable Adam
+    steps, the meta-gradient checked along random directions against a float64 central
+    finite difference of the same computation."""
+    theta, h, inner, outer = mlp_problem(6)
+    opt = optax.adam(3e-2)
+    state = opt.init(theta)
+    for _ in range(3):  # warm up the moments, so the look-ahead is not a sign step
+        upd, state = opt.update(jax.grad(inner)(theta, h), state)
+        theta = optax.apply_updates(theta, upd)
+
+    def adam_step(carry, h, k):
+        t, s = carry
+        upd, s = opt.update(jax.grad(inner)(t, h), s)
+        return optax.apply_updates(t, upd), s
+
+    outer_of_carry = lambda carry, h: outer(carry[0], h)
+    for K in (1, 3):
+        g = unrolled_hypergrad(adam_step, outer_of_carry, (theta, state), h, K)
+        f = lambda hh, K=K: outer_of_carry(
+            jax.lax.fori_loop(0, K, lambda k, c: adam_step(c, hh, k),
+                              jax.tree.map(lambda a: jnp.asarray(a, jnp.float64)
+                                           if jnp.issubdtype(a.dtype, jnp.floating) else a,
+                                           (theta, state))), hh)
+        dirs = random_directions(h, 3, seed=K)
+        for i, (d, fd) in enumerate(zip(dirs, central_fd(f, h, dirs, 1e-5), strict=True)):
+            assert tree_dot(g, d) == pytest.approx(fd, rel=1e-3, abs=1e-6), (K, i)
+
+
+def test_has_aux_and_remat():
+    theta, h, inner, outer = mlp_problem(7)
+    sgd = lambda t, h, k: jax.tree.map(lambda a, g: a - 0.1 * g, t, jax.grad(inner)(t, h))
+    outer_aux = lambda t, h: (outer(t, h), {"val": outer(t, h)})
+    g = unrolled_hypergrad(sgd, outer, theta, h, 20)
+    g_aux, aux = unrolled_hypergrad(sgd, outer_aux, theta, h, 20, has_aux=True)
+    g_remat = unrolled_hypergrad(sgd, outer, theta, h, 20, remat=True)
+    final = jax.lax.fori_loop(0, 20, lambda k, t: sgd(t, h, k), theta)
+    np.testing.assert_allclose(aux["val"], outer(final, h), rtol=1e-6)
+    for a, b, c in zip(jax.tree.leaves(g), jax.tree.leaves(g_aux), jax.tree.leaves(g_remat),
+                       strict=True):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-7)
+    gi = implicit_hypergrad(inner, outer, theta, h, maxiter=5, damping=0.1)
+    gi_aux, aux_i, info = implicit_hypergrad(inner, outer_aux, theta, h, maxiter=5,
+                                             damping=0.1, has_aux=True, return_info=True)
+    np.testing.assert_allclose(aux_i["val"], outer(theta, h), rtol=1e-6)
+    assert 1 <= int(info.iterations) <= 5
+    for a, b in zip(jax.tree.leaves(gi), jax.tree.leaves(gi_aux), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_implicit_on_a_nonquadratic_problem_matches_finite_differences():
+    """At a (numerically) exact stationary point of a tanh-MLP inner problem, the implicit
+    hypergradient equals the finite-difference derivative of outer(p*(h), h), p*(h)
+    found by Newton's method in float64 from the same start."""
+    theta, h, inner, outer = mlp_problem(8)
+    flat0, unravel = jax.flatten_util.ravel_pytree(theta)
+
+    def solve(hh, p0, iters):
+        def newton(p, _):
+            f = lambda q: inner(unravel(q), hh)
+            return p - jnp.linalg.solve(jax.hessian(f)(p) + 1e-9 * jnp.eye(p.size),
+                                        jax.grad(f)(p)), None
+        return jax.lax.scan(newton, p0, None, length=iters)[0]
+
+    # Reach a minimum by gradient descent, then polish with Newton in float64.
+    sgd = lambda t, hh, k: jax.tree.map(lambda a, g: a - 0.2 * g, t, jax.grad(inner)(t, hh))
+    theta = jax.lax.fori_loop(0, 3000, lambda k, t: sgd(t, h, k), theta)
+    with jax.enable_x64(True):
+        h64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), h)
+        p64 = solve(h64, jnp.asarray(jax.flatten_util.ravel_pytree(theta)[0], jnp.float64), 20)
+        H = jax.hessian(lambda q: inner(unravel(q), h64))(p64)
+        assert np.linalg.eigvalsh(np.asarray(H)).min() > 0  # a strict local minimum
+    p_star = unravel(jnp.asarray(p64, jnp.float32))
+    assert float(jnp.linalg.norm(jax.flatten_util.ravel_pytree(
+        jax.grad(inner)(p_star, h))[0])) < 1e-4
+    n = flat0.size
+    g = implicit_hypergrad(inner, outer, p_star, h, maxiter=4 * n, tol=0.0)
+    f = lambda hh: outer(unravel(solve(hh, p64, 8)), hh)
+    dirs = random_directions(h, 3, seed=10)
+    for i, (d, fd) in enumerate(zip(dirs, central_fd(f, h, dirs, 1e-5), strict=True)):
+        assert tree_dot(g, d) == pytest.approx(fd, rel=5e-3, abs=1e-5), i
 
 
 def test_es_grad_points_along_the_gradient():
@@ -212,6 +376,38 @@ def test_everything_under_jit_and_vmap():
         np.testing.assert_allclose(es[i], single[2], rtol=1e-4, atol=1e-5)
 
 
+def test_swept_settings_are_traced_under_vmap():
+    """damping, the Neumann step and sigma may be vmapped (swept) hyperparameters."""
+    A, B, c, h, hv, inner, outer, p_star, _ = quadratic_problem(13)
+    dampings = jnp.array([0.0, 0.5, 2.0])
+    gs = jax.jit(jax.vmap(lambda d: hv(implicit_hypergrad(inner, outer, p_star, h,
+                                                          maxiter=8, damping=d))))(dampings)
+    for g, d in zip(gs, dampings, strict=True):
+        ref = B.T @ np.linalg.solve(A + float(d) * np.eye(8), join(p_star) - c)
+        np.testing.assert_allclose(g, ref, rtol=1e-4, atol=1e-5)
+    alphas = jnp.array([0.1, 0.15])
+    gn = jax.vmap(lambda a: hv(implicit_hypergrad(inner, outer, p_star, h, solver="neumann",
+                                                  maxiter=300, neumann_alpha=a)))(alphas)
+    np.testing.assert_allclose(gn, np.stack([gs[0]] * 2), rtol=1e-3, atol=1e-4)
+    f = lambda x: -jnp.sum((x - 1.0) ** 2)
+    sig = jnp.array([0.01, 0.1])
+    ds, _ = jax.vmap(lambda s: es_grad(f, jnp.zeros(3), jax.random.PRNGKey(0), pop_size=8,
+                                       sigma=s))(sig)
+    for d, s in zip(ds, sig, strict=True):
+        np.testing.assert_allclose(
+            d, es_grad(f, jnp.zeros(3), jax.random.PRNGKey(0), pop_size=8, sigma=float(s))[0],
+            rtol=1e-5)
+
+
+def test_nan_fitness_ranks_worst():
+    r = centered_ranks(jnp.array([1.0, jnp.nan, -5.0, 2.0]))
+    np.testing.assert_allclose(r, [1 / 6, -0.5, -1 / 6, 0.5], rtol=1e-6)
+    # A member whose fitness is NaN pulls the ES direction away from itself.
+    f = lambda x: jnp.where(x[0] > 0, jnp.nan, -jnp.sum(x**2))
+    d, vals = es_grad(f, jnp.zeros(2), jax.random.PRNGKey(3), pop_size=64, sigma=0.1)
+    assert bool(jnp.isnan(vals).any()) and bool(jnp.all(jnp.isfinite(d))) and float(d[0]) < 0
+
+
 def test_bad_arguments_fail_clearly():
     with pytest.raises(ValueError, match="solver must be one of"):
         implicit_hypergrad(lambda p, h: p, lambda p, h: p, 0.0, 0.0, solver="lu")
@@ -222,3 +418,16 @@ def test_bad_arguments_fail_clearly():
                 sigma=0.1, shaping="rank")
     with pytest.raises(ValueError, match="num_steps must be"):
         unrolled_hypergrad(lambda p, h, k: p, lambda p, h: p, 0.0, 0.0, 0)
+    with pytest.raises(ValueError, match=r"num_steps must be a Python int >= 1, got 2\.0"):
+        unrolled_hypergrad(lambda p, h, k: p, lambda p, h: p, 0.0, 0.0, 2.0)
+    with pytest.raises(ValueError, match="damping must be >= 0, got -1"):
+        implicit_hypergrad(lambda p, h: p, lambda p, h: p, 0.0, 0.0, damping=-1.0)
+    with pytest.raises(ValueError, match="maxiter must be a Python int >= 1"):
+        cg_solve(lambda v: v, jnp.ones(2), maxiter=0)
+    with pytest.raises(ValueError, match="alpha must be > 0"):
+        neumann_solve(lambda v: v, jnp.ones(2), steps=3, alpha=0.0)
+    with pytest.raises(ValueError, match="sigma must be > 0, got nan"):
+        es_grad(lambda x: x.sum(), jnp.zeros(2), jax.random.PRNGKey(0), pop_size=4,
+                sigma=float("nan"))
+    with pytest.raises(ValueError, match="pop_size must be a Python int >= 2"):
+        es_grad(lambda x: x.sum(), jnp.zeros(2), jax.random.PRNGKey(0), pop_size=1, sigma=0.1)

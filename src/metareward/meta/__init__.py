@@ -1,15 +1,23 @@
 """Outer-gradient estimators, generic and free of RL: unrolled and implicit
-hypergradients, Hessian-vector products, CG / Neumann solvers, evolution strategies."""
+hypergradients, Hessian-vector products, CG / Neumann solvers, evolution strategies.
 
-from metareward.meta.es import centered_ranks, es_grad
-from metareward.meta.hypergrad import implicit_hypergrad, unrolled_hypergrad
-from metareward.meta.solvers import cg_solve, hvp, neumann_solve
+All losses are minimised; parameters and hyperparameters are arbitrary pytrees; every
+function works under ``jax.jit`` and ``jax.vmap``.
+"""
+
+from metareward.meta.es import SHAPINGS, centered_ranks, es_grad
+from metareward.meta.hypergrad import SOLVERS, implicit_hypergrad, unrolled_hypergrad
+from metareward.meta.solvers import CGInfo, cg_solve, hvp, hvp_fn, neumann_solve
 
 __all__ = [
+    "SHAPINGS",
+    "SOLVERS",
+    "CGInfo",
     "centered_ranks",
     "cg_solve",
     "es_grad",
     "hvp",
+    "hvp_fn",
     "implicit_hypergrad",
     "neumann_solve",
     "unrolled_hypergrad",

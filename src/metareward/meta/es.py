@@ -10,13 +10,19 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
+from metareward.meta.solvers import _check_count, _check_scalar
+
 PyTree = Any
 SHAPINGS = ("none", "centered_ranks")
 
 
 def centered_ranks(x: jax.Array) -> jax.Array:
-    """Ranks of ``x`` mapped linearly to [-0.5, 0.5] (ties broken by position)."""
+    """Ranks of ``x`` (shape ``[n]``) mapped linearly to [-0.5, 0.5], ties broken by
+    position: the fitness shaping of Salimans et al. 2017 (and EPG's ES). A NaN
+    fitness (a diverged member) ranks lowest, never highest as a plain sort would put it.
+    """
     n = x.shape[0]
+    x = jnp.where(jnp.isnan(x), -jnp.inf, x)
     ranks = jnp.argsort(jnp.argsort(x)).astype(jnp.float32)
     return ranks / jnp.maximum(n - 1, 1) - 0.5
 
@@ -38,19 +44,19 @@ def es_grad(
     ``antithetic`` uses pairs ``+eps, -eps`` (``pop_size`` must be even), which cancels
     the even part of the fitness and lowers the variance. ``shaping="centered_ranks"``
     replaces fitness values by their centred ranks (invariant to monotone transforms of
-    fitness, robust to outliers); ``"none"`` uses them as they are. Fitness is
+    fitness, robust to outliers, a NaN fitness ranked worst); ``"none"`` uses them as they
+    are (a NaN then makes the direction NaN: check the returned values). Fitness is
     *maximised* here (an ascent direction); negate it for a loss.
 
     Returns ``(direction, fitness_values)``: a pytree like ``params`` and the
     ``[pop_size]`` raw fitness values. Cost: ``pop_size`` fitness evaluations (in one
-    vmapped batch); memory: ``pop_size`` copies of ``params``.
+    vmapped batch); memory: ``pop_size`` copies of ``params`` and of the noise. Works
+    under ``jit`` and ``vmap`` (``pop_size`` static, ``sigma`` may be traced).
     """
-    if not (isinstance(pop_size, int) and pop_size > 0):
-        raise ValueError(f"pop_size must be an int > 0, got {pop_size!r}")
+    _check_count("pop_size", pop_size, 2)
     if antithetic and pop_size % 2:
         raise ValueError(f"antithetic sampling needs an even pop_size, got {pop_size}")
-    if not sigma > 0:
-        raise ValueError(f"sigma must be > 0, got {sigma!r}")
+    _check_scalar("sigma", sigma, positive=True)
     if shaping not in SHAPINGS:
         raise ValueError(f"shaping must be one of {list(SHAPINGS)}, got {shaping!r}")
     flat, unravel = ravel_pytree(params)

@@ -1,7 +1,8 @@
 """Hypergradients of bilevel problems: unrolled and implicit.
 
 Bilevel problem: ``min_h outer(p*(h), h)`` with ``p*(h)`` reached by minimising
-``inner(p, h)``. All losses are minimised; ``params`` and ``hparams`` are pytrees.
+``inner(p, h)``. All losses are minimised (an RL objective ``J`` enters as ``-J``);
+``params`` and ``hparams`` are arbitrary pytrees of floating-point arrays.
 """
 
 from __future__ import annotations
@@ -12,7 +13,17 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from metareward.meta.solvers import _vdot, cg_solve, hvp, neumann_solve
+from metareward.meta.solvers import (
+    CGInfo,
+    _axpy,
+    _check_count,
+    _check_scalar,
+    _is_zero,
+    _vdot,
+    cg_solve,
+    hvp_fn,
+    neumann_solve,
+)
 
 PyTree = Any
 SOLVERS = ("cg", "neumann")
@@ -20,35 +31,49 @@ SOLVERS = ("cg", "neumann")
 
 def unrolled_hypergrad(
     inner_update: Callable[[PyTree, PyTree, jax.Array], PyTree],
-    outer_loss: Callable[[PyTree, PyTree], jax.Array],
+    outer_loss: Callable[[PyTree, PyTree], Any],
     params: PyTree,
     hparams: PyTree,
     num_steps: int,
-) -> PyTree:
+    *,
+    has_aux: bool = False,
+    remat: bool = False,
+) -> PyTree | tuple[PyTree, Any]:
     """``d outer_loss(params_K, hparams) / d hparams`` with ``params_{k+1} =
     inner_update(params_k, hparams, k)`` for ``k < K = num_steps``, by reverse-mode
-    differentiation through the ``lax.scan`` of the updates.
+    differentiation through the ``lax.scan`` of the updates (``k`` is an int32 array).
 
-    ``num_steps=1`` is LIRPG's one-step meta-gradient (``lirpg_slides.md``) and
-    MetaGenRL's (``metagenrl_learned_objectives.md``). Cost: about 2-3x the ``K``
-    updates; memory grows linearly with ``K`` (every intermediate ``params_k`` is kept).
+    ``num_steps=1`` is LIRPG's one-step meta-gradient (``lirpg_slides.md``: the
+    gradient of ``J_ex(theta')`` through ``theta' = theta + update(eta)``) and
+    MetaGenRL's (``metagenrl_learned_objectives.md``). ``params`` may carry more than
+    the parameters — e.g. ``(theta, optax_state)`` for a look-ahead step of Adam or
+    RMSProp; ``outer_loss`` then picks ``theta`` out of it.
+
+    ``has_aux``: ``outer_loss`` returns ``(loss, aux)`` and the result is
+    ``(hypergrad, aux)`` (as in ``jax.grad``). ``remat``: recompute each inner step in
+    the backward pass (``jax.checkpoint``) instead of storing its intermediates.
+
+    Cost: one forward pass of the ``K`` updates and one backward pass (about 3x the
+    updates; ~4x with ``remat``). Memory grows linearly with ``K``: every step's
+    intermediates are kept (with ``remat``, only each ``params_k``).
     """
-    if not (isinstance(num_steps, int) and num_steps >= 1):
-        raise ValueError(f"num_steps must be an int >= 1, got {num_steps!r}")
+    _check_count("num_steps", num_steps, 1)
 
-    def total(h: PyTree) -> jax.Array:
+    def total(h: PyTree):
         def step(p, k):
             return inner_update(p, h, k), None
 
-        p_k, _ = jax.lax.scan(step, params, jnp.arange(num_steps))
+        if remat:
+            step = jax.checkpoint(step)
+        p_k, _ = jax.lax.scan(step, params, jnp.arange(num_steps, dtype=jnp.int32))
         return outer_loss(p_k, h)
 
-    return jax.grad(total)(hparams)
+    return jax.grad(total, has_aux=has_aux)(hparams)
 
 
 def implicit_hypergrad(
     inner_loss: Callable[[PyTree, PyTree], jax.Array],
-    outer_loss: Callable[[PyTree, PyTree], jax.Array],
+    outer_loss: Callable[[PyTree, PyTree], Any],
     params: PyTree,
     hparams: PyTree,
     *,
@@ -58,42 +83,68 @@ def implicit_hypergrad(
     damping: float = 0.0,
     tol: float = 1e-10,
     neumann_alpha: float = 1.0,
-) -> PyTree:
+    has_aux: bool = False,
+    return_info: bool = False,
+) -> Any:
     """Implicit-function-theorem hypergradient at a stationary point ``params`` of
     ``inner_loss(., hparams)``:
 
         d_h outer - (d2_{h,p} inner) [d2_{p,p} H + damping I]^-1 d_p outer,
 
     with ``H = hessian_loss`` if given (TARE evaluates its Hessian on the validation
-    batch, eq. 14 of ``tare_implicit_reward_learning.md``) else ``inner_loss``. The
-    inverse-Hessian-vector product is solved by conjugate gradients (``solver="cg"``,
-    ``maxiter`` HVPs, optional ``damping``) or a truncated Neumann series
-    (``solver="neumann"``, ``maxiter`` terms with step ``neumann_alpha``; ``damping`` is
-    added to the Hessian in both). Cost: ``maxiter`` Hessian-vector products
-    (forward-over-reverse) + one gradient of the outer loss + one mixed second
-    derivative; memory independent of how ``params`` was reached. No dense Hessian.
+    batch, eq. 14 of ``tare_implicit_reward_learning.md``) else ``inner_loss``. If
+    ``dp*/dh = -H^-1 d2_{p,h} inner`` (implicit function theorem at
+    ``d_p inner = 0``), this is the exact total derivative of ``outer(p*(h), h)``.
+
+    The inverse-Hessian-vector product is solved by conjugate gradients
+    (``solver="cg"``: at most ``maxiter`` iterations, early stop at relative residual
+    ``tol`` or at negative curvature, see :func:`cg_solve`) or a truncated Neumann
+    series (``solver="neumann"``: ``maxiter`` terms with step ``neumann_alpha``).
+    ``damping`` is added to the Hessian in both; it and ``neumann_alpha`` may be traced.
+
+    ``has_aux``: ``outer_loss`` returns ``(loss, aux)``; ``return_info``: append the
+    solver's :class:`CGInfo` (for Neumann: ``maxiter`` iterations, the residual of the
+    damped system at the answer, no curvature check). The result is ``hypergrad``,
+    ``(hypergrad, aux)``, ``(hypergrad, info)`` or ``(hypergrad, aux, info)``.
+
+    Cost: one gradient of ``outer_loss``; one linearisation of ``d_p H`` and then
+    ``maxiter`` forward-mode Hessian-vector products (no primal recomputation); one
+    forward-over-reverse mixed product for ``d2_{h,p} inner``. Memory: a few pytrees
+    like ``params`` and one gradient's intermediates, independent of how ``params``
+    was reached. No dense Hessian is formed.
     """
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {list(SOLVERS)}, got {solver!r}")
+    _check_count("maxiter", maxiter, 1)
+    _check_scalar("damping", damping, positive=False)
     h_loss = inner_loss if hessian_loss is None else hessian_loss
-    g_p, g_h = jax.grad(outer_loss, argnums=(0, 1))(params, hparams)
 
-    def matvec(v: PyTree) -> PyTree:
-        return hvp(lambda p: h_loss(p, hparams), params, v)
-
-    if solver == "cg":
-        x = cg_solve(matvec, g_p, maxiter=maxiter, tol=tol, damping=damping)
+    if has_aux:
+        (g_p, g_h), aux = jax.grad(outer_loss, argnums=(0, 1), has_aux=True)(params, hparams)
     else:
-        damped = matvec if damping == 0.0 else (
-            lambda v: jax.tree.map(lambda a, b: a + damping * b, matvec(v), v)
-        )
+        (g_p, g_h), aux = jax.grad(outer_loss, argnums=(0, 1))(params, hparams), None
+
+    matvec = hvp_fn(lambda p: h_loss(p, hparams), params)
+    if solver == "cg":
+        x, info = cg_solve(matvec, g_p, maxiter=maxiter, tol=tol, damping=damping,
+                           return_info=True)
+    else:
+        damped = matvec if _is_zero(damping) else (lambda v: _axpy(damping, v, matvec(v)))
         x = neumann_solve(damped, g_p, steps=maxiter, alpha=neumann_alpha)
+        info = None
+        if return_info:  # one more matvec, only when asked
+            r = jax.tree.map(jnp.subtract, g_p, damped(x))
+            info = CGInfo(jnp.int32(maxiter), jnp.sqrt(_vdot(r, r)), jnp.zeros((), bool))
 
-    def inner_grad_dot_x(h: PyTree) -> jax.Array:
-        return _vdot(jax.grad(inner_loss)(params, h), x)
-
-    mixed = jax.grad(inner_grad_dot_x)(hparams)
-    return jax.tree.map(lambda a, b: a - b, g_h, mixed)
+    # (d2_{h,p} inner) x: the directional derivative of d_h inner along x in params.
+    mixed = jax.jvp(lambda p: jax.grad(inner_loss, argnums=1)(p, hparams), (params,), (x,))[1]
+    hypergrad = jax.tree.map(jnp.subtract, g_h, mixed)
+    out = (hypergrad,)
+    if has_aux:
+        out += (aux,)
+    if return_info:
+        out += (info,)
+    return out[0] if len(out) == 1 else out
 
 
 __all__ = ["SOLVERS", "implicit_hypergrad", "unrolled_hypergrad"]

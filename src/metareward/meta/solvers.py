@@ -1,14 +1,20 @@
 """Hessian-vector products and matrix-free linear solvers on pytrees.
 
 These are the building blocks of implicit differentiation (TARE,
-``tare_implicit_reward_learning.md`` eq. 14): the inverse-Hessian-vector product is never
-formed from a dense Hessian, only from Hessian-vector products.
+``tare_implicit_reward_learning.md`` eq. 14 and the conjugate-gradient problem below it):
+the inverse-Hessian-vector product is never formed from a dense Hessian, only from
+Hessian-vector products.
+
+Scalar settings (``tol``, ``damping``, ``alpha``) may be traced values (swept with
+``vmap``); they are validated when they are concrete Python or NumPy numbers. Counts that
+fix the program (``maxiter``, ``steps``) must be Python ints.
 """
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -24,13 +30,58 @@ def _axpy(alpha: jax.Array, x: PyTree, y: PyTree) -> PyTree:
     return jax.tree.map(lambda a, b: alpha * a + b, x, y)
 
 
+def _check_count(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be a Python int >= {minimum}, got {value!r}")
+
+
+def _check_scalar(name: str, value: Any, *, positive: bool) -> None:
+    """Checks ``value > 0`` (or ``>= 0``) when it is concrete; a tracer passes unchecked."""
+    if isinstance(value, jax.core.Tracer):
+        return
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a real number, got {value!r}") from None
+    ok = v > 0 if positive else v >= 0
+    if not ok or v != v:
+        raise ValueError(f"{name} must be {'> 0' if positive else '>= 0'}, got {value!r}")
+
+
+def _is_zero(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and value == 0
+
+
 def hvp(f: Callable[[PyTree], jax.Array], params: PyTree, v: PyTree) -> PyTree:
     """Hessian of scalar ``f`` at ``params`` times ``v`` (a pytree like ``params``).
 
     Forward-over-reverse (``jax.jvp`` of ``jax.grad``): cost about one gradient
     evaluation plus one forward-mode pass, memory of one gradient; no dense Hessian.
+    To apply the same Hessian to many vectors, :func:`hvp_fn` linearises once.
     """
     return jax.jvp(jax.grad(f), (params,), (v,))[1]
+
+
+def hvp_fn(f: Callable[[PyTree], jax.Array], params: PyTree) -> Callable[[PyTree], PyTree]:
+    """``v -> H v`` for the Hessian ``H`` of scalar ``f`` at ``params``, linearised once.
+
+    ``jax.linearize`` of ``jax.grad(f)`` runs the primal computation once and keeps its
+    residuals, so each product afterwards costs only the tangent (forward-mode) part —
+    cheaper than calling :func:`hvp` repeatedly (as CG does), for the memory of one
+    gradient's intermediates.
+    """
+    return jax.linearize(jax.grad(f), params)[1]
+
+
+class CGInfo(NamedTuple):
+    """Diagnostics of :func:`cg_solve` (arrays, so they can be logged from a jitted run)."""
+
+    iterations: jax.Array
+    """Matrix-vector products done (int32)."""
+    residual_norm: jax.Array
+    """``|b - (A + damping I) x|`` (CG's recursive residual) at the returned ``x``."""
+    negative_curvature: jax.Array
+    """True if CG stopped at a direction ``p`` with ``p'(A + damping I)p <= 0``."""
 
 
 def cg_solve(
@@ -40,45 +91,61 @@ def cg_solve(
     maxiter: int,
     tol: float = 1e-6,
     damping: float = 0.0,
-) -> PyTree:
+    return_info: bool = False,
+) -> PyTree | tuple[PyTree, CGInfo]:
     """Conjugate gradients for ``(A + damping I) x = b``, ``A`` symmetric positive
     (semi-)definite and given only through ``matvec(v) = A v`` on pytrees.
 
-    Starts from ``x = 0`` and stops after ``maxiter`` iterations or when
-    ``|r| <= tol |b|``. Cost: at most ``maxiter`` matvecs (each one HVP when ``A`` is a
-    Hessian); memory: four pytrees like ``b``. With exact arithmetic CG is exact after
-    ``dim`` iterations. ``damping > 0`` regularises an indefinite or ill-conditioned
-    ``A`` (the solution is then that of the damped system). Works under ``jit``/``vmap``
-    (``maxiter`` static).
-    """
-    if not (isinstance(maxiter, int) and maxiter > 0):
-        raise ValueError(f"maxiter must be an int > 0, got {maxiter!r}")
-    if damping < 0:
-        raise ValueError(f"damping must be >= 0, got {damping!r}")
+    Starts from ``x = 0`` and stops after ``maxiter`` iterations, when
+    ``|r| <= tol |b|``, or at the first search direction of non-positive curvature
+    (``p'Ap <= 0``, which a Hessian of a non-convex loss can have): then the iterate
+    before that direction is returned — finite, and the exact CG iterate in the
+    subspace searched so far — rather than a division by ``p'Ap`` (the truncated-Newton
+    rule). ``damping > 0`` makes an ill-conditioned or indefinite ``A`` better behaved;
+    the answer is then that of the damped system. In exact arithmetic CG is exact
+    after ``dim`` iterations for an SPD ``A``.
 
-    def A(v: PyTree) -> PyTree:
-        av = matvec(v)
-        return av if damping == 0.0 else _axpy(damping, v, av)
+    Returns ``x``, or ``(x, CGInfo)`` with ``return_info=True``. Cost: at most
+    ``maxiter`` matvecs (each one Hessian-vector product when ``A`` is a Hessian);
+    memory: four pytrees like ``b``. Works under ``jit`` and ``vmap`` (``maxiter`` is
+    static; ``tol`` and ``damping`` may be traced). Implemented with
+    ``lax.while_loop``, so it is not reverse-differentiable itself (the hypergradients
+    in :mod:`metareward.meta` do not need that).
+    """
+    _check_count("maxiter", maxiter, 1)
+    _check_scalar("tol", tol, positive=False)
+    _check_scalar("damping", damping, positive=False)
+
+    if _is_zero(damping):
+        A = matvec
+    else:
+        def A(v: PyTree) -> PyTree:
+            return _axpy(damping, v, matvec(v))
 
     x0 = jax.tree.map(jnp.zeros_like, b)
     rr0 = _vdot(b, b)
-    stop = (tol**2) * rr0
+    stop = jnp.square(tol) * rr0
 
     def cond(c):
-        i, _, _, _, rr = c
-        return (i < maxiter) & (rr > stop)
+        i, _, _, _, rr, neg = c
+        return (i < maxiter) & (rr > stop) & ~neg
 
     def body(c):
-        i, x, r, p, rr = c
+        i, x, r, p, rr, _ = c
         ap = A(p)
-        alpha = rr / _vdot(p, ap)
+        pap = _vdot(p, ap)
+        neg = ~(pap > 0)  # also catches a NaN curvature
+        alpha = jnp.where(neg, 0.0, rr / jnp.where(neg, 1.0, pap))
         x = _axpy(alpha, p, x)
         r = _axpy(-alpha, ap, r)
         rr_new = _vdot(r, r)
-        p = _axpy(rr_new / rr, p, r)
-        return i + 1, x, r, p, rr_new
+        p = _axpy(rr_new / jnp.where(rr > 0, rr, 1.0), p, r)
+        return i + 1, x, r, p, rr_new, neg
 
-    _, x, _, _, _ = jax.lax.while_loop(cond, body, (jnp.int32(0), x0, b, b, rr0))
+    init = (jnp.int32(0), x0, b, b, rr0, jnp.zeros((), bool))
+    i, x, _, _, rr, neg = jax.lax.while_loop(cond, body, init)
+    if return_info:
+        return x, CGInfo(i, jnp.sqrt(rr), neg)
     return x
 
 
@@ -86,16 +153,15 @@ def neumann_solve(
     matvec: Callable[[PyTree], PyTree], b: PyTree, *, steps: int, alpha: float
 ) -> PyTree:
     """Truncated Neumann series for ``A^-1 b``: ``alpha * sum_{j=0}^{steps} (I - alpha
-    A)^j b``.
+    A)^j b`` (as in Lorraine et al. 2020's implicit hyperparameter gradients).
 
     Converges when the eigenvalues of ``alpha A`` lie in (0, 2) (choose ``alpha`` below
     ``2 / lambda_max``); the error shrinks like ``|1 - alpha lambda_min|^steps``. Cost:
-    ``steps`` matvecs; memory: two pytrees like ``b``.
+    ``steps`` matvecs; memory: two pytrees like ``b``. Works under ``jit`` and ``vmap``
+    (``steps`` static, ``alpha`` may be traced) and is differentiable (``lax.scan``).
     """
-    if not (isinstance(steps, int) and steps >= 0):
-        raise ValueError(f"steps must be an int >= 0, got {steps!r}")
-    if not alpha > 0:
-        raise ValueError(f"alpha must be > 0, got {alpha!r}")
+    _check_count("steps", steps, 0)
+    _check_scalar("alpha", alpha, positive=True)
 
     def body(carry, _):
         p, acc = carry
@@ -106,4 +172,4 @@ def neumann_solve(
     return jax.tree.map(lambda a: alpha * a, acc)
 
 
-__all__ = ["cg_solve", "hvp", "neumann_solve"]
+__all__ = ["CGInfo", "cg_solve", "hvp", "hvp_fn", "neumann_solve"]
