@@ -25,16 +25,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from benchmarks._harness import measure_in_subprocess, rotated, write_results  # noqa: E402
+
 VARIANTS = ("one-program", "runner", "runner-k1")
 
 
@@ -87,11 +87,7 @@ def worker(env: str, variant: str, seeds: int) -> dict:
 
 
 def measure(env: str, variant: str, seeds: int) -> dict:
-    cmd = [sys.executable, __file__, "--worker", env, variant, "--seeds", str(seeds)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        raise RuntimeError(f"{env}/{variant} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return measure_in_subprocess(__file__, [env, variant, "--seeds", str(seeds)])
 
 
 def main() -> None:
@@ -109,9 +105,7 @@ def main() -> None:
     runs: dict[tuple[str, str], list[dict]] = {}
     for r in range(args.repeat):
         for env in args.envs:
-            # Rotate the order each round so that drift of the machine's speed within a
-            # round does not always favour the same variant.
-            for variant in VARIANTS[r % 3:] + VARIANTS[: r % 3]:
+            for variant in rotated(VARIANTS, r):
                 m = measure(env, variant, args.seeds)
                 runs.setdefault((env, variant), []).append(m)
                 print(f"round {r + 1}/{args.repeat} {env:9} {variant:12} "
@@ -144,16 +138,7 @@ def main() -> None:
         print(f"{r['env']:9} {r['variant']:12} {k:>4} {r['steps_per_s']:>12,.0f} "
               f"{r['updates_per_s']:>10.1f} {r['ratio_vs_one_program']:>6.3f} "
               f"{r['compile_s']:>9.1f} {r['peak_rss_mb']:>8.0f} {r['final_return']:>8.1f}")
-    out = {
-        "benchmark": "runner_overhead",
-        "date": time.strftime("%Y-%m-%d"),
-        "host": platform.node(),
-        "cpus": os.cpu_count(),
-        "repeat": args.repeat,
-        "rows": rows,
-    }
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+    write_results(args.json, "runner_overhead", rows, repeat=args.repeat)
     print(f"written to {args.json}")
 
 

@@ -7,7 +7,7 @@ function works under ``jax.jit`` and ``jax.vmap``.
 
 from metareward.meta.es import SHAPINGS, centered_ranks, es_grad
 from metareward.meta.hypergrad import SOLVERS, implicit_hypergrad, unrolled_hypergrad
-from metareward.meta.solvers import CGInfo, cg_solve, hvp, hvp_fn, neumann_solve
+from metareward.meta.solvers import CGInfo, cg_solve, hvp, neumann_solve
 
 __all__ = [
     "SHAPINGS",
@@ -17,7 +17,6 @@ __all__ = [
     "cg_solve",
     "es_grad",
     "hvp",
-    "hvp_fn",
     "implicit_hypergrad",
     "neumann_solve",
     "unrolled_hypergrad",

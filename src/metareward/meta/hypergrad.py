@@ -21,7 +21,7 @@ from metareward.meta.solvers import (
     _is_zero,
     _vdot,
     cg_solve,
-    hvp_fn,
+    hvp,
     neumann_solve,
 )
 
@@ -107,9 +107,9 @@ def implicit_hypergrad(
     damped system at the answer, no curvature check). The result is ``hypergrad``,
     ``(hypergrad, aux)``, ``(hypergrad, info)`` or ``(hypergrad, aux, info)``.
 
-    Cost: one gradient of ``outer_loss``; one linearisation of ``d_p H`` and then
-    ``maxiter`` forward-mode Hessian-vector products (no primal recomputation); one
-    forward-over-reverse mixed product for ``d2_{h,p} inner``. Memory: a few pytrees
+    Cost: one gradient of ``outer_loss``; ``maxiter`` Hessian-vector products
+    (forward-over-reverse, see :func:`hvp`); one forward-over-reverse mixed product for
+    ``d2_{h,p} inner``. Memory: a few pytrees
     like ``params`` and one gradient's intermediates, independent of how ``params``
     was reached. No dense Hessian is formed.
     """
@@ -124,7 +124,9 @@ def implicit_hypergrad(
     else:
         (g_p, g_h), aux = jax.grad(outer_loss, argnums=(0, 1))(params, hparams), None
 
-    matvec = hvp_fn(lambda p: h_loss(p, hparams), params)
+    def matvec(v: PyTree) -> PyTree:
+        return hvp(lambda p: h_loss(p, hparams), params, v)
+
     if solver == "cg":
         x, info = cg_solve(matvec, g_p, maxiter=maxiter, tol=tol, damping=damping,
                            return_info=True)
