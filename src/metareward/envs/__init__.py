@@ -15,6 +15,7 @@ from metareward.envs.spec import EnvSpec
 from metareward.envs.wrappers import (
     ActionRescale,
     AutoResetWrapper,
+    DelayedReward,
     EpisodeStats,
     EpisodeWrapper,
     VmapWrapper,
@@ -25,6 +26,7 @@ __all__ = [
     "ActionRescale",
     "AutoResetWrapper",
     "BraxEnv",
+    "DelayedReward",
     "Env",
     "EnvSpec",
     "EpisodeStats",

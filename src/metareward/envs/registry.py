@@ -13,6 +13,7 @@ from metareward.envs.gymnax_adapter import GymnaxEnv
 from metareward.envs.wrappers import (
     ActionRescale,
     AutoResetWrapper,
+    DelayedReward,
     EpisodeStats,
     EpisodeWrapper,
 )
@@ -58,6 +59,7 @@ def make(
     *,
     episode_length: int | None = None,
     rescale_actions: bool = True,
+    reward_delay: int | None = None,
     **kwargs: Any,
 ) -> Env:
     """Builds a single (unbatched) environment, ready for a learner.
@@ -72,21 +74,30 @@ def make(
       name: one of :func:`names`.
       episode_length: time limit; defaults to the env's own (gymnax) or 1000 (brax).
       rescale_actions: map [-1, 1] to the env's action bounds.
+      reward_delay: if given, the reward is summed and released every ``reward_delay``
+        steps or at the episode's end (:class:`DelayedReward`, LIRPG's delayed tasks);
+        episode statistics keep the true return.
       **kwargs: env options, e.g. ``backend="generalized"`` for brax envs, or gymnax
         ``EnvParams`` fields (``max_speed=...``).
 
     Raises:
-      ValueError: unknown name, unknown option, or a non-positive ``episode_length``.
+      ValueError: unknown name, unknown option, or a non-positive ``episode_length`` or
+        ``reward_delay``.
     """
     entry = _entry(name)
     if episode_length is not None and (not isinstance(episode_length, int) or episode_length <= 0):
         raise ValueError(f"episode_length must be a positive int, got {episode_length!r}")
+    if reward_delay is not None and (
+        isinstance(reward_delay, bool) or not isinstance(reward_delay, int) or reward_delay <= 0
+    ):
+        raise ValueError(f"reward_delay must be a positive int, got {reward_delay!r}")
     env = entry.factory(name=name, episode_length=episode_length, **kwargs)
     if not env.auto_resets:
         env = AutoResetWrapper(EpisodeWrapper(env, env.spec.episode_length))
     if rescale_actions and not env.spec.discrete:
         env = ActionRescale(env)
-    return EpisodeStats(env)
+    env = EpisodeStats(env)
+    return env if reward_delay is None else DelayedReward(env, reward_delay)
 
 
 def _gymnax(gymnax_id: str) -> Callable[..., Env]:

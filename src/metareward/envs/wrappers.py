@@ -130,6 +130,46 @@ class EpisodeStats(Wrapper):
         return nxt.replace(info=info)
 
 
+class DelayedReward(Wrapper):
+    """Delays the reward: summed and released every ``every`` steps or when the episode
+    ends, zero in between (LIRPG's delayed MuJoCo tasks, Zheng et al. 2018, Sec. 4.2,
+    the authors' ``reward_freq``). Within an episode the released rewards sum to the
+    true ones; a new episode starts with an empty accumulator.
+
+    Wrap an env from :func:`metareward.envs.make` (which does it for ``reward_delay=N``):
+    its :class:`EpisodeStats` sit inside, so episode returns in ``info`` (and the
+    learners' metrics) stay the true, undelayed ones. ``info["delay_steps"]`` counts the
+    steps since the last release, ``info["delay_acc"]`` holds what is withheld.
+    """
+
+    def __init__(self, env: Env, every: int):
+        super().__init__(env)
+        if isinstance(every, bool) or not isinstance(every, int) or every <= 0:
+            raise ValueError(f"reward delay `every` must be a positive int, got {every!r}")
+        self.every = int(every)
+
+    def reset(self, rng: jax.Array) -> State:
+        state = self.env.reset(rng)
+        info = {
+            **state.info,
+            "delay_steps": jnp.zeros((), jnp.int32),
+            "delay_acc": jnp.zeros((), jnp.float32),
+        }
+        return state.replace(info=info)
+
+    def step(self, state: State, action: jax.Array) -> State:
+        nxt = self.env.step(state, action)
+        steps = state.info["delay_steps"] + 1
+        acc = state.info["delay_acc"] + nxt.reward
+        release = (nxt.done > 0) | (steps >= self.every)
+        info = {
+            **nxt.info,
+            "delay_steps": jnp.where(release, 0, steps),
+            "delay_acc": jnp.where(release, 0.0, acc),
+        }
+        return nxt.replace(reward=jnp.where(release, acc, 0.0), info=info)
+
+
 class ActionRescale(Wrapper):
     """Maps actions in [-1, 1] (clipped) to the env's bounds ``[low, high]``."""
 
