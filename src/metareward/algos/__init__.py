@@ -1,7 +1,7 @@
 """Learners: each a module with a frozen ``Config`` and ``make_train(config, env)``,
 registered by name (:mod:`metareward.algos.registry`) for the ``metareward`` command."""
 
-from metareward.algos import a2c, ppo
+from metareward.algos import a2c, lirpg, ppo
 from metareward.algos.config import ConfigError
 from metareward.algos.onpolicy import Trainer, TrainState, check_finite
 from metareward.algos.registry import (
@@ -27,6 +27,21 @@ register_algorithm(
     description="A2C, synchronous advantage actor-critic (Mnih et al. 2016)",
 )
 
+register_algorithm(
+    "lirpg",
+    config=lirpg.Config,
+    make_train=lirpg.make_train,
+    presets=lirpg.PRESETS,
+    description="LIRPG on PPO: learned intrinsic reward by a one-step meta-gradient (Zheng+ 2018)",
+)
+register_algorithm(
+    "lirpg-a2c",
+    config=lirpg.A2CConfig,
+    make_train=lirpg.make_train,
+    presets=lirpg.A2C_PRESETS,
+    description="LIRPG on A2C (the paper's Atari flavour; MinAtar here)",
+)
+
 __all__ = [
     "AlgoSpec",
     "ConfigError",
@@ -37,6 +52,7 @@ __all__ = [
     "algorithm_names",
     "check_finite",
     "get_algorithm",
+    "lirpg",
     "ppo",
     "register_algorithm",
 ]

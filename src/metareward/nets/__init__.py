@@ -10,6 +10,7 @@ from metareward.nets.policies import (
     activation,
     make_policy,
 )
+from metareward.nets.rewards import IntrinsicReward
 
 __all__ = [
     "ACTIVATIONS",
@@ -18,6 +19,7 @@ __all__ = [
     "CategoricalPolicy",
     "DiagGaussian",
     "GaussianPolicy",
+    "IntrinsicReward",
     "TanhGaussian",
     "ValueNet",
     "activation",

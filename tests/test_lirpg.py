@@ -1,0 +1,139 @@
+"""LIRPG: the meta-gradient against finite differences (both flavours), the r_in_coef=0
+limit (zero meta-gradient, PPO's update), and the registry/CLI plumbing."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from metareward import envs
+from metareward.algos import lirpg, ppo
+
+SMALL = {
+    # PPO flavour on a continuous env, A2C flavour on a discrete one (and vice versa).
+    "ppo-pendulum": ("pendulum", lirpg.Config(num_envs=2, num_steps=16, total_steps=10_000,
+                                              num_epochs=2, num_minibatches=2,
+                                              learning_rate=3e-3, hidden=(16, 16),
+                                              reward_hidden=(16, 16), r_ex_coef=0.5)),
+    "ppo-cartpole": ("cartpole", lirpg.Config(num_envs=2, num_steps=16, total_steps=10_000,
+                                              num_epochs=2, num_minibatches=2,
+                                              learning_rate=3e-3, hidden=(16, 16),
+                                              reward_hidden=(16, 16), ent_coef=0.01)),
+    "a2c-cartpole": ("cartpole", lirpg.A2CConfig(num_envs=4, num_steps=5, total_steps=10_000,
+                                                 hidden=(16, 16), reward_hidden=(16, 16),
+                                                 r_in_coef=0.5)),
+    "a2c-pendulum": ("pendulum", lirpg.A2CConfig(num_envs=4, num_steps=5, total_steps=10_000,
+                                                 hidden=(16, 16), reward_hidden=(16, 16),
+                                                 r_in_coef=0.5)),
+}
+
+
+def fixed_batch(name, warmup=3):
+    """A trainer, a rollout from its initial policy, one minibatch's indices, and theta and
+    the optimiser state after ``warmup`` policy steps on it (warm moments, a policy that
+    differs from the behaviour policy)."""
+    env_name, config = SMALL[name]
+    trainer = lirpg.make_train(config, envs.make(env_name, reward_delay=3))
+    state, batch = jax.jit(trainer.prepare)(trainer.init(jax.random.PRNGKey(0)))
+    n = config.num_envs * config.num_steps
+    mb = n // getattr(config, "num_minibatches", 1)
+    idx = jax.random.permutation(jax.random.PRNGKey(1), n)[:mb]
+    t_idx, e_idx = idx // config.num_envs, idx % config.num_envs
+    theta, eta = trainer.split_params(state.params)
+    opt = state.opt_state[0]
+    step = jax.jit(trainer.lookahead)
+    for _ in range(warmup):
+        theta, opt, _ = step(theta, opt, eta, batch, t_idx, e_idx)
+    return trainer, state, batch, t_idx, e_idx, theta, opt, eta, step
+
+
+def to64(tree):
+    return jax.tree.map(
+        lambda a: jnp.asarray(a, jnp.float64) if jnp.issubdtype(jnp.asarray(a).dtype,
+                                                               jnp.floating) else a, tree)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_meta_gradient_matches_central_finite_differences(name):
+    trainer, state, batch, t_idx, e_idx, theta, opt, eta, step = fixed_batch(name)
+    g, ((theta_new, _, stats), _) = jax.jit(trainer.meta_gradient)(
+        theta, opt, eta, batch, t_idx, e_idx)
+    n_reward = jax.flatten_util.ravel_pytree(state.params["reward"])[0].size
+    assert bool(stats["ok"]) and float(jnp.linalg.norm(g[:n_reward])) > 1e-6
+    # The primal look-ahead is the step the policy actually takes.
+    np.testing.assert_allclose(theta_new, step(theta, opt, eta, batch, t_idx, e_idx)[0],
+                               rtol=1e-6, atol=1e-7)
+
+    def J(e):  # outer(theta'(eta), eta), the function whose gradient g is
+        th = trainer.lookahead(th64, opt64, e, b64, t_idx, e_idx)[0]
+        return trainer.outer_loss(th, e, b64, t_idx, e_idx)[0]
+
+    with jax.enable_x64(True):
+        th64, opt64, b64, eta64 = to64((theta, opt, batch, eta))
+        J64 = jax.jit(J)
+        rng = np.random.default_rng(0)
+        for i in range(4):
+            d = rng.normal(size=eta.shape)
+            if i < 3:
+                d[n_reward:] = 0.0  # the intrinsic-reward part alone
+            d = jnp.asarray(d / np.linalg.norm(d))
+            eps = 1e-5
+            fd = float((J64(eta64 + eps * d) - J64(eta64 - eps * d)) / (2 * eps))
+            ad = float(jnp.dot(g, d.astype(jnp.float32)))
+            assert ad == pytest.approx(fd, rel=2e-3, abs=1e-6), (name, i, ad, fd)
+
+
+def test_zero_intrinsic_coefficient_gives_zero_meta_gradient():
+    _, config = SMALL["ppo-cartpole"]
+    SMALL["ppo-cartpole-ex"] = ("cartpole", dataclasses.replace(config, r_ex_coef=1.0,
+                                                                r_in_coef=0.0))
+    try:
+        trainer, state, batch, t_idx, e_idx, theta, opt, eta, _ = fixed_batch("ppo-cartpole-ex")
+    finally:
+        del SMALL["ppo-cartpole-ex"]
+    g, _ = jax.jit(trainer.meta_gradient)(theta, opt, eta, batch, t_idx, e_idx)
+    n_reward = jax.flatten_util.ravel_pytree(state.params["reward"])[0].size
+    assert np.all(np.asarray(g[:n_reward]) == 0.0)
+    assert float(jnp.linalg.norm(g[n_reward:])) > 0  # V_ex still learns
+
+
+def test_zero_intrinsic_coefficient_updates_the_policy_as_ppo():
+    """r_ex_coef=1, r_in_coef=0 and PPO's settings: from the same key, LIRPG's policy and
+    V_mix after two updates are PPO's (the advantage rebuilt from GAE's linear map)."""
+    common = dict(num_envs=4, num_steps=32, total_steps=10_000, num_epochs=2,
+                  num_minibatches=4, learning_rate=1e-3, anneal_lr=False, ent_coef=0.01,
+                  vf_clip_eps=0.2, hidden=(32, 32), normalize_obs=True)
+    env = envs.make("cartpole")
+    lt = lirpg.make_train(lirpg.Config(**common, r_ex_coef=1.0, r_in_coef=0.0), env)
+    pt = ppo.make_train(ppo.Config(**common), env)
+    key = jax.random.PRNGKey(3)
+    ls, ps = lt.init(key), pt.init(key)
+    for name in ("policy", "value"):
+        for a, b in zip(jax.tree.leaves(ls.params[name]), jax.tree.leaves(ps.params[name]),
+                        strict=True):
+            np.testing.assert_array_equal(a, b)
+    lu, pu = jax.jit(lt.update), jax.jit(pt.update)
+    for _ in range(2):
+        ls, lm = lu(ls)
+        ps, pm = pu(ps)
+    for name in ("policy", "value"):
+        for a, b in zip(jax.tree.leaves(ls.params[name]), jax.tree.leaves(ps.params[name]),
+                        strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    for k in ("policy_loss", "value_loss", "entropy", "approx_kl"):
+        assert float(lm[k]) == pytest.approx(float(pm[k]), rel=1e-3, abs=1e-6), k
+    assert float(lm["episode_return"]) == pytest.approx(float(pm["episode_return"]))
+
+
+def test_bad_configs_fail_before_compiling():
+    with pytest.raises(ValueError, match="at least one of them > 0"):
+        lirpg.Config(r_ex_coef=0.0, r_in_coef=0.0)
+    with pytest.raises(ValueError, match="intrinsic_learning_rate"):
+        lirpg.A2CConfig(intrinsic_learning_rate=-1.0)
+    with pytest.raises(ValueError, match="must be divisible by num_minibatches"):
+        lirpg.make_train(lirpg.Config(num_envs=3, num_steps=10, num_minibatches=4),
+                         envs.make("cartpole"))
+    with pytest.raises(TypeError, match=r"expected metareward\.algos\.lirpg\.Config"):
+        lirpg.make_train(ppo.Config(), envs.make("cartpole"))
