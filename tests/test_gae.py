@@ -73,28 +73,25 @@ def test_discounted_returns_numpy():
 
 
 @pytest.mark.parametrize("gamma,lam", [(0.99, 0.95), (0.9, 1.0), (0.5, 0.0)])
-def test_gae_rows_reproduce_the_numpy_loop(gamma, lam):
-    """GAE as a linear map: W[i] @ delta[:, e_i] equals the loop's advantage at (t_i, e_i),
-    for every transition of a batch with terminations and truncations mid-batch."""
-    from metareward.rl import gae_rows, td_errors
+def test_discounted_cumsum_of_td_errors_is_the_numpy_gae(gamma, lam):
+    """GAE as a parallel scan of the TD errors equals the loop's advantages, with
+    terminations and truncations mid-batch, a one-step episode, and a long batch."""
+    from metareward.rl import discounted_cumsum, td_errors
 
     rng = np.random.default_rng(1)
-    T, N = 11, 3
-    rewards, values, next_values = (rng.normal(size=(T, N)) for _ in range(3))
-    dones = np.zeros((T, N), bool)
-    truncs = np.zeros((T, N), bool)
-    dones[2, 0] = dones[3, 0] = True  # a one-step episode in between
-    dones[6, 1] = truncs[6, 1] = True
-    dones[T - 1, 2] = True
-    ref_adv, _ = gae_numpy(rewards, values, next_values, dones, truncs, gamma, lam)
-    f32 = [jnp.asarray(a, jnp.float32) for a in (rewards, values, next_values)]
-    delta = td_errors(*f32, jnp.asarray(dones), jnp.asarray(truncs), gamma)
-    t_idx, e_idx = (jnp.asarray(a.ravel()) for a in np.meshgrid(np.arange(T), np.arange(N),
-                                                              indexing="ij"))
-    W = gae_rows(jnp.asarray(dones), t_idx, e_idx, gamma, lam)
-    assert W.shape == (T * N, T)
-    adv = jnp.sum(W * delta[:, e_idx].T, axis=1).reshape(T, N)
-    np.testing.assert_allclose(adv, ref_adv, rtol=1e-5, atol=1e-5)
-    # Rows never reach into another episode or back in time.
-    i = 2 * N + 0  # transition (t=2, env 0), which ends its episode
-    np.testing.assert_allclose(W[i], np.eye(T)[2])
+    for T, N in ((11, 3), (300, 2)):
+        rewards, values, next_values = (rng.normal(size=(T, N)) for _ in range(3))
+        dones = np.zeros((T, N), bool)
+        truncs = np.zeros((T, N), bool)
+        dones[2, 0] = dones[3, 0] = True  # a one-step episode in between
+        dones[6, 1] = truncs[6, 1] = True
+        dones[T - 1, 2 % N] = True
+        ref_adv, _ = gae_numpy(rewards, values, next_values, dones, truncs, gamma, lam)
+        f32 = [jnp.asarray(a, jnp.float32) for a in (rewards, values, next_values)]
+        delta = td_errors(*f32, jnp.asarray(dones), jnp.asarray(truncs), gamma)
+        disc = gamma * lam * (1.0 - jnp.asarray(dones, jnp.float32))
+        adv = discounted_cumsum(delta, disc)
+        np.testing.assert_allclose(adv, ref_adv, rtol=1e-4, atol=1e-4)
+        # The sequential scan gives the same numbers.
+        np.testing.assert_allclose(adv, gae(*f32, jnp.asarray(dones), jnp.asarray(truncs),
+                                            gamma, lam)[0], rtol=1e-4, atol=1e-4)

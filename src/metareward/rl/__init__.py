@@ -1,6 +1,6 @@
 """The functional RL core: rollouts, advantage estimation, losses, normalisation."""
 
-from metareward.rl.gae import discounted_returns, gae, gae_rows, td_errors
+from metareward.rl.gae import discounted_cumsum, discounted_returns, gae, td_errors
 from metareward.rl.losses import a2c_loss, ppo_loss
 from metareward.rl.normalize import RunningStats
 from metareward.rl.rollout import Transition, episode_metrics, evaluate_episodes, rollout
@@ -9,11 +9,11 @@ __all__ = [
     "RunningStats",
     "Transition",
     "a2c_loss",
+    "discounted_cumsum",
     "discounted_returns",
     "episode_metrics",
     "evaluate_episodes",
     "gae",
-    "gae_rows",
     "ppo_loss",
     "rollout",
     "td_errors",
