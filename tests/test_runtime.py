@@ -202,6 +202,29 @@ def test_first_nonfinite_ignores_returns_without_episodes():
     assert driver._first_nonfinite(metrics, 5, ok)[0].startswith("gradient")
 
 
+def test_declared_episode_metrics_are_weighted_and_exempt_without_episodes():
+    """A learner's own per-episode metric (LIRPG's intrinsic_return): NaN where no episode
+    ended is no error, and the record averages it weighted by each update's episodes."""
+    rng = np.random.default_rng(2)
+    metrics, _ = _episode_metrics(rng, 5, 2)
+    eps = metrics["episodes"].astype(np.float64)
+    metrics["intrinsic_return"] = np.where(eps > 0, rng.normal(size=eps.shape), np.nan)
+    ok = np.ones(2, bool)
+    assert np.isnan(metrics["intrinsic_return"]).any() and (eps > 0).any()
+    assert driver._first_nonfinite(metrics, 5, ok, ("intrinsic_return",)) is None
+    assert driver._first_nonfinite(metrics, 5, ok)[0] == "intrinsic_return"  # undeclared
+    recs = driver._chunk_records(metrics, 5, chunk=0, update=5, episodic=("intrinsic_return",))
+    for s, r in enumerate(recs):
+        has = eps[:, s] > 0
+        want = (eps[has, s] * metrics["intrinsic_return"][has, s]).sum() / eps[:, s].sum()
+        assert r["intrinsic_return"] == pytest.approx(want, rel=1e-6)
+    # Where an episode did end, a NaN is still an error.
+    u, s = np.argwhere(eps > 0)[0]
+    metrics["intrinsic_return"][u, s] = np.nan
+    assert driver._first_nonfinite(metrics, 5, ok, ("intrinsic_return",))[:3] == (
+        "intrinsic_return", u, s)
+
+
 # ------------------------------------------------------------------------ checkpoints
 
 

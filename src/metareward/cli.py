@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -282,6 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     except RunInterrupted as e:
         print(f"metareward {args.command}: {e}", file=sys.stderr)
         code = 128 + e.signum
+    except BrokenPipeError:  # e.g. `metareward list | head`: the reader left, fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
     if argv is None:
         sys.exit(code)
     return code

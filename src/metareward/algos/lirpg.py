@@ -287,6 +287,9 @@ class Trainer(NamedTuple):
     lookahead: Callable[..., tuple[jax.Array, Any, Metrics]]
     outer_loss: Callable[..., tuple[jax.Array, Metrics]]
     meta_gradient: Callable[..., tuple[jax.Array, Any]]
+    #: Metrics that, like ``episode_return``, describe the episodes that ended in an
+    #: update (NaN when none did): the runner treats them alike.
+    episode_metric_names: tuple[str, ...] = ("intrinsic_return",)
 
 
 def _optimizers(config: Any, num_steps: int) -> tuple[optax.GradientTransformation, ...]:

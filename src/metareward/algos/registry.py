@@ -33,7 +33,10 @@ class Learner(Protocol):
     has a ``params`` field (checked for non-finite values between chunks). ``metrics``
     is a flat dict of scalars with at least ``env_steps`` (cumulative); the optional
     ``episode_return``, ``episode_return_std``, ``episode_length`` and ``episodes``
-    describe the episodes that ended during the update (NaN when none did).
+    describe the episodes that ended during the update (NaN when none did); a learner
+    with more such metrics names them in an optional ``episode_metric_names`` attribute
+    (e.g. LIRPG's ``intrinsic_return``), and the runner treats them alike (a NaN is no
+    error where no episode ended; chunk records weight them by episodes).
     ``evaluate(state, key, num_episodes, deterministic=False) -> [num_episodes]``: returns
     of fresh episodes of the current policy (its mode if ``deterministic``).
     """

@@ -229,9 +229,17 @@ def make_chunk(learner: Learner, chunk_updates: int, abstract_state: Any):
 
 
 def _chunk_records(
-    metrics: dict[str, np.ndarray], n: int, chunk: int, update: int
+    metrics: dict[str, np.ndarray],
+    n: int,
+    chunk: int,
+    update: int,
+    episodic: tuple[str, ...] = (),
 ) -> list[dict[str, Any]]:
-    """One record per seed from ``[n, seeds]`` per-update metrics (see METRIC_FIELDS)."""
+    """One record per seed from ``[n, seeds]`` per-update metrics (see METRIC_FIELDS).
+
+    ``episodic`` names the learner's own per-episode metrics (NaN where no episode
+    ended): each is averaged over the chunk weighted by the episodes of each update,
+    ``None`` if none ended."""
     m = {k: np.asarray(v)[:n] for k, v in metrics.items()}
     seeds = next(iter(m.values())).shape[1]
     eps = m.get("episodes")
@@ -256,8 +264,14 @@ def _chunk_records(
                     rec["episode_length"] = float((cnt[has] * ln).sum() / total)
         for k in ("episodes", "return_mean", "return_std"):
             rec.setdefault(k, None)  # a learner without episode metrics, or none ended
+        for k in episodic:
+            if k in m and eps is not None:
+                cnt = eps[:, s].astype(np.float64)
+                has = cnt > 0
+                rec[k] = (float((cnt[has] * m[k][has, s].astype(np.float64)).sum() / cnt.sum())
+                          if has.any() else None)
         for k, v in m.items():
-            if k in rec or k in EPISODE_METRICS or k in ("env_steps", "episodes"):
+            if k in rec or k in EPISODE_METRICS or k in episodic or k in ("env_steps", "episodes"):
                 continue
             col = v[:, s]
             if np.issubdtype(col.dtype, np.floating):
@@ -269,9 +283,14 @@ def _chunk_records(
 
 
 def _first_nonfinite(
-    metrics: dict[str, np.ndarray], n: int, params_ok: np.ndarray
+    metrics: dict[str, np.ndarray],
+    n: int,
+    params_ok: np.ndarray,
+    episodic: tuple[str, ...] = (),
 ) -> tuple[str, int, int, Any] | None:
-    """``(what, update offset, seed, value)`` of the first non-finite value, if any."""
+    """``(what, update offset, seed, value)`` of the first non-finite value, if any
+    (episode metrics, ``EPISODE_METRICS`` and ``episodic``, count only where an episode
+    ended)."""
     eps = metrics.get("episodes")
     first = None
     # The loss first: on a tie (same update) it is the most telling name.
@@ -281,7 +300,7 @@ def _first_nonfinite(
             bad = v > 0
         elif np.issubdtype(v.dtype, np.floating):
             bad = ~np.isfinite(v)
-            if k in EPISODE_METRICS and eps is not None:
+            if (k in EPISODE_METRICS or k in episodic) and eps is not None:
                 bad &= np.asarray(eps)[:n] > 0
         else:
             continue
@@ -420,6 +439,7 @@ def _execute(
     out = stream or sys.stdout
     say = lambda *a: print(*a, file=out, flush=True)
     opts, learner = plan.options, plan.learner
+    episodic = tuple(getattr(learner, "episode_metric_names", ()))
     total, K = plan.num_updates, plan.chunk_updates
     num_chunks = math.ceil(total / K)
     record = rd.load_config()
@@ -494,7 +514,7 @@ def _execute(
                 metrics, params_ok = jax.device_get((metrics, params_ok))
                 now = time.perf_counter()
                 dt, last_done = now - last_done, now
-                bad = _first_nonfinite(metrics, n, np.asarray(params_ok))
+                bad = _first_nonfinite(metrics, n, np.asarray(params_ok), episodic)
                 if bad is not None:
                     what, u, s, value = bad
                     save(update, state, env_steps)  # the state before this chunk is good
@@ -509,7 +529,7 @@ def _execute(
                     )
                 update, state = done, new_state
                 wall = wall_start + (now - loop_start)
-                recs = _chunk_records(metrics, n, chunk, update)
+                recs = _chunk_records(metrics, n, chunk, update, episodic)
                 sps = sum(r["env_steps"] for r in recs) - env_steps * opts.seeds
                 sps /= max(dt, 1e-9)
                 env_steps = recs[0]["env_steps"]
