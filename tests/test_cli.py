@@ -176,7 +176,10 @@ def test_sigint_then_resume_is_bitwise_equal_to_an_uninterrupted_run(tmp_path):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["train", "ppx", "--env", "cartpole"], "unknown algorithm 'ppx'; valid: ['a2c', 'ppo'"),
+        (
+            ["train", "ppx", "--env", "cartpole"],
+            "unknown algorithm 'ppx'; valid: ['a2c', 'lirpg', 'lirpg-a2c', 'ppo'",
+        ),
         (["train", "ppo", "--env", "cartpol"], "unknown environment 'cartpol'; valid names"),
         (["train", "ppo", "--env", "cartpole", "--set", "lr=1e-3"],
          "unknown config key(s) ['lr']"),

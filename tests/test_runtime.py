@@ -130,7 +130,8 @@ def test_run_options_are_validated():
 
 
 def test_prepare_rejects_bad_input_before_compiling():
-    with pytest.raises(ValueError, match=r"unknown algorithm 'ppx'; valid: \['a2c', 'ppo'"):
+    valid = r"\['a2c', 'lirpg', 'lirpg-a2c', 'ppo'"
+    with pytest.raises(ValueError, match=r"unknown algorithm 'ppx'; valid: " + valid):
         driver.prepare("ppx", "cartpole")
     with pytest.raises(ValueError, match="unknown environment 'cartpol'"):
         driver.prepare("ppo", "cartpol")
