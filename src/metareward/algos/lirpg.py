@@ -51,7 +51,7 @@ from flax import struct
 from jax.flatten_util import ravel_pytree
 
 from metareward.algos import config as cfg
-from metareward.algos.onpolicy import check_env
+from metareward.algos.onpolicy import batch_geometry, check_env, obs_preprocessor
 from metareward.envs.spec import EnvSpec
 from metareward.envs.wrappers import VmapWrapper
 from metareward.meta import unrolled_hypergrad
@@ -330,15 +330,7 @@ def make_train(config: Config | A2CConfig, env: Env) -> Trainer:
     num_epochs = config.num_epochs if is_ppo else 1
     num_minibatches = config.num_minibatches if is_ppo else 1
     T, N = config.num_steps, config.num_envs
-    batch_size = T * N
-    if batch_size % num_minibatches:
-        raise ValueError(f"num_envs * num_steps = {batch_size} must be divisible by "
-                         f"num_minibatches = {num_minibatches}")
-    num_updates = config.total_steps // batch_size
-    if num_updates < 1:
-        raise ValueError(f"total_steps={config.total_steps} is less than one rollout "
-                         f"(num_envs * num_steps = {batch_size})")
-    mb_size = batch_size // num_minibatches
+    batch_size, num_updates, mb_size = batch_geometry(config, num_minibatches)
     policy_opt, intrinsic_opt = _optimizers(config, num_updates * num_epochs * num_minibatches)
     venv = VmapWrapper(env, N)
     obs_dim = spec.obs_size
@@ -348,12 +340,7 @@ def make_train(config: Config | A2CConfig, env: Env) -> Trainer:
     reward = IntrinsicReward(spec.discrete, spec.action_size, config.reward_hidden,
                              config.activation)
 
-    def flatten_obs(obs: jax.Array) -> jax.Array:
-        return obs.reshape((*obs.shape[: obs.ndim - len(spec.obs_shape)], obs_dim))
-
-    def prep(stats: RunningStats, obs: jax.Array) -> jax.Array:
-        obs = flatten_obs(obs)
-        return stats.normalize(obs) if config.normalize_obs else obs
+    flatten_obs, prep = obs_preprocessor(spec, config.normalize_obs)
 
     def split_params(params: Params) -> tuple[jax.Array, jax.Array]:
         theta = ravel_pytree({"policy": params["policy"], "value": params["value"]})[0]

@@ -94,6 +94,42 @@ def check_env(env: Env) -> EnvSpec:
     return spec
 
 
+def batch_geometry(config: Any, num_minibatches: int) -> tuple[int, int, int]:
+    """``(batch_size, num_updates, minibatch_size)`` of an on-policy config
+    (``num_envs, num_steps, total_steps``); a batch that does not split into
+    ``num_minibatches`` or a run shorter than one rollout fails here, before compiling."""
+    batch_size = config.num_envs * config.num_steps
+    if batch_size % num_minibatches:
+        raise ValueError(
+            f"num_envs * num_steps = {batch_size} must be divisible by "
+            f"num_minibatches = {num_minibatches}"
+        )
+    num_updates = config.total_steps // batch_size
+    if num_updates < 1:
+        raise ValueError(
+            f"total_steps={config.total_steps} is less than one rollout "
+            f"(num_envs * num_steps = {batch_size})"
+        )
+    return batch_size, num_updates, batch_size // num_minibatches
+
+
+def obs_preprocessor(
+    spec: EnvSpec, normalize: bool
+) -> tuple[Callable[[jax.Array], jax.Array], Callable[[RunningStats, jax.Array], jax.Array]]:
+    """``(flatten_obs, prep)``: observations flattened to ``[..., obs_size]`` (MinAtar
+    grids included), and ``prep(stats, obs)`` = flattened and, if ``normalize``,
+    normalised with the learner's running statistics."""
+
+    def flatten_obs(obs: jax.Array) -> jax.Array:
+        return obs.reshape((*obs.shape[: obs.ndim - len(spec.obs_shape)], spec.obs_size))
+
+    def prep(stats: RunningStats, obs: jax.Array) -> jax.Array:
+        obs = flatten_obs(obs)
+        return stats.normalize(obs) if normalize else obs
+
+    return flatten_obs, prep
+
+
 def make_onpolicy(
     config: Any,
     env: Env,
@@ -118,19 +154,7 @@ def make_onpolicy(
     and ``TrainState.nonfinite`` incremented.
     """
     spec = check_env(env)
-    batch_size = config.num_envs * config.num_steps
-    if batch_size % num_minibatches:
-        raise ValueError(
-            f"num_envs * num_steps = {batch_size} must be divisible by "
-            f"num_minibatches = {num_minibatches}"
-        )
-    num_updates = config.total_steps // batch_size
-    if num_updates < 1:
-        raise ValueError(
-            f"total_steps={config.total_steps} is less than one rollout "
-            f"(num_envs * num_steps = {batch_size})"
-        )
-    mb_size = batch_size // num_minibatches
+    batch_size, num_updates, mb_size = batch_geometry(config, num_minibatches)
     venv = VmapWrapper(env, config.num_envs)
     policy = make_policy(
         spec.discrete,
@@ -143,13 +167,7 @@ def make_onpolicy(
     value = ValueNet(tuple(config.hidden), config.activation)
     loss_fn = make_loss(policy, value)
     obs_dim = spec.obs_size
-
-    def flatten_obs(obs: jax.Array) -> jax.Array:
-        return obs.reshape((*obs.shape[: obs.ndim - len(spec.obs_shape)], obs_dim))
-
-    def prep(stats: RunningStats, obs: jax.Array) -> jax.Array:
-        obs = flatten_obs(obs)
-        return stats.normalize(obs) if config.normalize_obs else obs
+    flatten_obs, prep = obs_preprocessor(spec, config.normalize_obs)
 
     def init(key: jax.Array) -> TrainState:
         k_pi, k_v, k_env, key = jax.random.split(key, 4)
