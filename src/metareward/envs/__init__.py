@@ -3,12 +3,13 @@
 ``make(name, **kwargs)`` builds a single environment (see :mod:`.wrappers` for the
 conventions every env follows); ``names()`` lists them. Sources: gymnax (classic control,
 MinAtar) through :class:`GymnaxEnv`, brax's MuJoCo locomotion envs through
-:class:`BraxEnv`.
+:class:`BraxEnv`, and TARE's chain (:class:`ChainEnv`).
 """
 
 from brax.envs.base import Env, State, Wrapper
 
 from metareward.envs.brax_adapter import BACKENDS, BraxEnv
+from metareward.envs.chain import ChainEnv
 from metareward.envs.gymnax_adapter import GymnaxEnv
 from metareward.envs.registry import describe, make, names, register
 from metareward.envs.spec import EnvSpec
@@ -26,6 +27,7 @@ __all__ = [
     "ActionRescale",
     "AutoResetWrapper",
     "BraxEnv",
+    "ChainEnv",
     "DelayedReward",
     "Env",
     "EnvSpec",

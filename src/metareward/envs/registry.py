@@ -9,6 +9,7 @@ from typing import Any
 from brax.envs.base import Env
 
 from metareward.envs.brax_adapter import BraxEnv
+from metareward.envs.chain import ChainEnv
 from metareward.envs.gymnax_adapter import GymnaxEnv
 from metareward.envs.wrappers import (
     ActionRescale,
@@ -39,7 +40,7 @@ def register(name: str, factory: Callable[..., Env], description: str, source: s
 
 def names(source: str | None = None) -> list[str]:
     """Registered environment names, optionally only those of one source
-    (``"gymnax"``, ``"brax"``)."""
+    (``"gymnax"``, ``"brax"``, ``"ours"``)."""
     return sorted(n for n, e in _REGISTRY.items() if source is None or e.source == source)
 
 
@@ -152,3 +153,19 @@ for _name, _id, _desc in [
     ),
 ]:
     register(_name, _brax(_id), _desc + " (brax, MuJoCo model; backend='mjx' default)", "brax")
+
+def _chain(name: str, episode_length: int | None = None, **kwargs: Any) -> Env:
+    allowed = ("right_mean", "right_std", "left_reward", "goal_reward", "step_cost")
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        raise ValueError(f"{name}: unknown env parameter(s) {unknown}; allowed: {list(allowed)}")
+    return ChainEnv(name, episode_length, **kwargs)
+
+
+register(
+    "chain",
+    _chain,
+    "TARE's chain: 11 states, start s5, left pays 1, right N(0.5, 1), s10 pays 10 - 0.01 n;"
+    " 2 actions, 10 steps",
+    "ours",
+)

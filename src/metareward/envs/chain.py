@@ -1,0 +1,119 @@
+"""TARE's illustrative chain environment (TARE paper, section 2.3, Figure 4, Appendix F).
+
+Eleven states ``s0 .. s10`` in a row; every episode starts in ``s5``. In a non-absorbing
+state the agent moves left (action 0) or right (action 1) to the neighbouring state.
+
+* a move left pays 1.0;
+* a move right pays a sample of N(0.5, 1.0) (mean 0.5, standard deviation 1.0);
+* the move that reaches the goal ``s10`` pays ``10 - 0.01 n`` instead, with ``n`` the
+  number of steps taken in the episode (that move included, so ``n >= 5``);
+* ``s0`` and ``s10`` are absorbing: entering either ends the episode (termination).
+
+Per step, left looks better (1.0 against 0.5 on average, and right is noisy), yet the
+best policy keeps going right: 4 noisy moves and the goal pay about 2 + 9.95 = 11.95,
+against 5.0 for walking left to ``s0``.
+
+**Step limit (not given in the paper).** Without one, moving back and forth between two
+inner states pays 0.75 per step on average and beats the goal for long enough episodes,
+which would contradict the paper's statement that going right is optimal. The default
+``episode_length=10`` keeps it true: the best a 10-step episode can collect without
+reaching ``s10`` is 8.5 in expectation (4 moves left, then alternating), less than the
+11.95 of the right-going path; the limit truncates (bootstraps) as every time limit here.
+Up to ``episode_length=14`` the right path stays optimal.
+
+Observation: the one-hot position, 11 floats; ``info["final_obs"]`` (the observation the
+transition reached, before the auto-reset) tells whether an episode ended in ``s10``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from brax.envs.base import Env, State
+
+from metareward.envs.spec import EnvSpec
+
+NUM_STATES = 11
+START = 5
+GOAL = NUM_STATES - 1
+LEFT, RIGHT = 0, 1
+
+
+class ChainEnv(Env):
+    """The chain of TARE's Figure 4 (see the module docstring).
+
+    Args:
+      name: registry name.
+      episode_length: step limit (default 10, see the module docstring).
+      right_mean, right_std: the right move's reward distribution (paper: 0.5, 1.0).
+      left_reward: the left move's reward (paper: 1.0).
+      goal_reward, step_cost: the goal pays ``goal_reward - step_cost * n`` (10, 0.01).
+    """
+
+    def __init__(
+        self,
+        name: str = "chain",
+        episode_length: int | None = None,
+        right_mean: float = 0.5,
+        right_std: float = 1.0,
+        left_reward: float = 1.0,
+        goal_reward: float = 10.0,
+        step_cost: float = 0.01,
+    ):
+        length = 10 if episode_length is None else int(episode_length)
+        if right_std < 0:
+            raise ValueError(f"chain: right_std must be >= 0, got {right_std!r}")
+        self.right_mean = float(right_mean)
+        self.right_std = float(right_std)
+        self.left_reward = float(left_reward)
+        self.goal_reward = float(goal_reward)
+        self.step_cost = float(step_cost)
+        self._spec = EnvSpec(name, (NUM_STATES,), True, 2, episode_length=length)
+
+    @property
+    def spec(self) -> EnvSpec:
+        return self._spec
+
+    @property
+    def auto_resets(self) -> bool:
+        return False
+
+    def reset(self, rng: jax.Array) -> State:
+        pos = jnp.int32(START)
+        zero = jnp.zeros((), jnp.float32)
+        info = {"rng": rng, "chain_steps": jnp.zeros((), jnp.int32)}
+        return State(pos, jax.nn.one_hot(pos, NUM_STATES), zero, zero, {}, info)
+
+    def step(self, state: State, action: jax.Array) -> State:
+        rng, key = jax.random.split(state.info["rng"])
+        pos = state.pipeline_state
+        right = jnp.reshape(action, ()).astype(jnp.int32) == RIGHT
+        new_pos = jnp.clip(pos + jnp.where(right, 1, -1), 0, GOAL)
+        n = state.info["chain_steps"] + 1
+        noisy = self.right_mean + self.right_std * jax.random.normal(key, ())
+        reward = jnp.where(right, noisy, self.left_reward)
+        reward = jnp.where(new_pos == GOAL, self.goal_reward - self.step_cost * n, reward)
+        done = (new_pos == 0) | (new_pos == GOAL)
+        info = {**state.info, "rng": rng, "chain_steps": n}
+        return state.replace(
+            pipeline_state=new_pos,
+            obs=jax.nn.one_hot(new_pos, NUM_STATES),
+            reward=reward.astype(jnp.float32),
+            done=done.astype(jnp.float32),
+            info=info,
+        )
+
+    @property
+    def observation_size(self) -> int:
+        return NUM_STATES
+
+    @property
+    def action_size(self) -> int:
+        return 2
+
+    @property
+    def backend(self) -> str:
+        return "chain"
+
+
+__all__ = ["GOAL", "LEFT", "NUM_STATES", "RIGHT", "START", "ChainEnv"]
