@@ -69,11 +69,14 @@ def test_right_path_reaches_goal_with_its_reward():
     assert detour[-1][1] == pytest.approx(10.0 - 0.01 * 7)
 
 
-def test_step_limit_truncates():
+def test_step_limit_terminates_by_default():
     steps = _run([LEFT, RIGHT] * 5)
     assert [s[2] for s in steps] == [0.0] * 9 + [1.0]
-    assert steps[-1][3] == 1.0  # a time limit: truncation
+    assert steps[-1][3] == 0.0  # part of the task: termination, no bootstrap
     assert steps[-1][0] == START
+    steps = _run([LEFT, RIGHT] * 5, step_limit_truncates=True)
+    assert [s[2] for s in steps] == [0.0] * 9 + [1.0]
+    assert steps[-1][3] == 1.0  # the usual time limit: truncation
 
 
 def test_right_reward_is_normal_mean_half_std_one():

@@ -18,8 +18,12 @@ inner states pays 0.75 per step on average and beats the goal for long enough ep
 which would contradict the paper's statement that going right is optimal. The default
 ``episode_length=10`` keeps it true: the best a 10-step episode can collect without
 reaching ``s10`` is 8.5 in expectation (4 moves left, then alternating), less than the
-11.95 of the right-going path; the limit truncates (bootstraps) as every time limit here.
-Up to ``episode_length=14`` the right path stays optimal.
+11.95 of the right-going path; up to ``episode_length=14`` the right path stays optimal.
+The step limit is part of the task here, so it *terminates* the episode (no bootstrap
+from the last state): were it a truncation, as the other envs' time limits, a learner
+would value the observation as if the episode went on, and endless back-and-forth
+(0.75 per step, discounted: about 75 at gamma = 0.99) would look better than the goal.
+``step_limit_truncates=True`` gives the usual truncation instead.
 
 Observation: the one-hot position, 11 floats; ``info["final_obs"]`` (the observation the
 transition reached, before the auto-reset) tells whether an episode ended in ``s10``.
@@ -48,6 +52,8 @@ class ChainEnv(Env):
       right_mean, right_std: the right move's reward distribution (paper: 0.5, 1.0).
       left_reward: the left move's reward (paper: 1.0).
       goal_reward, step_cost: the goal pays ``goal_reward - step_cost * n`` (10, 0.01).
+      step_limit_truncates: end episodes at the limit by truncation (bootstrapped)
+        instead of termination (the default, see the module docstring).
     """
 
     def __init__(
@@ -59,6 +65,7 @@ class ChainEnv(Env):
         left_reward: float = 1.0,
         goal_reward: float = 10.0,
         step_cost: float = 0.01,
+        step_limit_truncates: bool = False,
     ):
         length = 10 if episode_length is None else int(episode_length)
         if right_std < 0:
@@ -68,6 +75,8 @@ class ChainEnv(Env):
         self.left_reward = float(left_reward)
         self.goal_reward = float(goal_reward)
         self.step_cost = float(step_cost)
+        self.length = length
+        self.step_limit_truncates = bool(step_limit_truncates)
         self._spec = EnvSpec(name, (NUM_STATES,), True, 2, episode_length=length)
 
     @property
@@ -94,6 +103,8 @@ class ChainEnv(Env):
         reward = jnp.where(right, noisy, self.left_reward)
         reward = jnp.where(new_pos == GOAL, self.goal_reward - self.step_cost * n, reward)
         done = (new_pos == 0) | (new_pos == GOAL)
+        if not self.step_limit_truncates:  # the limit terminates (the EpisodeWrapper's
+            done = done | (n >= self.length)  # truncation defers to a termination)
         info = {**state.info, "rng": rng, "chain_steps": n}
         return state.replace(
             pipeline_state=new_pos,

@@ -155,7 +155,8 @@ for _name, _id, _desc in [
     register(_name, _brax(_id), _desc + " (brax, MuJoCo model; backend='mjx' default)", "brax")
 
 def _chain(name: str, episode_length: int | None = None, **kwargs: Any) -> Env:
-    allowed = ("right_mean", "right_std", "left_reward", "goal_reward", "step_cost")
+    allowed = ("right_mean", "right_std", "left_reward", "goal_reward", "step_cost",
+               "step_limit_truncates")
     unknown = sorted(set(kwargs) - set(allowed))
     if unknown:
         raise ValueError(f"{name}: unknown env parameter(s) {unknown}; allowed: {list(allowed)}")
