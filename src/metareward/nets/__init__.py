@@ -10,18 +10,38 @@ from metareward.nets.policies import (
     activation,
     make_policy,
 )
-from metareward.nets.rewards import IntrinsicReward
+from metareward.nets.rewards import (
+    REWARD_NETS,
+    BoundedHead,
+    DenseLNStack,
+    EpisodicLSTM,
+    IntrinsicReward,
+    LSTMConcatReward,
+    LSTMMulReward,
+    MLPConcatReward,
+    MLPMulReward,
+    make_reward_net,
+)
 
 __all__ = [
     "ACTIVATIONS",
     "MLP",
+    "REWARD_NETS",
+    "BoundedHead",
     "Categorical",
     "CategoricalPolicy",
+    "DenseLNStack",
     "DiagGaussian",
+    "EpisodicLSTM",
     "GaussianPolicy",
     "IntrinsicReward",
+    "LSTMConcatReward",
+    "LSTMMulReward",
+    "MLPConcatReward",
+    "MLPMulReward",
     "TanhGaussian",
     "ValueNet",
     "activation",
     "make_policy",
+    "make_reward_net",
 ]
