@@ -73,3 +73,28 @@ def a2c_loss(
     ent = jnp.mean(entropy)
     loss = policy_loss + vf_coef * value_loss - ent_coef * ent
     return loss, {"policy_loss": policy_loss, "value_loss": value_loss, "entropy": ent}
+
+
+def awr_weights(
+    advantages: jax.Array,
+    temperature: float | jax.Array,
+    weight_clip: float | jax.Array,
+) -> jax.Array:
+    """Advantage weights of AWR: ``w = min(exp(A / beta), w_max)``.
+
+    Peng et al. 2019 ("Advantage-Weighted Regression", arXiv:1910.00177), Algorithm 1,
+    policy step: the policy regresses on actions weighted by ``exp(A / beta)``; TARE
+    (``tare_implicit_reward_learning.md``) eq. 4, and eq. 12 with a learned reward.
+    ``weight_clip`` (``w_max``, 20 in the authors' code) bounds the weight of rare large
+    advantages. Differentiable in ``advantages`` (zero gradient where clipped): TARE
+    differentiates the policy step with respect to a learned reward through them; AWR
+    itself treats them as constants.
+    """
+    return jnp.minimum(jnp.exp(advantages / temperature), weight_clip)
+
+
+def awr_policy_loss(log_prob: jax.Array, weights: jax.Array) -> jax.Array:
+    """AWR's weighted log-likelihood, negated to be minimised: ``L = -E[w log pi(a|s)]``
+    (Peng et al. 2019, Algorithm 1; TARE eq. 4 with ``w = exp(A / beta)`` from
+    :func:`awr_weights`)."""
+    return -jnp.mean(weights * log_prob)

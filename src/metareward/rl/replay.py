@@ -1,0 +1,142 @@
+"""A replay buffer as a pytree held in the train state: time-major rows of a vectorised env.
+
+The buffer stores any pytree of arrays (``data``) with leading axes ``[L, N, ...]``: ``L``
+rows (time steps) of ``N`` envs. Rows are kept in *natural time order*, newest at the
+end: :func:`insert` shifts the buffer by the ``T`` rows of a rollout
+(``concatenate([old[T:], new])``), so that, because the env states persist between
+rollouts, row ``t + 1`` of env ``e`` is the step that followed row ``t`` (unless the
+episode ended at row ``t``). Recursions over time (TD(lambda), GAE, n-step returns,
+an LSTM over trajectories) therefore run over the whole buffer as over one long rollout,
+e.g. ``metareward.rl.gae.gae(...)`` on ``[L, N]`` arrays.
+
+``size`` counts the valid rows; the invalid ones (zeros, never inserted) are the first
+``L - size``. Nothing here knows what a row holds: AWR stores observations, actions,
+rewards and flags; TARE's AWR flavour adds a time index.
+
+Everything is a pure function of the buffer, jittable and vmappable over seeds::
+
+    buf = replay.init(example_row, num_rows=L)     # example_row: pytree of [N, ...]
+    buf = replay.insert(buf, rollout_rows)         # pytree of [T, N, ...]
+    t, e = replay.sample_indices(key, buf, 256)    # uniform among valid entries
+    batch = replay.gather(buf, t, e)               # pytree of [256, ...]
+
+This replaces the circular, path-indexed buffer of the AWR code (Peng et al. 2019,
+``xbpeng/awr``, ``util/replay_buffer.py``): that one stores whole episodes and keeps
+start/end indices per entry; here episodes are delimited by the ``done`` flags in the
+rows, as in a rollout.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+
+@struct.dataclass
+class ReplayBuffer:
+    """Time-major transitions of ``N`` envs (a pytree).
+
+    Attributes:
+      data: pytree of arrays with leading axes ``[L, N, ...]``, oldest row first.
+      size: int32 scalar, number of valid rows (``0 <= size <= L``); the valid rows are
+        the last ``size``.
+    """
+
+    data: Any
+    size: jax.Array
+
+    @property
+    def num_rows(self) -> int:
+        """Capacity ``L`` in rows (static)."""
+        return jax.tree.leaves(self.data)[0].shape[0]
+
+    @property
+    def num_envs(self) -> int:
+        """Number of env columns ``N`` (static)."""
+        return jax.tree.leaves(self.data)[0].shape[1]
+
+
+def init(example_row: Any, num_rows: int) -> ReplayBuffer:
+    """An empty buffer of ``num_rows`` rows shaped like ``example_row``.
+
+    Args:
+      example_row: pytree of arrays ``[N, ...]`` (one time step of every env; values
+        are ignored, only shapes and dtypes matter; ``jax.ShapeDtypeStruct`` works too).
+      num_rows: capacity ``L`` in rows (transitions = ``L * N``).
+    """
+    if not isinstance(num_rows, int) or num_rows < 1:
+        raise ValueError(f"num_rows={num_rows!r} is invalid; allowed: an int > 0")
+    leaves = jax.tree.leaves(example_row)
+    if not leaves or any(len(x.shape) < 1 for x in leaves):
+        raise ValueError("example_row must be a pytree of arrays with a leading env axis [N]")
+    n = leaves[0].shape[0]
+    if any(x.shape[0] != n for x in leaves):
+        raise ValueError(f"every leaf of example_row needs the same env axis N={n}")
+    data = jax.tree.map(lambda x: jnp.zeros((num_rows, *x.shape), x.dtype), example_row)
+    return ReplayBuffer(data=data, size=jnp.zeros((), jnp.int32))
+
+
+def insert(buf: ReplayBuffer, rows: Any) -> ReplayBuffer:
+    """Appends ``rows`` (pytree of ``[T, N, ...]``, same structure as ``buf.data``) at the
+    end, dropping the ``T`` oldest rows. If ``T >= L`` only the last ``L`` rows are kept.
+    """
+    L = buf.num_rows
+    T = jax.tree.leaves(rows)[0].shape[0]
+
+    def shift(old: jax.Array, new: jax.Array) -> jax.Array:
+        if new.shape[1:] != old.shape[1:]:
+            raise ValueError(f"rows of shape {new.shape[1:]} do not fit a buffer of {old.shape}")
+        new = new.astype(old.dtype)
+        if T >= L:
+            return new[T - L :]
+        return jnp.concatenate([old[T:], new], axis=0)
+
+    data = jax.tree.map(shift, buf.data, rows)
+    return ReplayBuffer(data=data, size=jnp.minimum(buf.size + T, L).astype(jnp.int32))
+
+
+def valid_mask(buf: ReplayBuffer) -> jax.Array:
+    """``[L]`` bool: which rows hold inserted data (the last ``size``)."""
+    return jnp.arange(buf.num_rows) >= buf.num_rows - buf.size
+
+
+def sample_indices(
+    key: jax.Array, buf: ReplayBuffer, batch_size: int, mask: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array]:
+    """``(t_idx, e_idx)``, each ``[batch_size]`` int32: entries drawn uniformly, with
+    replacement, among the valid ones (valid row and, if given, ``mask[e]``).
+
+    Args:
+      key: PRNG key.
+      buf: the buffer; must hold at least one valid row (else the rows drawn are invalid,
+        index ``L - 1``).
+      batch_size: number of entries (static).
+      mask: optional ``[N]`` bool, the env columns to draw from (e.g. TARE's training
+        half of the envs); at least one must be true.
+
+    Validity is per row, so a uniform draw over the valid (row, env) pairs is a uniform
+    valid row times a uniform allowed env.
+    """
+    L, N = buf.num_rows, buf.num_envs
+    k_t, k_e = jax.random.split(key)
+    size = jnp.maximum(buf.size, 1)
+    t_idx = L - size + jax.random.randint(k_t, (batch_size,), 0, size)
+    if mask is None:
+        e_idx = jax.random.randint(k_e, (batch_size,), 0, N)
+    else:
+        if mask.shape != (N,):
+            raise ValueError(f"mask must have shape ({N},) (one flag per env), got {mask.shape}")
+        logits = jnp.where(mask, 0.0, -jnp.inf)
+        e_idx = jax.random.categorical(k_e, logits, shape=(batch_size,))
+    return t_idx.astype(jnp.int32), e_idx.astype(jnp.int32)
+
+
+def gather(buf: ReplayBuffer, t_idx: jax.Array, e_idx: jax.Array) -> Any:
+    """The entries ``(t_idx[i], e_idx[i])`` of every leaf: pytree of ``[B, ...]``."""
+    return jax.tree.map(lambda x: x[t_idx, e_idx], buf.data)
+
+
+__all__ = ["ReplayBuffer", "gather", "init", "insert", "sample_indices", "valid_mask"]
