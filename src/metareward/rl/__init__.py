@@ -1,7 +1,9 @@
-"""The functional RL core: rollouts, advantage estimation, losses, normalisation."""
+"""The functional RL core: rollouts, advantage estimation, losses, normalisation, the
+replay buffer."""
 
+from metareward.rl import replay
 from metareward.rl.gae import discounted_cumsum, discounted_returns, gae, td_errors
-from metareward.rl.losses import a2c_loss, ppo_loss
+from metareward.rl.losses import a2c_loss, awr_policy_loss, awr_weights, ppo_loss
 from metareward.rl.normalize import RunningStats
 from metareward.rl.rollout import Transition, episode_metrics, evaluate_episodes, rollout
 
@@ -9,12 +11,15 @@ __all__ = [
     "RunningStats",
     "Transition",
     "a2c_loss",
+    "awr_policy_loss",
+    "awr_weights",
     "discounted_cumsum",
     "discounted_returns",
     "episode_metrics",
     "evaluate_episodes",
     "gae",
     "ppo_loss",
+    "replay",
     "rollout",
     "td_errors",
 ]
