@@ -1,7 +1,7 @@
 """Learners: each a module with a frozen ``Config`` and ``make_train(config, env)``,
 registered by name (:mod:`metareward.algos.registry`) for the ``metareward`` command."""
 
-from metareward.algos import a2c, lirpg, ppo
+from metareward.algos import a2c, awr, lirpg, ppo, tare
 from metareward.algos.config import ConfigError
 from metareward.algos.onpolicy import Trainer, TrainState, check_finite
 from metareward.algos.registry import (
@@ -26,6 +26,13 @@ register_algorithm(
     presets=a2c.PRESETS,
     description="A2C, synchronous advantage actor-critic (Mnih et al. 2016)",
 )
+register_algorithm(
+    "awr",
+    config=awr.Config,
+    make_train=awr.make_train,
+    presets=awr.PRESETS,
+    description="AWR, advantage-weighted regression with a replay buffer (Peng et al. 2019)",
+)
 
 register_algorithm(
     "lirpg",
@@ -42,6 +49,21 @@ register_algorithm(
     description="LIRPG on A2C (the paper's Atari flavour; MinAtar here)",
 )
 
+register_algorithm(
+    "tare",
+    config=tare.Config,
+    make_train=tare.make_train,
+    presets=tare.PRESETS,
+    description="TARE on PPO: learned reward by implicit differentiation, CG on HVPs",
+)
+register_algorithm(
+    "tare-awr",
+    config=tare.AWRConfig,
+    make_train=tare.make_train,
+    presets=tare.AWR_PRESETS,
+    description="TARE on AWR (replay buffer, advantage-weighted regression)",
+)
+
 __all__ = [
     "AlgoSpec",
     "ConfigError",
@@ -50,9 +72,11 @@ __all__ = [
     "Trainer",
     "a2c",
     "algorithm_names",
+    "awr",
     "check_finite",
     "get_algorithm",
     "lirpg",
     "ppo",
     "register_algorithm",
+    "tare",
 ]
