@@ -16,7 +16,10 @@ Rows:
   and the baseline; ``cost ratio`` = TARE / baseline, paired per round.
 * ``implicit``: the jitted hypergradient alone (``Trainer.hypergradient``) on one fixed
   round's data, for ``cg_steps`` in 1, 5, 10, 20; ``cost ratio`` = its time / the
-  baseline's iteration.
+  baseline's iteration. For AWR the data are one rollout's columns (``num_steps`` rows),
+  not the whole replay buffer the real iteration runs the reward net over, so the row
+  is a lower bound there. CG stops early at negative curvature or at its tolerance, so
+  more ``cg_steps`` need not cost more.
 
 Settings: ``chain`` (PPO-TARE's chain preset), ``pendulum`` (PPO-TARE's pendulum preset),
 ``pendulum-awr`` (AWR-TARE, a small AWR-sized setting). Each measurement runs in a fresh

@@ -121,3 +121,30 @@ def test_smoke_train_metrics(inner):
         assert float(jnp.abs(after - before).max()) > 0, part
     returns = jax.jit(jax.vmap(lambda s, k: trainer.evaluate(s, k, 4)))(state, keys)
     assert returns.shape == (2, 4)
+
+
+def test_cli_trains_tare_on_chain(tmp_path):
+    """Registered as ``tare``: the command runs it end to end and logs TARE's metrics."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).with_name("metareward")
+    if not script.exists():
+        script = Path(shutil.which("metareward") or "metareward")
+    small = ["--set", "num_envs=4", "--set", "num_steps=8", "--set", "num_minibatches=2",
+             "--set", "num_epochs=1", "--set", "hidden=8", "--set", "reward_hidden=8",
+             "--set", "reward_lstm_hidden=8"]
+    p = subprocess.run([str(script), "train", "tare", "--env", "chain", "--seeds", "2",
+                        "--total-steps", "128", *small, "--eval-episodes", "2",
+                        "--out", str(tmp_path / "run")],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    recs = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    assert {r["seed"] for r in recs} == {0, 1}
+    for key in ("hypergrad_norm", "cg_residual", "ex_objective", "param_return",
+                "r_param_action0", "action1_count"):
+        assert key in recs[-1], key
+    assert recs[-1]["env_steps"] == 128

@@ -62,8 +62,11 @@ def test_learned_reward_prefers_right_moves(trained):
     on the training rollouts (the mean of ``r_phi`` per action, per update, averaged over
     the run), on average over the seeds and on at least 3 of the 4."""
     _, _, _, metrics = trained
-    right = np.nanmean(np.asarray(metrics[f"r_param_action{RIGHT}"]), axis=1)
-    left = np.nanmean(np.asarray(metrics[f"r_param_action{1 - RIGHT}"]), axis=1)
-    gaps = right - left
+    def mean_reward(k):  # over all the run's moves k: per-update means weighted by counts
+        r = np.asarray(metrics[f"r_param_action{k}"], np.float64)
+        n = np.asarray(metrics[f"action{k}_count"], np.float64)
+        return (r * n).sum(axis=1) / n.sum(axis=1)
+
+    gaps = mean_reward(RIGHT) - mean_reward(1 - RIGHT)
     assert np.mean(gaps) > 0, gaps
     assert np.sum(gaps > 0) >= 3, gaps

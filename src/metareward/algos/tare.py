@@ -527,15 +527,19 @@ def make_train(config: Config, env: Env) -> Trainer:
         return awr_policy_loss(dist.log_prob(seg.action[t, e]), w), w
 
     def objectives(seg_tr: Segment, seg_va: Segment, idx_tr=None, idx_va=None,
-                   valid: jax.Array | None = None):
+                   valid: jax.Array | None = None, phi: jax.Array | None = None):
         """``(inner_loss, hessian_loss, outer_loss)``, functions of ``(pol, phi)`` (flat):
         ``-J_phi`` on the training set, ``-J_phi`` on the validation set, and
         ``-J_ex`` on the validation set (with aux metrics) — eq. 14's three terms.
         PPO: the whole segments. AWR: the entries ``idx_tr`` / ``idx_va`` (``(t, e)``
-        index pairs) of the segments, advantages normalised over the ``valid`` rows."""
+        index pairs) of the segments, advantages normalised over the ``valid`` rows.
+
+        With ``phi`` given, the Hessian term's advantages are computed once at ``phi``
+        (its Hessian is in the policy's parameters only, so this is exact) and its
+        ``phi`` argument is ignored: CG's Hessian-vector products then do not rerun the
+        reward net."""
         if is_ppo:
-            def param_obj(pol, phi, seg, idx):
-                adv = param_advantage(phi, seg)[0]
+            def obj(pol, seg, adv, idx):
                 return ppo_objective(pol, seg, adv, c.kl_coef, c.ent_coef)[0]
 
             def outer(pol, phi):
@@ -543,22 +547,29 @@ def make_train(config: Config, env: Env) -> Trainer:
                 return -aux["surrogate"], {"ex_objective": aux["surrogate"],
                                            "val_kl": aux["kl"]}
         else:
-            def param_obj(pol, phi, seg, idx):
-                return awr_objective(pol, seg, param_advantage(phi, seg)[0], idx, valid)[0]
+            def obj(pol, seg, adv, idx):
+                return awr_objective(pol, seg, adv, idx, valid)[0]
 
             def outer(pol, phi):
                 loss, w = awr_objective(pol, seg_va, seg_va.adv_ex, idx_va, valid)
                 return loss, {"ex_objective": -loss, "ex_weight_mean": jnp.mean(w)}
 
-        return (lambda p, h: param_obj(p, h, seg_tr, idx_tr),
-                lambda p, h: param_obj(p, h, seg_va, idx_va), outer)
+        def param_obj(pol, h, seg, idx):
+            return obj(pol, seg, param_advantage(h, seg)[0], idx)
+
+        if phi is None:
+            hess = lambda p, h: param_obj(p, h, seg_va, idx_va)
+        else:
+            adv_va = jax.lax.stop_gradient(param_advantage(phi, seg_va)[0])
+            hess = lambda p, h: obj(p, seg_va, adv_va, idx_va)
+        return lambda p, h: param_obj(p, h, seg_tr, idx_tr), hess, outer
 
     def hypergradient(pol: jax.Array, phi: jax.Array, seg_tr: Segment, seg_va: Segment,
                       idx_tr=None, idx_va=None, valid=None):
         """Eq. 14: ``(d (-J_ex(theta'; val)) / d phi, aux, CGInfo)`` by
         :func:`metareward.meta.implicit_hypergrad` (Hessian on the validation set,
         cross term on the training set, ``cg_steps`` of CG with ``cg_damping``)."""
-        inner, hess, outer = objectives(seg_tr, seg_va, idx_tr, idx_va, valid)
+        inner, hess, outer = objectives(seg_tr, seg_va, idx_tr, idx_va, valid, phi)
         return implicit_hypergrad(inner, outer, pol, phi, hessian_loss=hess,
                                   maxiter=c.cg_steps, damping=c.cg_damping, has_aux=True,
                                   return_info=True)
@@ -650,16 +661,17 @@ def make_train(config: Config, env: Env) -> Trainer:
 
     def reward_by_action(r_phi: jax.Array, action: jax.Array) -> Metrics:
         """Discrete envs with at most 8 actions: the mean learned reward of each action
-        (``r_param_action{k}``, NaN if the action was not taken); the paper's Figure 4
-        compares them for the chain's left and right moves."""
+        ``r_param_action{k}`` (0 if the action was not taken: no NaN, which the runner
+        would take for a diverged run) and how often it was taken, ``action{k}_count``;
+        the paper's Figure 4 compares the chain's left and right moves."""
         if not spec.discrete or spec.action_size > 8:
             return {}
         out = {}
         for k in range(spec.action_size):
             m = (action == k).astype(jnp.float32)
             n = jnp.sum(m)
-            out[f"r_param_action{k}"] = jnp.where(n > 0, jnp.sum(r_phi * m) / jnp.maximum(n, 1),
-                                                  jnp.nan)
+            out[f"r_param_action{k}"] = jnp.sum(r_phi * m) / jnp.maximum(n, 1.0)
+            out[f"action{k}_count"] = n
         return out
 
     def episode_param_return(state: TareState, r_phi: jax.Array, done: jax.Array):
