@@ -280,12 +280,16 @@ def test_checkpoint_without_manifest_counts_as_unfinished(tmp_path):
 
 
 def test_sigterm_and_sigint_are_caught():
+    # What was installed before (the default handler, or SIG_IGN when pytest itself was
+    # started in the background by a non-interactive shell).
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     for sig in (signal.SIGTERM, signal.SIGINT):
         with driver._Signals(io.StringIO()) as s:
             os.kill(os.getpid(), sig)
         assert s.received == sig
     # Handlers are restored afterwards.
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    for sig, handler in before.items():
+        assert signal.getsignal(sig) is handler
 
 
 # --------------------------------------------------------------------- chunked runs
