@@ -16,7 +16,8 @@ from metareward.envs.chain import GOAL, RIGHT
 SEEDS = (42, 43, 44, 45)
 EPISODES = 128
 
-pytestmark = pytest.mark.slow
+# One worker trains the shared fixture once (xdist would otherwise train it per worker).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tare_chain")]
 
 
 @pytest.fixture(scope="module")
