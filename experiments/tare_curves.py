@@ -61,8 +61,8 @@ def build(learner: str, env_name: str, steps: int | None = None):
     return module.make_train(cfg, env), cfg
 
 
-def run(learner: str, env_name: str, seeds: int) -> dict:
-    trainer, cfg = build(learner, env_name)
+def run(learner: str, env_name: str, seeds: int, steps: int | None = None) -> dict:
+    trainer, cfg = build(learner, env_name, steps)
     keys = jnp.stack([jax.random.PRNGKey(42 + i) for i in range(seeds)])
     t0 = time.perf_counter()
     state, metrics = jax.jit(jax.vmap(trainer.train))(keys)
@@ -121,12 +121,14 @@ def main() -> None:
     ap.add_argument("--envs", nargs="+", default=list(ENVS), choices=ENVS)
     ap.add_argument("--learners", nargs="+", default=list(LEARNERS), choices=LEARNERS)
     ap.add_argument("--seeds", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=None,
+                    help=f"env steps per seed for every run (default: {STEPS})")
     ap.add_argument("--out", default=str(HERE / "results" / "tare_curves"))
     args = ap.parse_args()
     results = []
     for env_name in args.envs:
         for learner in args.learners:
-            r = run(learner, env_name, args.seeds)
+            r = run(learner, env_name, args.seeds, args.steps)
             results.append(r)
             ev = np.asarray(r["eval_return_per_seed"])
             print(f"{env_name:9} {learner:9} eval {ev.mean():8.2f} +- {ev.std():6.2f} "
