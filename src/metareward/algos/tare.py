@@ -65,6 +65,8 @@ from flax import struct
 from jax.flatten_util import ravel_pytree
 
 from metareward.algos import config as cfg
+from metareward.algos.awr import _masked_mean_std
+from metareward.algos.lirpg import _clip
 from metareward.algos.onpolicy import check_env, obs_preprocessor
 from metareward.envs.spec import EnvSpec
 from metareward.envs.wrappers import VmapWrapper
@@ -335,24 +337,13 @@ class Trainer(NamedTuple):
     episode_metric_names: tuple[str, ...] = ("param_return",)
 
 
-def _clip(grads: jax.Array, max_norm: float) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Global-norm clip of a flat gradient, its norm, whether it is finite (a non-finite
-    gradient becomes zero)."""
-    norm = jnp.sqrt(jnp.sum(grads**2))
-    ok = jnp.isfinite(norm)
-    return jnp.where(ok, grads * jnp.minimum(1.0, max_norm / (norm + 1e-6)), 0.0), norm, ok
-
-
 def _normalize(x: jax.Array) -> jax.Array:
     return (x - x.mean()) / (x.std() + 1e-8)
 
 
-def _masked_mean_std(x: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array]:
+def _valid_mean_std(x: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Mean and std of ``x [L, n]`` over the rows where ``valid [L]``."""
-    m = jnp.broadcast_to(valid[:, None], x.shape).astype(x.dtype)
-    count = jnp.maximum(jnp.sum(m), 1.0)
-    mean = jnp.sum(x * m) / count
-    return mean, jnp.sqrt(jnp.sum(jnp.square(x - mean) * m) / count)
+    return _masked_mean_std(x, jnp.broadcast_to(valid[:, None], x.shape))
 
 
 def _flat(x: jax.Array) -> jax.Array:
@@ -519,7 +510,7 @@ def make_train(config: Config, env: Env) -> Trainer:
         ``idx = (t, e)`` of ``seg``, minimised; the advantages ``adv [T, n]`` are first
         normalised over the valid rows (as the AWR code) and exponentiated, clipped."""
         if c.normalize_advantages:
-            mean, std = _masked_mean_std(adv, valid)
+            mean, std = _valid_mean_std(adv, valid)
             adv = (adv - mean) / (std + 1e-5)
         t, e = idx
         w = awr_weights(adv[t, e], c.temperature, c.weight_clip)
@@ -850,7 +841,7 @@ def make_train(config: Config, env: Env) -> Trainer:
             seg_all = segment(p)
             seg_tr, seg_va = take(seg_all, cols[0]), take(seg_all, cols[1])
             adv = param_advantage(phi, seg_tr)[0]
-            mean, std = _masked_mean_std(adv, valid)
+            mean, std = _valid_mean_std(adv, valid)
             adv_n = (adv - mean) / (std + 1e-5) if c.normalize_advantages else adv
             weights = awr_weights(adv_n, c.temperature, c.weight_clip)
 
