@@ -384,6 +384,9 @@ def make_train(config: Config, env: Env) -> Trainer:
     flatten_obs, prep = obs_preprocessor(spec, c.normalize_obs)
     episode_length = float(spec.episode_length)
     value_scale = 1.0 if is_ppo else 1.0 / (1.0 - c.gamma)
+    if not spec.discrete:  # the env's action bounds ([-1, 1] after make's rescaling)
+        a_low = jnp.asarray(spec.action_low or (-1.0,) * spec.action_size, jnp.float32)
+        a_high = jnp.asarray(spec.action_high or (1.0,) * spec.action_size, jnp.float32)
 
     if is_ppo:
         steps = num_updates * rounds * c.num_epochs * c.num_minibatches
@@ -853,8 +856,8 @@ def make_train(config: Config, env: Env) -> Trainer:
                        "weight_mean": jnp.mean(w)}
                 if not spec.discrete:  # the AWR code's action-bound penalty
                     mu = dist.mean
-                    viol = jnp.sum(jnp.square(jnp.minimum(mu + 1.0, 0.0))
-                                   + jnp.square(jnp.maximum(mu - 1.0, 0.0)), axis=-1)
+                    viol = jnp.sum(jnp.square(jnp.minimum(mu - a_low, 0.0))
+                                   + jnp.square(jnp.maximum(mu - a_high, 0.0)), axis=-1)
                     loss = loss + c.action_bound_coef * 0.5 * jnp.mean(viol)
                 return loss, aux
 
