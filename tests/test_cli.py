@@ -178,8 +178,8 @@ def test_sigint_then_resume_is_bitwise_equal_to_an_uninterrupted_run(tmp_path):
     [
         (
             ["train", "ppx", "--env", "cartpole"],
-            "unknown algorithm 'ppx'; valid: ['a2c', 'awr', 'lirpg', 'lirpg-a2c', 'ppo', 'tare', "
-            "'tare-awr']",
+            "unknown algorithm 'ppx'; valid: ['a2c', 'awr', 'cln', 'lirpg', 'lirpg-a2c', 'ppo', "
+            "'tare', 'tare-awr']",
         ),
         (["train", "ppo", "--env", "cartpol"], "unknown environment 'cartpol'; valid names"),
         (["train", "ppo", "--env", "cartpole", "--set", "lr=1e-3"],

@@ -1,7 +1,7 @@
 """Learners: each a module with a frozen ``Config`` and ``make_train(config, env)``,
 registered by name (:mod:`metareward.algos.registry`) for the ``metareward`` command."""
 
-from metareward.algos import a2c, awr, lirpg, ppo, tare
+from metareward.algos import a2c, awr, cln, lirpg, ppo, tare
 from metareward.algos.config import ConfigError
 from metareward.algos.onpolicy import Trainer, TrainState, check_finite
 from metareward.algos.registry import (
@@ -50,6 +50,14 @@ register_algorithm(
 )
 
 register_algorithm(
+    "cln",
+    config=cln.Config,
+    make_train=cln.make_train,
+    presets=cln.PRESETS,
+    description="CLN bilevel: intrinsic reward by a Self-Tuning-Network best response (Zhang+)",
+)
+
+register_algorithm(
     "tare",
     config=tare.Config,
     make_train=tare.make_train,
@@ -74,6 +82,7 @@ __all__ = [
     "algorithm_names",
     "awr",
     "check_finite",
+    "cln",
     "get_algorithm",
     "lirpg",
     "ppo",

@@ -1,5 +1,14 @@
 """Neural networks (flax.linen), used through pure ``init``/``apply``."""
 
+from metareward.nets.cln import (
+    CLNMLP,
+    CLNCategoricalPolicy,
+    CLNGaussianPolicy,
+    ConditionalLayerNorm,
+    RewardBody,
+    make_cln_policy,
+    reward_head,
+)
 from metareward.nets.distributions import Categorical, DiagGaussian, TanhGaussian
 from metareward.nets.policies import (
     ACTIVATIONS,
@@ -25,11 +34,15 @@ from metareward.nets.rewards import (
 
 __all__ = [
     "ACTIVATIONS",
+    "CLNMLP",
     "MLP",
     "REWARD_NETS",
     "BoundedHead",
+    "CLNCategoricalPolicy",
+    "CLNGaussianPolicy",
     "Categorical",
     "CategoricalPolicy",
+    "ConditionalLayerNorm",
     "DenseLNStack",
     "DiagGaussian",
     "EpisodicLSTM",
@@ -39,9 +52,12 @@ __all__ = [
     "LSTMMulReward",
     "MLPConcatReward",
     "MLPMulReward",
+    "RewardBody",
     "TanhGaussian",
     "ValueNet",
     "activation",
+    "make_cln_policy",
     "make_policy",
     "make_reward_net",
+    "reward_head",
 ]

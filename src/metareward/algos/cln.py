@@ -1,0 +1,781 @@
+"""CLN bilevel intrinsic rewards (Zhang, Stadie & Ba): a Self-Tuning-Network best response.
+
+"Learning Intrinsic Rewards as a Bi-Level Optimization Problem"
+(``cln_bilevel_intrinsic_rewards.md``), Algorithm 1 and eqs. 13-21:
+
+* an intrinsic reward ``r_{phi, eta}(s, a)``: ``phi`` the body (an MLP), ``eta`` its last
+  layer (:func:`metareward.nets.cln.reward_head`);
+* a PPO policy ``pi_{theta, eta}`` conditioned on ``eta`` through Conditional Layer
+  Normalization on its final hidden layer (eqs. 18-20; ``cln_layers`` picks the layers):
+  the CLN's affine maps are the best-response function ``w*(eta)`` (eq. 13);
+* each iteration collects a rollout with ``pi_{theta, eta}`` (line 2) and adds it to the
+  reward buffer ``D_r`` (line 3); then ``N_r = reward_steps`` reward iterations (lines
+  4-12) update ``eta`` by Adam on ``lambda g^eta + g_r^eta`` and ``phi`` on ``g_r^phi``,
+  where ``g^eta`` is the hypergradient of ``J_ex`` and ``g_r`` the gradient of the
+  return-matching regulariser of eq. 21 on ``K``-step segments from ``D_r``; then
+  ``N_p`` policy iterations (lines 13-17; here PPO's epochs x minibatches) update
+  ``theta`` by Adam on ``J_in(theta, eta + eps')``;
+* ``eta`` is perturbed by Gaussian noise ``eps ~ N(0, sigma^2)`` in both loops (lines 5,
+  14), as in STN: the policy learns to respond to a neighbourhood of rewards, which is
+  what gives ``g^eta`` its signal.
+
+``Config.terms`` picks the hypergradient ``g^eta`` (section 3.2, eqs. 8-15):
+
+* ``"best-response"`` (the paper's default, "CLN"): eq. 15,
+  ``d/d eta J_ex(theta, eta + eps)`` through the CLN map only, at the current ``theta``;
+* ``"lirpg"``: eq. 11 alone, ``d J_ex(theta') / d eta`` through the intrinsic advantages
+  of one look-ahead policy step ``theta' = theta + update(grad_theta J_in)`` with the
+  policy's conditioning held fixed (LIRPG, Zheng et al. 2018);
+* ``"all"``: eqs. 9/15 + 10 + 11, the total derivative of ``J_ex(theta'(eta), eta)``
+  through the look-ahead step (advantages and conditioning) and the outer conditioning.
+  Eq. 12 vanishes for one step.
+
+The three terms come out of one reverse pass, by giving each place where ``eta`` enters
+its own copy (advantages / inner conditioning / outer conditioning): their gradients are
+eq. 11, eq. 10 and eq. 9 respectively, and the mode sums the ones it uses. The norms of
+all terms computed are logged (``hypergrad_eq9 / eq10 / eq11``, or ``hypergrad_eq15`` for
+the best-response mode).
+
+Choices the paper leaves open (see each field's comment in :class:`Config`):
+
+* one perturbation per env column (a trajectory segment) per iteration, applied both to the
+  policy's conditioning and to the reward that scores those transitions, so each
+  transition's intrinsic advantage is that of the same perturbed reward the policy is
+  conditioned on; the policy phase draws fresh noise for every minibatch step. This is
+  cheap because the reward is linear in its last layer and GAE linear in the rewards:
+  ``A_in(eta + eps) = GAE(Phi) . (eta + eps) + GAE(td_in)`` (:class:`AdvBasis`), so one
+  GAE of the design vectors per rollout gives every perturbed advantage at ``D``
+  multiply-adds per transition;
+* the rollout is collected with the unperturbed ``eta`` (line 2), and that policy's
+  log-probs are PPO's old log-probs;
+* ``J_ex`` is PPO's clipped surrogate with normalised extrinsic GAE, baselined by an
+  extrinsic value ``V_ex``; the intrinsic value ``V_in`` regresses on the unperturbed
+  intrinsic lambda-returns; both are heads of one unconditioned MLP trained with the
+  policy (one critic's cost per minibatch step);
+* each of the ``N_r`` reward iterations takes its hypergradient on one of ``N_r``
+  disjoint minibatches of the rollout and one regulariser batch from ``D_r``: the
+  hypergradient then costs one pass over the rollout whatever ``N_r``, and ``N_r`` sets
+  how fast eq. 21 fits (with ``N_r = 1`` on pendulum the regulariser took ~100k steps
+  to catch up and the policy, trained on the unfitted reward meanwhile, fell behind);
+* ``sigma`` is absolute, per entry of ``eta`` (whose kernel starts as a unit vector):
+  0.01 by default; 0.05 made the perturbed rewards differ by about 0.3 per step on
+  pendulum, as large as the reward itself, and the policy did not learn;
+* the look-ahead of ``"lirpg"`` / ``"all"`` is one step of the policy's own optimiser
+  (Adam with its current state, as LIRPG's code) on the whole rollout, or plain SGD with
+  ``lookahead_lr`` (the paper's eq. 4);
+* only ``eta`` gets the hypergradient; ``phi`` trains on the regulariser alone
+  (Algorithm 1, lines 9-11);
+* ``intrinsic_return`` is logged in the env's reward units (divided by ``reward_scale``)
+  so that it compares with ``episode_return`` (the paper's Figure 6).
+
+Usage::
+
+    env = metareward.envs.make("pendulum")
+    trainer = cln.make_train(cln.preset("pendulum"), env)
+    state, metrics = jax.jit(jax.vmap(trainer.train))(jax.random.split(key, 4))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from brax.envs.base import Env, State
+from flax import struct
+from jax.flatten_util import ravel_pytree
+
+from metareward.algos import config as cfg
+from metareward.algos.lirpg import _clip
+from metareward.algos.onpolicy import batch_geometry, check_env, obs_preprocessor
+from metareward.envs.spec import EnvSpec
+from metareward.envs.wrappers import VmapWrapper
+from metareward.meta import unrolled_hypergrad
+from metareward.nets.cln import (
+    RewardBody,
+    ValueHeads,
+    cln_layer_indices,
+    init_reward_head,
+    make_cln_policy,
+    reward_design,
+    reward_head,
+    reward_head_size,
+)
+from metareward.rl import replay
+from metareward.rl.gae import discounted_cumsum, gae, td_errors
+from metareward.rl.losses import ppo_loss
+from metareward.rl.normalize import RunningStats
+from metareward.rl.rollout import episode_metrics, evaluate_episodes, rollout
+
+Params = Any
+Metrics = dict[str, jax.Array]
+
+#: The hypergradient modes of ``Config.terms`` (the paper's Figure 5 ablation).
+TERMS = ("best-response", "lirpg", "all")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """CLN bilevel intrinsic rewards on PPO.
+
+    PPO defaults are the paper's setup (OpenAI baselines' ppo2 MuJoCo settings, 4 env
+    copies x 2048 steps, Adam everywhere); the paper gives no reward-side
+    hyperparameters, so those defaults are ours (see :data:`PRESETS` for tuned ones).
+    """
+
+    # --- PPO (the policy theta, the CLN best-response maps, V_in and V_ex) ---
+    num_envs: int = 4
+    num_steps: int = 2048
+    total_steps: int = 1_000_000
+    num_epochs: int = 10
+    num_minibatches: int = 32
+    learning_rate: float = 3e-4
+    anneal_lr: bool = False
+    adam_eps: float = 1e-5
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_eps: float = 0.2
+    vf_clip_eps: float | None = None
+    ent_coef: float = 0.0
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    normalize_obs: bool = True
+    normalize_advantages: bool = True
+    reward_scale: float = 1.0
+    hidden: tuple[int, ...] = (64, 64)
+    activation: str = "tanh"
+    squash: bool = False
+    log_std_init: float = 0.0
+    #: Hidden layers of the policy that are CLN layers (negative counts from the end).
+    cln_layers: tuple[int, ...] = (-1,)
+    # --- the intrinsic reward r_{phi, eta} ---
+    reward_hidden: tuple[int, ...] = (64, 64)
+    reward_activation: str = "tanh"
+    reward_learning_rate: float = 1e-4
+    #: N_r, reward iterations per rollout (Algorithm 1, line 4): each takes the
+    #: hypergradient on one of N_r disjoint minibatches of the rollout (1: the whole
+    #: rollout) and one regulariser batch, so N_r sets the regulariser's steps at a fixed
+    #: hypergradient cost.
+    reward_steps: int = 8
+    #: lambda of Algorithm 1, line 10: eta <- Adam(lambda g^eta + g_r^eta).
+    hypergrad_coef: float = 1.0
+    #: Which terms make g^eta: "best-response" (eq. 15), "lirpg" (eq. 11), "all" (9+10+11).
+    terms: str = "best-response"
+    #: Look-ahead of "lirpg" / "all": None = one step of the policy's Adam, else SGD lr.
+    lookahead_lr: float | None = None
+    #: sigma of the perturbation eps ~ N(0, sigma^2) of every entry of eta (initial
+    #: value if learned).
+    noise_std: float = 0.01
+    #: Learn sigma = softplus(rho) by the hypergradient minus entropy_coef * entropy (STN).
+    learn_noise_std: bool = False
+    entropy_coef: float = 1e-3
+    #: K, the segment length of the regulariser (eq. 21).
+    segment_length: int = 16
+    #: Capacity of the reward buffer D_r in transitions (>= one rollout).
+    reward_buffer_size: int = 65_536
+    #: Segments per regulariser batch.
+    reward_batch_size: int = 64
+    #: Updates before g^eta is used (STN's warm-up); the regulariser trains throughout.
+    warmup_updates: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("num_envs", "num_steps", "total_steps", "num_epochs", "num_minibatches",
+                     "reward_steps", "segment_length", "reward_buffer_size",
+                     "reward_batch_size"):
+            cfg.positive_int(name, getattr(self, name))
+        cfg.check("warmup_updates", self.warmup_updates,
+                  isinstance(self.warmup_updates, int) and self.warmup_updates >= 0,
+                  "an int >= 0")
+        for name in ("learning_rate", "reward_learning_rate", "adam_eps", "clip_eps",
+                     "max_grad_norm", "reward_scale", "noise_std"):
+            cfg.positive(name, getattr(self, name))
+        for name in ("ent_coef", "vf_coef", "hypergrad_coef", "entropy_coef"):
+            cfg.non_negative(name, getattr(self, name))
+        cfg.in_range("gamma", self.gamma, 0.0, 1.0)
+        cfg.in_range("gae_lambda", self.gae_lambda, 0.0, 1.0)
+        if self.vf_clip_eps is not None:
+            cfg.positive("vf_clip_eps", self.vf_clip_eps)
+        if self.lookahead_lr is not None:
+            cfg.positive("lookahead_lr", self.lookahead_lr)
+        cfg.check("terms", self.terms, self.terms in TERMS, f"one of {list(TERMS)}")
+        cfg.hidden_sizes("hidden", self.hidden)
+        cfg.hidden_sizes("reward_hidden", self.reward_hidden)
+        cfg.activation_name("activation", self.activation)
+        cfg.activation_name("reward_activation", self.reward_activation)
+        cfg.check("cln_layers", self.cln_layers, isinstance(self.cln_layers, tuple | list),
+                  "a tuple of hidden-layer indices, e.g. (-1,)")
+        try:
+            cln_layer_indices(tuple(self.cln_layers), len(self.hidden))
+        except ValueError as e:
+            raise cfg.ConfigError(f"config field cln_layers: {e}") from None
+        cfg.check("segment_length", self.segment_length,
+                  self.segment_length <= self.num_steps, f"<= num_steps = {self.num_steps}")
+        cfg.check("reward_buffer_size", self.reward_buffer_size,
+                  self.reward_buffer_size >= self.num_envs * self.num_steps,
+                  f">= one rollout, num_envs * num_steps = {self.num_envs * self.num_steps}")
+        for name in ("hidden", "reward_hidden", "cln_layers"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+
+
+#: Settings for the small gymnax envs (tests, benchmark, experiments).
+PRESETS: dict[str, Config] = {
+    # Our PPO pendulum preset's batch, epochs, lr, gamma and reward scale.
+    "pendulum": Config(
+        num_envs=16,
+        num_steps=128,
+        total_steps=1_000_000,
+        num_epochs=10,
+        num_minibatches=16,
+        learning_rate=1e-3,
+        gamma=0.95,
+        reward_scale=0.1,
+        reward_learning_rate=1e-3,
+        reward_buffer_size=16_384,
+    ),
+    # Our PPO cartpole preset's batch, epochs and lr.
+    "cartpole": Config(
+        num_envs=4,
+        num_steps=128,
+        total_steps=500_000,
+        num_epochs=4,
+        num_minibatches=4,
+        learning_rate=5e-4,
+        ent_coef=0.01,
+        normalize_obs=False,
+        reward_learning_rate=1e-3,
+        reward_buffer_size=8_192,
+    ),
+}
+
+
+def preset(env_name: str) -> Config:
+    """The tuned config for ``env_name`` if there is one, else the paper defaults."""
+    return PRESETS.get(env_name, Config())
+
+
+@struct.dataclass
+class ClnState:
+    """What CLN carries between updates (a pytree).
+
+    ``params = {"policy", "value", "reward_body", "eta", "rho"}``: ``theta`` is the CLN
+    policy (best-response maps included) with the critic ``[V_in, V_ex]`` (``"value"``,
+    two heads); the reward side is ``phi`` (``"reward_body"``), ``eta`` (flat last layer)
+    and ``rho`` (``sigma = softplus(rho)``, per entry of ``eta``). ``opt_state`` holds
+    the two Adam states (flat vectors); ``reward_buffer`` is ``D_r`` (raw observations,
+    actions and scaled extrinsic rewards, time-major); ``intrinsic_return`` each env's
+    running sum of ``r_in`` over its current episode.
+    """
+
+    params: Params
+    opt_state: tuple[optax.OptState, optax.OptState]
+    obs_stats: RunningStats
+    env_state: State
+    reward_buffer: replay.ReplayBuffer
+    key: jax.Array
+    update_step: jax.Array
+    env_steps: jax.Array
+    nonfinite: jax.Array
+    intrinsic_return: jax.Array
+
+
+class Batch(NamedTuple):
+    """One rollout prepared for learning, time-major ``[T, N, ...]``: normalised
+    observations, raw actions, behaviour log-probs, GAE's discounts ``gamma lambda
+    (1 - done)``, the TD part of the intrinsic TD error ``gamma (1 - term) V_in(s') -
+    V_in(s)`` (the intrinsic TD error is ``r_in + td_in``), ``V_in`` and its
+    (unperturbed) lambda-return targets, ``V_ex`` with extrinsic advantages and targets."""
+
+    obs: jax.Array
+    action: jax.Array
+    log_prob: jax.Array
+    gae_discount: jax.Array
+    td_in: jax.Array
+    v_in: jax.Array
+    ret_in: jax.Array
+    v_ex: jax.Array
+    adv_ex: jax.Array
+    ret_ex: jax.Array
+
+
+class AdvBasis(NamedTuple):
+    """What the intrinsic advantages of any last layer ``eta`` are made of, ``[T, N]``
+    time-major: ``phi_gae [T, N, D]``, GAE applied to the reward's design vectors
+    ``Phi(s, a)`` (:func:`metareward.nets.cln.reward_design`), and ``td_gae [T, N]``, GAE
+    applied to the TD part ``td_in``; ``A_in(eta) = phi_gae . eta + td_gae``."""
+
+    phi_gae: jax.Array
+    td_gae: jax.Array
+
+
+class Segments(NamedTuple):
+    """``B`` segments of ``K`` consecutive transitions of one env from ``D_r``: raw
+    observations ``[B, K, ...]``, actions ``[B, K, ...]``, scaled extrinsic rewards
+    ``[B, K]``."""
+
+    obs: jax.Array
+    action: jax.Array
+    r_ex: jax.Array
+
+
+class Trainer(NamedTuple):
+    """CLN bound to a config and an env; all functions pure and jittable.
+
+    Beyond ``init / update / train / act / evaluate``:
+
+    * ``intrinsic_reward(params, obs_stats, obs, action)``: ``r_{phi, eta}`` on raw
+      observations;
+    * ``prepare(state) -> (state, batch, basis)``: collect a rollout (and fill ``D_r``);
+      ``basis`` an :class:`AdvBasis`;
+    * ``ex_objective(theta, cond, batch, t_idx, e_idx)``: ``J_ex``, PPO's clipped
+      surrogate of ``pi_{theta, cond}`` on the batch entries ``(t_idx, e_idx)``, ``cond``
+      ``[N, D]`` one conditioning vector per env column (``theta`` flat, see
+      ``split_params``);
+    * ``in_advantages(eta_cols, basis)``: intrinsic GAE ``[..., T, N]`` with the
+      reward's last layer ``eta_cols`` (``[D]`` or ``[..., N, D]``, per env column);
+    * ``in_loss(theta, cond, adv, batch, t_idx, e_idx)``: the policy's PPO loss on
+      intrinsic advantages (``adv`` per entry) plus the two value losses;
+    * ``hypergradient(theta, opt_state, eta, rho, z, basis, batch, t_idx, e_idx)``:
+      ``(g_eta, g_rho, terms)`` of the configured mode on the batch entries ``(t_idx,
+      e_idx)`` for standard-normal noise ``z [N, D]``, with ``terms`` the per-equation
+      gradients (``{"eq15"}`` or ``{"eq9", "eq10", "eq11"}``);
+    * ``regularizer(reward_params, obs_stats, segments)``: eq. 21 on ``Segments``;
+    * ``sample_segments(buffer, key)``: a batch of ``Segments`` from ``D_r``.
+    """
+
+    config: Config
+    env: Env
+    spec: EnvSpec
+    policy: nn.Module
+    value: nn.Module
+    reward_body: nn.Module
+    num_updates: int
+    init: Callable[[jax.Array], ClnState]
+    update: Callable[[ClnState], tuple[ClnState, Metrics]]
+    train: Callable[[jax.Array], tuple[ClnState, Metrics]]
+    act: Callable[..., jax.Array]
+    evaluate: Callable[..., jax.Array]
+    intrinsic_reward: Callable[..., jax.Array]
+    prepare: Callable[..., Any]
+    split_params: Callable[[Params], tuple[jax.Array, jax.Array]]
+    ex_objective: Callable[..., tuple[jax.Array, Metrics]]
+    in_advantages: Callable[..., jax.Array]
+    in_loss: Callable[..., tuple[jax.Array, Metrics]]
+    hypergradient: Callable[..., tuple[jax.Array, jax.Array, dict[str, jax.Array]]]
+    regularizer: Callable[..., jax.Array]
+    sample_segments: Callable[..., Segments]
+    #: Metrics that, like ``episode_return``, describe the episodes that ended in an
+    #: update (NaN when none did): the runner treats them alike.
+    episode_metric_names: tuple[str, ...] = ("intrinsic_return",)
+
+
+def segment_return_loss(r_ex: jax.Array, r_in: jax.Array) -> jax.Array:
+    """Eq. 21 averaged over segments: ``mean_b (sum_k r_ex[b, k] - sum_k r_in[b, k])^2``
+    for ``[B, K]`` extrinsic and intrinsic rewards of the same transitions."""
+    return jnp.mean(jnp.square(jnp.sum(r_ex, axis=-1) - jnp.sum(r_in, axis=-1)))
+
+
+def _softplus_inv(x: float) -> float:
+    return x + math.log(-math.expm1(-x))
+
+
+def make_train(config: Config, env: Env) -> Trainer:
+    """Binds CLN to a single env, batched here with ``config.num_envs``. Bad configs or
+    env/config mismatches raise here, before anything is compiled."""
+    if not isinstance(config, Config):
+        raise TypeError(f"expected metareward.algos.cln.Config, got {type(config).__name__}")
+    spec = check_env(env)
+    T, N = config.num_steps, config.num_envs
+    E, M = config.num_epochs, config.num_minibatches
+    batch_size, num_updates, mb_size = batch_geometry(config, M)
+    K, B_r = config.segment_length, config.reward_batch_size
+    if batch_size % config.reward_steps:
+        raise ValueError(f"num_envs * num_steps = {batch_size} must be divisible by "
+                         f"reward_steps = {config.reward_steps}")
+    buffer_rows = config.reward_buffer_size // N
+    if buffer_rows < T:
+        raise ValueError(f"reward_buffer_size={config.reward_buffer_size} holds fewer than "
+                         f"num_steps={T} rows of {N} envs")
+    lr = (optax.linear_schedule(config.learning_rate, 0.0, num_updates * E * M)
+          if config.anneal_lr else config.learning_rate)
+    policy_opt = optax.adam(lr, eps=config.adam_eps)
+    # The same Adam for the differentiable look-ahead, with eps_root > 0 so that the
+    # derivative of sqrt(nu) stays finite where a gradient entry is exactly zero.
+    lookahead_opt = optax.adam(lr, eps=config.adam_eps, eps_root=1e-16)
+    reward_opt = optax.adam(config.reward_learning_rate, eps=config.adam_eps)
+    venv = VmapWrapper(env, N)
+    obs_dim = spec.obs_size
+    policy = make_cln_policy(spec.discrete, spec.action_size, config.hidden, config.activation,
+                             config.cln_layers, config.squash, config.log_std_init)
+    value = ValueHeads(config.hidden, config.activation, 2)  # [V_in, V_ex]
+    body = RewardBody(spec.discrete, config.reward_hidden, config.reward_activation)
+    F = config.reward_hidden[-1]
+    D = reward_head_size(F, spec.discrete, spec.action_size)
+    flatten_obs, prep = obs_preprocessor(spec, config.normalize_obs)
+    mode = config.terms
+    learn_sigma = config.learn_noise_std
+
+    def head(features: jax.Array, eta: jax.Array, action: jax.Array) -> jax.Array:
+        return reward_head(features, eta, action, discrete=spec.discrete,
+                           action_size=spec.action_size)
+
+    def split_params(params: Params) -> tuple[jax.Array, jax.Array]:
+        """``(theta, psi)`` flat: policy side and reward side."""
+        theta = ravel_pytree({k: params[k] for k in ("policy", "value")})[0]
+        psi = ravel_pytree({k: params[k] for k in ("reward_body", "eta", "rho")})[0]
+        return theta, psi
+
+    def init(key: jax.Array) -> ClnState:
+        k_pi, k_v, k_env, key = jax.random.split(key, 4)
+        k_body, k_eta = jax.random.split(jax.random.fold_in(k_pi, 1))
+        dummy = jnp.zeros((1, obs_dim), jnp.float32)
+        dummy_a = (jnp.zeros((1,), jnp.int32) if spec.discrete
+                   else jnp.zeros((1, spec.action_size), jnp.float32))
+        params = {
+            "policy": policy.init(k_pi, dummy, jnp.zeros((1, D), jnp.float32)),
+            "value": value.init(k_v, dummy),
+            "reward_body": body.init(k_body, dummy, dummy_a),
+            "eta": init_reward_head(k_eta, F, spec.discrete, spec.action_size),
+            "rho": jnp.full((D,), _softplus_inv(config.noise_std), jnp.float32),
+        }
+        theta, psi = split_params(params)
+        env_state = venv.reset(k_env)
+        row = {"obs": jnp.zeros((N, *spec.obs_shape), jnp.float32),
+               "action": jnp.zeros((N, *dummy_a.shape[1:]), dummy_a.dtype),
+               "r_ex": jnp.zeros((N,), jnp.float32)}
+        return ClnState(
+            params=params,
+            opt_state=(policy_opt.init(theta), reward_opt.init(psi)),
+            obs_stats=RunningStats.create((obs_dim,)),
+            env_state=env_state,
+            reward_buffer=replay.init(row, buffer_rows),
+            key=key,
+            update_step=jnp.zeros((), jnp.int32),
+            env_steps=jnp.zeros((), jnp.int32),
+            nonfinite=jnp.zeros((), jnp.int32),
+            intrinsic_return=jnp.zeros((N,), jnp.float32),
+        )
+
+    _shapes = jax.eval_shape(init, jax.random.PRNGKey(0)).params
+    _zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), _shapes)
+    unravel_theta = ravel_pytree({k: _zeros[k] for k in ("policy", "value")})[1]
+    unravel_psi = ravel_pytree({k: _zeros[k] for k in ("reward_body", "eta", "rho")})[1]
+
+    def act(params: Params, obs_stats: RunningStats, obs: jax.Array, key: jax.Array,
+            deterministic: bool = False) -> jax.Array:
+        """Env actions of ``pi_{theta, eta}`` (unperturbed) for raw observations."""
+        dist = policy.apply(params["policy"], prep(obs_stats, obs), params["eta"][None])
+        raw = dist.mode() if deterministic else dist.sample(key)
+        return dist.to_env(raw)
+
+    def intrinsic_reward(params: Params, obs_stats: RunningStats, obs: jax.Array,
+                         action: jax.Array) -> jax.Array:
+        """``r_{phi, eta}(s, a)`` for raw observations and raw (policy-space) actions."""
+        feats = body.apply(params["reward_body"], prep(obs_stats, obs), action)
+        return head(feats, params["eta"], action)
+
+    def prepare(state: ClnState):
+        """Algorithm 1, lines 2-3: a rollout of ``pi_{theta, eta}`` and ``D_r`` filled."""
+        key, k_roll, k_rest = jax.random.split(state.key, 3)
+        params, stats = state.params, state.obs_stats
+        cond = params["eta"][None]
+
+        def policy_act(obs: jax.Array, k: jax.Array):
+            dist = policy.apply(params["policy"], prep(stats, obs), cond)
+            raw = dist.sample(k)
+            return raw, dist.to_env(raw), dist.log_prob(raw)
+
+        env_state, traj = rollout(venv, state.env_state, policy_act, k_roll, T)
+        obs_n, next_n = prep(stats, traj.obs), prep(stats, traj.next_obs)
+        vals = value.apply(params["value"], obs_n)
+        next_vals = value.apply(params["value"], next_n)
+        v_in, v_ex = vals[..., 0], vals[..., 1]
+        next_in, next_ex = next_vals[..., 0], next_vals[..., 1]
+        r_ex = traj.reward * config.reward_scale
+        adv_ex, ret_ex = gae(r_ex, v_ex, next_ex, traj.done, traj.truncation, config.gamma,
+                             config.gae_lambda)
+        td_in = td_errors(jnp.zeros_like(r_ex), v_in, next_in, traj.done, traj.truncation,
+                          config.gamma)
+        discount = config.gamma * config.gae_lambda * (1.0 - traj.done)
+        feats = body.apply(params["reward_body"], obs_n, traj.action)
+        r_in = head(feats, params["eta"], traj.action)
+        batch = Batch(obs_n, traj.action, traj.log_prob, discount, td_in, v_in, v_in, v_ex,
+                      adv_ex, ret_ex)
+        basis = advantage_basis(feats, batch)
+        batch = batch._replace(ret_in=v_in + in_advantages(params["eta"], basis))
+        buffer = replay.insert(state.reward_buffer,
+                               {"obs": traj.obs, "action": traj.action, "r_ex": r_ex})
+
+        def accumulate(run, x):
+            r, d = x
+            total = run + r
+            return jnp.where(d > 0, 0.0, total), jnp.where(d > 0, total, 0.0)
+
+        run_in, done_in = jax.lax.scan(accumulate, state.intrinsic_return,
+                                       (r_in / config.reward_scale, traj.done))
+        n_done = jnp.sum(traj.done)
+        metrics = {
+            **episode_metrics(traj),
+            "intrinsic_return": jnp.where(n_done > 0, jnp.sum(done_in) / jnp.maximum(n_done, 1),
+                                          jnp.nan),
+            "r_in_mean": jnp.mean(r_in),
+            "r_in_std": jnp.std(r_in),
+            "r_ex_mean": jnp.mean(r_ex),
+        }
+        new_stats = stats.update(flatten_obs(traj.obs)) if config.normalize_obs else stats
+        state = state.replace(obs_stats=new_stats, env_state=env_state, key=key,
+                              reward_buffer=buffer, intrinsic_return=run_in)
+        return state, batch, basis, k_rest, metrics
+
+    def normalise(adv: jax.Array) -> jax.Array:
+        if not config.normalize_advantages:
+            return adv
+        return (adv - adv.mean()) / (adv.std() + 1e-8)
+
+    def ex_objective(theta: jax.Array, cond: jax.Array, b: Batch, t_idx: jax.Array,
+                     e_idx: jax.Array):
+        """``J_ex`` of ``pi_{theta, cond[e]}`` on the entries ``(t_idx, e_idx)``: PPO's
+        clipped surrogate with the rollout's log-probs and normalised extrinsic GAE (the
+        policy-gradient objective of eqs. 9 and 15)."""
+        p = unravel_theta(theta)
+        dist = policy.apply(p["policy"], b.obs[t_idx, e_idx], cond, e_idx)
+        logp = dist.log_prob(b.action[t_idx, e_idx])
+        adv = normalise(b.adv_ex[t_idx, e_idx])
+        ratio = jnp.exp(logp - b.log_prob[t_idx, e_idx])
+        clipped = jnp.clip(ratio, 1.0 - config.clip_eps, 1.0 + config.clip_eps)
+        j = jnp.mean(jnp.minimum(ratio * adv, clipped * adv))
+        return j, {"ex_objective": j}
+
+    def advantage_basis(feats: jax.Array, b: Batch) -> AdvBasis:
+        """GAE of the reward's design vectors and of the intrinsic TD part: the reward is
+        linear in its last layer (``r = Phi . eta``) and GAE is linear in the rewards, so
+        ``A_in(eta) = GAE(Phi) . eta + GAE(td_in)`` exactly, for any (perturbed) ``eta``."""
+        phi = reward_design(feats, b.action, discrete=spec.discrete,
+                            action_size=spec.action_size)  # [T, N, D]
+        disc = b.gae_discount
+        return AdvBasis(discounted_cumsum(phi, jnp.broadcast_to(disc[..., None], phi.shape)),
+                        discounted_cumsum(b.td_in, disc))
+
+    def in_advantages(eta_cols: jax.Array, basis: AdvBasis) -> jax.Array:
+        """Intrinsic GAE ``[..., T, N]`` of the reward with last layer ``eta_cols`` (``[D]``,
+        or ``[..., N, D]``: one per env column)."""
+        eta_cols = jnp.broadcast_to(eta_cols, (*eta_cols.shape[:-2], N, D))
+        return jnp.einsum("tnd,...nd->...tn", basis.phi_gae, eta_cols) + basis.td_gae
+
+    def adv_at(eta_cols: jax.Array, basis: AdvBasis, t_idx: jax.Array,
+               e_idx: jax.Array) -> jax.Array:
+        """:func:`in_advantages` at the entries ``(t_idx, e_idx)`` only (``eta_cols [N,
+        D]``): ``D`` multiply-adds per entry."""
+        return (jnp.sum(basis.phi_gae[t_idx, e_idx] * eta_cols[e_idx], axis=-1)
+                + basis.td_gae[t_idx, e_idx])
+
+    def in_loss(theta: jax.Array, cond: jax.Array, adv: jax.Array, b: Batch,
+                t_idx: jax.Array, e_idx: jax.Array):
+        """``-J_in`` of ``pi_{theta, cond[e]}`` (PPO's clipped surrogate on intrinsic
+        advantages ``adv``, one per entry) plus ``vf_coef`` times the ``V_in`` and
+        ``V_ex`` losses, minus the entropy bonus (Algorithm 1, line 15)."""
+        p = unravel_theta(theta)
+        obs, action = b.obs[t_idx, e_idx], b.action[t_idx, e_idx]
+        dist = policy.apply(p["policy"], obs, cond, e_idx)
+        vals = value.apply(p["value"], obs)
+        loss, aux = ppo_loss(
+            dist.log_prob(action), b.log_prob[t_idx, e_idx], normalise(adv),
+            vals[..., 0], b.v_in[t_idx, e_idx], b.ret_in[t_idx, e_idx],
+            dist.entropy(), clip_eps=config.clip_eps, vf_coef=config.vf_coef,
+            ent_coef=config.ent_coef, vf_clip_eps=config.vf_clip_eps)
+        v_ex_loss = 0.5 * jnp.mean(jnp.square(vals[..., 1] - b.ret_ex[t_idx, e_idx]))
+        return loss + config.vf_coef * v_ex_loss, {**aux, "value_ex_loss": v_ex_loss}
+
+    def lookahead(theta: jax.Array, opt_state: Any, cond: jax.Array, adv: jax.Array,
+                  b: Batch, t_idx: jax.Array, e_idx: jax.Array) -> jax.Array:
+        """``theta'``: one policy step on the entries ``(t_idx, e_idx)`` (Algorithm 1's
+        inner update, eq. 4), the policy's Adam with its current state or SGD with
+        ``lookahead_lr``; gradient clipped as in the real step. ``adv`` per entry."""
+        grads = jax.grad(lambda th: in_loss(th, cond, adv, b, t_idx, e_idx)[0])(theta)
+        grads = _clip(grads, config.max_grad_norm)[0]
+        if config.lookahead_lr is not None:
+            return theta - config.lookahead_lr * grads
+        updates, _ = lookahead_opt.update(grads, opt_state, theta)
+        return theta + updates
+
+    def hypergradient(theta: jax.Array, opt_state: Any, eta: jax.Array, rho: jax.Array,
+                      z: jax.Array, basis: AdvBasis, b: Batch, t_idx: jax.Array,
+                      e_idx: jax.Array):
+        """``(g_eta, g_rho, terms)``: the gradient of ``-J_ex`` on the entries ``(t_idx,
+        e_idx)`` for the mode's terms, with the perturbation ``eps = softplus(rho) * z``
+        (``z [N, D]``, one per env column; ``rho`` receives gradient only with
+        ``learn_noise_std``). The intrinsic advantages are computed on the whole rollout
+        (GAE needs it) and read at the entries."""
+
+        def sigma(r):
+            s = jax.nn.softplus(r)
+            return s if learn_sigma else jax.lax.stop_gradient(s)
+
+        if mode == "best-response":
+            def loss(h):
+                cond = h["eta"] + sigma(h["rho"]) * z
+                return -ex_objective(theta, cond, b, t_idx, e_idx)[0]
+
+            g = jax.grad(loss)({"eta": eta, "rho": rho})
+            return g["eta"], g["rho"], {"eq15": g["eta"]}
+
+        def inner(carry, h, _k):
+            th, os = carry
+            adv = adv_at(h["adv"] + sigma(h["rho_adv"]) * z, basis, t_idx, e_idx)
+            cond = h["cin"] + sigma(h["rho_cin"]) * z
+            return lookahead(th, os, cond, adv, b, t_idx, e_idx), os
+
+        def outer(carry, h):
+            cond = h["cout"] + sigma(h["rho_cout"]) * z
+            return -ex_objective(carry[0], cond, b, t_idx, e_idx)[0]
+
+        h3 = {"adv": eta, "cin": eta, "cout": eta, "rho_adv": rho, "rho_cin": rho,
+              "rho_cout": rho}
+        g = unrolled_hypergrad(inner, outer, (theta, opt_state), h3, 1)
+        terms = {"eq9": g["cout"], "eq10": g["cin"], "eq11": g["adv"]}
+        if mode == "lirpg":
+            return g["adv"], g["rho_adv"], terms
+        return (g["adv"] + g["cin"] + g["cout"], g["rho_adv"] + g["rho_cin"] + g["rho_cout"],
+                terms)
+
+    def sample_segments(buf: replay.ReplayBuffer, key: jax.Array) -> Segments:
+        """``reward_batch_size`` segments of ``K`` consecutive rows of one env, uniform
+        over the valid start rows (Algorithm 1, line 7). Segments may span an episode
+        boundary: eq. 21 compares sums of per-transition rewards, so it stays defined."""
+        k_t, k_e = jax.random.split(key)
+        L = buf.num_rows
+        n_starts = jnp.maximum(buf.size - K + 1, 1)
+        t0 = L - jnp.maximum(buf.size, K) + jax.random.randint(k_t, (B_r,), 0, n_starts)
+        e = jax.random.randint(k_e, (B_r,), 0, N)
+        t = t0[:, None] + jnp.arange(K)[None, :]
+        data = jax.tree.map(lambda x: x[t, e[:, None]], buf.data)
+        return Segments(data["obs"], data["action"], data["r_ex"])
+
+    def regularizer(reward_params: Params, obs_stats: RunningStats, seg: Segments):
+        """Eq. 21 on segments: ``mean_b (sum_k r_ex - sum_k r_{phi, eta})^2``;
+        ``reward_params = {"reward_body", "eta"}``."""
+        feats = body.apply(reward_params["reward_body"], prep(obs_stats, seg.obs), seg.action)
+        r_in = head(feats, reward_params["eta"], seg.action)
+        return segment_return_loss(seg.r_ex, r_in)
+
+    def entropy(rho: jax.Array) -> jax.Array:
+        """Entropy of the factorised Gaussian perturbation (STN)."""
+        return jnp.sum(jnp.log(jax.nn.softplus(rho) * math.sqrt(2 * math.pi * math.e)))
+
+    def reward_step(carry, x, b: Batch, basis: AdvBasis, theta: jax.Array,
+                    opt_theta: Any, stats: RunningStats, buf: replay.ReplayBuffer,
+                    coef: jax.Array):
+        """One reward iteration (Algorithm 1, lines 5-11) on one of the ``N_r`` disjoint
+        minibatches of the rollout."""
+        psi, opt_psi, nonfinite = carry
+        key, idx = x
+        k_z, k_seg = jax.random.split(key)
+        rp = unravel_psi(psi)
+        z = jax.random.normal(k_z, (N, D))
+        g_eta, g_rho, terms = hypergradient(theta, opt_theta, rp["eta"], rp["rho"], z, basis,
+                                            b, idx // N, idx % N)
+        seg = sample_segments(buf, k_seg)
+        reg, g_reg = jax.value_and_grad(regularizer)(
+            {"reward_body": rp["reward_body"], "eta": rp["eta"]}, stats, seg)
+        g_ent = jax.grad(entropy)(rp["rho"]) if learn_sigma else jnp.zeros_like(g_rho)
+        grads = {
+            "reward_body": g_reg["reward_body"],
+            "eta": coef * g_eta + g_reg["eta"],
+            "rho": coef * g_rho - config.entropy_coef * g_ent,
+        }
+        flat = ravel_pytree(grads)[0]
+        flat, norm, ok = _clip(flat, config.max_grad_norm)
+        ok = ok & jnp.isfinite(reg)
+        updates, new_opt = reward_opt.update(flat, opt_psi, psi)
+        new_psi = jnp.where(ok, psi + updates, psi)
+        metrics = {
+            "reg_loss": reg,
+            "reward_grad_norm": norm,
+            "hypergrad_norm": jnp.sqrt(jnp.sum(g_eta**2)),
+            **{f"hypergrad_{k}": jnp.sqrt(jnp.sum(v**2)) for k, v in terms.items()},
+        }
+        return (new_psi, new_opt, nonfinite + (~ok)), metrics
+
+    def policy_step(carry, x, b: Batch, basis: AdvBasis, eta: jax.Array, sigma: jax.Array):
+        """One policy iteration (Algorithm 1, lines 14-16) on a minibatch, with its own
+        perturbation ``eps' = sigma z`` in the conditioning and in the advantages."""
+        theta, opt_theta, nonfinite = carry
+        idx, z = x
+        t_idx, e_idx = idx // N, idx % N
+        cond = eta + sigma * z
+        (loss, aux), grads = jax.value_and_grad(in_loss, has_aux=True)(
+            theta, cond, adv_at(cond, basis, t_idx, e_idx), b, t_idx, e_idx)
+        grads, norm, ok = _clip(grads, config.max_grad_norm)
+        ok = ok & jnp.isfinite(loss)
+        updates, new_opt = policy_opt.update(grads, opt_theta, theta)
+        theta = jnp.where(ok, theta + updates, theta)
+        return (theta, new_opt, nonfinite + (~ok)), {"loss": loss, "grad_norm": norm, **aux}
+
+    def update(state: ClnState) -> tuple[ClnState, Metrics]:
+        state, b, basis, key, roll_metrics = prepare(state)
+        theta, psi = split_params(state.params)
+        opt_theta, opt_psi = state.opt_state
+        k_reward, k_perm, k_noise = jax.random.split(key, 3)
+        coef = jnp.where(state.update_step >= config.warmup_updates, config.hypergrad_coef, 0.0)
+
+        # Reward iterations (lines 4-12).
+        k_rperm, k_reward = jax.random.split(k_reward)
+        r_idx = jax.random.permutation(k_rperm, batch_size).reshape(config.reward_steps, -1)
+        (psi, opt_psi, nonfinite), r_metrics = jax.lax.scan(
+            lambda c, x: reward_step(c, x, b, basis, theta, opt_theta, state.obs_stats,
+                                     state.reward_buffer, coef),
+            (psi, opt_psi, state.nonfinite),
+            (jax.random.split(k_reward, config.reward_steps), r_idx))
+        rp = unravel_psi(psi)
+        eta, sigma = rp["eta"], jax.nn.softplus(rp["rho"])
+
+        # Policy iterations (lines 13-17) on the updated reward: its advantages for any
+        # perturbed last layer come from one basis (the reward's body is fixed now).
+        basis = advantage_basis(body.apply(rp["reward_body"], b.obs, b.action), b)
+        b = b._replace(ret_in=b.v_in + in_advantages(eta, basis))  # V_in targets
+        z = jax.random.normal(k_noise, (E, M, N, D))
+        perms = jax.vmap(lambda k: jax.random.permutation(k, batch_size))(
+            jax.random.split(k_perm, E)).reshape(E, M, mb_size)
+
+        def epoch(carry, x):
+            return jax.lax.scan(lambda c, y: policy_step(c, y, b, basis, eta, sigma), carry, x)
+
+        (theta, opt_theta, nonfinite), p_metrics = jax.lax.scan(
+            epoch, (theta, opt_theta, nonfinite), (perms, z))
+
+        params = {**unravel_theta(theta), **rp}
+        env_steps = state.env_steps + batch_size
+        metrics = {**jax.tree.map(jnp.mean, p_metrics), **jax.tree.map(jnp.mean, r_metrics),
+                   **roll_metrics, "noise_std": jnp.mean(sigma), "env_steps": env_steps,
+                   "nonfinite": nonfinite}
+        state = state.replace(params=params, opt_state=(opt_theta, opt_psi),
+                              update_step=state.update_step + 1, env_steps=env_steps,
+                              nonfinite=nonfinite)
+        return state, metrics
+
+    def train(key: jax.Array) -> tuple[ClnState, Metrics]:
+        state = init(key)
+        return jax.lax.scan(lambda s, _: update(s), state, None, length=num_updates)
+
+    def evaluate(state: ClnState, key: jax.Array, num_episodes: int = 16,
+                 deterministic: bool = False) -> jax.Array:
+        """Returns of ``num_episodes`` fresh episodes of ``pi_{theta, eta}``."""
+        fn = lambda obs, k: act(state.params, state.obs_stats, obs, k, deterministic)
+        return evaluate_episodes(env, fn, key, num_episodes, spec.episode_length)
+
+    return Trainer(
+        config=config, env=env, spec=spec, policy=policy, value=value, reward_body=body,
+        num_updates=num_updates, init=init, update=update, train=train, act=act,
+        evaluate=evaluate, intrinsic_reward=intrinsic_reward,
+        prepare=lambda s: prepare(s)[:3], split_params=split_params, ex_objective=ex_objective,
+        in_advantages=in_advantages, in_loss=in_loss, hypergradient=hypergradient,
+        regularizer=regularizer, sample_segments=sample_segments,
+    )
+
+
+__all__ = ["PRESETS", "TERMS", "AdvBasis", "Batch", "ClnState", "Config", "Segments", "Trainer",
+           "make_train", "preset", "segment_return_loss"]
