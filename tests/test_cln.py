@@ -162,7 +162,7 @@ TINY = dict(num_envs=2, num_steps=16, total_steps=10_000, num_epochs=2, num_mini
 def tiny(terms="best-response", **kw):
     """A trainer, a rollout batch, theta moved off the behaviour policy, a warm Adam state
     (three steps on random gradients), eta, rho, noise z, the advantage basis and a
-    minibatch (a quarter of the rollout's entries, shuffled)."""
+    stratified minibatch: its time indices ``[8, N]`` and env columns ``[1, N]``."""
     config = cln.Config(**{**TINY, "terms": terms, **kw})
     trainer = cln.make_train(config, envs.make("pendulum"))
     state, batch, basis = jax.jit(trainer.prepare)(trainer.init(jax.random.PRNGKey(0)))
@@ -175,9 +175,11 @@ def tiny(terms="best-response", **kw):
         opt = adam.update(0.1 * jax.random.normal(k, theta.shape), opt, theta)[1]
     D, N = state.params["eta"].shape[0], config.num_envs
     z = jax.random.normal(jax.random.PRNGKey(5), (N, D))
-    idx = jax.random.permutation(jax.random.PRNGKey(6), N * config.num_steps)[: N * 8]
+    # 8 random time steps of every env column (a stratified minibatch, [8, N])
+    ti = jax.vmap(lambda k: jax.random.permutation(k, config.num_steps)[:8])(
+        jax.random.split(jax.random.PRNGKey(6), N)).T
     return (trainer, batch, basis, theta, opt, state.params["eta"], state.params["rho"], z,
-            idx // N, idx % N)
+            ti, jnp.arange(N)[None])
 
 
 def _fd_check(f, x, g, rng, n=4, eps=1e-5, rel=2e-3, abs_=1e-7, label=""):
@@ -192,19 +194,20 @@ def _fd_check(f, x, g, rng, n=4, eps=1e-5, rel=2e-3, abs_=1e-7, label=""):
 def test_best_response_hypergradient_matches_finite_differences():
     """Eq. 15: d/d eta of -J_ex(theta, eta + sigma z) through the CLN map, and (with a
     learned sigma) d/d rho, against central differences in float64."""
-    tr, b, basis, theta, opt, eta, rho, z, ti, ei = tiny(learn_noise_std=True)
-    g_eta, g_rho, terms = jax.jit(tr.hypergradient)(theta, opt, eta, rho, z, basis, b, ti, ei)
+    tr, b, basis, theta, opt, eta, rho, z, ti, _ = tiny(learn_noise_std=True)
+    mb = tr.minibatch(b, basis, ti)
+    g_eta, g_rho, terms = jax.jit(tr.hypergradient)(theta, opt, eta, rho, z, mb)
     assert set(terms) == {"eq15"} and float(jnp.linalg.norm(g_eta)) > 1e-5
     np.testing.assert_array_equal(terms["eq15"], g_eta)
     with jax.enable_x64(True):
-        th, b64, z64 = to64((theta, b, z))
-        J = lambda e, r: -tr.ex_objective(th, e + jax.nn.softplus(r) * z64, b64, ti, ei)[0]
+        th, mb64, z64 = to64((theta, mb, z))
+        J = lambda e, r: -tr.ex_objective(th, e + jax.nn.softplus(r) * z64, mb64)[0]
         rng = np.random.default_rng(0)
         _fd_check(jax.jit(lambda e: J(e, to64(rho))), to64(eta), g_eta, rng, label="eta")
         _fd_check(jax.jit(lambda r: J(to64(eta), r)), to64(rho), g_rho, rng, label="rho")
     # A fixed sigma gets no gradient.
     tr2 = cln.make_train(dataclasses.replace(tr.config, learn_noise_std=False), tr.env)
-    g_rho2 = tr2.hypergradient(theta, opt, eta, rho, z, basis, b, ti, ei)[1]
+    g_rho2 = tr2.hypergradient(theta, opt, eta, rho, z, mb)[1]
     assert np.all(np.asarray(g_rho2) == 0.0)
 
 
@@ -239,11 +242,13 @@ def _dense_terms(tr, b, basis, theta, eta, rho, z, ti, ei, lr):
     eq. 11 = lr * grad_theta' J_ex . d^2 L_in / (d theta d eta_adv)."""
     sig = jax.nn.softplus(rho)
 
+    mb = tr.minibatch(b, basis, ti)
+
     def L_in(th, e_cond, e_adv):
         adv = tr.in_advantages(e_adv + sig * z, basis)[ti, ei]
-        return tr.in_loss(th, e_cond + sig * z, adv, b, ti, ei)[0]
+        return tr.in_loss(th, e_cond + sig * z, adv, mb)[0]
 
-    J_ex = lambda th, e: tr.ex_objective(th, e + sig * z, b, ti, ei)[0]
+    J_ex = lambda th, e: tr.ex_objective(th, e + sig * z, mb)[0]
     theta1 = theta - lr * jax.grad(L_in)(theta, eta, eta)
     gJ = jax.grad(J_ex)(theta1, eta)
     mixed_cond = jax.jacfwd(jax.grad(L_in), argnums=1)(theta, eta, eta)  # [P, D]
@@ -260,7 +265,8 @@ def test_lookahead_modes_equal_their_equations(terms):
     lr = 0.05
     tr, b, basis, theta, opt, eta, rho, z, ti, ei = tiny(terms, lookahead_lr=lr,
                                                          max_grad_norm=1e6)
-    g_eta, _, terms_out = jax.jit(tr.hypergradient)(theta, opt, eta, rho, z, basis, b, ti, ei)
+    mb = tr.minibatch(b, basis, ti)
+    g_eta, _, terms_out = jax.jit(tr.hypergradient)(theta, opt, eta, rho, z, mb)
     with jax.enable_x64(True):
         ref = _dense_terms(tr, *to64((b, basis, theta, eta, rho, z)), ti, ei, lr)
     for k in ("eq9", "eq10", "eq11"):
@@ -277,22 +283,23 @@ def test_all_terms_with_the_adam_lookahead_match_finite_differences():
     """"all" with the default look-ahead (one step of the policy's Adam, clipped) is the
     total derivative of -J_ex(theta'(eta), eta)."""
     tr, b, basis, theta, opt, eta, rho, z, ti, ei = tiny("all")
-    g_eta, _, terms = jax.jit(tr.hypergradient)(theta, opt, eta, rho, z, basis, b, ti, ei)
+    mb = tr.minibatch(b, basis, ti)
+    g_eta, _, terms = jax.jit(tr.hypergradient)(theta, opt, eta, rho, z, mb)
     np.testing.assert_allclose(g_eta, terms["eq9"] + terms["eq10"] + terms["eq11"], rtol=1e-5,
                                atol=1e-9)
     with jax.enable_x64(True):
-        b64, basis64, th64, opt64, rho64, z64 = to64((b, basis, theta, opt, rho, z))
+        mb64, basis64, th64, opt64, rho64, z64 = to64((mb, basis, theta, opt, rho, z))
         sig = jax.nn.softplus(rho64)
         adam = optax.adam(tr.config.learning_rate, eps=tr.config.adam_eps, eps_root=1e-16)
 
         def total(e):
             adv = tr.in_advantages(e + sig * z64, basis64)[ti, ei]
             cond = e + sig * z64
-            grads = jax.grad(lambda th: tr.in_loss(th, cond, adv, b64, ti, ei)[0])(th64)
+            grads = jax.grad(lambda th: tr.in_loss(th, cond, adv, mb64)[0])(th64)
             norm = jnp.sqrt(jnp.sum(grads**2))
             grads = grads * jnp.minimum(1.0, tr.config.max_grad_norm / (norm + 1e-6))
             upd, _ = adam.update(grads, opt64, th64)
-            return -tr.ex_objective(th64 + upd, cond, b64, ti, ei)[0]
+            return -tr.ex_objective(th64 + upd, cond, mb64)[0]
 
         _fd_check(jax.jit(total), to64(eta), g_eta, np.random.default_rng(1), label="all")
 

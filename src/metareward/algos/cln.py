@@ -46,6 +46,10 @@ Choices the paper leaves open (see each field's comment in :class:`Config`):
   ``A_in(eta + eps) = GAE(Phi) . (eta + eps) + GAE(td_in)`` (:class:`AdvBasis`), so one
   GAE of the design vectors per rollout gives every perturbed advantage at ``D``
   multiply-adds per transition;
+* minibatches are stratified by env column (each holds ``T / num_minibatches`` steps of
+  every column, so ``num_steps`` must divide): a uniform sample of the rollout still, and
+  the per-column conditioning broadcasts over the minibatch instead of being gathered
+  per sample (and its gradient is a sum, not a scatter-add);
 * the rollout is collected with the unperturbed ``eta`` (line 2), and that policy's
   log-probs are PPO's old log-probs;
 * ``J_ex`` is PPO's clipped surrogate with normalised extrinsic GAE, baselined by an
@@ -312,6 +316,24 @@ class AdvBasis(NamedTuple):
     td_gae: jax.Array
 
 
+class Minibatch(NamedTuple):
+    """Entries of a rollout, ``[..., N, ...]`` with the env column second to last of the
+    batch axes (each column's perturbation and conditioning broadcast over it):
+    normalised observations, actions, behaviour log-probs, ``V_in`` and its targets,
+    extrinsic advantages and targets, and the advantage basis at the entries
+    (``phi_gae [..., N, D]``, ``td_gae [..., N]``)."""
+
+    obs: jax.Array
+    action: jax.Array
+    log_prob: jax.Array
+    v_in: jax.Array
+    ret_in: jax.Array
+    adv_ex: jax.Array
+    ret_ex: jax.Array
+    phi_gae: jax.Array
+    td_gae: jax.Array
+
+
 class Segments(NamedTuple):
     """``B`` segments of ``K`` consecutive transitions of one env from ``D_r``: raw
     observations ``[B, K, ...]``, actions ``[B, K, ...]``, scaled extrinsic rewards
@@ -331,18 +353,18 @@ class Trainer(NamedTuple):
       observations;
     * ``prepare(state) -> (state, batch, basis)``: collect a rollout (and fill ``D_r``);
       ``basis`` an :class:`AdvBasis`;
-    * ``ex_objective(theta, cond, batch, t_idx, e_idx)``: ``J_ex``, PPO's clipped
-      surrogate of ``pi_{theta, cond}`` on the batch entries ``(t_idx, e_idx)``, ``cond``
-      ``[N, D]`` one conditioning vector per env column (``theta`` flat, see
-      ``split_params``);
+    * ``minibatch(batch, basis, t_idx)``: the entries ``(t_idx[i, n], n)`` of a rollout
+      (``t_idx [..., N]``) as a :class:`Minibatch`;
+    * ``ex_objective(theta, cond, minibatch)``: ``J_ex``, PPO's clipped surrogate of
+      ``pi_{theta, cond}`` with ``cond [N, D]`` one conditioning vector per env column
+      (``theta`` flat, see ``split_params``);
     * ``in_advantages(eta_cols, basis)``: intrinsic GAE ``[..., T, N]`` with the
       reward's last layer ``eta_cols`` (``[D]`` or ``[..., N, D]``, per env column);
-    * ``in_loss(theta, cond, adv, batch, t_idx, e_idx)``: the policy's PPO loss on
-      intrinsic advantages (``adv`` per entry) plus the two value losses;
-    * ``hypergradient(theta, opt_state, eta, rho, z, basis, batch, t_idx, e_idx)``:
-      ``(g_eta, g_rho, terms)`` of the configured mode on the batch entries ``(t_idx,
-      e_idx)`` for standard-normal noise ``z [N, D]``, with ``terms`` the per-equation
-      gradients (``{"eq15"}`` or ``{"eq9", "eq10", "eq11"}``);
+    * ``in_loss(theta, cond, adv, minibatch)``: the policy's PPO loss on intrinsic
+      advantages (``adv`` per entry) plus the two value losses;
+    * ``hypergradient(theta, opt_state, eta, rho, z, minibatch)``: ``(g_eta, g_rho,
+      terms)`` of the configured mode for standard-normal noise ``z [N, D]``, with
+      ``terms`` the per-equation gradients (``{"eq15"}`` or ``{"eq9", "eq10", "eq11"}``);
     * ``regularizer(reward_params, obs_stats, segments)``: eq. 21 on ``Segments``;
     * ``sample_segments(buffer, key)``: a batch of ``Segments`` from ``D_r``.
     """
@@ -365,6 +387,7 @@ class Trainer(NamedTuple):
     ex_objective: Callable[..., tuple[jax.Array, Metrics]]
     in_advantages: Callable[..., jax.Array]
     in_loss: Callable[..., tuple[jax.Array, Metrics]]
+    minibatch: Callable[..., Minibatch]
     hypergradient: Callable[..., tuple[jax.Array, jax.Array, dict[str, jax.Array]]]
     regularizer: Callable[..., jax.Array]
     sample_segments: Callable[..., Segments]
@@ -391,11 +414,13 @@ def make_train(config: Config, env: Env) -> Trainer:
     spec = check_env(env)
     T, N = config.num_steps, config.num_envs
     E, M = config.num_epochs, config.num_minibatches
-    batch_size, num_updates, mb_size = batch_geometry(config, M)
+    batch_size, num_updates, _ = batch_geometry(config, M)
     K, B_r = config.segment_length, config.reward_batch_size
-    if batch_size % config.reward_steps:
-        raise ValueError(f"num_envs * num_steps = {batch_size} must be divisible by "
-                         f"reward_steps = {config.reward_steps}")
+    for name in ("num_minibatches", "reward_steps"):  # stratified minibatches
+        if T % getattr(config, name):
+            raise ValueError(f"num_steps = {T} must be divisible by {name} = "
+                             f"{getattr(config, name)} (every minibatch holds the same "
+                             "number of steps of each env)")
     buffer_rows = config.reward_buffer_size // N
     if buffer_rows < T:
         raise ValueError(f"reward_buffer_size={config.reward_buffer_size} holds fewer than "
@@ -536,16 +561,37 @@ def make_train(config: Config, env: Env) -> Trainer:
             return adv
         return (adv - adv.mean()) / (adv.std() + 1e-8)
 
-    def ex_objective(theta: jax.Array, cond: jax.Array, b: Batch, t_idx: jax.Array,
-                     e_idx: jax.Array):
-        """``J_ex`` of ``pi_{theta, cond[e]}`` on the entries ``(t_idx, e_idx)``: PPO's
-        clipped surrogate with the rollout's log-probs and normalised extrinsic GAE (the
-        policy-gradient objective of eqs. 9 and 15)."""
+    cols = jnp.arange(N)
+
+    def minibatch(b: Batch, basis: AdvBasis, t_idx: jax.Array) -> Minibatch:
+        """The entries ``(t_idx[i, n], n)`` of a rollout (``t_idx [..., N]``: time steps of
+        each env column), gathered into a :class:`Minibatch` of shape ``[..., N]``."""
+        def g(x):
+            return x[t_idx, cols]
+
+        return Minibatch(
+            obs=g(b.obs), action=g(b.action), log_prob=g(b.log_prob), v_in=g(b.v_in),
+            ret_in=g(b.ret_in), adv_ex=g(b.adv_ex), ret_ex=g(b.ret_ex),
+            phi_gae=g(basis.phi_gae), td_gae=g(basis.td_gae))
+
+    def split_minibatches(b: Batch, basis: AdvBasis, key: jax.Array, num: int) -> Minibatch:
+        """The rollout as ``num`` stratified minibatches (leading axis ``num``, then
+        ``[T / num, N]``): each env column's time steps permuted on their own and dealt
+        out evenly, so every minibatch holds ``T / num`` transitions of every column. The
+        conditioning then broadcasts over the column axis (no per-sample gather), and the
+        minibatch is still a uniform sample of the rollout, stratified by column."""
+        perm = jax.vmap(lambda k: jax.random.permutation(k, T))(jax.random.split(key, N))
+        return minibatch(b, basis, perm.T.reshape(num, T // num, N))
+
+    def ex_objective(theta: jax.Array, cond: jax.Array, mb: Minibatch):
+        """``J_ex`` of ``pi_{theta, cond[n]}`` on a minibatch ``[..., N]`` (``cond [N, D]``,
+        one conditioning vector per env column): PPO's clipped surrogate with the rollout's
+        log-probs and normalised extrinsic GAE (the policy-gradient objective of eqs. 9
+        and 15)."""
         p = unravel_theta(theta)
-        dist = policy.apply(p["policy"], b.obs[t_idx, e_idx], cond, e_idx)
-        logp = dist.log_prob(b.action[t_idx, e_idx])
-        adv = normalise(b.adv_ex[t_idx, e_idx])
-        ratio = jnp.exp(logp - b.log_prob[t_idx, e_idx])
+        logp = policy.apply(p["policy"], mb.obs, cond).log_prob(mb.action)
+        adv = normalise(mb.adv_ex)
+        ratio = jnp.exp(logp - mb.log_prob)
         clipped = jnp.clip(ratio, 1.0 - config.clip_eps, 1.0 + config.clip_eps)
         j = jnp.mean(jnp.minimum(ratio * adv, clipped * adv))
         return j, {"ex_objective": j}
@@ -566,36 +612,31 @@ def make_train(config: Config, env: Env) -> Trainer:
         eta_cols = jnp.broadcast_to(eta_cols, (*eta_cols.shape[:-2], N, D))
         return jnp.einsum("tnd,...nd->...tn", basis.phi_gae, eta_cols) + basis.td_gae
 
-    def adv_at(eta_cols: jax.Array, basis: AdvBasis, t_idx: jax.Array,
-               e_idx: jax.Array) -> jax.Array:
-        """:func:`in_advantages` at the entries ``(t_idx, e_idx)`` only (``eta_cols [N,
-        D]``): ``D`` multiply-adds per entry."""
-        return (jnp.sum(basis.phi_gae[t_idx, e_idx] * eta_cols[e_idx], axis=-1)
-                + basis.td_gae[t_idx, e_idx])
+    def adv_at(eta_cols: jax.Array, mb: Minibatch) -> jax.Array:
+        """:func:`in_advantages` at a minibatch's entries only (``eta_cols [N, D]``): ``D``
+        multiply-adds per entry."""
+        return jnp.sum(mb.phi_gae * eta_cols, axis=-1) + mb.td_gae
 
-    def in_loss(theta: jax.Array, cond: jax.Array, adv: jax.Array, b: Batch,
-                t_idx: jax.Array, e_idx: jax.Array):
-        """``-J_in`` of ``pi_{theta, cond[e]}`` (PPO's clipped surrogate on intrinsic
+    def in_loss(theta: jax.Array, cond: jax.Array, adv: jax.Array, mb: Minibatch):
+        """``-J_in`` of ``pi_{theta, cond[n]}`` (PPO's clipped surrogate on intrinsic
         advantages ``adv``, one per entry) plus ``vf_coef`` times the ``V_in`` and
         ``V_ex`` losses, minus the entropy bonus (Algorithm 1, line 15)."""
         p = unravel_theta(theta)
-        obs, action = b.obs[t_idx, e_idx], b.action[t_idx, e_idx]
-        dist = policy.apply(p["policy"], obs, cond, e_idx)
-        vals = value.apply(p["value"], obs)
+        dist = policy.apply(p["policy"], mb.obs, cond)
+        vals = value.apply(p["value"], mb.obs)
         loss, aux = ppo_loss(
-            dist.log_prob(action), b.log_prob[t_idx, e_idx], normalise(adv),
-            vals[..., 0], b.v_in[t_idx, e_idx], b.ret_in[t_idx, e_idx],
-            dist.entropy(), clip_eps=config.clip_eps, vf_coef=config.vf_coef,
+            dist.log_prob(mb.action), mb.log_prob, normalise(adv), vals[..., 0], mb.v_in,
+            mb.ret_in, dist.entropy(), clip_eps=config.clip_eps, vf_coef=config.vf_coef,
             ent_coef=config.ent_coef, vf_clip_eps=config.vf_clip_eps)
-        v_ex_loss = 0.5 * jnp.mean(jnp.square(vals[..., 1] - b.ret_ex[t_idx, e_idx]))
+        v_ex_loss = 0.5 * jnp.mean(jnp.square(vals[..., 1] - mb.ret_ex))
         return loss + config.vf_coef * v_ex_loss, {**aux, "value_ex_loss": v_ex_loss}
 
     def lookahead(theta: jax.Array, opt_state: Any, cond: jax.Array, adv: jax.Array,
-                  b: Batch, t_idx: jax.Array, e_idx: jax.Array) -> jax.Array:
-        """``theta'``: one policy step on the entries ``(t_idx, e_idx)`` (Algorithm 1's
-        inner update, eq. 4), the policy's Adam with its current state or SGD with
-        ``lookahead_lr``; gradient clipped as in the real step. ``adv`` per entry."""
-        grads = jax.grad(lambda th: in_loss(th, cond, adv, b, t_idx, e_idx)[0])(theta)
+                  mb: Minibatch) -> jax.Array:
+        """``theta'``: one policy step on a minibatch (Algorithm 1's inner update, eq. 4),
+        the policy's Adam with its current state or SGD with ``lookahead_lr``; gradient
+        clipped as in the real step. ``adv`` per entry."""
+        grads = jax.grad(lambda th: in_loss(th, cond, adv, mb)[0])(theta)
         grads = _clip(grads, config.max_grad_norm)[0]
         if config.lookahead_lr is not None:
             return theta - config.lookahead_lr * grads
@@ -603,13 +644,10 @@ def make_train(config: Config, env: Env) -> Trainer:
         return theta + updates
 
     def hypergradient(theta: jax.Array, opt_state: Any, eta: jax.Array, rho: jax.Array,
-                      z: jax.Array, basis: AdvBasis, b: Batch, t_idx: jax.Array,
-                      e_idx: jax.Array):
-        """``(g_eta, g_rho, terms)``: the gradient of ``-J_ex`` on the entries ``(t_idx,
-        e_idx)`` for the mode's terms, with the perturbation ``eps = softplus(rho) * z``
-        (``z [N, D]``, one per env column; ``rho`` receives gradient only with
-        ``learn_noise_std``). The intrinsic advantages are computed on the whole rollout
-        (GAE needs it) and read at the entries."""
+                      z: jax.Array, mb: Minibatch):
+        """``(g_eta, g_rho, terms)``: the gradient of ``-J_ex`` on a minibatch for the
+        mode's terms, with the perturbation ``eps = softplus(rho) * z`` (``z [N, D]``, one
+        per env column; ``rho`` receives gradient only with ``learn_noise_std``)."""
 
         def sigma(r):
             s = jax.nn.softplus(r)
@@ -618,20 +656,20 @@ def make_train(config: Config, env: Env) -> Trainer:
         if mode == "best-response":
             def loss(h):
                 cond = h["eta"] + sigma(h["rho"]) * z
-                return -ex_objective(theta, cond, b, t_idx, e_idx)[0]
+                return -ex_objective(theta, cond, mb)[0]
 
             g = jax.grad(loss)({"eta": eta, "rho": rho})
             return g["eta"], g["rho"], {"eq15": g["eta"]}
 
         def inner(carry, h, _k):
             th, os = carry
-            adv = adv_at(h["adv"] + sigma(h["rho_adv"]) * z, basis, t_idx, e_idx)
+            adv = adv_at(h["adv"] + sigma(h["rho_adv"]) * z, mb)
             cond = h["cin"] + sigma(h["rho_cin"]) * z
-            return lookahead(th, os, cond, adv, b, t_idx, e_idx), os
+            return lookahead(th, os, cond, adv, mb), os
 
         def outer(carry, h):
             cond = h["cout"] + sigma(h["rho_cout"]) * z
-            return -ex_objective(carry[0], cond, b, t_idx, e_idx)[0]
+            return -ex_objective(carry[0], cond, mb)[0]
 
         h3 = {"adv": eta, "cin": eta, "cout": eta, "rho_adv": rho, "rho_cin": rho,
               "rho_cout": rho}
@@ -666,18 +704,16 @@ def make_train(config: Config, env: Env) -> Trainer:
         """Entropy of the factorised Gaussian perturbation (STN)."""
         return jnp.sum(jnp.log(jax.nn.softplus(rho) * math.sqrt(2 * math.pi * math.e)))
 
-    def reward_step(carry, x, b: Batch, basis: AdvBasis, theta: jax.Array,
-                    opt_theta: Any, stats: RunningStats, buf: replay.ReplayBuffer,
-                    coef: jax.Array):
+    def reward_step(carry, x, theta: jax.Array, opt_theta: Any, stats: RunningStats,
+                    buf: replay.ReplayBuffer, coef: jax.Array):
         """One reward iteration (Algorithm 1, lines 5-11) on one of the ``N_r`` disjoint
         minibatches of the rollout."""
         psi, opt_psi, nonfinite = carry
-        key, idx = x
+        key, mb = x
         k_z, k_seg = jax.random.split(key)
         rp = unravel_psi(psi)
         z = jax.random.normal(k_z, (N, D))
-        g_eta, g_rho, terms = hypergradient(theta, opt_theta, rp["eta"], rp["rho"], z, basis,
-                                            b, idx // N, idx % N)
+        g_eta, g_rho, terms = hypergradient(theta, opt_theta, rp["eta"], rp["rho"], z, mb)
         seg = sample_segments(buf, k_seg)
         reg, g_reg = jax.value_and_grad(regularizer)(
             {"reward_body": rp["reward_body"], "eta": rp["eta"]}, stats, seg)
@@ -700,15 +736,14 @@ def make_train(config: Config, env: Env) -> Trainer:
         }
         return (new_psi, new_opt, nonfinite + (~ok)), metrics
 
-    def policy_step(carry, x, b: Batch, basis: AdvBasis, eta: jax.Array, sigma: jax.Array):
+    def policy_step(carry, x, eta: jax.Array, sigma: jax.Array):
         """One policy iteration (Algorithm 1, lines 14-16) on a minibatch, with its own
         perturbation ``eps' = sigma z`` in the conditioning and in the advantages."""
         theta, opt_theta, nonfinite = carry
-        idx, z = x
-        t_idx, e_idx = idx // N, idx % N
+        mb, z = x
         cond = eta + sigma * z
         (loss, aux), grads = jax.value_and_grad(in_loss, has_aux=True)(
-            theta, cond, adv_at(cond, basis, t_idx, e_idx), b, t_idx, e_idx)
+            theta, cond, adv_at(cond, mb), mb)
         grads, norm, ok = _clip(grads, config.max_grad_norm)
         ok = ok & jnp.isfinite(loss)
         updates, new_opt = policy_opt.update(grads, opt_theta, theta)
@@ -719,17 +754,16 @@ def make_train(config: Config, env: Env) -> Trainer:
         state, b, basis, key, roll_metrics = prepare(state)
         theta, psi = split_params(state.params)
         opt_theta, opt_psi = state.opt_state
-        k_reward, k_perm, k_noise = jax.random.split(key, 3)
+        k_rperm, k_reward, k_perm, k_noise = jax.random.split(key, 4)
         coef = jnp.where(state.update_step >= config.warmup_updates, config.hypergrad_coef, 0.0)
 
-        # Reward iterations (lines 4-12).
-        k_rperm, k_reward = jax.random.split(k_reward)
-        r_idx = jax.random.permutation(k_rperm, batch_size).reshape(config.reward_steps, -1)
+        # Reward iterations (lines 4-12), one minibatch of the rollout each.
+        r_mbs = split_minibatches(b, basis, k_rperm, config.reward_steps)
         (psi, opt_psi, nonfinite), r_metrics = jax.lax.scan(
-            lambda c, x: reward_step(c, x, b, basis, theta, opt_theta, state.obs_stats,
+            lambda c, x: reward_step(c, x, theta, opt_theta, state.obs_stats,
                                      state.reward_buffer, coef),
             (psi, opt_psi, state.nonfinite),
-            (jax.random.split(k_reward, config.reward_steps), r_idx))
+            (jax.random.split(k_reward, config.reward_steps), r_mbs))
         rp = unravel_psi(psi)
         eta, sigma = rp["eta"], jax.nn.softplus(rp["rho"])
 
@@ -738,14 +772,14 @@ def make_train(config: Config, env: Env) -> Trainer:
         basis = advantage_basis(body.apply(rp["reward_body"], b.obs, b.action), b)
         b = b._replace(ret_in=b.v_in + in_advantages(eta, basis))  # V_in targets
         z = jax.random.normal(k_noise, (E, M, N, D))
-        perms = jax.vmap(lambda k: jax.random.permutation(k, batch_size))(
-            jax.random.split(k_perm, E)).reshape(E, M, mb_size)
 
         def epoch(carry, x):
-            return jax.lax.scan(lambda c, y: policy_step(c, y, b, basis, eta, sigma), carry, x)
+            k, z_e = x
+            mbs = split_minibatches(b, basis, k, M)
+            return jax.lax.scan(lambda c, y: policy_step(c, y, eta, sigma), carry, (mbs, z_e))
 
         (theta, opt_theta, nonfinite), p_metrics = jax.lax.scan(
-            epoch, (theta, opt_theta, nonfinite), (perms, z))
+            epoch, (theta, opt_theta, nonfinite), (jax.random.split(k_perm, E), z))
 
         params = {**unravel_theta(theta), **rp}
         env_steps = state.env_steps + batch_size
@@ -773,9 +807,10 @@ def make_train(config: Config, env: Env) -> Trainer:
         evaluate=evaluate, intrinsic_reward=intrinsic_reward,
         prepare=lambda s: prepare(s)[:3], split_params=split_params, ex_objective=ex_objective,
         in_advantages=in_advantages, in_loss=in_loss, hypergradient=hypergradient,
+        minibatch=minibatch,
         regularizer=regularizer, sample_segments=sample_segments,
     )
 
 
-__all__ = ["PRESETS", "TERMS", "AdvBasis", "Batch", "ClnState", "Config", "Segments", "Trainer",
-           "make_train", "preset", "segment_return_loss"]
+__all__ = ["PRESETS", "TERMS", "AdvBasis", "Batch", "ClnState", "Config", "Minibatch",
+           "Segments", "Trainer", "make_train", "preset", "segment_return_loss"]
