@@ -114,7 +114,7 @@ from metareward.rl import replay
 from metareward.rl.gae import discounted_cumsum, gae, td_errors
 from metareward.rl.losses import ppo_loss
 from metareward.rl.normalize import RunningStats
-from metareward.rl.rollout import episode_metrics, evaluate_episodes, rollout
+from metareward.rl.rollout import episode_metrics, episodic_sum, evaluate_episodes, rollout
 
 Params = Any
 Metrics = dict[str, jax.Array]
@@ -535,18 +535,11 @@ def make_train(config: Config, env: Env) -> Trainer:
         buffer = replay.insert(state.reward_buffer,
                                {"obs": traj.obs, "action": traj.action, "r_ex": r_ex})
 
-        def accumulate(run, x):
-            r, d = x
-            total = run + r
-            return jnp.where(d > 0, 0.0, total), jnp.where(d > 0, total, 0.0)
-
-        run_in, done_in = jax.lax.scan(accumulate, state.intrinsic_return,
-                                       (r_in / config.reward_scale, traj.done))
-        n_done = jnp.sum(traj.done)
+        run_in, intrinsic_return = episodic_sum(state.intrinsic_return,
+                                                r_in / config.reward_scale, traj.done)
         metrics = {
             **episode_metrics(traj),
-            "intrinsic_return": jnp.where(n_done > 0, jnp.sum(done_in) / jnp.maximum(n_done, 1),
-                                          jnp.nan),
+            "intrinsic_return": intrinsic_return,
             "r_in_mean": jnp.mean(r_in),
             "r_in_std": jnp.std(r_in),
             "r_ex_mean": jnp.mean(r_ex),

@@ -80,6 +80,24 @@ def episode_metrics(traj: Transition) -> dict[str, jax.Array]:
     }
 
 
+def episodic_sum(
+    running: jax.Array, values: jax.Array, done: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Per-episode sums of ``values [T, N]`` carried across rollouts: ``running [N]`` is
+    each env's sum so far in its current episode. Returns ``(running', mean)``: the sums
+    carried into the next rollout and the mean sum of the episodes that ended in this one
+    (NaN if none did). LIRPG's and CLN's ``intrinsic_return``."""
+
+    def accumulate(run, x):
+        v, d = x
+        total = run + v
+        return jnp.where(d > 0, 0.0, total), jnp.where(d > 0, total, 0.0)
+
+    running, ended = jax.lax.scan(accumulate, running, (values, done))
+    n = jnp.sum(done)
+    return running, jnp.where(n > 0, jnp.sum(ended) / jnp.maximum(n, 1), jnp.nan)
+
+
 def evaluate_episodes(
     env: Env,
     act: Callable[[jax.Array, jax.Array], jax.Array],
