@@ -118,6 +118,24 @@ def test_cln_index_gathers_per_row_conditioning():
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
 
 
+def test_cln_tile_equals_per_sample_conditioning_and_its_gradient():
+    C, H, M, k = 5, 7, 3, 4
+    params = _cln_params(jax.random.PRNGKey(14), C, H)
+    x = jax.random.normal(jax.random.PRNGKey(15), (k * M, H))
+    conds = jax.random.normal(jax.random.PRNGKey(16), (M, C))
+    per_sample = jnp.tile(conds, (k, 1))  # sample j uses conds[j % M]
+    cln = ConditionalLayerNorm()
+    np.testing.assert_allclose(cln.apply(params, x, conds, tile=True),
+                               cln.apply(params, x, per_sample), rtol=1e-6, atol=1e-6)
+    f = lambda p, c: jnp.sum(jnp.sin(cln.apply(p, x, c, tile=True)))
+    g = lambda p, c: jnp.sum(jnp.sin(cln.apply(p, x, jnp.tile(c, (k, 1)))))
+    for a, b in zip(jax.tree.leaves(jax.grad(f, (0, 1))(params, conds)),
+                    jax.tree.leaves(jax.grad(g, (0, 1))(params, conds)), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="tile=True needs"):
+        cln.apply(params, x[:-1], conds, tile=True)
+
+
 def test_cln_layers_are_configurable_and_checked():
     def cln_names(layers):
         prm = CLNMLP((8, 8, 8), "tanh", layers).init(

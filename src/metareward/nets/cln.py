@@ -43,11 +43,19 @@ class ConditionalLayerNorm(nn.Module):
     kernels start at ``N(0, kernel_std^2)`` (0.01, the Self-Tuning Networks' hypernet
     init), biases at 0, so the initial gain is about 1/2 and the initial bias about 0.
 
-    Call: ``(x [..., H], cond [..., C], index=None) -> [..., H]``. Batch axes of ``x`` and
-    ``cond`` broadcast. With ``index`` (int array of ``x``'s batch shape), gain and bias
-    are computed once per row of ``cond [M, C]`` and gathered per sample: cheaper when
-    many samples share few conditioning vectors. The gain is sown into the
-    ``"intermediates"`` collection (``apply(..., mutable=["intermediates"])``).
+    Call: ``(x [..., H], cond [..., C], index=None, tile=False) -> [..., H]``. Batch axes
+    of ``x`` and ``cond`` broadcast. When many samples share few conditioning vectors
+    ``cond [M, C]``, gain and bias can be computed once per row of ``cond`` and then
+    spread over the samples, either
+
+    * by ``index`` (int array of ``x``'s batch shape): sample ``j`` uses ``cond[index[j]]``
+      (a gather; its gradient a scatter-add), or
+    * by ``tile=True`` (``x [k * M, H]``): sample ``j`` uses ``cond[j % M]``, the layout of
+      a ``[k, M]`` batch flattened row-major (a broadcast and reshape; its gradient a sum
+      over ``k``, much cheaper on a CPU than a scatter-add).
+
+    The gain is sown into the ``"intermediates"`` collection
+    (``apply(..., mutable=["intermediates"])``).
     """
 
     epsilon: float = 1e-6
@@ -56,15 +64,25 @@ class ConditionalLayerNorm(nn.Module):
 
     @nn.compact
     def __call__(
-        self, x: jax.Array, cond: jax.Array, index: jax.Array | None = None
+        self, x: jax.Array, cond: jax.Array, index: jax.Array | None = None,
+        tile: bool = False,
     ) -> jax.Array:
         features = x.shape[-1]
+        if tile and (index is not None or x.ndim != 2 or cond.ndim != 2
+                     or x.shape[0] % cond.shape[0]):
+            raise ValueError(
+                f"tile=True needs x [k * M, H] and cond [M, C] and no index; got x "
+                f"{x.shape}, cond {cond.shape}, index {'given' if index is not None else None}")
         init = nn.initializers.normal(self.kernel_std)
         gain = nn.sigmoid(nn.Dense(features, kernel_init=init, name="f_c")(cond))  # eq. 19
         bias = nn.Dense(features, kernel_init=init, name="h_c")(cond)  # eq. 20
         self.sow("intermediates", "gain", gain)  # no-op unless that collection is mutable
         if index is not None:
             gain, bias = gain[index], bias[index]
+        elif tile:
+            reps = x.shape[0] // cond.shape[0]
+            gain = jnp.broadcast_to(gain, (reps, *gain.shape)).reshape(x.shape)
+            bias = jnp.broadcast_to(bias, (reps, *bias.shape)).reshape(x.shape)
         mu = jnp.mean(x, axis=-1, keepdims=True)
         var = jnp.mean(jnp.square(x - mu), axis=-1, keepdims=True)
         y = gain * (x - mu) * jax.lax.rsqrt(var + self.epsilon) + bias  # eq. 18
@@ -101,14 +119,15 @@ class CLNMLP(nn.Module):
 
     @nn.compact
     def __call__(
-        self, x: jax.Array, cond: jax.Array, index: jax.Array | None = None
+        self, x: jax.Array, cond: jax.Array, index: jax.Array | None = None,
+        tile: bool = False,
     ) -> jax.Array:
         act = activation(self.activation)
         layers = cln_layer_indices(self.cln_layers, len(self.hidden))
         for i, h in enumerate(self.hidden):
             x = nn.Dense(h, kernel_init=orthogonal(math.sqrt(2.0)))(x)
             if i in layers:
-                x = ConditionalLayerNorm(name=f"cln_{i}")(x, cond, index)
+                x = ConditionalLayerNorm(name=f"cln_{i}")(x, cond, index, tile)
             x = act(x)
         return x
 
@@ -116,7 +135,7 @@ class CLNMLP(nn.Module):
 class CLNGaussianPolicy(nn.Module):
     """Gaussian policy ``pi_{theta, eta}(a | s)`` on a :class:`CLNMLP` torso, with a
     state-independent log-std (as :class:`metareward.nets.GaussianPolicy`; the log-std is
-    not conditioned). ``__call__(obs, cond, index=None)``."""
+    not conditioned). ``__call__(obs, cond, index=None, tile=False)``."""
 
     action_dim: int
     hidden: Sequence[int] = (64, 64)
@@ -127,9 +146,10 @@ class CLNGaussianPolicy(nn.Module):
 
     @nn.compact
     def __call__(
-        self, obs: jax.Array, cond: jax.Array, index: jax.Array | None = None
+        self, obs: jax.Array, cond: jax.Array, index: jax.Array | None = None,
+        tile: bool = False,
     ) -> DiagGaussian:
-        x = CLNMLP(self.hidden, self.activation, self.cln_layers)(obs, cond, index)
+        x = CLNMLP(self.hidden, self.activation, self.cln_layers)(obs, cond, index, tile)
         mean = nn.Dense(self.action_dim, kernel_init=orthogonal(0.01))(x)
         log_std = self.param(
             "log_std", nn.initializers.constant(self.log_std_init), (self.action_dim,)
@@ -139,7 +159,8 @@ class CLNGaussianPolicy(nn.Module):
 
 
 class CLNCategoricalPolicy(nn.Module):
-    """Softmax policy on a :class:`CLNMLP` torso. ``__call__(obs, cond, index=None)``."""
+    """Softmax policy on a :class:`CLNMLP` torso.
+    ``__call__(obs, cond, index=None, tile=False)``."""
 
     num_actions: int
     hidden: Sequence[int] = (64, 64)
@@ -148,9 +169,10 @@ class CLNCategoricalPolicy(nn.Module):
 
     @nn.compact
     def __call__(
-        self, obs: jax.Array, cond: jax.Array, index: jax.Array | None = None
+        self, obs: jax.Array, cond: jax.Array, index: jax.Array | None = None,
+        tile: bool = False,
     ) -> Categorical:
-        x = CLNMLP(self.hidden, self.activation, self.cln_layers)(obs, cond, index)
+        x = CLNMLP(self.hidden, self.activation, self.cln_layers)(obs, cond, index, tile)
         return Categorical(nn.Dense(self.num_actions, kernel_init=orthogonal(0.01))(x))
 
 
