@@ -32,6 +32,7 @@ copies x 512 steps) and otherwise its config's defaults. ``total_steps`` is ``--
     python experiments/cln_curves.py                                  # all, 4 seeds
     python experiments/cln_curves.py --envs pendulum --learners ppo lirpg cln
     python experiments/cln_curves.py --envs pendulum --learners cln cln-lirpg cln-all
+    python experiments/cln_curves.py --envs hopper --merge   # add hopper to the results
 
 Hopper is a brax (MJX) env and slow on CPU, about 1e3-1e4 env steps/s, so its default
 budget is only 200k steps per seed (a GPU makes it much faster); the paper's curves run to
@@ -247,9 +248,17 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None,
                     help=f"env steps per seed for every run (default: {STEPS})")
     ap.add_argument("--out", default=str(HERE / "results" / "cln_curves"))
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the (env, learner) runs of an existing --out JSON that this "
+                         "call does not rerun (figures and table then show both)")
     args = ap.parse_args()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    kept = []
+    if args.merge and out.with_suffix(".json").exists():
+        rerun = {(e, ln) for e in args.envs for ln in args.learners}
+        kept = [r for r in json.loads(out.with_suffix(".json").read_text())
+                if (r["env"], r["learner"]) not in rerun]
     results = []
     for env_name in args.envs:
         for learner in args.learners:
@@ -259,6 +268,9 @@ def main() -> None:
             print(f"{env_name:9} {learner:9} eval {ev.mean():8.2f} +- {ev.std():6.2f} "
                   f"(seeds {np.round(ev, 1).tolist()}) {r['wall_s']:.0f} s", file=sys.stderr,
                   flush=True)
+    order = {(e, ln): i for i, (e, ln) in enumerate(
+        (e, ln) for e in ENVS for ln in LEARNERS)}
+    results = sorted(kept + results, key=lambda r: order[(r["env"], r["learner"])])
     out.with_suffix(".json").write_text(json.dumps(results) + "\n")
     written = [out.with_suffix(".json"), out.with_suffix(".png"), out.with_suffix(".md")]
     plot(results, written[1])

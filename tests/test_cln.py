@@ -433,9 +433,6 @@ def test_runs_through_the_driver_with_its_metrics(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=(
-    "issue 7 open: the CLN pendulum preset is unstable on some seeds (fresh-clone CI "
-    "2026-11-22: per-seed eval [-229, -910, -202, -185]); tuning pending"))
 def test_cln_learns_pendulum():
     """CLN (best-response mode, the pendulum preset) reaches a mean return >= -300 within
     1M steps on each of 4 seeds (evaluation of the final policy, 32 episodes)."""
