@@ -33,6 +33,31 @@ def rotated(items: Sequence[Any], round_index: int) -> list[Any]:
     return list(items[r:]) + list(items[:r])
 
 
+def paired_rows(runs: dict[tuple[str, str], list[dict]], baseline: str) -> list[dict]:
+    """One row per ``(setting, learner)`` of per-round measurements (dicts with
+    ``seconds_per_update``, ``compile_s``, ``peak_rss_mb``, ``batch``): medians over rounds,
+    ``seconds_all``, env-steps/s and updates/s, and the paired ratio to the ``baseline``
+    learner of the same setting: ``ratio_per_round`` (learner / baseline in each round)
+    and ``ratio`` (their median)."""
+    import statistics
+
+    rows = []
+    for (setting, _learner), ms in runs.items():
+        row = dict(ms[0])
+        for k in ("seconds_per_update", "compile_s", "peak_rss_mb"):
+            row[k] = statistics.median(m[k] for m in ms)
+        row["seconds_all"] = [m["seconds_per_update"] for m in ms]
+        row["env_steps_per_s"] = row["batch"] / row["seconds_per_update"]
+        row["updates_per_s"] = 1.0 / row["seconds_per_update"]
+        base = runs[(setting, baseline)]
+        per_round = [m["seconds_per_update"] / b["seconds_per_update"]
+                     for m, b in zip(ms, base, strict=True)]
+        row["ratio_per_round"] = per_round
+        row["ratio"] = statistics.median(per_round)
+        rows.append(row)
+    return rows
+
+
 def write_results(path: str | Path, benchmark: str, rows: list[dict], **extra: Any) -> Path:
     """Writes ``{"benchmark", "date", "host", "cpus", **extra, "rows"}`` as JSON."""
     out = {

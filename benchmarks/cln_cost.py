@@ -55,6 +55,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks._harness import (  # noqa: E402
     RESULTS,
     measure_in_subprocess,
+    paired_rows,
     rotated,
     write_results,
 )
@@ -168,20 +169,10 @@ def main() -> None:
                       f"{m['seconds_per_update'] * 1e3:10.1f} ms/update", file=sys.stderr,
                       flush=True)
 
-    rows = []
-    for (setting, _learner), ms in runs.items():
-        row = dict(ms[0])
-        for k in ("seconds_per_update", "compile_s", "peak_rss_mb"):
-            row[k] = statistics.median(m[k] for m in ms)
-        row["seconds_all"] = [m["seconds_per_update"] for m in ms]
-        row["env_steps_per_s"] = row["batch"] / row["seconds_per_update"]
-        row["updates_per_s"] = 1.0 / row["seconds_per_update"]
-        base = runs[(setting, "ppo")]
-        per_round = [m["seconds_per_update"] / b["seconds_per_update"]
-                     for m, b in zip(ms, base, strict=True)]
-        row["x_ppo_per_round"] = per_round
-        row["x_ppo"] = statistics.median(per_round)
-        rows.append(row)
+    rows = paired_rows(runs, "ppo")
+    for row in rows:  # this benchmark's names for the paired ratio
+        row["x_ppo_per_round"] = row.pop("ratio_per_round")
+        row["x_ppo"] = row.pop("ratio")
     rows.sort(key=lambda r: (args.settings.index(r["setting"]), LEARNERS.index(r["learner"])))
 
     met = {r["setting"]: r["x_ppo"] <= TARGET for r in rows if r["learner"] == TARGET_LEARNER}

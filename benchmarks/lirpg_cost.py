@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks._harness import (  # noqa: E402
     RESULTS,
     measure_in_subprocess,
+    paired_rows,
     rotated,
     write_results,
 )
@@ -141,20 +142,10 @@ def main() -> None:
                       f"{m['seconds_per_update'] * 1e3:10.1f} ms/update", file=sys.stderr,
                       flush=True)
 
-    rows = []
-    for (setting, _learner), ms in runs.items():
-        row = dict(ms[0])
-        for k in ("seconds_per_update", "compile_s", "peak_rss_mb"):
-            row[k] = statistics.median(m[k] for m in ms)
-        row["seconds_all"] = [m["seconds_per_update"] for m in ms]
-        row["env_steps_per_s"] = row["batch"] / row["seconds_per_update"]
-        row["updates_per_s"] = 1.0 / row["seconds_per_update"]
-        base = runs[(setting, "baseline")]
-        per_round = [m["seconds_per_update"] / b["seconds_per_update"]
-                     for m, b in zip(ms, base, strict=True)]
-        row["cost_ratio_per_round"] = per_round
-        row["cost_ratio_vs_baseline"] = statistics.median(per_round)
-        rows.append(row)
+    rows = paired_rows(runs, "baseline")
+    for row in rows:  # this benchmark's names for the paired ratio
+        row["cost_ratio_per_round"] = row.pop("ratio_per_round")
+        row["cost_ratio_vs_baseline"] = row.pop("ratio")
     rows.sort(key=lambda r: (args.settings.index(r["setting"]), r["learner"] != "baseline"))
 
     header = (f"{'setting':15} {'learner':8} {'batch':>6} {'mb steps':>8} {'ms/update':>10} "
