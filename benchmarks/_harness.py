@@ -16,11 +16,20 @@ from typing import Any
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def measure_in_subprocess(script: str, worker_args: Sequence[str]) -> dict[str, Any]:
+def measure_in_subprocess(script: str, worker_args: Sequence[str],
+                          cpus: Sequence[int] | None = None) -> dict[str, Any]:
     """Runs ``python script --worker ARGS...`` in a fresh process (so its compile time and
-    peak memory are its own) and returns the JSON dict it prints on its last line."""
+    peak memory are its own) and returns the JSON dict it prints on its last line.
+
+    ``cpus``: pin the process to these CPU cores (Linux ``sched_setaffinity``), e.g.
+    ``[0]``; on a small shared machine one pinned core gives much steadier timings than
+    XLA's threads spread over cores that other work also uses."""
     cmd = [sys.executable, script, "--worker", *worker_args]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    pin = None
+    if cpus is not None:
+        cores = set(cpus)
+        pin = lambda: os.sched_setaffinity(0, cores)
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False, preexec_fn=pin)
     if out.returncode != 0:
         raise RuntimeError(f"{' '.join(worker_args)} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])

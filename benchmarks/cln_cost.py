@@ -38,6 +38,7 @@ interleaved over ``--repeat`` rounds, their order rotated; reported are medians,
     python benchmarks/cln_cost.py
     python benchmarks/cln_cost.py --settings cartpole pendulum --repeat 5
     python benchmarks/cln_cost.py --settings hopper-paper --repeat 1
+    python benchmarks/cln_cost.py --settings pendulum-paper --pin-cpu 0  # steadier on 2 cores
 """
 
 from __future__ import annotations
@@ -151,6 +152,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--min-time", type=float, default=3.0,
                     help="seconds of timed updates per measurement (at least 5 updates)")
+    ap.add_argument("--pin-cpu", type=int, default=None, metavar="CORE",
+                    help="run every measurement pinned to this one CPU core (steadier ratios "
+                         "on a small shared machine; default: unpinned)")
     ap.add_argument("--json", default=str(RESULTS / "cln_cost.json"))
     ap.add_argument("--worker", nargs=2, metavar=("SETTING", "LEARNER"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -162,8 +166,9 @@ def main() -> None:
     for r in range(args.repeat):
         for setting in args.settings:
             for learner in rotated(LEARNERS, r):
-                m = measure_in_subprocess(__file__, [setting, learner, "--min-time",
-                                                     str(args.min_time)])
+                m = measure_in_subprocess(
+                    __file__, [setting, learner, "--min-time", str(args.min_time)],
+                    cpus=None if args.pin_cpu is None else [args.pin_cpu])
                 runs.setdefault((setting, learner), []).append(m)
                 print(f"round {r + 1}/{args.repeat} {setting:15} {learner:18} "
                       f"{m['seconds_per_update'] * 1e3:10.1f} ms/update", file=sys.stderr,
@@ -193,11 +198,13 @@ def main() -> None:
         print("| " + " | ".join(cells) + " |")
     envs_seen = sorted({(r["jax"], r["device"]) for r in rows})
     print("\n" + "; ".join(f"jax {j}, device {d}" for j, d in envs_seen)
-          + f"; medians of {args.repeat} round(s)")
+          + f"; medians of {args.repeat} round(s)"
+          + ("" if args.pin_cpu is None else f"; each process pinned to CPU core {args.pin_cpu}"))
     print(f"target (issue): {TARGET_LEARNER} <= {TARGET}x ppo per iteration: "
           + ", ".join(f"{s} {x:.2f}x {'met' if met[s] else 'NOT met'}"
                       for s, x in measured.items()))
     path = write_results(args.json, "cln_cost", rows, repeat=args.repeat,
+                         pinned_cpu=args.pin_cpu,
                          target={"learner": TARGET_LEARNER, "max_x_ppo": TARGET,
                                  "description": f"{TARGET_LEARNER} update <= {TARGET}x "
                                                 "ppo update",
