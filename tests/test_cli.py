@@ -178,9 +178,13 @@ def test_sigint_then_resume_is_bitwise_equal_to_an_uninterrupted_run(tmp_path):
     [
         (
             ["train", "ppx", "--env", "cartpole"],
-            "unknown algorithm 'ppx'; valid: ['a2c', 'awr', 'cln', 'lirpg', 'lirpg-a2c', 'ppo', "
-            "'tare', 'tare-awr']",
+            "unknown algorithm 'ppx'; valid: ['a2c', 'awr', 'cln', 'epg', 'lirpg', 'lirpg-a2c', "
+            "'ppo', 'tare', 'tare-awr']",
         ),
+        (["train", "epg", "--env", "pendulum"], "epg is a meta-learner: use `metareward "
+                                                "meta-train epg --env pendulum`"),
+        (["meta-train", "ppo", "--env", "pendulum"], "ppo is not a meta-learner"),
+        (["meta-train", "epg", "--env", "cartpole"], "has no task distribution"),
         (["train", "ppo", "--env", "cartpol"], "unknown environment 'cartpol'; valid names"),
         (["train", "ppo", "--env", "cartpole", "--set", "lr=1e-3"],
          "unknown config key(s) ['lr']"),

@@ -47,6 +47,33 @@ def _int(text: str) -> int:
     return int(v)
 
 
+def _train_args(t: argparse.ArgumentParser, seeds: int, eval_episodes: int) -> None:
+    t.add_argument("algo", help="see `metareward list`")
+    t.add_argument("--env", required=True, help="see `metareward list`")
+    t.add_argument("--seeds", type=_int, default=seeds,
+                   help=f"seeds trained at once (default {seeds})")
+    t.add_argument("--seed", type=_int, default=0, help="base PRNG seed (default 0)")
+    t.add_argument("--total-steps", type=_int, help="env steps per seed (config total_steps)")
+    t.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config key (repeatable); `metareward config` lists the keys",
+    )
+    t.add_argument("--config", metavar="FILE", help="config file (.json/.toml/.yaml)")
+    t.add_argument("--env-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="env option, e.g. backend=generalized or episode_length=500")
+    t.add_argument("--out", metavar="DIR",
+                   help="the run directory (default runs/ALGO-ENV-TIMESTAMP)")
+    t.add_argument("--wandb", choices=["off", "offline", "online"], default="off")
+    t.add_argument("--chunk-updates", type=_int,
+                   help="updates per jitted chunk = per metrics record (default: ~100 chunks)")
+    t.add_argument("--checkpoint-every", type=_int, default=10, metavar="N",
+                   help="checkpoint every N chunks (default 10; always at the end)")
+    t.add_argument("--eval-episodes", type=_int, default=eval_episodes,
+                   help=f"episodes per seed evaluated at the end (default {eval_episodes}; "
+                        "0: skip)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="metareward",
@@ -64,28 +91,12 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
 
     t = sub.add_parser("train", help="train ALGO on ENV, many seeds in one program")
-    t.add_argument("algo", help="see `metareward list`")
-    t.add_argument("--env", required=True, help="see `metareward list`")
-    t.add_argument("--seeds", type=_int, default=4, help="seeds trained at once (default 4)")
-    t.add_argument("--seed", type=_int, default=0, help="base PRNG seed (default 0)")
-    t.add_argument("--total-steps", type=_int, help="env steps per seed (config total_steps)")
-    t.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
-        help="override a config key (repeatable); `metareward config` lists the keys",
-    )
-    t.add_argument("--config", metavar="FILE", help="config file (.json/.toml/.yaml)")
-    t.add_argument("--env-arg", action="append", default=[], metavar="KEY=VALUE",
-                   help="env option, e.g. backend=generalized or episode_length=500")
-    t.add_argument("--out", metavar="DIR",
-                   help="the run directory (default runs/ALGO-ENV-TIMESTAMP)")
-    t.add_argument("--wandb", choices=["off", "offline", "online"], default="off")
-    t.add_argument("--chunk-updates", type=_int,
-                   help="updates per jitted chunk = per metrics record (default: ~100 chunks)")
-    t.add_argument("--checkpoint-every", type=_int, default=10, metavar="N",
-                   help="checkpoint every N chunks (default 10; always at the end)")
-    t.add_argument("--eval-episodes", type=_int, default=32,
-                   help="episodes per seed evaluated at the end (0: skip)")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _train_args(t, seeds=4, eval_episodes=32)
+    mt = sub.add_parser(
+        "meta-train",
+        help="meta-train a meta-learner (e.g. epg) on ENV's task distribution; one update "
+             "is one outer iteration (an ES epoch), the return is the population's")
+    _train_args(mt, seeds=1, eval_episodes=8)
 
     r = sub.add_parser("resume", help="continue a run from its newest good checkpoint")
     r.add_argument("run_dir")
@@ -145,6 +156,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     from metareward.runtime.rundir import RunDir
 
     with _input_errors():  # everything is validated before anything is written
+        from metareward.algos import get_algorithm
+
+        meta = get_algorithm(args.algo).meta
+        if meta and args.command == "train":
+            raise _BadInput(f"{args.algo} is a meta-learner: use `metareward meta-train "
+                            f"{args.algo} --env {args.env}`")
+        if not meta and args.command == "meta-train":
+            raise _BadInput(f"{args.algo} is not a meta-learner: use `metareward train "
+                            f"{args.algo} --env {args.env}`")
         options = driver.RunOptions(
             seeds=args.seeds,
             seed=args.seed,
@@ -265,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         "list": cmd_list,
         "config": cmd_config,
         "train": cmd_train,
+        "meta-train": cmd_train,
         "resume": cmd_resume,
         "eval": cmd_eval,
         "plot": cmd_plot,

@@ -1,7 +1,7 @@
 """Learners: each a module with a frozen ``Config`` and ``make_train(config, env)``,
 registered by name (:mod:`metareward.algos.registry`) for the ``metareward`` command."""
 
-from metareward.algos import a2c, awr, cln, lirpg, ppo, tare
+from metareward.algos import a2c, awr, cln, epg, lirpg, ppo, tare
 from metareward.algos.config import ConfigError
 from metareward.algos.onpolicy import Trainer, TrainState, check_finite
 from metareward.algos.registry import (
@@ -71,6 +71,15 @@ register_algorithm(
     presets=tare.AWR_PRESETS,
     description="TARE on AWR (replay buffer, advantage-weighted regression)",
 )
+register_algorithm(
+    "epg",
+    config=epg.Config,
+    make_train=epg.make_train,
+    presets=epg.PRESETS,
+    env_kwargs={"randomize": True},
+    meta=True,
+    description="EPG: a learned loss evolved by ES over a population on random tasks",
+)
 
 __all__ = [
     "AlgoSpec",
@@ -83,6 +92,7 @@ __all__ = [
     "awr",
     "check_finite",
     "cln",
+    "epg",
     "get_algorithm",
     "lirpg",
     "ppo",

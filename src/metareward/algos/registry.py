@@ -61,6 +61,11 @@ class AlgoSpec:
     config: type
     make_train: Callable[[Any, Env], Learner]
     presets: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    #: Options the algorithm's env is built with (under the user's), e.g.
+    #: ``{"randomize": True}`` for a meta-learner over a task distribution.
+    env_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    #: A meta-learner (``metareward meta-train``): one update is one outer iteration.
+    meta: bool = False
 
     def default_config(self, env_name: str) -> Any:
         """The tuned preset for ``env_name`` if there is one, else the paper defaults."""
@@ -79,13 +84,18 @@ def register_algorithm(
     make_train: Callable[[Any, Env], Learner],
     description: str,
     presets: Mapping[str, Any] | None = None,
+    env_kwargs: Mapping[str, Any] | None = None,
+    meta: bool = False,
 ) -> AlgoSpec:
-    """Adds an algorithm to the registry (and so to the ``metareward`` command)."""
+    """Adds an algorithm to the registry (and so to the ``metareward`` command).
+    ``env_kwargs``: options its env is always built with (``metareward.envs.make``);
+    ``meta``: a meta-learner, trained by ``metareward meta-train``."""
     if not dataclasses.is_dataclass(config) or not isinstance(config, type):
         raise TypeError(f"config must be a dataclass type, got {config!r}")
     if name in _ALGOS:
         raise ValueError(f"algorithm {name!r} is already registered")
-    spec = AlgoSpec(name, description, config, make_train, dict(presets or {}))
+    spec = AlgoSpec(name, description, config, make_train, dict(presets or {}),
+                    dict(env_kwargs or {}), bool(meta))
     _ALGOS[name] = spec
     return spec
 

@@ -3,16 +3,27 @@
 ``make(name, **kwargs)`` builds a single environment (see :mod:`.wrappers` for the
 conventions every env follows); ``names()`` lists them. Sources: gymnax (classic control,
 MinAtar) through :class:`GymnaxEnv`, brax's MuJoCo locomotion envs through
-:class:`BraxEnv`, and TARE's chain (:class:`ChainEnv`).
+:class:`BraxEnv`, and TARE's chain (:class:`ChainEnv`). Randomised envs (task
+distributions, ``make(name, randomize=True)``): :mod:`.tasks`, :mod:`.brax_tasks`.
 """
 
 from brax.envs.base import Env, State, Wrapper
 
 from metareward.envs.brax_adapter import BACKENDS, BraxEnv
+from metareward.envs.brax_tasks import HOPPER, HOPPER_FORWARD_BACKWARD, REACHER
 from metareward.envs.chain import ChainEnv
 from metareward.envs.gymnax_adapter import GymnaxEnv
-from metareward.envs.registry import describe, make, names, register
+from metareward.envs.registry import (
+    describe,
+    make,
+    names,
+    randomizable,
+    register,
+    register_tasks,
+    task_distribution,
+)
 from metareward.envs.spec import EnvSpec
+from metareward.envs.tasks import PENDULUM, Task, TaskDistribution
 from metareward.envs.wrappers import (
     ActionRescale,
     AutoResetWrapper,
@@ -24,6 +35,10 @@ from metareward.envs.wrappers import (
 
 __all__ = [
     "BACKENDS",
+    "HOPPER",
+    "HOPPER_FORWARD_BACKWARD",
+    "PENDULUM",
+    "REACHER",
     "ActionRescale",
     "AutoResetWrapper",
     "BraxEnv",
@@ -35,10 +50,15 @@ __all__ = [
     "EpisodeWrapper",
     "GymnaxEnv",
     "State",
+    "Task",
+    "TaskDistribution",
     "VmapWrapper",
     "Wrapper",
     "describe",
     "make",
     "names",
+    "randomizable",
     "register",
+    "register_tasks",
+    "task_distribution",
 ]

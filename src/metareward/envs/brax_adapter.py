@@ -5,7 +5,8 @@ brax's own ``"generalized"``, ``"positional"`` and ``"spring"``. brax envs do no
 time limit nor reset themselves: :func:`metareward.envs.make` adds
 :class:`~metareward.envs.wrappers.EpisodeWrapper` and
 :class:`~metareward.envs.wrappers.AutoResetWrapper`. brax envs compile slowly on a CPU
-(10-20 s each); they are meant for accelerators.
+(10-20 s each); they are meant for accelerators. Randomised physics (EPG's random Hopper
+and Reacher, ``make(name, randomize=True)``): :mod:`metareward.envs.brax_tasks`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import jax
 import numpy as np
 from brax.envs.base import State, Wrapper
 
+from metareward.envs.brax_tasks import task_physics
 from metareward.envs.spec import EnvSpec
+from metareward.envs.tasks import Task, TaskDistribution
 
 BACKENDS = ("mjx", "generalized", "positional", "spring")
 
@@ -30,6 +33,10 @@ class BraxEnv(Wrapper):
       brax_name: brax registry name (``"inverted_pendulum"``).
       backend: one of :data:`BACKENDS`.
       episode_length: the time limit recorded in the spec (applied by ``make``).
+      tasks: a :class:`~metareward.envs.tasks.TaskDistribution` over the env's physics
+        (a randomised env, ``"mjx"`` backend only: each reset draws a task, kept in
+        ``State.info["task"]`` and applied to every step; see
+        :mod:`metareward.envs.brax_tasks`).
       **kwargs: passed to the brax env's constructor.
     """
 
@@ -39,19 +46,27 @@ class BraxEnv(Wrapper):
         brax_name: str,
         backend: str = "mjx",
         episode_length: int = 1000,
+        tasks: TaskDistribution | None = None,
         **kwargs: Any,
     ):
         if backend not in BACKENDS:
             raise ValueError(f"{name}: unknown backend {backend!r}; allowed: {list(BACKENDS)}")
         from brax import envs as brax_envs
 
+        physics = None if tasks is None else task_physics(name, brax_name, tasks, backend)
+        if physics is not None:
+            kwargs = {**physics.env_kwargs, **kwargs}
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Brax System")
             try:
-                env = brax_envs.get_environment(brax_name, backend=backend, **kwargs)
+                if physics is not None and physics.env_class is not None:
+                    env = physics.env_class(backend=backend, **kwargs)
+                else:
+                    env = brax_envs.get_environment(brax_name, backend=backend, **kwargs)
             except TypeError as e:
                 raise ValueError(f"{name}: bad env argument(s) {sorted(kwargs)}: {e}") from e
         super().__init__(env)
+        self._tasks, self._physics, self._nominal_sys = tasks, physics, env.sys
         shape = jax.eval_shape(env.reset, jax.random.PRNGKey(0)).obs.shape
         ctrl = np.asarray(env.sys.actuator.ctrl_range, np.float32)
         low = tuple(float(x) for x in ctrl[:, 0])
@@ -68,8 +83,24 @@ class BraxEnv(Wrapper):
     def auto_resets(self) -> bool:
         return False
 
-    def reset(self, rng: jax.Array) -> State:
-        return self.env.reset(rng)
+    @property
+    def tasks(self) -> TaskDistribution | None:
+        """The task distribution of a randomised env, else None."""
+        return self._tasks
+
+    def reset(self, rng: jax.Array, task: Task | None = None) -> State:
+        """A new episode; a randomised env draws its task from ``rng`` unless ``task`` is
+        given (an env without tasks refuses one)."""
+        if self._tasks is None:
+            if task is not None:
+                raise ValueError(f"{self._spec.name} is not randomised: it takes no task "
+                                 "(build it with make(..., randomize=True))")
+            return self.env.reset(rng)
+        rng, k_task = jax.random.split(rng)
+        task = self._tasks.sample(k_task) if task is None else self._tasks.check(task)
+        return self._physics.reset(self.env, self._nominal_sys, rng, task)
 
     def step(self, state: State, action: jax.Array) -> State:
-        return self.env.step(state, action)
+        if self._tasks is None:
+            return self.env.step(state, action)
+        return self._physics.step(self.env, self._nominal_sys, state, action)

@@ -22,6 +22,7 @@ from brax.envs.base import Env, State
 from gymnax.environments import spaces
 
 from metareward.envs.spec import EnvSpec
+from metareward.envs.tasks import Task, TaskDistribution
 
 
 class GymnaxEnv(Env):
@@ -31,10 +32,15 @@ class GymnaxEnv(Env):
       name: metareward name of the env (for messages and the spec).
       gymnax_id: gymnax registry id, e.g. ``"CartPole-v1"``.
       episode_length: overrides gymnax's ``max_steps_in_episode`` when given.
+      tasks: a :class:`~metareward.envs.tasks.TaskDistribution` over fields of the gymnax
+        ``EnvParams`` (a randomised env: each reset draws a task, kept in
+        ``State.info["task"]`` and applied to every step; see :mod:`metareward.envs.tasks`).
+        The action bounds in the spec are those of the largest values in its ranges.
       **params: other fields of the gymnax ``EnvParams`` to override.
     """
 
-    def __init__(self, name: str, gymnax_id: str, episode_length: int | None = None, **params: Any):
+    def __init__(self, name: str, gymnax_id: str, episode_length: int | None = None,
+                 tasks: TaskDistribution | None = None, **params: Any):
         env, env_params = gymnax.make(gymnax_id)
         if episode_length is not None:
             params["max_steps_in_episode"] = int(episode_length)
@@ -44,10 +50,20 @@ class GymnaxEnv(Env):
             raise ValueError(
                 f"{name}: unknown env parameter(s) {unknown}; allowed: {sorted(fields)}"
             )
+        if tasks is not None:
+            unknown = sorted(set(tasks.factors) - fields)
+            if unknown:
+                raise ValueError(f"{name}: task factor(s) {unknown} are not env parameters; "
+                                 f"allowed: {sorted(fields)}")
         self._env = env
         self._params = env_params.replace(**params)
-        space = env.action_space(self._params)
-        obs_shape = tuple(env.observation_space(self._params).shape)
+        self._tasks = tasks
+        widest = self._params
+        if tasks is not None:
+            widest = widest.replace(**{k: max(tasks.ranges.get(k) or tasks.choices[k])
+                                       for k in tasks.factors})
+        space = env.action_space(widest)
+        obs_shape = tuple(env.observation_space(widest).shape)
         length = int(self._params.max_steps_in_episode)
         if isinstance(space, spaces.Discrete):
             self._spec = EnvSpec(name, obs_shape, True, int(space.n), episode_length=length)
@@ -74,22 +90,41 @@ class GymnaxEnv(Env):
         return self._params
 
     @property
+    def tasks(self) -> TaskDistribution | None:
+        """The task distribution of a randomised env, else None."""
+        return self._tasks
+
+    def _task_params(self, task: Any) -> Any:
+        return self._params if task is None else self._params.replace(**task)
+
+    @property
     def auto_resets(self) -> bool:
         """gymnax resets by itself; no auto-reset wrapper is needed."""
         return True
 
-    def reset(self, rng: jax.Array) -> State:
+    def reset(self, rng: jax.Array, task: Task | None = None) -> State:
+        """A new episode; a randomised env draws its task from ``rng`` unless ``task`` is
+        given (an env without tasks refuses one)."""
+        if self._tasks is None:
+            if task is not None:
+                raise ValueError(f"{self._spec.name} is not randomised: it takes no task "
+                                 "(build it with make(..., randomize=True))")
+        else:
+            rng, k_task = jax.random.split(rng)
+            task = self._tasks.sample(k_task) if task is None else self._tasks.check(task)
         rng, key = jax.random.split(rng)
-        obs, env_state = self._env.reset(key, self._params)
+        obs, env_state = self._env.reset(key, self._task_params(task))
         obs = jnp.asarray(obs, jnp.float32)
         zero = jnp.zeros((), jnp.float32)
         info = {"rng": rng, "truncation": zero, "final_obs": obs}
+        if task is not None:
+            info["task"] = task
         return State(env_state, obs, zero, zero, {}, info)
 
     def step(self, state: State, action: jax.Array) -> State:
         rng, key = jax.random.split(state.info["rng"])
         obs, env_state, reward, terminated, truncated, info = self._env.step(
-            key, state.pipeline_state, action, self._params
+            key, state.pipeline_state, action, self._task_params(state.info.get("task"))
         )
         terminated = jnp.asarray(terminated, bool)
         truncation = jnp.logical_and(jnp.asarray(truncated, bool), ~terminated)

@@ -9,8 +9,10 @@ from typing import Any
 from brax.envs.base import Env
 
 from metareward.envs.brax_adapter import BraxEnv
+from metareward.envs.brax_tasks import HOPPER, REACHER
 from metareward.envs.chain import ChainEnv
 from metareward.envs.gymnax_adapter import GymnaxEnv
+from metareward.envs.tasks import PENDULUM, TaskDistribution
 from metareward.envs.wrappers import (
     ActionRescale,
     AutoResetWrapper,
@@ -61,6 +63,8 @@ def make(
     episode_length: int | None = None,
     rescale_actions: bool = True,
     reward_delay: int | None = None,
+    randomize: bool = False,
+    task_ranges: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> Env:
     """Builds a single (unbatched) environment, ready for a learner.
@@ -78,14 +82,25 @@ def make(
       reward_delay: if given, the reward is summed and released every ``reward_delay``
         steps or at the episode's end (:class:`DelayedReward`, LIRPG's delayed tasks);
         episode statistics keep the true return.
+      randomize: a randomised env, a task distribution over its physics (EPG's
+        ``p(M)``; see :mod:`metareward.envs.tasks` and :func:`task_distribution`): each
+        reset draws a task unless ``reset(rng, task=...)`` gives one; the task is kept in
+        ``info["task"]``. Names with a distribution: :func:`randomizable`.
+      task_ranges: with ``randomize``, ranges (or choices) of task factors that replace
+        the defaults, e.g. ``{"m": (0.8, 1.2)}``.
       **kwargs: env options, e.g. ``backend="generalized"`` for brax envs, or gymnax
         ``EnvParams`` fields (``max_speed=...``).
 
     Raises:
-      ValueError: unknown name, unknown option, or a non-positive ``episode_length`` or
-        ``reward_delay``.
+      ValueError: unknown name, unknown option, a non-positive ``episode_length`` or
+        ``reward_delay``, ``randomize`` for an env without a task distribution, or an
+        unknown task factor.
     """
     entry = _entry(name)
+    if task_ranges is not None and not randomize:
+        raise ValueError("task_ranges needs randomize=True")
+    if randomize:
+        kwargs["tasks"] = task_distribution(name).with_overrides(task_ranges)
     if episode_length is not None and (not isinstance(episode_length, int) or episode_length <= 0):
         raise ValueError(f"episode_length must be a positive int, got {episode_length!r}")
     if reward_delay is not None and (
@@ -99,6 +114,33 @@ def make(
         env = ActionRescale(env)
     env = EpisodeStats(env)
     return env if reward_delay is None else DelayedReward(env, reward_delay)
+
+
+#: name -> the default task distribution of ``make(name, randomize=True)``.
+_TASKS: dict[str, TaskDistribution] = {"pendulum": PENDULUM}
+
+
+def register_tasks(name: str, tasks: TaskDistribution) -> None:
+    """Gives a registered env a default task distribution; its factory must accept
+    ``tasks=`` (a :class:`TaskDistribution`)."""
+    _entry(name)
+    if name in _TASKS:
+        raise ValueError(f"environment {name!r} already has a task distribution")
+    _TASKS[name] = tasks
+
+
+def randomizable() -> list[str]:
+    """Names of the envs that ``make(name, randomize=True)`` accepts."""
+    return sorted(_TASKS)
+
+
+def task_distribution(name: str) -> TaskDistribution:
+    """The default task distribution of ``make(name, randomize=True)``."""
+    _entry(name)
+    if name not in _TASKS:
+        raise ValueError(f"environment {name!r} has no task distribution (randomize=True); "
+                         f"randomisable envs: {randomizable()}")
+    return _TASKS[name]
 
 
 def _gymnax(gymnax_id: str) -> Callable[..., Env]:
@@ -153,6 +195,8 @@ for _name, _id, _desc in [
     ),
 ]:
     register(_name, _brax(_id), _desc + " (brax, MuJoCo model; backend='mjx' default)", "brax")
+register_tasks("hopper", HOPPER)  # EPG's random Hopper (section 4)
+register_tasks("reacher", REACHER)  # EPG's random Reacher (section 4)
 
 def _chain(name: str, episode_length: int | None = None, **kwargs: Any) -> Env:
     allowed = ("right_mean", "right_std", "left_reward", "goal_reward", "step_cost",

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 from brax.envs.base import Env, State, Wrapper
 
 from metareward.envs.spec import EnvSpec
+from metareward.envs.tasks import Task, reset_with_task
 
 _AUTORESET_KEY = "autoreset_rng"
 
@@ -45,8 +46,8 @@ class EpisodeWrapper(Wrapper):
             raise ValueError(f"episode_length must be a positive int, got {episode_length}")
         self.episode_length = int(episode_length)
 
-    def reset(self, rng: jax.Array) -> State:
-        state = self.env.reset(rng)
+    def reset(self, rng: jax.Array, task: Task | None = None) -> State:
+        state = reset_with_task(self.env, rng, task)
         info = {
             **state.info,
             "steps": jnp.zeros((), jnp.int32),
@@ -72,12 +73,13 @@ class AutoResetWrapper(Wrapper):
     ``done``, as a jitted program must).
     """
 
-    #: info keys that describe the transition, not the episode: never reset.
-    TRANSITION_KEYS = ("truncation", "final_obs", _AUTORESET_KEY)
+    #: info keys that describe the transition, not the episode, or (``task``) outlive
+    #: episodes: never reset.
+    TRANSITION_KEYS = ("truncation", "final_obs", "task", _AUTORESET_KEY)
 
-    def reset(self, rng: jax.Array) -> State:
+    def reset(self, rng: jax.Array, task: Task | None = None) -> State:
         rng, key = jax.random.split(rng)
-        state = self.env.reset(key)
+        state = reset_with_task(self.env, key, task)
         info = {**state.info, _AUTORESET_KEY: rng, "final_obs": state.obs}
         info.setdefault("truncation", jnp.zeros((), jnp.float32))
         return state.replace(info=info)
@@ -85,7 +87,7 @@ class AutoResetWrapper(Wrapper):
     def step(self, state: State, action: jax.Array) -> State:
         rng, key = jax.random.split(state.info[_AUTORESET_KEY])
         nxt = self.env.step(state, action)
-        fresh = self.env.reset(key)
+        fresh = reset_with_task(self.env, key, state.info.get("task"))  # same task
         done = nxt.done > 0
         info = dict(nxt.info)
         for k, v in fresh.info.items():
@@ -103,8 +105,8 @@ class AutoResetWrapper(Wrapper):
 class EpisodeStats(Wrapper):
     """Tracks undiscounted episode returns and lengths in ``State.info``."""
 
-    def reset(self, rng: jax.Array) -> State:
-        state = self.env.reset(rng)
+    def reset(self, rng: jax.Array, task: Task | None = None) -> State:
+        state = reset_with_task(self.env, rng, task)
         zf, zi = jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32)
         info = {
             **state.info,
@@ -148,8 +150,8 @@ class DelayedReward(Wrapper):
             raise ValueError(f"reward delay `every` must be a positive int, got {every!r}")
         self.every = int(every)
 
-    def reset(self, rng: jax.Array) -> State:
-        state = self.env.reset(rng)
+    def reset(self, rng: jax.Array, task: Task | None = None) -> State:
+        state = reset_with_task(self.env, rng, task)
         info = {
             **state.info,
             "delay_steps": jnp.zeros((), jnp.int32),
@@ -194,6 +196,9 @@ class ActionRescale(Wrapper):
     def spec(self) -> EnvSpec:
         return self._spec
 
+    def reset(self, rng: jax.Array, task: Task | None = None) -> State:
+        return reset_with_task(self.env, rng, task)
+
     def step(self, state: State, action: jax.Array) -> State:
         a = jnp.clip(action, -1.0, 1.0)
         a = self._low + (a + 1.0) * 0.5 * (self._high - self._low)
@@ -204,6 +209,8 @@ class VmapWrapper(Wrapper):
     """Runs ``num_envs`` copies of an env in lock-step with ``jax.vmap``.
 
     ``reset(rng)`` splits ``rng`` into one key per env; ``step`` takes a batch of actions.
+    A randomised env (:mod:`metareward.envs.tasks`) draws a task per copy, or with
+    ``reset(rng, task=task)`` runs every copy on that one task (unbatched).
     """
 
     def __init__(self, env: Env, num_envs: int):
@@ -212,8 +219,11 @@ class VmapWrapper(Wrapper):
             raise ValueError(f"num_envs must be a positive int, got {num_envs}")
         self.num_envs = int(num_envs)
 
-    def reset(self, rng: jax.Array) -> State:
-        return jax.vmap(self.env.reset)(jax.random.split(rng, self.num_envs))
+    def reset(self, rng: jax.Array, task: Task | None = None) -> State:
+        keys = jax.random.split(rng, self.num_envs)
+        if task is None:
+            return jax.vmap(self.env.reset)(keys)
+        return jax.vmap(lambda k: self.env.reset(k, task=task))(keys)
 
     def step(self, state: State, action: jax.Array) -> State:
         return jax.vmap(self.env.step)(state, action)

@@ -36,7 +36,9 @@ def es_grad(
     sigma: float,
     antithetic: bool = True,
     shaping: str = "centered_ranks",
-) -> tuple[PyTree, jax.Array]:
+    args: PyTree = None,
+    has_aux: bool = False,
+) -> tuple[PyTree, jax.Array] | tuple[PyTree, jax.Array, PyTree]:
     """Estimate of the ascent direction of ``E_eps[fitness(params + sigma eps)]``,
     ``eps ~ N(0, I)``: ``1 / (pop_size sigma) sum_i F_i eps_i``.
 
@@ -47,6 +49,14 @@ def es_grad(
     fitness, robust to outliers, a NaN fitness ranked worst); ``"none"`` uses them as they
     are (a NaN then makes the direction NaN: check the returned values). Fitness is
     *maximised* here (an ascent direction); negate it for a loss.
+
+    ``args``: per-member inputs, a pytree whose leaves have a leading axis of
+    ``pop_size``; member ``i`` is evaluated as ``fitness(params_i, args_i)`` (EPG: its own
+    task and PRNG key). With ``antithetic``, members ``i`` and ``i + pop_size / 2`` carry
+    ``+eps_i`` and ``-eps_i``: give them the same ``args`` for common random numbers.
+
+    ``has_aux``: ``fitness`` returns ``(value, aux)``; the members' ``aux`` (stacked on a
+    leading ``pop_size`` axis) is returned third.
 
     Returns ``(direction, fitness_values)``: a pytree like ``params`` and the
     ``[pop_size]`` raw fitness values. Cost: ``pop_size`` fitness evaluations (in one
@@ -65,9 +75,19 @@ def es_grad(
         eps = jnp.concatenate([half, -half])
     else:
         eps = jax.random.normal(key, (pop_size, flat.shape[0]), flat.dtype)
-    values = jax.vmap(lambda e: fitness(unravel(flat + sigma * e)))(eps)
+    if args is None:
+        out = jax.vmap(lambda e: fitness(unravel(flat + sigma * e)))(eps)
+    else:
+        for leaf in jax.tree.leaves(args):
+            if jnp.ndim(leaf) == 0 or jnp.shape(leaf)[0] != pop_size:
+                raise ValueError(f"every leaf of args needs a leading axis of pop_size = "
+                                 f"{pop_size}; got shape {jnp.shape(leaf)}")
+        out = jax.vmap(lambda e, a: fitness(unravel(flat + sigma * e), a))(eps, args)
+    values, aux = out if has_aux else (out, None)
     weights = centered_ranks(values) if shaping == "centered_ranks" else values
     direction = weights @ eps / (pop_size * sigma)
+    if has_aux:
+        return unravel(direction), values, aux
     return unravel(direction), values
 
 

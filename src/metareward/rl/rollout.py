@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -104,6 +104,7 @@ def evaluate_episodes(
     key: jax.Array,
     num_episodes: int,
     max_steps: int,
+    task: Any = None,
 ) -> jax.Array:
     """Undiscounted return of the first episode of each of ``num_episodes`` envs.
 
@@ -111,13 +112,15 @@ def evaluate_episodes(
       env: a *single* env following the metareward conventions (time-limited).
       act: ``act(obs_batch, key) -> env_action_batch``.
       max_steps: steps to run; the env's time limit guarantees every episode ends.
+      task: for a randomised env (:mod:`metareward.envs.tasks`), the task every episode
+        runs on; ``None``: the env's own (a random task per episode if randomised).
 
     Returns:
       ``[num_episodes]`` returns.
     """
     venv = VmapWrapper(env, num_episodes)
     key, reset_key = jax.random.split(key)
-    state = venv.reset(reset_key)
+    state = venv.reset(reset_key) if task is None else venv.reset(reset_key, task=task)
 
     def step(carry, _):
         state, key, ret, alive = carry

@@ -162,7 +162,7 @@ def prepare(
     envs.describe(env)  # unknown env: ValueError listing the valid names
     config = configs.resolve_config(spec.default_config(env), config_file, overrides)
     env_kwargs = dict(env_kwargs or {})
-    environment = envs.make(env, **env_kwargs)
+    environment = envs.make(env, **{**spec.env_kwargs, **env_kwargs})
     learner = spec.make_train(config, environment)
     return Plan(spec, env, env_kwargs, config, options or RunOptions(), learner)
 

@@ -1,0 +1,555 @@
+"""Evolved Policy Gradients (Houthooft et al. 2018): a learned loss evolved by ES.
+
+``epg_evolved_policy_gradients.md``, Algorithm 1, sections 3.3 and 4.1; facts from the
+authors' code in ``REFERENCE_NOTES.md``. The original ran every inner-loop worker as an
+MPI process; here the whole population is one vmapped, jitted program.
+
+* **Inner loop** (Algorithm 1, lines 3-13; :func:`Trainer.inner`): a population member
+  gets perturbed loss parameters ``phi + sigma eps_i`` and a task ``M_i ~ p(M)``; a fresh
+  agent (Gaussian policy 64x64 tanh, value net, memory unit) runs ``inner_updates = K``
+  updates; each collects ``steps_per_update = M`` steps and takes one gradient step
+  (eq. 4; Adam as in the authors' code, or plain SGD) on
+  ``(1 - alpha) L_phi + alpha L_PPO`` (eq. 6), where ``L_phi`` (:class:`EPGLoss`) reads the
+  last ``buffer_size = N`` steps and scores the newest ``M`` and ``L_PPO`` is PPO's clipped
+  surrogate with GAE on the newest ``M`` steps (plus its value loss). The fitness is
+  footnote 1's ``R_i = R_{i,K} + (1/K) sum_{t=0}^{K} ((t+1)/K) R_{i,t}``
+  (:func:`fitness`).
+* **Outer loop** (line 14, eq. 5; :func:`Trainer.update`): ``es_grad`` over ``phi`` with
+  the population vmapped (each member its own noise, task and inner run), minus an L2
+  term, applied by Adam (``beta1 = 0``, learning rate decayed linearly, as the authors'
+  code); ``alpha`` anneals linearly from 1 to 0 over the first ``anneal_epochs`` epochs.
+* **Meta-test** (:func:`Trainer.meta_test`): a fresh agent trained by the frozen loss with
+  ``alpha = 0``; it never sees a reward unless the loss was configured to read them
+  (``use_reward``, the forward/backward hopper of section 4.5).
+
+Choices the paper leaves open, or where we depart from the authors' code (see
+:class:`Config`):
+
+* the loss's inputs per step are the normalised observation and action, the termination
+  flag, the memory output, the policy's mean (normalised like the actions) and log-std,
+  and with ``use_reward`` the normalised reward; running mean/std per member, updated
+  after every ``M`` steps; buffer rows not yet filled are zeros;
+* the loss reads the newest ``M`` rows of the buffer, as PPO's guidance does (the code read
+  the oldest: a bug, REFERENCE_NOTES);
+* ``R_{i,t}`` (``t < K``) is the mean return of the episodes that ended during update
+  ``t``; updates in which none ended are left out of the sum and the other weights scaled
+  up to the same total; ``R_{i,K}`` is the mean return of ``eval_episodes`` fresh
+  episodes of the trained policy on the member's task (the code's 3);
+* antithetic pairs (``antithetic=True``, our default; the code had none) share their task
+  and the agent's initialisation (common random numbers);
+* one env per member (as one MPI worker had).
+
+Usage::
+
+    env = metareward.envs.make("pendulum", randomize=True)
+    trainer = epg.make_train(epg.preset("pendulum"), env)
+    state = trainer.init(jax.random.PRNGKey(0))
+    state, metrics = jax.jit(trainer.update)(state)     # one ES epoch
+    curve = trainer.meta_test(state.params["loss"], task, key)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from brax.envs.base import Env, State
+from flax import struct
+from jax.flatten_util import ravel_pytree
+
+from metareward.algos import config as cfg
+from metareward.envs.spec import EnvSpec
+from metareward.meta import es_grad
+from metareward.meta.es import SHAPINGS
+from metareward.nets.epg import LOSS_ARCHS, EPGLoss, MemoryUnit, conv_output_length, make_loss
+from metareward.nets.policies import ValueNet, make_policy
+from metareward.rl.gae import gae
+from metareward.rl.losses import ppo_loss
+from metareward.rl.normalize import RunningStats
+from metareward.rl.rollout import evaluate_episodes, rollout
+
+Params = Any
+Metrics = dict[str, jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """EPG. Defaults: the paper's random-Hopper setting where it states one (n = 32
+    workers, 128 updates of 128 steps, buffer 128, loss sizes of section 4.1), the
+    authors' code elsewhere (outer Adam and its schedule, sigma, L2, inner Adam 1e-3)."""
+
+    # --- outer loop: ES over the loss parameters phi (eq. 5) ---
+    num_epochs: int = 3000
+    pop_size: int = 32
+    sigma: float = 0.01
+    antithetic: bool = True
+    shaping: str = "centered_ranks"
+    outer_learning_rate: float = 1e-2
+    outer_learning_rate_final: float = 1e-3
+    #: Epochs over which the outer learning rate decays linearly (code: 1000).
+    outer_decay_epochs: int = 1000
+    #: Adam's beta1 for phi (code: 0, i.e. RMSProp-like steps on the ES direction).
+    outer_b1: float = 0.0
+    #: L2 penalty on phi added to the outer step (code: 0.001).
+    l2_coef: float = 1e-3
+    #: alpha of eq. 6 goes linearly 1 -> 0 over this many epochs (None: num_epochs // 8,
+    #: the code's; the paper used 500 of 3000). 0: no PPO guidance at all.
+    anneal_epochs: int | None = None
+    # --- inner loop: a fresh agent per member trained on (1 - alpha) L_phi + alpha L_ppo ---
+    #: M, env steps between inner updates (paper 128, code 64).
+    steps_per_update: int = 128
+    #: K, inner updates per member (paper: 128 for Hopper, 512 for Reacher).
+    inner_updates: int = 128
+    #: N, steps of experience the loss's temporal convolutions read (paper: 128).
+    buffer_size: int = 128
+    inner_learning_rate: float = 1e-3
+    #: "adam" (the authors' code) or "sgd" (the paper's eq. 4).
+    inner_optimizer: str = "adam"
+    hidden: tuple[int, ...] = (64, 64)
+    memory_size: int = 32
+    #: "paper" (section 4.1) or "code" (the authors' sizes), see nets.epg.LOSS_ARCHS.
+    loss_arch: str = "paper"
+    #: Feed the normalised reward to the loss (section 4.5, forward/backward Hopper).
+    use_reward: bool = False
+    # --- PPO guidance (eq. 6) on the newest M steps ---
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_eps: float = 0.2
+    vf_coef: float = 0.5
+    reward_scale: float = 1.0
+    max_grad_norm: float | None = None
+    # --- fitness ---
+    #: Fresh episodes of the trained policy that give R_{i,K} (code: 3).
+    eval_episodes: int = 3
+    deterministic_eval: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("num_epochs", "pop_size", "outer_decay_epochs", "steps_per_update",
+                     "inner_updates", "buffer_size", "memory_size", "eval_episodes"):
+            cfg.positive_int(name, getattr(self, name))
+        for name in ("sigma", "outer_learning_rate", "outer_learning_rate_final",
+                     "inner_learning_rate", "clip_eps", "reward_scale"):
+            cfg.positive(name, getattr(self, name))
+        for name in ("l2_coef", "vf_coef"):
+            cfg.non_negative(name, getattr(self, name))
+        cfg.in_range("outer_b1", self.outer_b1, 0.0, 1.0)
+        cfg.in_range("gamma", self.gamma, 0.0, 1.0)
+        cfg.in_range("gae_lambda", self.gae_lambda, 0.0, 1.0)
+        if self.max_grad_norm is not None:
+            cfg.positive("max_grad_norm", self.max_grad_norm)
+        if self.anneal_epochs is not None:
+            cfg.check("anneal_epochs", self.anneal_epochs,
+                      isinstance(self.anneal_epochs, int) and self.anneal_epochs >= 0,
+                      "an int >= 0 or None")
+        cfg.check("shaping", self.shaping, self.shaping in SHAPINGS, f"one of {list(SHAPINGS)}")
+        cfg.check("loss_arch", self.loss_arch, self.loss_arch in LOSS_ARCHS,
+                  f"one of {list(LOSS_ARCHS)}")
+        cfg.check("inner_optimizer", self.inner_optimizer,
+                  self.inner_optimizer in ("adam", "sgd"), "'adam' or 'sgd'")
+        cfg.check("pop_size", self.pop_size,
+                  self.pop_size >= 2 and (not self.antithetic or self.pop_size % 2 == 0),
+                  "an even int >= 2 with antithetic=True, else an int >= 2")
+        cfg.check("buffer_size", self.buffer_size, self.buffer_size >= self.steps_per_update,
+                  f">= steps_per_update = {self.steps_per_update} (the loss scores the "
+                  "newest steps_per_update rows of the buffer)")
+        try:
+            conv_output_length(self.buffer_size, LOSS_ARCHS[self.loss_arch]["conv"])
+        except ValueError as e:
+            raise cfg.ConfigError(f"config field buffer_size: {e}") from None
+        cfg.hidden_sizes("hidden", self.hidden)
+        object.__setattr__(self, "hidden", tuple(self.hidden))
+
+    @property
+    def alpha_epochs(self) -> int:
+        """Epochs over which alpha anneals (``anneal_epochs`` resolved)."""
+        return self.num_epochs // 8 if self.anneal_epochs is None else self.anneal_epochs
+
+
+#: Settings for CPU-sized runs on the gymnax task distributions.
+PRESETS: dict[str, Config] = {
+    # Random pendulum: 64 updates of 64 steps (4096 steps, ~20 episodes) per member.
+    "pendulum": Config(
+        num_epochs=200,
+        pop_size=32,
+        steps_per_update=64,
+        inner_updates=64,
+        buffer_size=128,
+        gamma=0.95,
+        reward_scale=0.1,
+        outer_decay_epochs=200,
+        anneal_epochs=50,
+    ),
+}
+
+
+def preset(env_name: str) -> Config:
+    """The tuned config for ``env_name`` if there is one, else the paper defaults."""
+    return PRESETS.get(env_name, Config())
+
+
+def fitness(returns: jax.Array) -> jax.Array:
+    """Footnote 1 of the paper: ``R = R_K + (1/K) sum_{t=0}^{K} ((t+1)/K) R_t`` for
+    ``returns = [R_0, ..., R_K]`` (``K + 1`` entries, ``R_K`` the final return).
+
+    NaN entries (updates in which no episode ended) are left out and the remaining weights
+    of the sum scaled up to the same total; a NaN ``R_K`` makes the fitness NaN."""
+    K = returns.shape[-1] - 1
+    if K < 1:
+        raise ValueError(f"fitness needs K + 1 >= 2 returns, got {returns.shape[-1]}")
+    w = jnp.arange(1, K + 2, dtype=jnp.float32) / K
+    ok = ~jnp.isnan(returns)
+    wv = jnp.where(ok, w, 0.0)
+    scale = jnp.sum(w) / jnp.maximum(jnp.sum(wv), 1e-12)
+    total = jnp.sum(wv * jnp.where(ok, returns, 0.0), axis=-1) * scale
+    return returns[..., K] + total / K
+
+
+class Experience(NamedTuple):
+    """The buffer of a member's last ``N`` steps, oldest first: raw observations
+    ``[N, O]``, raw (policy-space) actions ``[N, A]``, rewards ``[N]``, termination
+    flags ``[N]``, and ``valid [N]`` (1 for rows filled with real steps)."""
+
+    obs: jax.Array
+    action: jax.Array
+    reward: jax.Array
+    done: jax.Array
+    valid: jax.Array
+
+
+@struct.dataclass
+class InnerState:
+    """One member's agent: flat parameters ``theta`` (policy, value, memory), its
+    optimiser state, running statistics of observations, actions and rewards, the
+    experience buffer, the env state and a PRNG key."""
+
+    theta: jax.Array
+    opt_state: optax.OptState
+    obs_stats: RunningStats
+    act_stats: RunningStats
+    rew_stats: RunningStats
+    buffer: Experience
+    env_state: State
+    key: jax.Array
+
+
+@struct.dataclass
+class EpgState:
+    """The outer loop's state: ``params = {"loss": phi}``, the outer Adam state, the
+    epoch counter, cumulative env steps and a PRNG key."""
+
+    params: Params
+    opt_state: optax.OptState
+    epoch: jax.Array
+    env_steps: jax.Array
+    nonfinite: jax.Array
+    key: jax.Array
+
+
+class Trainer(NamedTuple):
+    """EPG bound to a config and a randomised env; all functions pure and jittable.
+
+    * ``init(key) -> EpgState`` and ``update(state) -> (state, metrics)`` (one ES epoch):
+      the runner's learner protocol, so ``metareward meta-train epg`` is a chunked,
+      checkpointed run;
+    * ``inner(phi, task, key, alpha) -> (fitness, aux)``: one member's inner loop
+      (``aux``: ``returns [K + 1]`` and ``inner_nonfinite``);
+    * ``inner_run(phi, task, key, alpha) -> (InnerState, metrics)``: the inner loop's final
+      agent and per-update metrics ``[K]`` (``episode_return`` NaN where no episode
+      ended, ``loss_phi``, ``loss_ppo``, ``kl`` between consecutive policies on the new
+      steps: the paper's Figure 6);
+    * ``meta_test(phi, task, key) -> metrics``: ``inner_run`` with ``alpha = 0`` plus the
+      final return (``final_return``): a fresh agent trained by the frozen loss;
+    * ``loss_inputs(theta, obs_stats, act_stats, rew_stats, buffer) -> [N, F]``: what the
+      loss reads, so that ``loss_net.apply(phi, x, M)`` scores it (sensitivity analyses,
+      the paper's Figure 9);
+    * ``init_loss(key)``: fresh loss parameters ``phi``; ``inner_init(task, key)``: the
+      fresh agent ``inner_run`` starts from; ``agent_params(theta)``: an inner agent's
+      flat parameters as ``{"policy", "value", "memory"}``.
+    """
+
+    config: Config
+    env: Env
+    spec: EnvSpec
+    loss_net: EPGLoss
+    policy: nn.Module
+    num_updates: int
+    init: Callable[[jax.Array], EpgState]
+    update: Callable[[EpgState], tuple[EpgState, Metrics]]
+    inner: Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
+    inner_run: Callable[..., tuple[InnerState, Metrics]]
+    meta_test: Callable[..., Metrics]
+    evaluate: Callable[..., jax.Array]
+    loss_inputs: Callable[..., jax.Array]
+    alpha: Callable[[jax.Array], jax.Array]
+    init_loss: Callable[[jax.Array], Params]
+    agent_params: Callable[[jax.Array], Params]
+    inner_init: Callable[..., InnerState]
+
+
+def make_train(config: Config, env: Env) -> Trainer:
+    """Binds EPG to a randomised env (``metareward.envs.make(name, randomize=True)``).
+    Bad configs, a discrete or non-randomised env raise here, before anything compiles."""
+    if not isinstance(config, Config):
+        raise TypeError(f"expected metareward.algos.epg.Config, got {type(config).__name__}")
+    spec: EnvSpec = env.spec
+    tasks = getattr(env, "tasks", None)
+    if tasks is None:
+        raise ValueError(f"EPG trains on a task distribution; {spec.name} is not randomised: "
+                         f"build it with metareward.envs.make({spec.name!r}, randomize=True)")
+    if spec.discrete:
+        raise ValueError(f"EPG here has a Gaussian policy; {spec.name} has discrete actions")
+    if spec.episode_length is None:
+        raise ValueError(f"{spec.name} has no time limit; EPG's final evaluation needs one")
+    M, K, N = config.steps_per_update, config.inner_updates, config.buffer_size
+    P, A, O = config.pop_size, spec.action_size, spec.obs_size  # noqa: E741
+    F = O + A + 1 + config.memory_size + 2 * A + (1 if config.use_reward else 0)
+    ep_len = int(spec.episode_length)
+
+    policy = make_policy(False, A, config.hidden, "tanh")
+    value = ValueNet(config.hidden, "tanh")
+    memory = MemoryUnit(config.memory_size)
+    loss_net = make_loss(config.loss_arch)
+    inner_opt = (optax.adam(config.inner_learning_rate) if config.inner_optimizer == "adam"
+                 else optax.sgd(config.inner_learning_rate))
+    if config.max_grad_norm is not None:
+        inner_opt = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), inner_opt)
+    outer_lr = optax.linear_schedule(config.outer_learning_rate,
+                                     config.outer_learning_rate_final,
+                                     config.outer_decay_epochs)
+    outer_opt = optax.adam(outer_lr, b1=config.outer_b1)
+
+    def init_agent(key: jax.Array) -> Params:
+        k_pi, k_v, k_m = jax.random.split(key, 3)
+        dummy = jnp.zeros((1, O), jnp.float32)
+        return {"policy": policy.init(k_pi, dummy), "value": value.init(k_v, dummy),
+                "memory": memory.init(k_m)}
+
+    _agent_shapes = jax.eval_shape(init_agent, jax.random.PRNGKey(0))
+    unravel_theta = ravel_pytree(jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                                              _agent_shapes))[1]
+
+    def init_loss(key: jax.Array) -> Params:
+        return loss_net.init(key, jnp.zeros((N, F), jnp.float32), M)
+
+    _loss_shapes = jax.eval_shape(init_loss, jax.random.PRNGKey(0))
+    unravel_phi = ravel_pytree(jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                                            _loss_shapes))[1]
+
+    def loss_inputs(theta: jax.Array, obs_stats: RunningStats, act_stats: RunningStats,
+                    rew_stats: RunningStats, buf: Experience) -> jax.Array:
+        """The loss's per-step inputs ``[N, F]`` from the buffer and the current agent: the
+        policy's distribution and the memory are functions of ``theta`` (gradients reach
+        the agent through them)."""
+        p = unravel_theta(theta)
+        obs_n = obs_stats.normalize(buf.obs)
+        dist = policy.apply(p["policy"], obs_n)
+        mem = memory.apply(p["memory"])
+        cols = [obs_n, act_stats.normalize(buf.action), buf.done[:, None],
+                jnp.broadcast_to(mem, (N, config.memory_size)),
+                act_stats.normalize(dist.mean), jnp.broadcast_to(dist.log_std, (N, A))]
+        if config.use_reward:
+            cols.append(rew_stats.normalize(buf.reward[:, None] * config.reward_scale))
+        return jnp.concatenate(cols, axis=-1) * buf.valid[:, None]
+
+    def alpha(epoch: jax.Array) -> jax.Array:
+        """Eq. 6's alpha at an epoch: 1 -> 0 linearly over ``anneal_epochs``."""
+        E = config.alpha_epochs
+        if E == 0:
+            return jnp.zeros((), jnp.float32)
+        return jnp.clip(1.0 - epoch.astype(jnp.float32) / E, 0.0, 1.0)
+
+    def act_fn(theta: jax.Array, stats: RunningStats):
+        p = unravel_theta(theta)
+
+        def act(obs: jax.Array, k: jax.Array):
+            dist = policy.apply(p["policy"], stats.normalize(obs))
+            raw = dist.sample(k)
+            return raw, dist.to_env(raw), dist.log_prob(raw)
+
+        return act
+
+    def inner_init(task: Any, key: jax.Array) -> InnerState:
+        k_agent, k_env, key = jax.random.split(key, 3)
+        theta = ravel_pytree(init_agent(k_agent))[0]
+        zeros = Experience(jnp.zeros((N, O)), jnp.zeros((N, A)), jnp.zeros((N,)),
+                           jnp.zeros((N,)), jnp.zeros((N,)))
+        return InnerState(
+            theta=theta, opt_state=inner_opt.init(theta),
+            obs_stats=RunningStats.create((O,)), act_stats=RunningStats.create((A,)),
+            rew_stats=RunningStats.create((1,)), buffer=zeros,
+            env_state=env.reset(k_env, task=task), key=key)
+
+    def inner_step(phi: Params, alpha_: jax.Array, s: InnerState, _):
+        """One inner update (Algorithm 1, lines 6-12): ``M`` env steps, then one step of
+        the agent's optimiser on ``(1 - alpha) L_phi + alpha L_ppo`` (eqs. 4, 6)."""
+        key, k_roll = jax.random.split(s.key)
+        env_state, traj = rollout(env, s.env_state, act_fn(s.theta, s.obs_stats), k_roll, M)
+        obs_stats = s.obs_stats.update(traj.obs)
+        act_stats = s.act_stats.update(traj.action)
+        rew_stats = s.rew_stats.update(traj.reward[:, None] * config.reward_scale)
+        term = traj.done * (1.0 - traj.truncation)
+
+        def push(old, new):
+            return jnp.concatenate([old[M:], new.astype(old.dtype)], axis=0)
+
+        buf = Experience(push(s.buffer.obs, traj.obs), push(s.buffer.action, traj.action),
+                         push(s.buffer.reward, traj.reward), push(s.buffer.done, term),
+                         push(s.buffer.valid, jnp.ones((M,))))
+        obs_n, next_n = obs_stats.normalize(traj.obs), obs_stats.normalize(traj.next_obs)
+
+        def total_loss(theta):
+            x = loss_inputs(theta, obs_stats, act_stats, rew_stats, buf)
+            l_phi = jnp.mean(loss_net.apply(phi, x, M))
+            p = unravel_theta(theta)
+            v = value.apply(p["value"], obs_n)
+            v_next = jax.lax.stop_gradient(value.apply(p["value"], next_n))
+            adv, ret = gae(traj.reward * config.reward_scale, jax.lax.stop_gradient(v), v_next,
+                           traj.done, traj.truncation, config.gamma, config.gae_lambda)
+            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+            dist = policy.apply(p["policy"], obs_n)
+            l_ppo, _ = ppo_loss(dist.log_prob(traj.action), traj.log_prob, adv, v, v, ret,
+                                dist.entropy(), clip_eps=config.clip_eps,
+                                vf_coef=config.vf_coef, ent_coef=0.0)
+            return (1.0 - alpha_) * l_phi + alpha_ * l_ppo, (l_phi, l_ppo)
+
+        (_, (l_phi, l_ppo)), grads = jax.value_and_grad(total_loss, has_aux=True)(s.theta)
+        ok = jnp.all(jnp.isfinite(grads))
+        updates, opt_state = inner_opt.update(grads, s.opt_state, s.theta)
+        theta = jnp.where(ok, s.theta + updates, s.theta)
+        opt_state = jax.tree.map(lambda a, b: jnp.where(ok, a, b), opt_state, s.opt_state)
+        # KL(pi_old || pi_new) on the new steps (Figure 6).
+        old = policy.apply(unravel_theta(s.theta)["policy"], obs_n)
+        new = policy.apply(unravel_theta(theta)["policy"], obs_n)
+        kl = jnp.mean(jnp.sum(new.log_std - old.log_std + (jnp.exp(2 * old.log_std) + (
+            old.mean - new.mean) ** 2) / (2 * jnp.exp(2 * new.log_std)) - 0.5, axis=-1))
+        n_ep = jnp.sum(traj.done)
+        ret = jnp.where(n_ep > 0, jnp.sum(traj.completed_return * traj.done)
+                        / jnp.maximum(n_ep, 1.0), jnp.nan)
+        s = InnerState(theta, opt_state, obs_stats, act_stats, rew_stats, buf, env_state, key)
+        return s, {"episode_return": ret, "episodes": n_ep.astype(jnp.int32),
+                   "loss_phi": l_phi, "loss_ppo": l_ppo, "kl": kl,
+                   "inner_nonfinite": (~ok).astype(jnp.int32)}
+
+    def inner_run(phi: Params, task: Any, key: jax.Array, alpha_: jax.Array):
+        """A fresh agent on ``task`` trained for ``K`` updates by the loss ``phi``."""
+        task = tasks.check(task)
+        s = inner_init(task, key)
+        return jax.lax.scan(lambda c, x: inner_step(phi, alpha_, c, x), s, None, length=K)
+
+    def final_returns(s: InnerState, task: Any, key: jax.Array, num: int) -> jax.Array:
+        act = act_fn(s.theta, s.obs_stats)
+
+        def policy_act(obs, k):
+            if config.deterministic_eval:
+                p = unravel_theta(s.theta)
+                dist = policy.apply(p["policy"], s.obs_stats.normalize(obs))
+                return dist.to_env(dist.mode())
+            return act(obs, k)[1]
+
+        return evaluate_episodes(env, policy_act, key, num, ep_len, task=task)
+
+    def inner(phi: Params, task: Any, key: jax.Array, alpha_: jax.Array):
+        """One member (Algorithm 1, lines 3-13): ``(fitness, aux)`` with ``aux =
+        {"returns": [K + 1], "final_return", "inner_nonfinite"}``."""
+        k_run, k_eval = jax.random.split(key)
+        s, m = inner_run(phi, task, k_run, alpha_)
+        final = jnp.mean(final_returns(s, tasks.check(task), k_eval, config.eval_episodes))
+        returns = jnp.concatenate([m["episode_return"], final[None]])
+        return fitness(returns), {"returns": returns, "final_return": final,
+                                  "inner_nonfinite": jnp.sum(m["inner_nonfinite"])}
+
+    def meta_test(phi: Params, task: Any, key: jax.Array, num_eval: int | None = None):
+        """A fresh agent trained on ``task`` by the frozen loss ``phi`` with ``alpha = 0``
+        (no PPO guidance; rewards reach it only if the loss reads them): per-update
+        metrics ``[K]`` and ``final_return`` (mean of ``num_eval`` fresh episodes)."""
+        k_run, k_eval = jax.random.split(key)
+        s, m = inner_run(phi, task, k_run, jnp.zeros((), jnp.float32))
+        final = final_returns(s, tasks.check(task), k_eval, num_eval or config.eval_episodes)
+        return {**m, "final_return": jnp.mean(final)}
+
+    def init(key: jax.Array) -> EpgState:
+        k_phi, key = jax.random.split(key)
+        phi = init_loss(k_phi)
+        flat = ravel_pytree(phi)[0]
+        return EpgState(params={"loss": phi}, opt_state=outer_opt.init(flat),
+                        epoch=jnp.zeros((), jnp.int32), env_steps=jnp.zeros((), jnp.int32),
+                        nonfinite=jnp.zeros((), jnp.int32), key=key)
+
+    steps_per_epoch = P * (K * M + config.eval_episodes * ep_len)
+
+    def update(state: EpgState) -> tuple[EpgState, Metrics]:
+        """One ES epoch (Algorithm 1, lines 2-14)."""
+        key, k_task, k_agent, k_noise = jax.random.split(state.key, 4)
+        half = P // 2 if config.antithetic else P
+        task_keys = jax.random.split(k_task, half)
+        agent_keys = jax.random.split(k_agent, half)
+        member_tasks = jax.vmap(tasks.sample)(task_keys)
+        if config.antithetic:  # pairs +eps / -eps share task and agent (common random numbers)
+            member_tasks = jax.tree.map(lambda x: jnp.concatenate([x, x]), member_tasks)
+            agent_keys = jnp.concatenate([agent_keys, agent_keys])
+        a = alpha(state.epoch)
+        direction, fit, aux = es_grad(
+            lambda phi, args: inner(phi, args[0], args[1], a),
+            state.params["loss"], k_noise, pop_size=P, sigma=config.sigma,
+            antithetic=config.antithetic, shaping=config.shaping,
+            args=(member_tasks, agent_keys), has_aux=True)
+        flat, _ = ravel_pytree(state.params["loss"])
+        d = ravel_pytree(direction)[0]
+        grad = -d + config.l2_coef * flat  # minimised by Adam: ascent on fitness
+        ok = jnp.all(jnp.isfinite(grad))
+        upd, opt_state = outer_opt.update(grad, state.opt_state, flat)
+        new_flat = jnp.where(ok, flat + upd, flat)
+        opt_state = jax.tree.map(lambda x, y: jnp.where(ok, x, y), opt_state, state.opt_state)
+        env_steps = state.env_steps + steps_per_epoch
+        finals = aux["final_return"]
+        metrics = {
+            "env_steps": env_steps,
+            "fitness_mean": jnp.nanmean(fit),
+            "fitness_max": jnp.nanmax(fit),
+            "alpha": a,
+            "episode_return": jnp.nanmean(finals),
+            "episode_return_std": jnp.nanstd(finals),
+            "episodes": jnp.int32(P * config.eval_episodes),
+            "es_grad_norm": jnp.linalg.norm(d),
+            "phi_norm": jnp.linalg.norm(new_flat),
+            "inner_nonfinite_members": jnp.sum(aux["inner_nonfinite"] > 0),
+            "nonfinite": state.nonfinite + (~ok),
+        }
+        state = EpgState(params={"loss": unravel_phi(new_flat)}, opt_state=opt_state,
+                         epoch=state.epoch + 1, env_steps=env_steps,
+                         nonfinite=state.nonfinite + (~ok), key=key)
+        return state, metrics
+
+    def evaluate(state: EpgState, key: jax.Array, num_episodes: int = 16,
+                 deterministic: bool = False) -> jax.Array:
+        """Meta-test returns: ``num_episodes`` fresh agents, each on its own random task,
+        trained by the current loss with ``alpha = 0``; the final return of each."""
+        del deterministic  # the agents' evaluation follows config.deterministic_eval
+        k_task, k_run = jax.random.split(key)
+        ts = jax.vmap(tasks.sample)(jax.random.split(k_task, num_episodes))
+        out = jax.vmap(lambda t, k: meta_test(state.params["loss"], t, k))(
+            ts, jax.random.split(k_run, num_episodes))
+        return out["final_return"]
+
+    return Trainer(
+        config=config, env=env, spec=spec, loss_net=loss_net, policy=policy,
+        num_updates=config.num_epochs, init=init, update=update, inner=inner,
+        inner_run=inner_run, meta_test=meta_test, evaluate=evaluate, loss_inputs=loss_inputs,
+        alpha=alpha, init_loss=init_loss, agent_params=unravel_theta,
+        inner_init=lambda task, key: inner_init(tasks.check(task), key),
+    )
+
+
+def env_steps_per_epoch(config: Config, episode_length: int) -> int:
+    """Env steps of one ES epoch: every member's inner loop and final evaluation."""
+    return config.pop_size * (config.inner_updates * config.steps_per_update
+                              + config.eval_episodes * episode_length)
+
+
+__all__ = ["PRESETS", "Config", "EpgState", "Experience", "InnerState", "Trainer",
+           "env_steps_per_epoch", "fitness", "make_train", "preset"]

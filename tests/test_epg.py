@@ -1,0 +1,280 @@
+"""EPG (metareward.algos.epg, nets.epg, envs.tasks): the fitness formula by hand, the
+vmapped population against members run alone, the loss's inputs and gradients, the task
+samplers, config errors, and (slow) learning on randomised pendulum."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from metareward import envs
+from metareward.algos import epg
+from metareward.algos.config import ConfigError
+from metareward.meta import es_grad
+from metareward.nets.epg import LOSS_ARCHS, MemoryUnit, conv_output_length, make_loss
+
+# A tiny config: 4 members, 6 inner updates of 16 steps, a 32-step buffer (the "code"
+# loss sizes need >= 6 + 5 * (4 - 1) steps... see conv_output_length).
+TINY = epg.Config(num_epochs=3, pop_size=4, steps_per_update=16, inner_updates=6,
+                  buffer_size=64, eval_episodes=2, anneal_epochs=2, reward_scale=0.1)
+
+
+@pytest.fixture(scope="module")
+def env():
+    return envs.make("pendulum", randomize=True)
+
+
+@pytest.fixture(scope="module")
+def trainer(env):
+    return epg.make_train(TINY, env)
+
+
+@pytest.fixture(scope="module")
+def tasks(env):
+    return jax.vmap(env.tasks.sample)(jax.random.split(jax.random.PRNGKey(3), 3))
+
+
+def _numpy_fitness(r):
+    r = np.asarray(r, np.float64)
+    K = len(r) - 1
+    w = np.arange(1, K + 2) / K
+    ok = ~np.isnan(r)
+    return r[K] + (w[ok] * r[ok]).sum() * (w.sum() / w[ok].sum()) / K
+
+
+def test_fitness_formula_on_hand_built_returns():
+    # Footnote 1: R = R_K + (1/K) sum_{t=0}^{K} ((t+1)/K) R_t, here K = 3:
+    # 4 + (1/3) (1/3 * 1 + 2/3 * 2 + 3/3 * 3 + 4/3 * 4) = 4 + 10/3.
+    np.testing.assert_allclose(float(epg.fitness(jnp.array([1.0, 2.0, 3.0, 4.0]))),
+                               4 + 10 / 3, rtol=1e-6)
+    r = [-5.0, 7.0, 0.5, 2.0, -1.0, 3.0]
+    np.testing.assert_allclose(float(epg.fitness(jnp.array(r))), _numpy_fitness(r), rtol=1e-6)
+    # Updates without an ended episode (NaN) drop out; the other weights keep the total.
+    r = [np.nan, 2.0, np.nan, 4.0]
+    np.testing.assert_allclose(float(epg.fitness(jnp.array(r))), _numpy_fitness(r), rtol=1e-6)
+    assert np.isnan(float(epg.fitness(jnp.array([1.0, 2.0, np.nan]))))  # no final return
+
+
+def test_member_under_vmap_equals_member_alone(trainer, tasks):
+    phi = trainer.init_loss(jax.random.PRNGKey(0))
+    eps = jax.random.normal(jax.random.PRNGKey(1), (3,))
+    phis = [jax.tree.map(lambda x, e=e: x + 0.01 * e, phi) for e in eps]
+    stacked = jax.tree.map(lambda *x: jnp.stack(x), *phis)
+    keys = jax.random.split(jax.random.PRNGKey(2), 3)
+    alpha = jnp.float32(0.5)
+    run = jax.jit(trainer.inner)
+    fit_v, aux_v = jax.jit(jax.vmap(trainer.inner, in_axes=(0, 0, 0, None)))(
+        stacked, tasks, keys, alpha)
+    for i in range(3):
+        task_i = jax.tree.map(lambda x, i=i: x[i], tasks)
+        fit_i, aux_i = run(phis[i], task_i, keys[i], alpha)
+        np.testing.assert_allclose(float(fit_v[i]), float(fit_i), rtol=1e-4)
+        np.testing.assert_allclose(aux_v["returns"][i], aux_i["returns"], rtol=1e-4)
+    assert len(set(np.round(np.asarray(fit_v), 3))) == 3  # the members do differ
+
+
+def _buffer_and_agent(trainer):
+    """A random buffer, default statistics and a fresh agent."""
+    from metareward.rl.normalize import RunningStats
+
+    cfg = trainer.config
+    N, D, A = cfg.buffer_size, trainer.spec.obs_size, trainer.spec.action_size
+    k = jax.random.split(jax.random.PRNGKey(0), 5)
+    buf = epg.Experience(jax.random.normal(k[0], (N, D)), jax.random.normal(k[1], (N, A)),
+                         jax.random.normal(k[2], (N,)),
+                         (jax.random.uniform(k[3], (N,)) < 0.1).astype(jnp.float32),
+                         jnp.ones((N,)))
+    stats = (RunningStats.create((D,)), RunningStats.create((A,)), RunningStats.create((1,)))
+    return buf, stats, trainer.inner_init(trainer.env.tasks.nominal(), k[4]).theta
+
+
+def _loss_of_rewards(trainer, phi, theta, stats, buf):
+    M = trainer.config.steps_per_update
+
+    def f(rewards):
+        x = trainer.loss_inputs(theta, *stats, buf._replace(reward=rewards))
+        return jnp.mean(trainer.loss_net.apply(phi, x, M))
+
+    return f
+
+
+def test_loss_ignores_rewards_unless_configured(env, trainer):
+    buf, stats, theta = _buffer_and_agent(trainer)
+    phi = trainer.init_loss(jax.random.PRNGKey(5))
+    g = jax.grad(_loss_of_rewards(trainer, phi, theta, stats, buf))(buf.reward)
+    assert np.all(np.asarray(g) == 0.0)  # exactly zero: rewards are not an input
+    with_r = epg.make_train(dataclasses.replace(TINY, use_reward=True), env)
+    phi_r = with_r.init_loss(jax.random.PRNGKey(5))
+    g_r = jax.grad(_loss_of_rewards(with_r, phi_r, theta, stats, buf))(buf.reward)
+    assert float(jnp.abs(g_r).max()) > 0.0
+
+
+def test_loss_gradient_reaches_the_policy_through_both_branches(trainer):
+    """d L / d pi(.|s_i) is non-zero for a step outside the M scored ones (only the
+    temporal-conv context reads it) and for a scored one (context and dense part)."""
+    buf, stats, theta = _buffer_and_agent(trainer)
+    phi = trainer.init_loss(jax.random.PRNGKey(6))
+    M, N = trainer.config.steps_per_update, trainer.config.buffer_size
+    x = trainer.loss_inputs(theta, *stats, buf)
+    g = jax.grad(lambda x: jnp.mean(trainer.loss_net.apply(phi, x, M)))(x)
+    assert x.shape[0] == N and N > M
+    assert float(jnp.abs(g[0]).max()) > 0.0 and float(jnp.abs(g[N - 1]).max()) > 0.0
+    # And through the agent's parameters: policy and memory both get gradient.
+    gt = jax.grad(lambda th: jnp.mean(trainer.loss_net.apply(
+        phi, trainer.loss_inputs(th, *stats, buf), M)))(theta)
+    assert float(jnp.abs(gt).max()) > 0.0
+
+
+@pytest.mark.parametrize("arch", sorted(LOSS_ARCHS))
+def test_loss_architectures_and_memory_unit(arch):
+    net = make_loss(arch)
+    x = jax.random.normal(jax.random.PRNGKey(0), (128, 10))
+    params = net.init(jax.random.PRNGKey(1), x, 32)
+    out = net.apply(params, x, 32)
+    assert out.shape == (32,) and bool(jnp.all(jnp.isfinite(out)))
+    conv = params["params"]
+    assert [conv[f"Conv_{i}"]["kernel"].shape[0] for i in range(2)] == [
+        k for k, _, _ in LOSS_ARCHS[arch]["conv"]]
+    assert conv_output_length(128, LOSS_ARCHS["paper"]["conv"]) == 8  # 128 -> 18 -> 8
+    with pytest.raises(ValueError, match="too short"):
+        conv_output_length(7, LOSS_ARCHS["paper"]["conv"])
+    with pytest.raises(ValueError, match="unknown EPG loss architecture"):
+        make_loss("big")
+    mem = MemoryUnit(32)
+    p = mem.init(jax.random.PRNGKey(0))
+    m = mem.apply(p)
+    assert m.shape == (32,) and float(jnp.abs(m).max()) < 1.0
+
+
+def test_memory_trains_in_the_inner_loop_and_policy_ignores_it(trainer, tasks):
+    phi = trainer.init_loss(jax.random.PRNGKey(0))
+    task = jax.tree.map(lambda x: x[0], tasks)
+    key = jax.random.PRNGKey(4)
+    s, m = jax.jit(trainer.inner_run)(phi, task, key, jnp.float32(0.0))
+    s0 = trainer.inner_init(task, key)  # the agent inner_run starts from
+    assert m["loss_phi"].shape == (TINY.inner_updates,)
+    p, p1 = trainer.agent_params(s.theta), trainer.agent_params(s0.theta)
+    moved = jax.tree.leaves(jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()),
+                                         p["memory"], p1["memory"]))
+    assert max(moved) > 0.0  # the memory trains by L_phi with the policy
+    # The policy does not read the memory: its output ignores the memory's parameters.
+    obs = jax.random.normal(key, (5, trainer.spec.obs_size))
+    bumped = {**p, "memory": jax.tree.map(lambda x: x + 1.0, p["memory"])}
+    np.testing.assert_array_equal(trainer.policy.apply(p["policy"], obs).mean,
+                                  trainer.policy.apply(bumped["policy"], obs).mean)
+    mem = MemoryUnit(TINY.memory_size)
+    assert not np.allclose(mem.apply(p["memory"]), mem.apply(bumped["memory"]))
+
+
+def test_es_grad_with_per_member_args_and_aux():
+    # fitness(p, a) = -|p - a|^2: member i's target is a_i; the direction estimates the
+    # gradient of the mean fitness, here sum_i 2 (a_i - p) / P ~ 2 (mean(a) - p).
+    P = 20000
+    targets = jnp.tile(jnp.array([[1.0, -1.0], [3.0, 1.0]]), (P // 2, 1))
+    targets = jnp.concatenate([targets[: P // 2], targets[: P // 2]])  # antithetic pairs
+    f = lambda p, a: (-jnp.sum((p - a) ** 2), jnp.sum(a))
+    d, vals, aux = es_grad(f, jnp.zeros(2), jax.random.PRNGKey(0), pop_size=P, sigma=0.05,
+                           shaping="none", args=targets, has_aux=True)
+    np.testing.assert_allclose(d, 2 * np.asarray(targets).mean(0), atol=0.3)  # [4, 0]
+    assert vals.shape == (P,) and aux.shape == (P,)
+    with pytest.raises(ValueError, match="leading axis of pop_size"):
+        es_grad(f, jnp.zeros(2), jax.random.PRNGKey(0), pop_size=4, sigma=0.1,
+                args=jnp.zeros((3, 2)), has_aux=True)
+
+
+def test_outer_epoch_runs_and_reports(trainer):
+    state = trainer.init(jax.random.PRNGKey(0))
+    state, m = jax.jit(trainer.update)(state)
+    assert int(state.epoch) == 1
+    assert int(m["env_steps"]) == epg.env_steps_per_epoch(TINY, 200)
+    assert float(m["alpha"]) == 1.0 and np.isfinite(float(m["fitness_mean"]))
+    assert float(m["fitness_max"]) >= float(m["fitness_mean"])
+    np.testing.assert_allclose(float(trainer.alpha(jnp.int32(1))), 0.5)
+    np.testing.assert_allclose(float(trainer.alpha(jnp.int32(5))), 0.0)
+
+
+def test_task_samplers_pendulum():
+    dist = envs.task_distribution("pendulum")
+    ts = jax.vmap(dist.sample)(jax.random.split(jax.random.PRNGKey(0), 512))
+    for f, (lo, hi) in dist.ranges.items():
+        v = np.asarray(ts[f])
+        assert v.min() >= lo and v.max() <= hi and v.std() > 0.1 * (hi - lo), f
+    a, b = dist.sample(jax.random.PRNGKey(1)), dist.sample(jax.random.PRNGKey(2))
+    assert all(float(a[f]) != float(b[f]) for f in dist.factors)
+    # A randomised env keeps its task across steps and auto-resets; the task changes the
+    # dynamics (heavier, longer pendulum: different trajectory from the same start).
+    env = envs.make("pendulum", randomize=True, task_ranges={"m": (0.9, 1.1)})
+    assert env.tasks.ranges["m"] == (0.9, 1.1)
+    heavy = {**dist.nominal(), "m": jnp.float32(1.1), "l": jnp.float32(1.5)}
+
+    def run(task):
+        s = env.reset(jax.random.PRNGKey(0), task=task)
+
+        def body(s, _):
+            s = env.step(s, jnp.ones((1,)))
+            return s, (s.obs, s.info["task"]["m"], s.done)
+
+        return jax.lax.scan(body, s, None, length=450)[1]
+
+    obs_h, m_h, done_h = jax.jit(run)(heavy)
+    obs_n, _, _ = jax.jit(run)(dist.nominal())
+    assert float(done_h.sum()) == 2  # two auto-resets (200-step episodes)
+    np.testing.assert_allclose(np.asarray(m_h), 1.1)
+    assert float(jnp.abs(obs_h - obs_n).max()) > 0.1
+    with pytest.raises(ValueError, match="unknown task factor"):
+        envs.make("pendulum", randomize=True, task_ranges={"mass": (1, 2)})
+    with pytest.raises(ValueError, match="no task distribution"):
+        envs.make("cartpole", randomize=True)
+    with pytest.raises(ValueError, match="not randomised"):
+        envs.make("pendulum").reset(jax.random.PRNGKey(0), task=dist.nominal())
+
+
+def test_bad_configs_fail_clearly(env):
+    with pytest.raises(ConfigError, match="pop_size"):
+        epg.Config(pop_size=5)
+    with pytest.raises(ConfigError, match="buffer_size"):
+        epg.Config(buffer_size=64, steps_per_update=128)
+    with pytest.raises(ConfigError, match="too short"):
+        epg.Config(buffer_size=8, steps_per_update=8)
+    with pytest.raises(ConfigError, match="inner_optimizer"):
+        epg.Config(inner_optimizer="rmsprop")
+    with pytest.raises(ValueError, match="not randomised"):
+        epg.make_train(TINY, envs.make("pendulum"))
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=False, reason=(
+    "criterion not met reliably yet (issue 8 open): at 60 epochs meta-seed 0 of this test "
+    "beat its initial loss by 41 (-1388 vs -1429), under the margin of 50"))
+def test_evolved_loss_beats_its_initialisation_on_held_out_pendulums(env):
+    """Budget: 60 ES epochs of 32 members (each 64 updates of 64 steps on its own random
+    pendulum; alpha annealed over the first 15), two meta-training seeds at once. Each
+    seed's evolved loss, with alpha = 0 and no reward input, trains fresh agents on 4
+    held-out tasks x 2 agent seeds to a higher mean final return than its loss at
+    initialisation, by a margin of 50 (a separate run, PRNGKey(0) unvmapped: init -1446,
+    evolved -1310; here seed 0 reached only -1388 vs -1429)."""
+    cfg = dataclasses.replace(epg.preset("pendulum"), num_epochs=60, anneal_epochs=15,
+                              outer_decay_epochs=60)
+    tr = epg.make_train(cfg, env)
+    states0 = jax.vmap(tr.init)(jax.random.split(jax.random.PRNGKey(0), 2))
+
+    def meta_train(s):
+        return jax.lax.scan(lambda s, _: tr.update(s), s, None, length=cfg.num_epochs)[0]
+
+    states = jax.jit(jax.vmap(meta_train))(states0)
+    held_out = jax.vmap(env.tasks.sample)(jax.random.split(jax.random.PRNGKey(12345), 4))
+    agent_keys = jax.random.split(jax.random.PRNGKey(7), 2)
+
+    @jax.jit
+    def meta_test(phi):  # [4 tasks, 2 agents] final returns (10 episodes each)
+        per_task = lambda t: jax.vmap(lambda k: tr.meta_test(phi, t, k, 10)["final_return"])(
+            agent_keys)
+        return jax.vmap(per_task)(held_out)
+
+    for seed in range(2):
+        pick = lambda s, seed=seed: jax.tree.map(lambda x: x[seed], s.params["loss"])
+        r_init = np.asarray(meta_test(pick(states0)))
+        r_evolved = np.asarray(meta_test(pick(states)))
+        assert r_evolved.mean() > r_init.mean() + 50.0, (seed, r_init, r_evolved)
