@@ -189,6 +189,7 @@ def test_outer_epoch_runs_and_reports(trainer):
     state, m = jax.jit(trainer.update)(state)
     assert int(state.epoch) == 1
     assert int(m["env_steps"]) == epg.env_steps_per_epoch(TINY, 200)
+    assert epg.env_steps_per_epoch(TINY, 200) == 4 * (6 * 16 + 2 * 200)  # members x (K M + eval)
     assert float(m["alpha"]) == 1.0 and np.isfinite(float(m["fitness_mean"]))
     assert float(m["fitness_max"]) >= float(m["fitness_mean"])
     np.testing.assert_allclose(float(trainer.alpha(jnp.int32(1))), 0.5)

@@ -415,18 +415,19 @@ def make_train(config: Config, env: Env) -> Trainer:
             l_ppo, _ = ppo_loss(dist.log_prob(traj.action), traj.log_prob, adv, v, v, ret,
                                 dist.entropy(), clip_eps=config.clip_eps,
                                 vf_coef=config.vf_coef, ent_coef=0.0)
-            return (1.0 - alpha_) * l_phi + alpha_ * l_ppo, (l_phi, l_ppo)
+            old = (jax.lax.stop_gradient(dist.mean), jax.lax.stop_gradient(dist.log_std))
+            return (1.0 - alpha_) * l_phi + alpha_ * l_ppo, (l_phi, l_ppo, old)
 
-        (_, (l_phi, l_ppo)), grads = jax.value_and_grad(total_loss, has_aux=True)(s.theta)
+        (_, (l_phi, l_ppo, (old_mean, old_log_std))), grads = jax.value_and_grad(
+            total_loss, has_aux=True)(s.theta)
         ok = jnp.all(jnp.isfinite(grads))
         updates, opt_state = inner_opt.update(grads, s.opt_state, s.theta)
         theta = jnp.where(ok, s.theta + updates, s.theta)
         opt_state = jax.tree.map(lambda a, b: jnp.where(ok, a, b), opt_state, s.opt_state)
-        # KL(pi_old || pi_new) on the new steps (Figure 6).
-        old = policy.apply(unravel_theta(s.theta)["policy"], obs_n)
+        # KL(pi_old || pi_new) on the new steps (Figure 6); pi_old as the loss saw it.
         new = policy.apply(unravel_theta(theta)["policy"], obs_n)
-        kl = jnp.mean(jnp.sum(new.log_std - old.log_std + (jnp.exp(2 * old.log_std) + (
-            old.mean - new.mean) ** 2) / (2 * jnp.exp(2 * new.log_std)) - 0.5, axis=-1))
+        kl = jnp.mean(jnp.sum(new.log_std - old_log_std + (jnp.exp(2 * old_log_std) + (
+            old_mean - new.mean) ** 2) / (2 * jnp.exp(2 * new.log_std)) - 0.5, axis=-1))
         n_ep = jnp.sum(traj.done)
         ret = jnp.where(n_ep > 0, jnp.sum(traj.completed_return * traj.done)
                         / jnp.maximum(n_ep, 1.0), jnp.nan)
@@ -480,7 +481,7 @@ def make_train(config: Config, env: Env) -> Trainer:
                         epoch=jnp.zeros((), jnp.int32), env_steps=jnp.zeros((), jnp.int32),
                         nonfinite=jnp.zeros((), jnp.int32), key=key)
 
-    steps_per_epoch = P * (K * M + config.eval_episodes * ep_len)
+    steps_per_epoch = env_steps_per_epoch(config, ep_len)
 
     def update(state: EpgState) -> tuple[EpgState, Metrics]:
         """One ES epoch (Algorithm 1, lines 2-14)."""
