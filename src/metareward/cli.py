@@ -7,6 +7,8 @@
     metareward resume runs/ppo-cartpole-20261122-101500
     metareward eval runs/ppo-cartpole-20261122-101500 --episodes 64
     metareward plot runs/ppo-cartpole-* runs/a2c-cartpole-* -o cartpole.png
+    metareward meta-train epg --env pendulum --set num_epochs=50
+    metareward meta-test epg --loss runs/epg-pendulum-20261122-101500 --compare-init
 
 Exit codes: 0 done; 1 the run stopped on a non-finite value (or another runtime
 error); 2 bad input (nothing was written); 128+N stopped by signal N after writing a
@@ -97,6 +99,29 @@ def _parser() -> argparse.ArgumentParser:
         help="meta-train a meta-learner (e.g. epg) on ENV's task distribution; one update "
              "is one outer iteration (an ES epoch), the return is the population's")
     _train_args(mt, seeds=1, eval_episodes=8)
+
+    ms = sub.add_parser(
+        "meta-test",
+        help="train fresh agents with the frozen learned loss/objective of a meta-training "
+             "run on held-out tasks; writes curves (JSON, PNG) and a table")
+    ms.add_argument("algo", help="the run's algorithm (e.g. epg)")
+    ms.add_argument("--loss", "--objective", dest="source", required=True, metavar="RUN_DIR",
+                    help="a meta-train run directory (its newest good checkpoint)")
+    ms.add_argument("--env", help="env to test on (default: the run's)")
+    ms.add_argument("--tasks", type=_int, default=4, help="held-out tasks (default 4)")
+    ms.add_argument("--agents", type=_int, default=2,
+                    help="fresh agents per task and meta-seed (default 2)")
+    ms.add_argument("--seed", type=_int, default=1,
+                    help="picks the held-out tasks and agents (default 1)")
+    ms.add_argument("--eval-episodes", type=_int, default=10,
+                    help="episodes of each trained agent for its final return (default 10)")
+    ms.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config key for the test, e.g. inner_updates=256")
+    ms.add_argument("--env-arg", action="append", default=[], metavar="KEY=VALUE",
+                    help="option for metareward.envs.make (e.g. task_ranges=...)")
+    ms.add_argument("--compare-init", action="store_true",
+                    help="also train the agents with each meta-seed's initial loss")
+    ms.add_argument("--out", metavar="DIR", help="default: RUN_DIR/meta-test-ENV")
 
     r = sub.add_parser("resume", help="continue a run from its newest good checkpoint")
     r.add_argument("run_dir")
@@ -241,6 +266,34 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_meta_test(args: argparse.Namespace) -> int:
+    from metareward.runtime import configs, meta_test
+    from metareward.runtime.rundir import RunDir
+
+    _require_run(args.source)
+    with _input_errors():
+        from metareward.algos import get_algorithm
+
+        spec = get_algorithm(args.algo)
+        recorded = RunDir(args.source).load_config()["algo"]
+        if recorded != args.algo:
+            raise _BadInput(f"{args.source} was made by `metareward meta-train {recorded}`, "
+                            f"not {args.algo}")
+        if spec.learned is None:
+            raise _BadInput(f"{args.algo} is not a meta-learner: nothing to meta-test")
+        overrides = configs.parse_assignments(args.set)
+        print(f"meta-test {args.algo} from {args.source}: {args.tasks} held-out tasks x "
+              f"{args.agents} agents per meta-seed (compiling...)", flush=True)
+        result = meta_test.run(
+            args.source, args.env, tasks=args.tasks, agents=args.agents, seed=args.seed,
+            eval_episodes=args.eval_episodes, overrides=overrides,
+            env_kwargs=_literal_kwargs(args.env_arg), compare_init=args.compare_init,
+            out=args.out)
+    print(result.table())
+    print(f"written to {result.out}: meta_test.json, meta_test.png, meta_test.md")
+    return 0
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     from metareward.runtime.plot import plot_runs
 
@@ -286,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         "config": cmd_config,
         "train": cmd_train,
         "meta-train": cmd_train,
+        "meta-test": cmd_meta_test,
         "resume": cmd_resume,
         "eval": cmd_eval,
         "plot": cmd_plot,

@@ -78,6 +78,7 @@ register_algorithm(
     presets=epg.PRESETS,
     env_kwargs={"randomize": True},
     meta=True,
+    learned=lambda state: state.params["loss"],
     description="EPG: a learned loss evolved by ES over a population on random tasks",
 )
 

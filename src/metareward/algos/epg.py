@@ -467,11 +467,13 @@ def make_train(config: Config, env: Env) -> Trainer:
     def meta_test(phi: Params, task: Any, key: jax.Array, num_eval: int | None = None):
         """A fresh agent trained on ``task`` by the frozen loss ``phi`` with ``alpha = 0``
         (no PPO guidance; rewards reach it only if the loss reads them): per-update
-        metrics ``[K]`` and ``final_return`` (mean of ``num_eval`` fresh episodes)."""
+        metrics ``[K]`` (with the agent's cumulative ``env_steps``) and ``final_return``
+        (mean of ``num_eval`` fresh episodes)."""
         k_run, k_eval = jax.random.split(key)
         s, m = inner_run(phi, task, k_run, jnp.zeros((), jnp.float32))
         final = final_returns(s, tasks.check(task), k_eval, num_eval or config.eval_episodes)
-        return {**m, "final_return": jnp.mean(final)}
+        env_steps = jnp.arange(1, K + 1, dtype=jnp.int32) * M
+        return {**m, "env_steps": env_steps, "final_return": jnp.mean(final)}
 
     def init(key: jax.Array) -> EpgState:
         k_phi, key = jax.random.split(key)

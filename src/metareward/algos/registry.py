@@ -66,6 +66,10 @@ class AlgoSpec:
     env_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     #: A meta-learner (``metareward meta-train``): one update is one outer iteration.
     meta: bool = False
+    #: The meta-learned part of a train state (e.g. EPG's loss parameters): what
+    #: ``metareward meta-test`` loads from a run and hands to the learner's
+    #: ``meta_test(learned, task, key, num_eval)``. ``None``: no meta-test.
+    learned: Callable[[Any], Any] | None = None
 
     def default_config(self, env_name: str) -> Any:
         """The tuned preset for ``env_name`` if there is one, else the paper defaults."""
@@ -86,16 +90,19 @@ def register_algorithm(
     presets: Mapping[str, Any] | None = None,
     env_kwargs: Mapping[str, Any] | None = None,
     meta: bool = False,
+    learned: Callable[[Any], Any] | None = None,
 ) -> AlgoSpec:
     """Adds an algorithm to the registry (and so to the ``metareward`` command).
     ``env_kwargs``: options its env is always built with (``metareward.envs.make``);
-    ``meta``: a meta-learner, trained by ``metareward meta-train``."""
+    ``meta``: a meta-learner, trained by ``metareward meta-train``; ``learned(state)``:
+    its meta-learned parameters, for ``metareward meta-test`` (see
+    :mod:`metareward.runtime.meta_test`)."""
     if not dataclasses.is_dataclass(config) or not isinstance(config, type):
         raise TypeError(f"config must be a dataclass type, got {config!r}")
     if name in _ALGOS:
         raise ValueError(f"algorithm {name!r} is already registered")
     spec = AlgoSpec(name, description, config, make_train, dict(presets or {}),
-                    dict(env_kwargs or {}), bool(meta))
+                    dict(env_kwargs or {}), bool(meta), learned)
     _ALGOS[name] = spec
     return spec
 
