@@ -348,6 +348,12 @@ def test_centered_ranks_invariant_to_monotone_transforms():
     np.testing.assert_allclose(d1, d2, rtol=1e-6, atol=1e-7)
     r = centered_ranks(jnp.array([3.0, -1.0, 10.0, 0.0]))
     np.testing.assert_allclose(r, [1 / 6, -0.5, 0.5, -1 / 6], rtol=1e-6)
+    # Ties share their average rank: an even fitness (equal within each antithetic pair)
+    # gives exactly no direction, whatever the order of the members.
+    r = centered_ranks(jnp.array([1.0, 2.0, 1.0, 5.0]))
+    np.testing.assert_allclose(r, [-1 / 3, 1 / 6, -1 / 3, 0.5], rtol=1e-6)
+    d, _ = es_grad(lambda x: -jnp.sum(x**2), p, key, pop_size=16, sigma=0.1)
+    np.testing.assert_allclose(d, np.zeros(4), atol=1e-6)  # (by position: O(1))
 
 
 def test_everything_under_jit_and_vmap():

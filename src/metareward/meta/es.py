@@ -17,13 +17,15 @@ SHAPINGS = ("none", "centered_ranks")
 
 
 def centered_ranks(x: jax.Array) -> jax.Array:
-    """Ranks of ``x`` (shape ``[n]``) mapped linearly to [-0.5, 0.5], ties broken by
-    position: the fitness shaping of Salimans et al. 2017 (and EPG's ES). A NaN
-    fitness (a diverged member) ranks lowest, never highest as a plain sort would put it.
+    """Ranks of ``x`` (shape ``[n]``) mapped linearly to [-0.5, 0.5]: the fitness
+    shaping of Salimans et al. 2017 (and EPG's ES). Tied values share their average rank
+    (so an antithetic pair with equal fitness adds nothing to the ES direction; breaking
+    the tie by position would add a random step). A NaN fitness (a diverged member) ranks
+    lowest, never highest as a plain sort would put it.
     """
     n = x.shape[0]
     x = jnp.where(jnp.isnan(x), -jnp.inf, x)
-    ranks = jnp.argsort(jnp.argsort(x)).astype(jnp.float32)
+    ranks = jax.scipy.stats.rankdata(x, method="average").astype(jnp.float32) - 1.0
     return ranks / jnp.maximum(n - 1, 1) - 0.5
 
 
