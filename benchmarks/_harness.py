@@ -35,6 +35,17 @@ def measure_in_subprocess(script: str, worker_args: Sequence[str],
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def process_facts(compile_s: float) -> dict[str, Any]:
+    """What every worker reports besides its timings: compile time, this process's peak
+    memory, the jax version and the device (imports jax, so call it in a worker)."""
+    import jax
+
+    from benchmarks._memory import peak_rss_mb
+
+    return {"compile_s": compile_s, "peak_rss_mb": peak_rss_mb(), "jax": jax.__version__,
+            "device": jax.devices()[0].device_kind}
+
+
 def rotated(items: Sequence[Any], round_index: int) -> list[Any]:
     """``items`` rotated by the round number, so that drift of the machine's speed within
     a round does not always favour the same variant."""

@@ -38,6 +38,7 @@ from benchmarks._harness import (  # noqa: E402
     RESULTS,
     measure_in_subprocess,
     paired_rows,
+    process_facts,
     rotated,
     write_results,
 )
@@ -61,7 +62,6 @@ def worker(pop: int, mode: str, min_time: float) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from benchmarks._memory import peak_rss_mb
     from metareward import envs
     from metareward.algos import epg
 
@@ -116,10 +116,7 @@ def worker(pop: int, mode: str, min_time: float) -> dict:
         "batch": batch,
         "seconds_per_update": sec,
         "updates": len(times),
-        "compile_s": compile_s,
-        "peak_rss_mb": peak_rss_mb(),
-        "jax": jax.__version__,
-        "device": jax.devices()[0].device_kind,
+        **process_facts(compile_s),
     }
 
 

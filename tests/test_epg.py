@@ -282,7 +282,9 @@ def test_evolved_loss_beats_its_initialisation_on_held_out_pendulums(env):
     to a higher mean final return than its loss at initialisation, by a margin of 50.
     Measured with these seeds: init -1429 / -1501, evolved -1258 / -1208 (a random
     policy's level: the initial loss degrades the agent, the evolved one does not; nothing
-    learns to swing up in 4096 steps, see the README)."""
+    learns to swing up in 4096 steps, see the README). Not yet robust (issue 8 open): with
+    meta-seeds from PRNGKey(11) one evolved loss beat its initialisation (-1252 vs -1472)
+    and the other did worse (-1505 vs -1411)."""
     cfg = dataclasses.replace(epg.preset("pendulum"), num_epochs=100, anneal_epochs=25,
                               outer_decay_epochs=100)
     tr = epg.make_train(cfg, env)
