@@ -178,8 +178,8 @@ def test_sigint_then_resume_is_bitwise_equal_to_an_uninterrupted_run(tmp_path):
     [
         (
             ["train", "ppx", "--env", "cartpole"],
-            "unknown algorithm 'ppx'; valid: ['a2c', 'awr', 'cln', 'epg', 'lirpg', 'lirpg-a2c', "
-            "'ppo', 'tare', 'tare-awr']",
+            "unknown algorithm 'ppx'; valid: ['a2c', 'awr', 'cln', 'ddpg', 'epg', 'lirpg', "
+            "'lirpg-a2c', 'ppo', 'tare', 'tare-awr', 'td3']",
         ),
         (["train", "epg", "--env", "pendulum"], "epg is a meta-learner: use `metareward "
                                                 "meta-train epg --env pendulum`"),

@@ -1,7 +1,7 @@
 """Learners: each a module with a frozen ``Config`` and ``make_train(config, env)``,
 registered by name (:mod:`metareward.algos.registry`) for the ``metareward`` command."""
 
-from metareward.algos import a2c, awr, cln, epg, lirpg, ppo, tare
+from metareward.algos import a2c, awr, cln, epg, lirpg, ppo, tare, td3
 from metareward.algos.config import ConfigError
 from metareward.algos.onpolicy import Trainer, TrainState, check_finite
 from metareward.algos.registry import (
@@ -32,6 +32,20 @@ register_algorithm(
     make_train=awr.make_train,
     presets=awr.PRESETS,
     description="AWR, advantage-weighted regression with a replay buffer (Peng et al. 2019)",
+)
+register_algorithm(
+    "td3",
+    config=td3.Config,
+    make_train=td3.make_train,
+    presets=td3.PRESETS,
+    description="TD3: clipped double Q, delayed policy updates, target smoothing (Fujimoto+ 2018)",
+)
+register_algorithm(
+    "ddpg",
+    config=td3.DDPGConfig,
+    make_train=td3.make_train,
+    presets=td3.DDPG_PRESETS,
+    description="DDPG as a TD3 config: one critic, no smoothing, no delay (Lillicrap+ 2016)",
 )
 
 register_algorithm(
@@ -99,4 +113,5 @@ __all__ = [
     "ppo",
     "register_algorithm",
     "tare",
+    "td3",
 ]

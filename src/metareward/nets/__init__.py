@@ -10,6 +10,12 @@ from metareward.nets.cln import (
     reward_head,
 )
 from metareward.nets.distributions import Categorical, DiagGaussian, TanhGaussian
+from metareward.nets.metagenrl import (
+    ObjectiveLSTM,
+    check_objective_inputs,
+    masked_zscore,
+    relu_square,
+)
 from metareward.nets.policies import (
     ACTIVATIONS,
     MLP,
@@ -52,12 +58,16 @@ __all__ = [
     "LSTMMulReward",
     "MLPConcatReward",
     "MLPMulReward",
+    "ObjectiveLSTM",
     "RewardBody",
     "TanhGaussian",
     "ValueNet",
     "activation",
+    "check_objective_inputs",
     "make_cln_policy",
     "make_policy",
     "make_reward_net",
+    "masked_zscore",
+    "relu_square",
     "reward_head",
 ]

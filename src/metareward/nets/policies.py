@@ -113,3 +113,59 @@ def make_policy(
             raise ValueError("squash=True needs continuous actions; this env is discrete")
         return CategoricalPolicy(action_size, tuple(hidden), activation)
     return GaussianPolicy(action_size, tuple(hidden), activation, squash, log_std_init)
+
+
+class _Torso(nn.Module):
+    """``Dense -> [LayerNorm] -> activation`` per hidden size (TD3 / MetaGenRL nets: the
+    MetaGenRL code puts LayerNorm in every hidden layer of its policy and critics)."""
+
+    hidden: Sequence[int]
+    activation: str
+    layer_norm: bool
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        act = activation(self.activation)
+        for h in self.hidden:
+            x = nn.Dense(h)(x)
+            if self.layer_norm:
+                x = nn.LayerNorm()(x)
+            x = act(x)
+        return x
+
+
+class DeterministicPolicy(nn.Module):
+    """Deterministic policy ``mu(s)`` of DDPG / TD3 (Lillicrap et al. 2016; Fujimoto et
+    al. 2018): an MLP torso and ``tanh`` scaled to the action box ``[low, high]``
+    (``tanh * action limit`` in the MetaGenRL and TD3 code). Flax's default (LeCun
+    normal) kernel init, zero biases."""
+
+    action_dim: int
+    hidden: Sequence[int] = (256, 256)
+    activation: str = "relu"
+    layer_norm: bool = False
+    low: float | Sequence[float] = -1.0
+    high: float | Sequence[float] = 1.0
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        x = _Torso(tuple(self.hidden), self.activation, self.layer_norm)(obs)
+        y = jnp.tanh(nn.Dense(self.action_dim)(x))
+        low = jnp.asarray(self.low, jnp.float32)
+        high = jnp.asarray(self.high, jnp.float32)
+        return low + 0.5 * (y + 1.0) * (high - low)
+
+
+class QNetwork(nn.Module):
+    """Action-value function ``Q(s, a)`` on ``concat(s, a)`` -> scalar (output shape =
+    batch shape); torso as :class:`DeterministicPolicy`'s."""
+
+    hidden: Sequence[int] = (256, 256)
+    activation: str = "relu"
+    layer_norm: bool = False
+
+    @nn.compact
+    def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
+        x = jnp.concatenate([obs, action], axis=-1)
+        x = _Torso(tuple(self.hidden), self.activation, self.layer_norm)(x)
+        return nn.Dense(1)(x)[..., 0]

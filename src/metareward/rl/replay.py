@@ -28,6 +28,7 @@ rows, as in a rollout.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -139,4 +140,112 @@ def gather(buf: ReplayBuffer, t_idx: jax.Array, e_idx: jax.Array) -> Any:
     return jax.tree.map(lambda x: x[t_idx, e_idx], buf.data)
 
 
-__all__ = ["ReplayBuffer", "gather", "init", "insert", "sample_indices", "valid_mask"]
+# ----------------------------------------------------------------------------------------
+# A ring buffer: O(rows inserted) per insert, for learners that insert a few rows at a time
+# into a large buffer (TD3, MetaGenRL: one env step per update into 1e6 transitions), where
+# :func:`insert`'s shift would copy the whole buffer every step.
+
+
+@struct.dataclass
+class RingBuffer:
+    """Time-major transitions of ``N`` envs in a circular buffer (a pytree).
+
+    Attributes:
+      data: pytree of arrays ``[L, N, ...]``; row ``head - 1`` (mod ``L``) is the newest,
+        row ``head - size`` the oldest valid one.
+      size: int32 scalar, number of valid rows (``0 <= size <= L``).
+      head: int32 scalar, the row the next insert writes (a multiple of the rows per
+        insert, so an insert never wraps).
+
+    Consecutive rows of one env column are consecutive steps of that env (unless an
+    episode ended in between, as the rows' own ``done`` flags say), so windows of ``W``
+    steps (:func:`ring_windows`) are runs of rows, taken modulo ``L``.
+    """
+
+    data: Any
+    size: jax.Array
+    head: jax.Array
+
+    @property
+    def num_rows(self) -> int:
+        return jax.tree.leaves(self.data)[0].shape[0]
+
+    @property
+    def num_envs(self) -> int:
+        return jax.tree.leaves(self.data)[0].shape[1]
+
+
+def ring_init(example_row: Any, num_rows: int) -> RingBuffer:
+    """An empty ring buffer of ``num_rows`` rows shaped like ``example_row`` (pytree of
+    ``[N, ...]``). If rows are inserted ``T`` at a time, ``num_rows`` must be a multiple
+    of ``T`` (checked by :func:`ring_insert`)."""
+    buf = init(example_row, num_rows)
+    return RingBuffer(data=buf.data, size=buf.size, head=jnp.zeros((), jnp.int32))
+
+
+def ring_insert(buf: RingBuffer, rows: Any) -> RingBuffer:
+    """Writes ``rows`` (pytree of ``[T, N, ...]``) at ``head`` (``dynamic_update_slice``:
+    in place inside a jitted loop), overwriting the oldest rows once full."""
+    L = buf.num_rows
+    T = jax.tree.leaves(rows)[0].shape[0]
+    if L % T:
+        raise ValueError(f"a ring buffer of {L} rows takes inserts of a divisor of {L} rows, "
+                         f"got {T}")
+
+    def put(old: jax.Array, new: jax.Array) -> jax.Array:
+        if new.shape[1:] != old.shape[1:]:
+            raise ValueError(f"rows of shape {new.shape[1:]} do not fit a buffer of {old.shape}")
+        start = (buf.head,) + (0,) * (old.ndim - 1)
+        return jax.lax.dynamic_update_slice(old, new.astype(old.dtype), start)
+
+    return RingBuffer(
+        data=jax.tree.map(put, buf.data, rows),
+        size=jnp.minimum(buf.size + T, L).astype(jnp.int32),
+        head=((buf.head + T) % L).astype(jnp.int32),
+    )
+
+
+def ring_sample_indices(
+    key: jax.Array, buf: RingBuffer, batch_size: int
+) -> tuple[jax.Array, jax.Array]:
+    """``(t_idx, e_idx)``, each ``[batch_size]`` int32: entries drawn uniformly, with
+    replacement, among the valid rows and all envs (use :func:`gather`)."""
+    L, N = buf.num_rows, buf.num_envs
+    k_t, k_e = jax.random.split(key)
+    size = jnp.maximum(buf.size, 1)
+    age = jax.random.randint(k_t, (batch_size,), 0, size)  # 0: the newest row
+    t_idx = (buf.head - 1 - age) % L
+    e_idx = jax.random.randint(k_e, (batch_size,), 0, N)
+    return t_idx.astype(jnp.int32), e_idx.astype(jnp.int32)
+
+
+def ring_windows(
+    key: jax.Array, buf: RingBuffer, batch_size: int, length: int, done: Callable[[Any], Any]
+) -> tuple[Any, jax.Array]:
+    """``(windows, mask)``: ``batch_size`` windows of ``length`` consecutive steps of one
+    env each, starting at a uniformly drawn valid row, as a pytree of ``[B, W, ...]``, and
+    ``mask [B, W]`` (float): 1 for steps that belong to the window's first episode and
+    are valid rows, 0 after the episode ended inside the window (the step with
+    ``done = 1`` is the last valid one) or past the newest row. Masked steps hold
+    whatever the buffer has there.
+
+    ``done(data) -> [L, N]`` picks the episode-end flags from the buffer's rows.
+    (MetaGenRL's "windows of 20 steps inside episodes, masked".)"""
+    L, N = buf.num_rows, buf.num_envs
+    k_t, k_e = jax.random.split(key)
+    size = jnp.maximum(buf.size, 1)
+    age = jax.random.randint(k_t, (batch_size,), 0, size)  # of the first step
+    k = jnp.arange(length)
+    t = (buf.head - 1 - age[:, None] + k[None, :]) % L  # [B, W]
+    e = jax.random.randint(k_e, (batch_size,), 0, N)[:, None]
+    windows = jax.tree.map(lambda x: x[t, e], buf.data)
+    in_buffer = k[None, :] <= age[:, None]  # not past the newest row
+    ended = jnp.asarray(done(buf.data))[t, e] > 0
+    # Valid while no earlier step of the window ended its episode.
+    before_end = jnp.cumsum(ended, axis=1) - ended == 0
+    return windows, (in_buffer & before_end).astype(jnp.float32)
+
+
+__all__ = ["ReplayBuffer", "RingBuffer", "gather", "init", "insert", "ring_init",
+           "ring_insert", "ring_sample_indices", "ring_windows", "sample_indices",
+           "valid_mask"]
