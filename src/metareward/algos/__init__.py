@@ -1,7 +1,7 @@
 """Learners: each a module with a frozen ``Config`` and ``make_train(config, env)``,
 registered by name (:mod:`metareward.algos.registry`) for the ``metareward`` command."""
 
-from metareward.algos import a2c, awr, cln, epg, lirpg, ppo, tare, td3
+from metareward.algos import a2c, awr, cln, epg, lirpg, ppo, reinforce, tare, td3
 from metareward.algos.config import ConfigError
 from metareward.algos.onpolicy import Trainer, TrainState, check_finite
 from metareward.algos.registry import (
@@ -32,6 +32,13 @@ register_algorithm(
     make_train=awr.make_train,
     presets=awr.PRESETS,
     description="AWR, advantage-weighted regression with a replay buffer (Peng et al. 2019)",
+)
+register_algorithm(
+    "reinforce",
+    config=reinforce.Config,
+    make_train=reinforce.make_train,
+    presets=reinforce.PRESETS,
+    description="REINFORCE with a GAE baseline, on-policy (Williams 1992; VPG)",
 )
 register_algorithm(
     "td3",
@@ -112,6 +119,7 @@ __all__ = [
     "lirpg",
     "ppo",
     "register_algorithm",
+    "reinforce",
     "tare",
     "td3",
 ]

@@ -1,0 +1,127 @@
+"""REINFORCE with a GAE baseline, on-policy: the "on-policy REINFORCE (GAE)" baseline of
+MetaGenRL (``metagenrl_learned_objectives.md``, section 2 eqs. 2-3 and Appendix B.3,
+which uses Spinning Up's VPG).
+
+Williams 1992 with the generalised advantage estimate of Schulman et al. 2015b:
+``grad_phi E[sum_t log pi_phi(a_t | s_t) A(tau, V, t)]`` (eq. 3). One ``update``
+collects ``num_envs x num_steps`` steps with the current Gaussian (or softmax) policy,
+computes GAE(``gamma``, ``gae_lambda``) with the value net, and takes ``num_epochs``
+full-batch Adam steps on ``-E[log pi(a|s) A] + vf_coef * 0.5 E[(V - R)^2] - ent_coef
+* H`` (:func:`metareward.rl.losses.a2c_loss`). With the default ``num_epochs = 1`` the
+policy gradient is the unbiased on-policy estimate of eq. 3; more epochs reuse the batch
+off-policy without a correction (PPO's clipping is what makes that safe).
+
+Defaults: Spinning Up's VPG (4000 steps per update, ``gamma = 0.99``,
+``lambda = 0.97``, Adam 3e-4, 64x64 tanh). Where this differs: VPG fits ``V`` with 80
+separate Adam steps (lr 1e-3) per batch; here policy and value share one Adam step on
+the summed loss (``vf_coef`` sets the value's weight), as the other on-policy learners
+of this library do (:mod:`metareward.algos.onpolicy`).
+
+The off-policy variant (REINFORCE with GAE on windows from a replay buffer, a TD3 critic
+giving ``V``) is MetaGenRL with its objective fixed to this estimator, and lives with
+MetaGenRL.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import optax
+from brax.envs.base import Env
+
+from metareward.algos import config as cfg
+from metareward.algos.onpolicy import Batch, LossFn, Trainer, make_onpolicy
+from metareward.rl.losses import a2c_loss
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """On-policy REINFORCE (GAE) hyperparameters; defaults from Spinning Up's VPG."""
+
+    num_envs: int = 1
+    num_steps: int = 4000
+    total_steps: int = 1_000_000
+    learning_rate: float = 3e-4
+    anneal_lr: bool = False
+    #: Full-batch gradient steps per rollout (1: the plain on-policy estimator).
+    num_epochs: int = 1
+    gamma: float = 0.99
+    gae_lambda: float = 0.97
+    ent_coef: float = 0.0
+    vf_coef: float = 0.5
+    max_grad_norm: float | None = None
+    normalize_obs: bool = True
+    normalize_advantages: bool = True
+    reward_scale: float = 1.0
+    hidden: tuple[int, ...] = (64, 64)
+    activation: str = "tanh"
+    squash: bool = False
+    log_std_init: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("num_envs", "num_steps", "total_steps", "num_epochs"):
+            cfg.positive_int(name, getattr(self, name))
+        cfg.positive("learning_rate", self.learning_rate)
+        cfg.in_range("gamma", self.gamma, 0.0, 1.0)
+        cfg.in_range("gae_lambda", self.gae_lambda, 0.0, 1.0)
+        cfg.non_negative("ent_coef", self.ent_coef)
+        cfg.non_negative("vf_coef", self.vf_coef)
+        cfg.positive("reward_scale", self.reward_scale)
+        if self.max_grad_norm is not None:
+            cfg.positive("max_grad_norm", self.max_grad_norm)
+        cfg.hidden_sizes("hidden", self.hidden)
+        cfg.activation_name("activation", self.activation)
+        object.__setattr__(self, "hidden", tuple(self.hidden))
+
+
+PRESETS: dict[str, Config] = {
+    # Our PPO pendulum preset's gamma and reward scale; smaller batches, more updates.
+    "pendulum": Config(num_envs=4, num_steps=500, total_steps=1_000_000,
+                       learning_rate=1e-3, gamma=0.95, reward_scale=0.1),
+    "cartpole": Config(num_envs=4, num_steps=500, total_steps=500_000, learning_rate=1e-3,
+                       normalize_obs=False),
+}
+
+
+def preset(env_name: str) -> Config:
+    """The tuned config for ``env_name`` if there is one, else the paper defaults."""
+    return PRESETS.get(env_name, Config())
+
+
+def make_loss(config: Config):
+    """REINFORCE with GAE (eq. 3) plus the value regression, as a function of the modules."""
+
+    def factory(policy: nn.Module, value: nn.Module) -> LossFn:
+        def loss(params, b: Batch):
+            dist = policy.apply(params["policy"], b.obs)
+            adv = b.advantage
+            if config.normalize_advantages:
+                adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+            return a2c_loss(dist.log_prob(b.action), adv, value.apply(params["value"], b.obs),
+                            b.target, dist.entropy(), vf_coef=config.vf_coef,
+                            ent_coef=config.ent_coef)
+
+        return loss
+
+    return factory
+
+
+def make_train(config: Config, env: Env) -> Trainer:
+    """Binds on-policy REINFORCE to a single env (batched with ``config.num_envs``).
+    Bad configs or env/config mismatches raise here, before anything is compiled."""
+    if not isinstance(config, Config):
+        raise TypeError(
+            f"expected metareward.algos.reinforce.Config, got {type(config).__name__}")
+    num_updates = max(config.total_steps // (config.num_envs * config.num_steps), 1)
+    lr = (optax.linear_schedule(config.learning_rate, 0.0, num_updates * config.num_epochs)
+          if config.anneal_lr else config.learning_rate)
+    return make_onpolicy(
+        config, env, make_loss=make_loss(config), optimizer=optax.adam(lr),
+        max_grad_norm=(config.max_grad_norm if config.max_grad_norm is not None
+                       else float("inf")),
+        num_epochs=config.num_epochs, num_minibatches=1,
+    )
+
+
+__all__ = ["PRESETS", "Config", "make_loss", "make_train", "preset"]
