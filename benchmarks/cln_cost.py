@@ -149,6 +149,8 @@ def main() -> None:
     ap.add_argument("--settings", nargs="+", default=list(DEFAULT_SETTINGS),
                     choices=list(SETTINGS),
                     help=f"default: {' '.join(DEFAULT_SETTINGS)} (hopper-paper on request)")
+    ap.add_argument("--learners", nargs="+", default=list(LEARNERS), choices=list(LEARNERS),
+                    help="which learners to time (ppo, the baseline, is always timed)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--min-time", type=float, default=3.0,
                     help="seconds of timed updates per measurement (at least 5 updates)")
@@ -162,10 +164,11 @@ def main() -> None:
         print(json.dumps(worker(*args.worker, args.min_time)))
         return
 
+    learners_run = ("ppo", *(x for x in LEARNERS if x in args.learners and x != "ppo"))
     runs: dict[tuple[str, str], list[dict]] = {}
     for r in range(args.repeat):
         for setting in args.settings:
-            for learner in rotated(LEARNERS, r):
+            for learner in rotated(learners_run, r):
                 m = measure_in_subprocess(
                     __file__, [setting, learner, "--min-time", str(args.min_time)],
                     cpus=None if args.pin_cpu is None else [args.pin_cpu])

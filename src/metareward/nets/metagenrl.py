@@ -182,7 +182,8 @@ class ObjectiveLSTM(nn.Module):
     ) -> jax.Array:
         self._check_fields()
         check_objective_inputs(reward, value, next_value, time, action, policy_action, mask)
-        f32 = jnp.float32
+        # float32 unless the policy's actions are wider (float64 under jax_enable_x64).
+        f32 = jnp.promote_types(jnp.asarray(policy_action).dtype, jnp.float32)
         valid = jnp.asarray(mask) != 0  # [B, W]
 
         def clean(x: jax.Array) -> jax.Array:  # zero (and NaN-free) at masked steps
@@ -224,7 +225,7 @@ class ObjectiveLSTM(nn.Module):
             out_axes=1,
             reverse=True,
         )
-        zeros = jnp.zeros((x.shape[0], self.lstm_size), f32)
+        zeros = jnp.zeros((x.shape[0], self.lstm_size), x.dtype)
         _, h = scan(self.lstm_size, name="lstm")((zeros, zeros), (x, valid))  # [B, W, lstm]
 
         # Bounded scalar head.

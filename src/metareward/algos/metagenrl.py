@@ -1,0 +1,642 @@
+"""MetaGenRL: a learned objective ``L_alpha`` trained through critics, shared by a
+population of TD3-style agents in one or several environments.
+
+Kirsch, van Steenkiste & Schmidhuber, "Improving Generalization in Meta Reinforcement
+Learning using Learned Objectives" (``metagenrl_learned_objectives.md``), section 3
+(Algorithm 1, eq. 6; eq. 8 for several inner steps) and Appendix B (Tables 3-4); details
+from the authors' code in ``REFERENCE_NOTES.md``. The original ran 20 agents as ray
+workers; here the agents of one env are ``vmap``-ed and the agents of all envs update in
+one jitted program (a static loop over the env groups; agents in different envs have
+different observation and action sizes but share ``alpha``).
+
+Every agent ``i`` has a deterministic policy ``pi_phi``, twin critics ``Q_theta``, target
+networks and a ring replay buffer (:class:`metareward.rl.replay.RingBuffer`). One
+``update`` of the population:
+
+1. every agent takes ``num_steps`` env steps (uniform random actions for the first
+   ``learning_starts``, then ``pi_phi(s) + N(0, exploration_noise^2)``);
+2. ``gradient_steps`` population steps (default one per env step). Each:
+
+   * critic: TD3's update (eq. 5 with clipped double Q and target smoothing,
+     :mod:`metareward.algos.td3`) on ``batch_size`` transitions;
+   * every ``policy_delay``-th step, on ``batch_size`` windows of ``window`` steps
+     inside episodes (:func:`metareward.rl.replay.ring_windows`), each agent computes
+
+     - the objective gradient of eq. 6: ``g_i = d/d alpha [-mean Q_1(s, pi_{phi'}(s))]``
+       with ``phi' = phi - inner_learning_rate * grad_phi sum L_alpha`` on the first of
+       ``inner_steps + 1`` disjoint parts of the windows (eq. 8: one part per step), the
+       outer mean over all windows' valid steps; clipped to norm ``objective_clip``;
+     - its policy step: Adam on ``p * mean L_alpha - (1 - p) * mean Q_1(s, pi_phi(s))``,
+       ``p`` annealed 0 -> 1 over ``anneal_steps`` env steps after ``learning_starts``
+       (Appendix B.2, "Annealing with DDPG");
+     - the soft target update;
+
+     and ``alpha`` takes one Adam step on the mean of the ``g_i`` over all agents.
+
+The objective's inputs per step are ``r_t``, ``V_t = Q_1(s_t, pi(s_t))`` and
+``V_{t+1} (1 - terminal_t)`` under ``stop_gradient`` (footnote 3: no gradient reaches
+the critic through ``L_alpha``), ``t / T`` (the step's index in its episode over the
+env's time limit), the buffer's action and ``pi_phi(s_t)``
+(:class:`metareward.nets.ObjectiveLSTM`).
+
+``objective="reinforce"`` fixes ``L`` to REINFORCE with a GAE baseline on the same
+windows and critic (``l_t = -log N(a_t; pi_phi(s_t), sigma^2) A_t`` with ``sigma`` the
+exploration noise): the paper's "off-policy REINFORCE (GAE)" baseline, nothing
+meta-learned.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from brax.envs.base import Env, State
+from flax import struct
+from jax.flatten_util import ravel_pytree
+
+from metareward.algos import config as cfg
+from metareward.algos import td3
+from metareward.algos.onpolicy import check_env, obs_preprocessor
+from metareward.envs.spec import EnvSpec
+from metareward.envs.wrappers import VmapWrapper
+from metareward.meta import unrolled_hypergrad
+from metareward.nets.metagenrl import ObjectiveLSTM
+from metareward.rl import replay
+from metareward.rl.gae import discounted_cumsum
+from metareward.rl.replay import RingBuffer
+from metareward.rl.rollout import evaluate_episodes
+
+Params = Any
+Metrics = dict[str, jax.Array]
+
+OBJECTIVES = ("learned", "reinforce")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """MetaGenRL hyperparameters; defaults from the paper's Tables 3-4 and the authors'
+    code (``REFERENCE_NOTES.md``)."""
+
+    #: Agents in the population, dealt round-robin over the envs (20 in the paper).
+    num_agents: int = 20
+    #: Env steps per agent in one ``update``.
+    num_steps: int = 1
+    #: Env steps per agent over the whole run (600k in the paper).
+    total_steps: int = 600_000
+    learning_starts: int = 10_000
+    #: Replay capacity per agent, in transitions.
+    buffer_size: int = 1_000_000
+    #: Transitions per critic batch and windows per objective/policy batch.
+    batch_size: int = 100
+    #: Window length (the paper's "truncated episode length").
+    window: int = 20
+    #: Population steps per ``update``; ``None``: ``num_steps`` (one per env step).
+    gradient_steps: int | None = None
+    critic_learning_rate: float = 1e-3
+    policy_learning_rate: float = 1e-3
+    #: lambda_3: the plain SGD step of ``phi' = phi - lr grad_phi L_alpha`` (eq. 6).
+    inner_learning_rate: float = 1e-3
+    objective_learning_rate: float = 1e-3
+    #: Policy steps inside the meta-gradient (1: eq. 6; more: eq. 8).
+    inner_steps: int = 1
+    #: Each agent's objective gradient is clipped to this global norm before averaging.
+    objective_clip: float = 1.0
+    gamma: float = 0.99
+    tau: float = 0.005
+    policy_delay: int = 2
+    target_noise: float = 0.2
+    target_noise_clip: float = 0.5
+    exploration_noise: float = 0.1
+    #: Env steps after ``learning_starts`` over which ``p`` goes 0 -> 1 (0: no DDPG).
+    anneal_steps: int = 10_000
+    hidden: tuple[int, ...] = (350, 350)
+    activation: str = "relu"
+    layer_norm: bool = True
+    reward_scale: float = 1.0
+    #: "learned" (MetaGenRL) or "reinforce" (off-policy REINFORCE with GAE, fixed).
+    objective: str = "learned"
+    #: Train ``alpha`` (False: the objective is frozen, as at meta-test, Algorithm 2).
+    meta_learn: bool = True
+    # --- the objective L_alpha (nets.ObjectiveLSTM); ablations of section 5.2.2 ---
+    use_time: bool = True
+    use_value: bool = True
+    use_next_value: bool = True
+    objective_bound: float = 1000.0
+    #: GAE lambda of ``objective="reinforce"``.
+    gae_lambda: float = 0.95
+
+    def __post_init__(self) -> None:
+        for name in ("num_agents", "num_steps", "total_steps", "buffer_size", "batch_size",
+                     "window", "inner_steps", "policy_delay"):
+            cfg.positive_int(name, getattr(self, name))
+        for name in ("learning_starts", "anneal_steps"):
+            v = getattr(self, name)
+            cfg.check(name, v, isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+                      "an int >= 0")
+        if self.gradient_steps is not None:
+            cfg.positive_int("gradient_steps", self.gradient_steps)
+        for name in ("critic_learning_rate", "policy_learning_rate", "inner_learning_rate",
+                     "objective_learning_rate", "objective_clip", "reward_scale",
+                     "objective_bound"):
+            cfg.positive(name, getattr(self, name))
+        for name in ("target_noise", "target_noise_clip", "exploration_noise"):
+            cfg.non_negative(name, getattr(self, name))
+        cfg.in_range("gamma", self.gamma, 0.0, 1.0)
+        cfg.in_range("gae_lambda", self.gae_lambda, 0.0, 1.0)
+        cfg.in_range("tau", self.tau, 0.0, 1.0, lo_open=True)
+        cfg.hidden_sizes("hidden", self.hidden)
+        cfg.activation_name("activation", self.activation)
+        cfg.check("objective", self.objective, self.objective in OBJECTIVES,
+                  f"one of {list(OBJECTIVES)}")
+        cfg.check("batch_size", self.batch_size, self.batch_size % (self.inner_steps + 1) == 0,
+                  f"a multiple of inner_steps + 1 = {self.inner_steps + 1} (the windows are "
+                  "split into disjoint parts, one per inner step, eq. 8)")
+        cfg.check("buffer_size", self.buffer_size, self.buffer_size >= self.num_steps,
+                  f">= num_steps = {self.num_steps}")
+        object.__setattr__(self, "hidden", tuple(self.hidden))
+
+
+#: Small settings for the gymnax envs (tests, CPU experiments).
+PRESETS: dict[str, Config] = {
+    "pendulum": Config(num_agents=4, total_steps=50_000, learning_starts=5_000,
+                       buffer_size=50_000, anneal_steps=5_000, hidden=(64, 64)),
+}
+
+
+def preset(env_name: str) -> Config:
+    """The tuned config for ``env_name`` if there is one, else the paper defaults."""
+    return PRESETS.get(env_name.split(",")[0], Config())
+
+
+class Rows(NamedTuple):
+    """One env step of one agent as the buffer stores it (:class:`td3.Rows` plus the
+    step's time ``t / T`` in its episode)."""
+
+    obs: jax.Array
+    action: jax.Array
+    reward: jax.Array
+    terminal: jax.Array
+    done: jax.Array
+    next_obs: jax.Array
+    time: jax.Array
+
+
+@struct.dataclass
+class Agents:
+    """The agents of one env group, every leaf with a leading agent axis: actor and
+    critic parameters live in ``MetaGenRLState.params``; this holds the rest."""
+
+    target_params: Params
+    actor_opt_state: optax.OptState
+    critic_opt_state: optax.OptState
+    buffer: RingBuffer
+    env_state: State
+
+
+@struct.dataclass
+class MetaGenRLState:
+    """Everything MetaGenRL carries between updates (a pytree).
+
+    ``params = {"objective": alpha, "agents": (group_0, group_1, ...)}`` with
+    ``group_g = {"actor": ..., "critic": ...}`` batched over that group's agents;
+    ``groups`` the rest of each group's agent state (:class:`Agents`);
+    ``objective_opt_state`` Adam's state for ``alpha``. ``env_steps`` counts one agent's
+    env steps; ``grad_steps`` population steps (the policy delay's clock)."""
+
+    params: Params
+    groups: tuple[Agents, ...]
+    objective_opt_state: optax.OptState
+    key: jax.Array
+    update_step: jax.Array
+    env_steps: jax.Array
+    grad_steps: jax.Array
+    nonfinite: jax.Array
+
+
+class Group(NamedTuple):
+    """What MetaGenRL knows about one env group (static)."""
+
+    env: Env
+    spec: EnvSpec
+    num_agents: int
+    td3: td3.Trainer
+
+
+class Trainer(NamedTuple):
+    """MetaGenRL bound to a config and its envs; all functions pure and jittable.
+
+    Beyond the :class:`~metareward.algos.registry.Learner` protocol (``init``,
+    ``update``, ``train``, ``evaluate``: agent 0 of the first env):
+
+    * ``objective``: the :class:`~metareward.nets.ObjectiveLSTM` module;
+    * ``per_step_objective(alpha, actor_params, batch, mask, values, group) -> [B, W]``;
+    * ``objective_gradient(alpha, actor_params, critic_params, batch, mask, group)``:
+      one agent's eq.-6 gradient (unclipped) on a window batch;
+    * ``agent_step(...)``: one agent's population step (see :func:`make_train`).
+    """
+
+    config: Config
+    groups: tuple[Group, ...]
+    objective: ObjectiveLSTM
+    num_updates: int
+    init: Callable[[jax.Array], MetaGenRLState]
+    update: Callable[[MetaGenRLState], tuple[MetaGenRLState, Metrics]]
+    train: Callable[[jax.Array], tuple[MetaGenRLState, Metrics]]
+    evaluate: Callable[..., jax.Array]
+    per_step_objective: Callable[..., jax.Array]
+    objective_gradient: Callable[..., Any]
+    window_values: Callable[..., tuple[jax.Array, jax.Array]]
+    agent_step: Callable[..., Any]
+
+
+def _masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
+    return jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def _td3_config(config: Config) -> td3.Config:
+    return td3.Config(
+        num_envs=1, num_steps=config.num_steps, total_steps=config.total_steps,
+        learning_starts=config.learning_starts, buffer_size=config.buffer_size,
+        batch_size=config.batch_size, actor_learning_rate=config.policy_learning_rate,
+        critic_learning_rate=config.critic_learning_rate, gamma=config.gamma,
+        tau=config.tau, policy_delay=config.policy_delay, target_noise=config.target_noise,
+        target_noise_clip=config.target_noise_clip,
+        exploration_noise=config.exploration_noise, hidden=config.hidden,
+        activation=config.activation, layer_norm=config.layer_norm,
+        reward_scale=config.reward_scale)
+
+
+def make_train(config: Config, env: Env | Sequence[Env]) -> Trainer:
+    """Binds MetaGenRL to one env or a sequence of envs (continuous actions; any
+    observation and action sizes). ``config.num_agents`` agents are dealt round-robin
+    over the envs (agent ``i`` to env ``i % len(envs)``). Bad configs or env/config
+    mismatches raise here, before anything is compiled."""
+    if not isinstance(config, Config):
+        raise TypeError(
+            f"expected metareward.algos.metagenrl.Config, got {type(config).__name__}")
+    env_list = [env] if not isinstance(env, list | tuple) else list(env)
+    if not env_list:
+        raise ValueError("MetaGenRL needs at least one env")
+    if config.num_agents < len(env_list):
+        raise ValueError(f"num_agents={config.num_agents} is fewer than the {len(env_list)} "
+                         "envs; every env needs at least one agent")
+    tcfg = _td3_config(config)
+    groups = []
+    for g, e in enumerate(env_list):
+        spec = check_env(e)
+        if spec.discrete:
+            raise ValueError(f"MetaGenRL needs continuous actions; env {spec.name!r} is "
+                             "discrete")
+        n = len(range(g, config.num_agents, len(env_list)))
+        groups.append(Group(e, spec, n, td3.make_train(tcfg, e)))
+    groups = tuple(groups)
+    T = config.num_steps
+    num_updates = config.total_steps // T
+    if num_updates < 1:
+        raise ValueError(f"total_steps={config.total_steps} is less than one update "
+                         f"(num_steps = {T})")
+    num_rows = config.buffer_size // T * T
+    grad_steps = config.gradient_steps or T
+    B, W, K = config.batch_size, config.window, config.inner_steps
+    objective = ObjectiveLSTM(use_time=config.use_time, use_value=config.use_value,
+                              use_next_value=config.use_next_value,
+                              bound=config.objective_bound)
+    learned = config.objective == "learned"
+    meta_learn = learned and config.meta_learn
+    actor_opt = optax.adam(config.policy_learning_rate)
+    critic_opt = optax.adam(config.critic_learning_rate)
+    objective_opt = optax.adam(config.objective_learning_rate)
+
+    def box(group: Group) -> tuple[jax.Array, jax.Array]:
+        s = group.spec
+        low = jnp.asarray(s.action_low or (-1.0,) * s.action_size, jnp.float32)
+        high = jnp.asarray(s.action_high or (1.0,) * s.action_size, jnp.float32)
+        return low, high
+
+    # ---- init ---------------------------------------------------------------------
+
+    def init_agent(group: Group, key: jax.Array) -> tuple[Params, Agents]:
+        st = group.td3.init(key)
+        obs_dim, A = group.spec.obs_size, group.spec.action_size
+        z = jnp.zeros((1,), jnp.float32)
+        row = Rows(jnp.zeros((1, obs_dim)), jnp.zeros((1, A)), z, z, z,
+                   jnp.zeros((1, obs_dim)), z)
+        agents = Agents(
+            target_params=st.target_params, actor_opt_state=st.actor_opt_state,
+            critic_opt_state=st.critic_opt_state,
+            buffer=replay.ring_init(row, num_rows), env_state=st.env_state)
+        return st.params, agents
+
+    def init_objective(key: jax.Array) -> Params:
+        z = jnp.zeros((1, W), jnp.float32)
+        a = jnp.zeros((1, W, 1), jnp.float32)
+        return objective.init(key, z, z, z, z, a, a, jnp.ones((1, W), jnp.float32))
+
+    def init(key: jax.Array) -> MetaGenRLState:
+        k_obj, k_agents, key = jax.random.split(key, 3)
+        alpha = init_objective(k_obj) if learned else {}
+        agent_params, agent_states = [], []
+        for g, group in enumerate(groups):
+            keys = jax.random.split(jax.random.fold_in(k_agents, g), group.num_agents)
+            p, a = jax.vmap(lambda k, group=group: init_agent(group, k))(keys)
+            agent_params.append(p)
+            agent_states.append(a)
+        return MetaGenRLState(
+            params={"objective": alpha, "agents": tuple(agent_params)},
+            groups=tuple(agent_states),
+            objective_opt_state=objective_opt.init(alpha),
+            key=key,
+            update_step=jnp.zeros((), jnp.int32),
+            env_steps=jnp.zeros((), jnp.int32),
+            grad_steps=jnp.zeros((), jnp.int32),
+            nonfinite=jnp.zeros((), jnp.int32),
+        )
+
+    # ---- the objective ---------------------------------------------------------------
+
+    def window_values(actor_params: Params, critic_params: Params, batch: Rows,
+                      group: Group) -> tuple[jax.Array, jax.Array]:
+        """``(V_t, V_{t+1} (1 - terminal_t))`` of a window batch, ``[B, W]`` each, with
+        ``V(s) = Q_1(s, pi(s))``, as constants (``stop_gradient``)."""
+        tr = group.td3
+        q1 = jax.tree.map(lambda x: x[0], critic_params)
+        v = tr.critic.apply(q1, batch.obs, tr.actor.apply(actor_params, batch.obs))
+        vn = tr.critic.apply(q1, batch.next_obs, tr.actor.apply(actor_params, batch.next_obs))
+        return jax.lax.stop_gradient(v), jax.lax.stop_gradient(vn * (1.0 - batch.terminal))
+
+    def per_step_objective(alpha: Params, actor_params: Params, batch: Rows, mask: jax.Array,
+                           values: tuple[jax.Array, jax.Array], group: Group) -> jax.Array:
+        """``l_t`` of every window step, ``[B, W]`` (0 at masked steps); gradients reach
+        ``actor_params`` only through ``pi_phi(s_t)``."""
+        pi = group.td3.actor.apply(actor_params, batch.obs)
+        v, vn = values
+        if learned:
+            return objective.apply(alpha, batch.reward, v, vn, batch.time, batch.action, pi,
+                                   mask)
+        # REINFORCE with GAE (eq. 3) on the windows: the fixed objective.
+        low, high = box(group)
+        sigma = config.exploration_noise * 0.5 * (high - low)
+        logp = jnp.sum(-0.5 * jnp.square((batch.action - pi) / sigma), axis=-1)
+        delta = batch.reward + config.gamma * vn - v
+        disc = config.gamma * config.gae_lambda * (1.0 - batch.done) * mask
+        adv = discounted_cumsum((delta * mask).T, disc.T).T  # backward over each window
+        mu = _masked_mean(adv, mask)
+        sd = jnp.sqrt(_masked_mean(jnp.square(adv - mu), mask))
+        adv = jax.lax.stop_gradient((adv - mu) / (sd + 1e-8))
+        return -logp * adv * mask
+
+    def q_objective(actor_params: Params, critic_params: Params, obs: jax.Array,
+                    mask: jax.Array, group: Group) -> jax.Array:
+        """``mean Q_1(s, pi_phi(s))`` over the valid steps of a window batch."""
+        tr = group.td3
+        q1 = jax.tree.map(lambda x: x[0], critic_params)
+        return _masked_mean(tr.critic.apply(q1, obs, tr.actor.apply(actor_params, obs)), mask)
+
+    def objective_gradient(alpha: Params, actor_params: Params, critic_params: Params,
+                           batch: Rows, mask: jax.Array, group: Group):
+        """One agent's eq.-6 (eq.-8 for ``inner_steps > 1``) gradient of
+        ``-mean Q_1(s, pi_{phi'}(s))`` in ``alpha``; ``phi'`` after ``inner_steps`` SGD
+        steps of ``inner_learning_rate`` on the summed objective of disjoint parts of
+        the windows; the outer mean over all windows. Unclipped."""
+        values = window_values(actor_params, critic_params, batch, group)
+        parts = K + 1
+        split = lambda x: x.reshape(parts, B // parts, *x.shape[1:])
+        b_parts = jax.tree.map(split, batch)
+        m_parts = split(mask)
+        v_parts = jax.tree.map(split, values)
+
+        def inner(phi, a, k):
+            bk = jax.tree.map(lambda x: x[k], b_parts)
+            vk = jax.tree.map(lambda x: x[k], v_parts)
+            g = jax.grad(lambda p: jnp.sum(
+                per_step_objective(a, p, bk, m_parts[k], vk, group)))(phi)
+            return jax.tree.map(lambda p_, g_: p_ - config.inner_learning_rate * g_, phi, g)
+
+        def outer(phi, a):
+            return -q_objective(phi, critic_params, batch.obs, mask, group)
+
+        return unrolled_hypergrad(inner, outer, actor_params, alpha, K)
+
+    # ---- one agent's population step -------------------------------------------------
+
+    def agent_step(group: Group, params: Params, agents: Agents, alpha: Params,
+                   key: jax.Array, policy_turn: jax.Array, p: jax.Array):
+        """One agent's critic step and, on a policy turn, its objective gradient (clipped
+        to ``objective_clip``), policy step and soft target update. Returns
+        ``(params, agents, g_alpha, bad, metrics)``."""
+        tr = group.td3
+        k_c, k_n, k_w = jax.random.split(key, 3)
+        buf = agents.buffer
+        t, e = replay.ring_sample_indices(k_c, buf, B)
+        batch = Rows(*replay.gather(buf, t, e))
+        y = tr.td_target(agents.target_params, batch, k_n)
+        c_flat, c_unravel = ravel_pytree(params["critic"])
+        c_flat, c_opt, ok_c, _, c_aux = td3.clipped_step(
+            lambda f: tr.critic_loss(c_unravel(f), batch, y), critic_opt, c_flat,
+            agents.critic_opt_state, None)
+        critic_params = c_unravel(c_flat)
+
+        def policy(_):
+            win, mask = replay.ring_windows(k_w, buf, B, W, lambda d: d.done)
+            win = Rows(*win)
+            if meta_learn:
+                g = objective_gradient(alpha, params["actor"], critic_params, win, mask,
+                                       group)
+                g_flat, g_unravel = ravel_pytree(g)
+                g_norm = jnp.sqrt(jnp.sum(g_flat**2))
+                g_flat = g_flat * jnp.minimum(1.0, config.objective_clip / (g_norm + 1e-6))
+                g = g_unravel(g_flat)
+                ok_g = jnp.isfinite(g_norm)
+            else:
+                g, g_norm = jax.tree.map(jnp.zeros_like, alpha), jnp.float32(0.0)
+                ok_g = jnp.bool_(True)
+            values = window_values(params["actor"], critic_params, win, group)
+            a_flat, a_unravel = ravel_pytree(params["actor"])
+
+            def loss(f):
+                ap = a_unravel(f)
+                l_mean = _masked_mean(per_step_objective(alpha, ap, win, mask, values, group),
+                                      mask)
+                q = q_objective(ap, critic_params, win.obs, mask, group)
+                return p * l_mean - (1.0 - p) * q, {"objective_value": l_mean, "q_pi": q}
+
+            a_flat, a_opt, ok_a, _, a_aux = td3.clipped_step(
+                loss, actor_opt, a_flat, agents.actor_opt_state, None)
+            actor = a_unravel(a_flat)
+            target = td3.polyak(agents.target_params, {"actor": actor, "critic": critic_params},
+                                config.tau)
+            ok = ok_a & ok_g
+            return (actor, a_opt, target, g, ok,
+                    {"objective_value": a_aux["objective_value"], "q_pi": a_aux["q_pi"],
+                     "objective_grad_norm": g_norm})
+
+        def no_policy(_):
+            zero = jnp.float32(0.0)
+            return (params["actor"], agents.actor_opt_state, agents.target_params,
+                    jax.tree.map(jnp.zeros_like, alpha), jnp.bool_(True),
+                    {"objective_value": zero, "q_pi": zero, "objective_grad_norm": zero})
+
+        actor, a_opt, target, g, ok_p, p_aux = jax.lax.cond(policy_turn, policy, no_policy,
+                                                            None)
+        new_params = {"actor": actor, "critic": critic_params}
+        new_agents = agents.replace(target_params=target, actor_opt_state=a_opt,
+                                    critic_opt_state=c_opt)
+        bad = (~ok_c).astype(jnp.int32) + (~ok_p).astype(jnp.int32)
+        return new_params, new_agents, g, bad, {**c_aux, **p_aux}
+
+    # ---- acting ----------------------------------------------------------------------
+
+    def act_rollout(group: Group, params: Params, agents: Agents, key: jax.Array,
+                    random_phase: jax.Array) -> tuple[Agents, Rows, jax.Array]:
+        """``num_steps`` env steps of one agent (its env batched as 1); the rows and the
+        returns of episodes that ended (``[T]``, NaN where none ended)."""
+        tr, spec = group.td3, group.spec
+        low, high = box(group)
+        env1 = VmapWrapper(group.env, 1)
+        flatten_obs, _ = obs_preprocessor(spec, False)
+
+        def step(state: State, k: jax.Array):
+            k_a, k_u = jax.random.split(k)
+            a = tr.act(params, state.obs, k_a)
+            u = jax.random.uniform(k_u, a.shape, minval=low, maxval=high)
+            a = jnp.where(random_phase, u, a)
+            nxt = env1.step(state, a)
+            done = nxt.done.astype(jnp.float32)
+            row = Rows(
+                obs=flatten_obs(state.obs).astype(jnp.float32),
+                action=a,
+                reward=(nxt.reward * config.reward_scale).astype(jnp.float32),
+                terminal=done * (1.0 - nxt.info["truncation"].astype(jnp.float32)),
+                done=done,
+                next_obs=flatten_obs(nxt.info["final_obs"]).astype(jnp.float32),
+                time=(state.info["episode_length"].astype(jnp.float32)
+                      / spec.episode_length),
+            )
+            ret = jnp.where(done > 0, nxt.info["completed_return"], jnp.nan)
+            return nxt, (row, ret)
+
+        env_state, (rows, rets) = jax.lax.scan(step, agents.env_state,
+                                               jax.random.split(key, T))
+        buffer = replay.ring_insert(agents.buffer, rows)
+        return agents.replace(env_state=env_state, buffer=buffer), rows, rets[:, 0]
+
+    # ---- the population update ------------------------------------------------------
+
+    def update(state: MetaGenRLState) -> tuple[MetaGenRLState, Metrics]:
+        key, k_roll, k_grad = jax.random.split(state.key, 3)
+        random_phase = state.env_steps < config.learning_starts
+        groups_state, returns = [], []
+        for g, group in enumerate(groups):
+            keys = jax.random.split(jax.random.fold_in(k_roll, g), group.num_agents)
+            a, _, rets = jax.vmap(
+                lambda p, ag, k, group=group: act_rollout(group, p, ag, k, random_phase))(
+                state.params["agents"][g], state.groups[g], keys)
+            groups_state.append(a)
+            returns.append(rets)
+        env_steps = state.env_steps + T
+        learn = env_steps >= max(config.learning_starts, B)
+        p = (jnp.clip((env_steps - config.learning_starts) / config.anneal_steps, 0.0, 1.0)
+             if config.anneal_steps > 0 else jnp.float32(1.0))
+
+        def pop_step(carry, k):
+            agent_params, agents_all, alpha, opt_alpha, n, nonfinite = carry
+            policy_turn = n % config.policy_delay == 0
+            new_params, new_agents, grads, metrics = [], [], [], []
+            for g, group in enumerate(groups):
+                keys = jax.random.split(jax.random.fold_in(k, g), group.num_agents)
+                out = jax.vmap(
+                    lambda pp, ag, kk, group=group: agent_step(group, pp, ag, alpha, kk,
+                                                               policy_turn, p))(
+                    agent_params[g], agents_all[g], keys)
+                new_params.append(out[0])
+                new_agents.append(out[1])
+                grads.append(out[2])
+                nonfinite = nonfinite + jnp.sum(out[3])
+                metrics.append(out[4])
+            if meta_learn:
+                # The mean over all agents of all envs of the clipped per-agent gradients.
+                total = jax.tree.map(lambda *xs: sum(jnp.sum(x, axis=0) for x in xs), *grads)
+                mean_g = jax.tree.map(lambda x: x / config.num_agents, total)
+                ok = jnp.all(jnp.isfinite(ravel_pytree(mean_g)[0]))
+                upd, new_opt = objective_opt.update(
+                    jax.tree.map(lambda x: jnp.where(ok, x, 0.0), mean_g), opt_alpha, alpha)
+                step_alpha = policy_turn & ok
+                alpha = jax.tree.map(lambda a, u: jnp.where(step_alpha, a + u, a), alpha, upd)
+                opt_alpha = jax.tree.map(lambda a, b: jnp.where(policy_turn, a, b), new_opt,
+                                         opt_alpha)
+                nonfinite = nonfinite + (policy_turn & ~ok).astype(jnp.int32)
+            m = {k_: jnp.mean(jnp.concatenate([jnp.atleast_1d(x[k_]) for x in metrics]))
+                 for k_ in metrics[0]}
+            m["policy_turn"] = policy_turn.astype(jnp.float32)
+            carry = (tuple(new_params), tuple(new_agents), alpha, opt_alpha, n + 1, nonfinite)
+            return carry, m
+
+        def train_steps(_):
+            carry = (state.params["agents"], tuple(groups_state), state.params["objective"],
+                     state.objective_opt_state, state.grad_steps, state.nonfinite)
+            carry, m = jax.lax.scan(pop_step, carry, jax.random.split(k_grad, grad_steps))
+            turns = jnp.sum(m.pop("policy_turn"))
+            out = {k_: (jnp.sum(v) / jnp.maximum(turns, 1.0)
+                        if k_ in ("objective_value", "q_pi", "objective_grad_norm")
+                        else jnp.mean(v)) for k_, v in m.items()}
+            return carry, out
+
+        def no_steps(_):
+            zero = jnp.float32(0.0)
+            carry = (state.params["agents"], tuple(groups_state), state.params["objective"],
+                     state.objective_opt_state, state.grad_steps, state.nonfinite)
+            return carry, {k_: zero for k_ in ("critic_loss", "q_mean", "grad_norm",
+                                                "objective_value", "q_pi",
+                                                "objective_grad_norm")}
+
+        carry, m = jax.lax.cond(learn, train_steps, no_steps, None)
+        agent_params, agents_all, alpha, opt_alpha, n, nonfinite = carry
+        metrics = {**m, "anneal_p": p, "env_steps": env_steps, "nonfinite": nonfinite}
+        # Episode statistics: the first env's agents as the run's ``episode_*`` (what the
+        # runner and progress bar show), and every env's mean return by name.
+        for g, group in enumerate(groups):
+            r = returns[g]
+            ended = ~jnp.isnan(r)
+            cnt = jnp.sum(ended)
+            mean = jnp.sum(jnp.where(ended, r, 0.0)) / jnp.maximum(cnt, 1)
+            mean = jnp.where(cnt > 0, mean, jnp.nan)
+            if g == 0:
+                var = jnp.sum(jnp.where(ended, jnp.square(r - mean), 0.0)) / jnp.maximum(cnt, 1)
+                metrics.update(episode_return=mean,
+                               episode_return_std=jnp.where(cnt > 0, jnp.sqrt(var), jnp.nan),
+                               episodes=cnt.astype(jnp.int32))
+            metrics[f"return_{group.spec.name}"] = mean
+        new_state = MetaGenRLState(
+            params={"objective": alpha, "agents": agent_params}, groups=agents_all,
+            objective_opt_state=opt_alpha, key=key, update_step=state.update_step + 1,
+            env_steps=env_steps, grad_steps=n, nonfinite=nonfinite)
+        return new_state, metrics
+
+    def train(key: jax.Array) -> tuple[MetaGenRLState, Metrics]:
+        state = init(key)
+        return jax.lax.scan(lambda s, _: update(s), state, None, length=num_updates)
+
+    def evaluate(state: MetaGenRLState, key: jax.Array, num_episodes: int = 16,
+                 deterministic: bool = True, group: int = 0, agent: int = 0) -> jax.Array:
+        """Returns of ``num_episodes`` episodes of agent ``agent`` of env ``group``'s
+        deterministic policy ``pi_phi(s)``."""
+        del deterministic
+        grp = groups[group]
+        params = jax.tree.map(lambda x: x[agent], state.params["agents"][group])
+        fn = lambda obs, k: grp.td3.act(params, obs, k, True)
+        return evaluate_episodes(grp.env, fn, key, num_episodes, grp.spec.episode_length)
+
+    return Trainer(
+        config=config, groups=groups, objective=objective, num_updates=num_updates,
+        init=init, update=update, train=train, evaluate=evaluate,
+        per_step_objective=per_step_objective, objective_gradient=objective_gradient,
+        window_values=window_values, agent_step=agent_step,
+    )
+
+
+__all__ = ["OBJECTIVES", "PRESETS", "Agents", "Config", "MetaGenRLState", "Rows", "Trainer",
+           "make_train", "preset"]

@@ -1,0 +1,221 @@
+"""MetaGenRL (metareward.algos.metagenrl): the objective's meta-gradient (eq. 6) against
+a central finite difference, no gradient into the critic through the objective, the
+vmapped population step against agents run one at a time, the fixed REINFORCE objective,
+config errors, and (slow) a two-env population running end to end."""
+
+import dataclasses
+
+import jax
+import jax.flatten_util
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from metareward import envs
+from metareward.algos import metagenrl as mg
+from metareward.algos.config import ConfigError
+from metareward.rl import replay
+
+TINY = mg.Config(num_agents=3, total_steps=400, learning_starts=100, buffer_size=64,
+                 batch_size=8, window=5, hidden=(16, 16), anneal_steps=50)
+
+
+@pytest.fixture(scope="module")
+def env():
+    return envs.make("pendulum")
+
+
+@pytest.fixture(scope="module")
+def trainer(env):
+    return mg.make_train(TINY, env)
+
+
+@pytest.fixture(scope="module")
+def state(trainer):
+    """The initial population, every agent's buffer filled with 64 random rows (episodes
+    of 9 steps, so windows get masked)."""
+    s = jax.jit(trainer.init)(jax.random.PRNGKey(0))
+    k = jax.random.split(jax.random.PRNGKey(1), 6)
+    n, L = TINY.num_agents, 64
+    done = (jnp.arange(L) % 9 == 8).astype(jnp.float32)[:, None]
+    rows = mg.Rows(
+        obs=jax.random.normal(k[0], (L, 1, 3)),
+        action=jax.random.uniform(k[1], (L, 1, 1), minval=-1, maxval=1),
+        reward=jax.random.normal(k[2], (L, 1)),
+        terminal=done * (jnp.arange(L) % 18 == 8)[:, None],
+        done=done,
+        next_obs=jax.random.normal(k[3], (L, 1, 3)),
+        time=((jnp.arange(L) % 9) / 200.0)[:, None],
+    )
+    rows_n = jax.tree.map(lambda x: jnp.stack([x + 0.1 * i for i in range(n)]), rows)
+    buf = jax.vmap(replay.ring_insert)(s.groups[0].buffer, rows_n)
+    return s.replace(groups=(s.groups[0].replace(buffer=buf),))
+
+
+def _window_batch(state, agent=0, seed=2):
+    buf = jax.tree.map(lambda x: x[agent], state.groups[0].buffer)
+    win, mask = replay.ring_windows(jax.random.PRNGKey(seed), buf, TINY.batch_size,
+                                    TINY.window, lambda d: d.done)
+    return mg.Rows(*win), mask
+
+
+def _agent(state, i):
+    return (jax.tree.map(lambda x: x[i], state.params["agents"][0]),
+            jax.tree.map(lambda x: x[i], state.groups[0]))
+
+
+@pytest.mark.slow
+def test_meta_gradient_matches_central_finite_difference(trainer, state):
+    """d/d alpha of -mean Q_1(s, pi_{phi'(alpha)}(s)), phi' = phi - lr grad_phi sum L_alpha
+    on the first half of the windows (eq. 6), against a central difference along random
+    directions, in float64."""
+    win, mask = _window_batch(state)
+    params, _ = _agent(state, 0)
+    group = trainer.groups[0]
+    with jax.enable_x64(True):
+        f64 = lambda t: jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), t)
+        alpha, actor, critic = f64(state.params["objective"]), f64(params["actor"]), f64(
+            params["critic"])
+        win, mask = f64(win), f64(mask)
+        g = trainer.objective_gradient(alpha, actor, critic, win, mask, group)
+        flat_a, unravel = jax.flatten_util.ravel_pytree(alpha)
+        flat_g = jax.flatten_util.ravel_pytree(g)[0]
+        assert float(jnp.linalg.norm(flat_g)) > 0
+        values = trainer.window_values(actor, critic, win, group)
+        half = TINY.batch_size // 2
+
+        @jax.jit
+        def outer(fa):
+            a = unravel(fa)
+            first = jax.tree.map(lambda x: x[:half], win)
+            vals = jax.tree.map(lambda x: x[:half], values)
+            gp = jax.grad(lambda p: jnp.sum(trainer.per_step_objective(
+                a, p, first, mask[:half], vals, group)))(actor)
+            phi2 = jax.tree.map(lambda p, d: p - TINY.inner_learning_rate * d, actor, gp)
+            q1 = jax.tree.map(lambda x: x[0], critic)
+            q = group.td3.critic.apply(q1, win.obs, group.td3.actor.apply(phi2, win.obs))
+            return -jnp.sum(q * mask) / jnp.sum(mask)
+
+        rng = np.random.default_rng(0)
+        for _ in range(3):
+            u = jnp.asarray(rng.standard_normal(flat_a.shape))
+            u = u / jnp.linalg.norm(u)
+            eps = 1e-4
+            fd = (outer(flat_a + eps * u) - outer(flat_a - eps * u)) / (2 * eps)
+            np.testing.assert_allclose(float(flat_g @ u), float(fd), rtol=1e-5, atol=1e-10)
+
+
+def test_no_gradient_reaches_the_critic_through_the_objective(trainer, state):
+    """V_t and V_{t+1} are constants: the objective's gradient w.r.t. the critic is
+    exactly zero, while its gradient w.r.t. the actor is not."""
+    win, mask = _window_batch(state)
+    params, _ = _agent(state, 0)
+    group = trainer.groups[0]
+
+    def total(actor, critic):
+        vals = trainer.window_values(actor, critic, win, group)
+        return jnp.sum(trainer.per_step_objective(state.params["objective"], actor, win, mask,
+                                                  vals, group))
+
+    g_actor, g_critic = jax.grad(total, argnums=(0, 1))(params["actor"], params["critic"])
+    assert np.all(jax.flatten_util.ravel_pytree(g_critic)[0] == 0)
+    assert np.any(jax.flatten_util.ravel_pytree(g_actor)[0] != 0)
+
+
+@pytest.mark.slow
+def test_vmapped_population_step_equals_agents_one_at_a_time(trainer, state):
+    """The population's agent step (vmapped over 3 agents) equals the same step run for
+    each agent alone: parameters, targets, optimiser states and the clipped objective
+    gradients."""
+    group = trainer.groups[0]
+    alpha = state.params["objective"]
+    keys = jax.random.split(jax.random.PRNGKey(5), 3)
+    step = lambda p, a, k: trainer.agent_step(group, p, a, alpha, k, jnp.bool_(True),
+                                              jnp.float32(0.5))
+    out_v = jax.jit(jax.vmap(step))(state.params["agents"][0], state.groups[0], keys)
+    one = jax.jit(step)
+    g_norms = []
+    for i in range(3):
+        p, a = _agent(state, i)
+        out_i = one(p, a, keys[i])
+        for x, y in zip(jax.tree.leaves(out_i[:4]), jax.tree.leaves(
+                jax.tree.map(lambda v, i=i: v[i], out_v[:4])), strict=True):
+            np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=2e-5, atol=1e-6)
+        g_norms.append(float(jnp.linalg.norm(jax.flatten_util.ravel_pytree(out_i[2])[0])))
+    assert all(0 < n <= TINY.objective_clip + 1e-5 for n in g_norms), g_norms
+    # Different agents, different gradients.
+    assert len({round(n, 6) for n in g_norms}) > 1
+
+
+@pytest.mark.slow
+def test_reinforce_objective_is_score_function_times_gae(env):
+    """``objective="reinforce"``: l_t = -log N(a_t; pi(s_t), sigma^2) A_t (up to a
+    constant in log N) with A the GAE of the window's TD errors, masked, normalised
+    over valid steps; checked against a numpy loop."""
+    cfg = dataclasses.replace(TINY, objective="reinforce", gae_lambda=0.9)
+    tr = mg.make_train(cfg, env)
+    s = jax.jit(tr.init)(jax.random.PRNGKey(0))
+    assert s.params["objective"] == {}
+    group = tr.groups[0]
+    k = jax.random.split(jax.random.PRNGKey(3), 6)
+    B, W = 4, 5
+    win = mg.Rows(obs=jax.random.normal(k[0], (B, W, 3)),
+                  action=jax.random.uniform(k[1], (B, W, 1), minval=-1, maxval=1),
+                  reward=jax.random.normal(k[2], (B, W)),
+                  terminal=jnp.zeros((B, W)), done=jnp.zeros((B, W)).at[1, 2].set(1.0),
+                  next_obs=jax.random.normal(k[3], (B, W, 3)), time=jnp.zeros((B, W)))
+    mask = jnp.ones((B, W)).at[1, 3:].set(0.0).at[2, 4].set(0.0)
+    v, vn = jax.random.normal(k[4], (B, W)), jax.random.normal(k[5], (B, W))
+    actor = jax.tree.map(lambda x: x[0], s.params["agents"][0]["actor"])
+    out = np.asarray(tr.per_step_objective({}, actor, win, mask, (v, vn), group))
+    pi = np.asarray(group.td3.actor.apply(actor, win.obs))[..., 0]
+    a, r, m = np.asarray(win.action)[..., 0], np.asarray(win.reward), np.asarray(mask)
+    d, v, vn = np.asarray(win.done), np.asarray(v), np.asarray(vn)
+    adv = np.zeros((B, W))
+    for b in range(B):
+        run = 0.0
+        for t in reversed(range(W)):
+            if m[b, t] == 0:
+                run = 0.0
+                continue
+            delta = r[b, t] + 0.99 * vn[b, t] - v[b, t]
+            nxt = run if (t + 1 < W and m[b, t + 1] > 0 and d[b, t] == 0) else 0.0
+            run = delta + 0.99 * 0.9 * nxt
+            adv[b, t] = run
+    valid = m > 0
+    adv_n = (adv - adv[valid].mean()) / (adv[valid].std() + 1e-8)
+    logp = -0.5 * ((a - pi) / 0.1) ** 2
+    np.testing.assert_allclose(out, np.where(valid, -logp * adv_n, 0.0), rtol=1e-4,
+                               atol=1e-5)
+
+
+def test_bad_inputs(env):
+    with pytest.raises(ConfigError, match="objective"):
+        mg.Config(objective="ppo")
+    with pytest.raises(ConfigError, match="batch_size"):
+        mg.Config(batch_size=7, inner_steps=1)
+    with pytest.raises(ValueError, match="fewer than the 2 envs"):
+        mg.make_train(dataclasses.replace(TINY, num_agents=1), [env, env])
+    with pytest.raises(ValueError, match="continuous"):
+        mg.make_train(TINY, envs.make("cartpole"))
+    with pytest.raises(TypeError, match=r"metagenrl\.Config"):
+        mg.make_train(object(), env)
+
+
+@pytest.mark.slow
+def test_two_env_population_runs_and_meta_learns():
+    """Pendulum and continuous mountain car (different observation sizes) share one
+    objective: 3 agents (2 + 1) run 240 updates as one program; the objective moves, no
+    step is non-finite, and every env reports returns."""
+    cfg = dataclasses.replace(TINY, total_steps=240, learning_starts=40, batch_size=8)
+    tr = mg.make_train(cfg, [envs.make("pendulum"), envs.make("mountaincar-continuous")])
+    assert [g.num_agents for g in tr.groups] == [2, 1]
+    s0 = tr.init(jax.random.PRNGKey(0))
+    s, m = jax.jit(tr.train)(jax.random.PRNGKey(0))
+    assert int(s.nonfinite) == 0
+    a0 = jax.flatten_util.ravel_pytree(s0.params["objective"])[0]
+    a1 = jax.flatten_util.ravel_pytree(s.params["objective"])[0]
+    assert not np.allclose(a0, a1)
+    assert np.isfinite(np.nanmean(np.asarray(m["return_pendulum"])))
+    assert float(np.max(np.asarray(m["objective_grad_norm"]))) > 0
+    assert float(m["anneal_p"][-1]) == 1.0
