@@ -179,7 +179,7 @@ def test_sigint_then_resume_is_bitwise_equal_to_an_uninterrupted_run(tmp_path):
         (
             ["train", "ppx", "--env", "cartpole"],
             "unknown algorithm 'ppx'; valid: ['a2c', 'awr', 'cln', 'ddpg', 'epg', 'lirpg', "
-            "'lirpg-a2c', 'ppo', 'reinforce', 'tare', 'tare-awr', 'td3']",
+            "'lirpg-a2c', 'metagenrl', 'ppo', 'reinforce', 'tare', 'tare-awr', 'td3']",
         ),
         (["train", "epg", "--env", "pendulum"], "epg is a meta-learner: use `metareward "
                                                 "meta-train epg --env pendulum`"),

@@ -130,8 +130,8 @@ def test_run_options_are_validated():
 
 
 def test_prepare_rejects_bad_input_before_compiling():
-    valid = (r"\['a2c', 'awr', 'cln', 'ddpg', 'epg', 'lirpg', 'lirpg-a2c', 'ppo', "
-             r"'reinforce', 'tare', 'tare-awr', 'td3'\]")
+    valid = (r"\['a2c', 'awr', 'cln', 'ddpg', 'epg', 'lirpg', 'lirpg-a2c', "
+             r"'metagenrl', 'ppo', 'reinforce', 'tare', 'tare-awr', 'td3'\]")
     with pytest.raises(ValueError, match=r"unknown algorithm 'ppx'; valid: " + valid):
         driver.prepare("ppx", "cartpole")
     with pytest.raises(ValueError, match="unknown environment 'cartpol'"):

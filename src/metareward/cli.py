@@ -51,7 +51,9 @@ def _int(text: str) -> int:
 
 def _train_args(t: argparse.ArgumentParser, seeds: int, eval_episodes: int) -> None:
     t.add_argument("algo", help="see `metareward list`")
-    t.add_argument("--env", required=True, help="see `metareward list`")
+    t.add_argument("--env", "--envs", dest="env", required=True,
+                   help="see `metareward list`; a comma-separated list for a learner over "
+                        "several envs (metagenrl)")
     t.add_argument("--seeds", type=_int, default=seeds,
                    help=f"seeds trained at once (default {seeds})")
     t.add_argument("--seed", type=_int, default=0, help="base PRNG seed (default 0)")
@@ -108,7 +110,9 @@ def _parser() -> argparse.ArgumentParser:
     ms.add_argument("--loss", "--objective", dest="source", required=True, metavar="RUN_DIR",
                     help="a meta-train run directory (its newest good checkpoint)")
     ms.add_argument("--env", help="env to test on (default: the run's)")
-    ms.add_argument("--tasks", type=_int, default=4, help="held-out tasks (default 4)")
+    ms.add_argument("--tasks", type=_int, default=None,
+                    help="held-out tasks (default 4; 1 for an env without a task "
+                         "distribution, e.g. metagenrl's test env)")
     ms.add_argument("--agents", type=_int, default=2,
                     help="fresh agents per task and meta-seed (default 2)")
     ms.add_argument("--seed", type=_int, default=1,
@@ -282,8 +286,9 @@ def cmd_meta_test(args: argparse.Namespace) -> int:
         if spec.learned is None:
             raise _BadInput(f"{args.algo} is not a meta-learner: nothing to meta-test")
         overrides = configs.parse_assignments(args.set)
-        print(f"meta-test {args.algo} from {args.source}: {args.tasks} held-out tasks x "
-              f"{args.agents} agents per meta-seed (compiling...)", flush=True)
+        print(f"meta-test {args.algo} from {args.source}: {args.tasks or 'default'} "
+              f"held-out task(s) x {args.agents} agents per meta-seed (compiling...)",
+              flush=True)
         result = meta_test.run(
             args.source, args.env, tasks=args.tasks, agents=args.agents, seed=args.seed,
             eval_episodes=args.eval_episodes, overrides=overrides,

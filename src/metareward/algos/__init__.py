@@ -1,7 +1,7 @@
 """Learners: each a module with a frozen ``Config`` and ``make_train(config, env)``,
 registered by name (:mod:`metareward.algos.registry`) for the ``metareward`` command."""
 
-from metareward.algos import a2c, awr, cln, epg, lirpg, ppo, reinforce, tare, td3
+from metareward.algos import a2c, awr, cln, epg, lirpg, metagenrl, ppo, reinforce, tare, td3
 from metareward.algos.config import ConfigError
 from metareward.algos.onpolicy import Trainer, TrainState, check_finite
 from metareward.algos.registry import (
@@ -102,6 +102,16 @@ register_algorithm(
     learned=lambda state: state.params["loss"],
     description="EPG: a learned loss evolved by ES over a population on random tasks",
 )
+register_algorithm(
+    "metagenrl",
+    config=metagenrl.Config,
+    make_train=metagenrl.make_train,
+    presets=metagenrl.PRESETS,
+    meta=True,
+    multi_env=True,
+    learned=lambda state: state.params["objective"],
+    description="MetaGenRL: a learned LSTM objective trained through TD3 critics (Kirsch+ 2020)",
+)
 
 __all__ = [
     "AlgoSpec",
@@ -117,6 +127,7 @@ __all__ = [
     "epg",
     "get_algorithm",
     "lirpg",
+    "metagenrl",
     "ppo",
     "register_algorithm",
     "reinforce",

@@ -236,7 +236,11 @@ class Trainer(NamedTuple):
     * ``per_step_objective(alpha, actor_params, batch, mask, values, group) -> [B, W]``;
     * ``objective_gradient(alpha, actor_params, critic_params, batch, mask, group)``:
       one agent's eq.-6 gradient (unclipped) on a window batch;
-    * ``agent_step(...)``: one agent's population step (see :func:`make_train`).
+    * ``agent_step(...)``: one agent's population step (see :func:`make_train`);
+    * ``meta_test(alpha, task, key, num_eval) -> metrics``: Algorithm 2, a fresh agent on
+      the first env trained for ``total_steps`` by the frozen objective ``alpha`` (no
+      annealing; ``task`` is unused): per-update ``episode_return`` and ``env_steps``
+      (``[num_updates]``) and ``final_return`` (mean of ``num_eval`` episodes).
     """
 
     config: Config
@@ -251,6 +255,7 @@ class Trainer(NamedTuple):
     objective_gradient: Callable[..., Any]
     window_values: Callable[..., tuple[jax.Array, jax.Array]]
     agent_step: Callable[..., Any]
+    meta_test: Callable[..., Metrics]
 
 
 def _masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
@@ -630,11 +635,26 @@ def make_train(config: Config, env: Env | Sequence[Env]) -> Trainer:
         fn = lambda obs, k: grp.td3.act(params, obs, k, True)
         return evaluate_episodes(grp.env, fn, key, num_episodes, grp.spec.episode_length)
 
+    def meta_test(alpha: Params, task: Any, key: jax.Array,
+                  num_eval: int | None = None) -> Metrics:
+        """Algorithm 2: one fresh agent on the first env, trained by the frozen ``alpha``
+        with ``p = 1`` from the start of learning (no DDPG annealing)."""
+        del task
+        test = make_train(dataclasses.replace(config, num_agents=1, meta_learn=False,
+                                              anneal_steps=0), groups[0].env)
+        k_init, k_eval = jax.random.split(key)
+        s = test.init(k_init)
+        s = s.replace(params={**s.params, "objective": alpha})
+        s, m = jax.lax.scan(lambda c, _: test.update(c), s, None, length=test.num_updates)
+        final = jnp.mean(test.evaluate(s, k_eval, num_eval or 10))
+        return {"episode_return": m["episode_return"], "env_steps": m["env_steps"],
+                "final_return": final}
+
     return Trainer(
         config=config, groups=groups, objective=objective, num_updates=num_updates,
         init=init, update=update, train=train, evaluate=evaluate,
         per_step_objective=per_step_objective, objective_gradient=objective_gradient,
-        window_values=window_values, agent_step=agent_step,
+        window_values=window_values, agent_step=agent_step, meta_test=meta_test,
     )
 
 

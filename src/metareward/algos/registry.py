@@ -70,6 +70,9 @@ class AlgoSpec:
     #: ``metareward meta-test`` loads from a run and hands to the learner's
     #: ``meta_test(learned, task, key, num_eval)``. ``None``: no meta-test.
     learned: Callable[[Any], Any] | None = None
+    #: Trains on several envs at once (``make_train(config, [env, ...])``; on the command
+    #: line ``--envs a,b``), e.g. MetaGenRL's population over different envs.
+    multi_env: bool = False
 
     def default_config(self, env_name: str) -> Any:
         """The tuned preset for ``env_name`` if there is one, else the paper defaults."""
@@ -91,18 +94,20 @@ def register_algorithm(
     env_kwargs: Mapping[str, Any] | None = None,
     meta: bool = False,
     learned: Callable[[Any], Any] | None = None,
+    multi_env: bool = False,
 ) -> AlgoSpec:
     """Adds an algorithm to the registry (and so to the ``metareward`` command).
     ``env_kwargs``: options its env is always built with (``metareward.envs.make``);
     ``meta``: a meta-learner, trained by ``metareward meta-train``; ``learned(state)``:
     its meta-learned parameters, for ``metareward meta-test`` (see
-    :mod:`metareward.runtime.meta_test`)."""
+    :mod:`metareward.runtime.meta_test`); ``multi_env``: ``make_train`` takes a list of
+    envs (the command's ``--envs a,b``)."""
     if not dataclasses.is_dataclass(config) or not isinstance(config, type):
         raise TypeError(f"config must be a dataclass type, got {config!r}")
     if name in _ALGOS:
         raise ValueError(f"algorithm {name!r} is already registered")
     spec = AlgoSpec(name, description, config, make_train, dict(presets or {}),
-                    dict(env_kwargs or {}), bool(meta), learned)
+                    dict(env_kwargs or {}), bool(meta), learned, bool(multi_env))
     _ALGOS[name] = spec
     return spec
 

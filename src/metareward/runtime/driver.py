@@ -159,11 +159,17 @@ def prepare(
     before anything is compiled or written.
     """
     spec = get_algorithm(algo)
-    envs.describe(env)  # unknown env: ValueError listing the valid names
+    names = [n.strip() for n in env.split(",")]
+    if len(names) > 1 and not spec.multi_env:
+        raise ValueError(f"{algo} trains on one env; got the list {env!r}")
+    if len(set(names)) != len(names) or not all(names):
+        raise ValueError(f"env list {env!r} names an env twice or has an empty name")
+    for name in names:
+        envs.describe(name)  # unknown env: ValueError listing the valid names
     config = configs.resolve_config(spec.default_config(env), config_file, overrides)
     env_kwargs = dict(env_kwargs or {})
-    environment = envs.make(env, **{**spec.env_kwargs, **env_kwargs})
-    learner = spec.make_train(config, environment)
+    made = [envs.make(n, **{**spec.env_kwargs, **env_kwargs}) for n in names]
+    learner = spec.make_train(config, made if spec.multi_env else made[0])
     return Plan(spec, env, env_kwargs, config, options or RunOptions(), learner)
 
 

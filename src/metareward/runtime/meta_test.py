@@ -121,7 +121,7 @@ def run(
     run_dir: str | Path,
     env: str | None = None,
     *,
-    tasks: int = 4,
+    tasks: int | None = None,
     agents: int = 2,
     seed: int = 0,
     eval_episodes: int = 10,
@@ -139,7 +139,8 @@ def run(
     ``RUN_DIR/meta-test-ENV``). Bad input raises
     ``ValueError`` before anything compiles.
     """
-    for name, v in (("tasks", tasks), ("agents", agents), ("eval_episodes", eval_episodes)):
+    for name, v in (("tasks", 1 if tasks is None else tasks), ("agents", agents),
+                    ("eval_episodes", eval_episodes)):
         if not (isinstance(v, int) and not isinstance(v, bool) and v > 0):
             raise ConfigError(f"{name} must be an int > 0, got {v!r}")
     if not (isinstance(seed, int) and 0 <= seed < 2**32):
@@ -152,7 +153,7 @@ def run(
     kwargs = {**spec.env_kwargs, **plan.env_kwargs, **dict(env_kwargs or {})} if (
         env_name == plan.env_name) else {**spec.env_kwargs, **dict(env_kwargs or {})}
     environment = envs.make(env_name, **kwargs)
-    learner = spec.make_train(config, environment)
+    learner = spec.make_train(config, [environment] if spec.multi_env else environment)
     abstract = jax.eval_shape(learner.init, jax.random.PRNGKey(0))
     _check_like(jax.tree.map(lambda x: x[0], learned), spec.learned(abstract), run_dir,
                 env_name)
@@ -165,10 +166,18 @@ def run(
 
     k_task, k_agent = jax.random.split(jax.random.PRNGKey(seed))
     dist = getattr(environment, "tasks", None)
-    if dist is None:
+    if dist is not None:
+        tasks = 4 if tasks is None else tasks
+        held_out = jax.vmap(dist.sample)(jax.random.split(k_task, tasks))
+    elif spec.env_kwargs.get("randomize"):  # a learner meta-trained over a distribution
         raise ValueError(f"{env_name} is not a task distribution; build it with "
                          "randomize=True (--env-arg randomize=True)")
-    held_out = jax.vmap(dist.sample)(jax.random.split(k_task, tasks))
+    else:  # the env itself is the one test task (MetaGenRL: a new env, not a new task)
+        tasks = 1 if tasks is None else tasks
+        if tasks != 1:
+            raise ConfigError(f"{env_name} has no task distribution: --tasks must be 1 "
+                              f"(the env itself), got {tasks}")
+        held_out = jnp.zeros((1,), jnp.float32)
     agent_keys = jax.random.split(k_agent, agents)
 
     def one(phi, task, key):

@@ -87,7 +87,7 @@ def git_info() -> dict[str, Any] | None:
 def default_run_dir(algo: str, env: str, root: str | Path = "runs") -> Path:
     """``runs/ALGO-ENV-YYYYmmdd-HHMMSS`` (with ``-2``, ``-3``... if taken)."""
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = Path(root) / f"{algo}-{env}-{stamp}"
+    base = Path(root) / f"{algo}-{env.replace(',', '+')}-{stamp}"
     path, i = base, 1
     while path.exists():
         i += 1
