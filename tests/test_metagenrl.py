@@ -203,19 +203,44 @@ def test_bad_inputs(env):
 
 
 @pytest.mark.slow
-def test_two_env_population_runs_and_meta_learns():
-    """Pendulum and continuous mountain car (different observation sizes) share one
-    objective: 3 agents (2 + 1) run 240 updates as one program; the objective moves, no
-    step is non-finite, and every env reports returns."""
-    cfg = dataclasses.replace(TINY, total_steps=240, learning_starts=40, batch_size=8)
-    tr = mg.make_train(cfg, [envs.make("pendulum"), envs.make("mountaincar-continuous")])
-    assert [g.num_agents for g in tr.groups] == [2, 1]
-    s0 = tr.init(jax.random.PRNGKey(0))
-    s, m = jax.jit(tr.train)(jax.random.PRNGKey(0))
-    assert int(s.nonfinite) == 0
+def test_meta_train_two_envs_then_meta_test_through_the_runtime(tmp_path):
+    """``metareward meta-train metagenrl --envs pendulum,mountaincar-continuous`` (the
+    driver: chunks, checkpoints, records) with 3 agents (2 + 1; different observation
+    sizes) sharing one objective, then ``meta-test --objective RUN --env pendulum
+    --compare-init``: the objective moved, no step was non-finite, every env reported
+    returns, and the meta-test trained fresh agents with the frozen objective and with its
+    initialisation and wrote its files."""
+    import io
+
+    from metareward.runtime import driver, meta_test
+    from metareward.runtime.rundir import RunDir
+
+    over = {"num_agents": "3", "total_steps": "240", "learning_starts": "40",
+            "buffer_size": "240", "batch_size": "8", "window": "5", "hidden": "(16, 16)",
+            "anneal_steps": "50"}
+    opts = driver.RunOptions(seeds=1, chunk_updates=80, checkpoint_every=1, eval_episodes=2)
+    plan = driver.prepare("metagenrl", "pendulum,mountaincar-continuous", overrides=over,
+                          options=opts)
+    assert [g.num_agents for g in plan.learner.groups] == [2, 1]
+    res = driver.start(plan, tmp_path / "run", stream=io.StringIO(), progress=False)
+    assert res.update == 240 and int(res.state.nonfinite[0]) == 0
+    s0 = jax.vmap(plan.learner.init)(plan.keys())
     a0 = jax.flatten_util.ravel_pytree(s0.params["objective"])[0]
-    a1 = jax.flatten_util.ravel_pytree(s.params["objective"])[0]
+    a1 = jax.flatten_util.ravel_pytree(res.state.params["objective"])[0]
     assert not np.allclose(a0, a1)
-    assert np.isfinite(np.nanmean(np.asarray(m["return_pendulum"])))
-    assert float(np.max(np.asarray(m["objective_grad_norm"]))) > 0
-    assert float(m["anneal_p"][-1]) == 1.0
+    recs = RunDir(tmp_path / "run").read_metrics()
+    assert recs[-1]["anneal_p"] == 1.0 and recs[-1]["objective_grad_norm"] > 0
+    assert any(r.get("return_pendulum") is not None for r in recs)
+
+    result = meta_test.run(tmp_path / "run", "pendulum", agents=2, compare_init=True,
+                           eval_episodes=2, overrides={"total_steps": 120})
+    assert result.labels == ["meta-learned", "initial"]
+    assert result.final_return.shape == (2, 1, 1, 2)  # losses, meta-seeds, tasks, agents
+    assert np.all(np.isfinite(result.final_return))
+    assert result.curves.shape[-1] == 120
+    for f in ("meta_test.json", "meta_test.png", "meta_test.md"):
+        assert (tmp_path / "run" / "meta-test-pendulum" / f).exists()
+    with pytest.raises(ConfigError, match="--tasks must be 1"):
+        meta_test.run(tmp_path / "run", "pendulum", tasks=3)
+    with pytest.raises(ConfigError, match="name the env to meta-test on with --env"):
+        meta_test.run(tmp_path / "run")

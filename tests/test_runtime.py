@@ -227,6 +227,28 @@ def test_declared_episode_metrics_are_weighted_and_exempt_without_episodes():
         "intrinsic_return", u, s)
 
 
+
+def test_episode_metrics_with_their_own_counts():
+    """``episode_metric_names`` as a mapping (MetaGenRL's per-env returns): each metric is
+    exempt where *its* count is 0 and weighted by its own count, not by ``episodes``."""
+    rng = np.random.default_rng(3)
+    metrics, _ = _episode_metrics(rng, 6, 2)
+    other = rng.integers(0, 3, size=(6, 2)).astype(np.int32)
+    other[0, 0], other[1, 0] = 0, 2
+    metrics["episodes_b"] = other
+    metrics["return_b"] = np.where(other > 0, rng.normal(size=other.shape), np.nan)
+    ok = np.ones(2, bool)
+    declared = {"return_b": "episodes_b"}
+    assert driver._first_nonfinite(metrics, 6, ok, declared) is None
+    recs = driver._chunk_records(metrics, 6, chunk=0, update=6, episodic=declared)
+    for s, r in enumerate(recs):
+        has = other[:, s] > 0
+        want = (other[has, s] * metrics["return_b"][has, s]).sum() / other[:, s].sum()
+        assert r["return_b"] == pytest.approx(want, rel=1e-6)
+    metrics["return_b"][1, 0] = np.nan  # its own count is 2 there: an error
+    assert driver._first_nonfinite(metrics, 6, ok, declared)[:3] == ("return_b", 1, 0)
+
+
 # ------------------------------------------------------------------------ checkpoints
 
 

@@ -256,6 +256,8 @@ class Trainer(NamedTuple):
     window_values: Callable[..., tuple[jax.Array, jax.Array]]
     agent_step: Callable[..., Any]
     meta_test: Callable[..., Metrics]
+    #: Per-env returns and their episode counts, for the runner (NaN where none ended).
+    episode_metric_names: dict[str, str]
 
 
 def _masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
@@ -615,6 +617,7 @@ def make_train(config: Config, env: Env | Sequence[Env]) -> Trainer:
                                episode_return_std=jnp.where(cnt > 0, jnp.sqrt(var), jnp.nan),
                                episodes=cnt.astype(jnp.int32))
             metrics[f"return_{group.spec.name}"] = mean
+            metrics[f"episodes_{group.spec.name}"] = cnt.astype(jnp.int32)
         new_state = MetaGenRLState(
             params={"objective": alpha, "agents": agent_params}, groups=agents_all,
             objective_opt_state=opt_alpha, key=key, update_step=state.update_step + 1,
@@ -655,6 +658,8 @@ def make_train(config: Config, env: Env | Sequence[Env]) -> Trainer:
         init=init, update=update, train=train, evaluate=evaluate,
         per_step_objective=per_step_objective, objective_gradient=objective_gradient,
         window_values=window_values, agent_step=agent_step, meta_test=meta_test,
+        episode_metric_names={f"return_{g.spec.name}": f"episodes_{g.spec.name}"
+                              for g in groups},
     )
 
 

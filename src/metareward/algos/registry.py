@@ -36,7 +36,9 @@ class Learner(Protocol):
     describe the episodes that ended during the update (NaN when none did); a learner
     with more such metrics names them in an optional ``episode_metric_names`` attribute
     (e.g. LIRPG's ``intrinsic_return``), and the runner treats them alike (a NaN is no
-    error where no episode ended; chunk records weight them by episodes).
+    error where no episode ended; chunk records weight them by episodes); a mapping
+    ``{name: count_name}`` gives a metric its own episode count (MetaGenRL's
+    ``return_ENV`` / ``episodes_ENV``, one pair per env).
     ``evaluate(state, key, num_episodes, deterministic=False) -> [num_episodes]``: returns
     of fresh episodes of the current policy (its mode if ``deterministic``).
     """

@@ -287,10 +287,11 @@ def make_train(config: Config, env: Env) -> Trainer:
                          f"transitions (num_envs * num_steps = {rollout_size})")
     grad_steps = config.gradient_steps or rollout_size
     A = spec.action_size
-    low = jnp.asarray(spec.action_low or (-1.0,) * A, jnp.float32)
-    high = jnp.asarray(spec.action_high or (1.0,) * A, jnp.float32)
+    low_t = tuple(float(x) for x in (spec.action_low or (-1.0,) * A))
+    high_t = tuple(float(x) for x in (spec.action_high or (1.0,) * A))
+    low, high = jnp.asarray(low_t, jnp.float32), jnp.asarray(high_t, jnp.float32)
     actor = DeterministicPolicy(A, config.hidden, config.activation, config.layer_norm,
-                                tuple(float(x) for x in low), tuple(float(x) for x in high))
+                                low_t, high_t)
     critic = QNetwork(config.hidden, config.activation, config.layer_norm)
     num_critics = 2 if config.twin_critics else 1
     flatten_obs, _ = obs_preprocessor(spec, False)

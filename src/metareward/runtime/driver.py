@@ -239,7 +239,7 @@ def _chunk_records(
     n: int,
     chunk: int,
     update: int,
-    episodic: tuple[str, ...] = (),
+    episodic: tuple[str, ...] | Mapping[str, str] = (),
 ) -> list[dict[str, Any]]:
     """One record per seed from ``[n, seeds]`` per-update metrics (see METRIC_FIELDS).
 
@@ -271,8 +271,9 @@ def _chunk_records(
         for k in ("episodes", "return_mean", "return_std"):
             rec.setdefault(k, None)  # a learner without episode metrics, or none ended
         for k in episodic:
-            if k in m and eps is not None:
-                cnt = eps[:, s].astype(np.float64)
+            k_eps = m.get(_count_key(episodic, k), eps)
+            if k in m and k_eps is not None:
+                cnt = k_eps[:, s].astype(np.float64)
                 has = cnt > 0
                 rec[k] = (float((cnt[has] * m[k][has, s].astype(np.float64)).sum() / cnt.sum())
                           if has.any() else None)
@@ -288,11 +289,18 @@ def _chunk_records(
     return out
 
 
+def _count_key(episodic: tuple[str, ...] | Mapping[str, str], name: str) -> str:
+    """The metric counting the episodes behind episodic metric ``name``: the learner's
+    ``episode_metric_names`` may map names to their own counts (e.g. MetaGenRL's return
+    of each env), else ``episodes``."""
+    return episodic.get(name, "episodes") if isinstance(episodic, Mapping) else "episodes"
+
+
 def _first_nonfinite(
     metrics: dict[str, np.ndarray],
     n: int,
     params_ok: np.ndarray,
-    episodic: tuple[str, ...] = (),
+    episodic: tuple[str, ...] | Mapping[str, str] = (),
 ) -> tuple[str, int, int, Any] | None:
     """``(what, update offset, seed, value)`` of the first non-finite value, if any
     (episode metrics, ``EPISODE_METRICS`` and ``episodic``, count only where an episode
@@ -306,8 +314,9 @@ def _first_nonfinite(
             bad = v > 0
         elif np.issubdtype(v.dtype, np.floating):
             bad = ~np.isfinite(v)
-            if (k in EPISODE_METRICS or k in episodic) and eps is not None:
-                bad &= np.asarray(eps)[:n] > 0
+            k_eps = metrics.get(_count_key(episodic, k), eps) if k in episodic else eps
+            if (k in EPISODE_METRICS or k in episodic) and k_eps is not None:
+                bad &= np.asarray(k_eps)[:n] > 0
         else:
             continue
         if bad.any():
@@ -445,7 +454,8 @@ def _execute(
     out = stream or sys.stdout
     say = lambda *a: print(*a, file=out, flush=True)
     opts, learner = plan.options, plan.learner
-    episodic = tuple(getattr(learner, "episode_metric_names", ()))
+    episodic = getattr(learner, "episode_metric_names", ())
+    episodic = dict(episodic) if isinstance(episodic, Mapping) else tuple(episodic)
     total, K = plan.num_updates, plan.chunk_updates
     num_chunks = math.ceil(total / K)
     record = rd.load_config()

@@ -147,6 +147,9 @@ def run(
         raise ConfigError(f"seed must be an int in [0, 2**32), got {seed!r}")
     learned, plan = load_learned(run_dir)
     spec = plan.algo
+    if env is None and "," in plan.env_name:
+        raise ConfigError(f"{run_dir} meta-trained on several envs ({plan.env_name}): name "
+                          "the env to meta-test on with --env")
     env_name = env or plan.env_name
     envs.describe(env_name)  # unknown env: ValueError listing the valid names
     config = configs.resolve_config(plan.config, None, overrides)
