@@ -404,12 +404,15 @@ def make_train(config: Config, env: Env | Sequence[Env]) -> Trainer:
         return _masked_mean(tr.critic.apply(q1, obs, tr.actor.apply(actor_params, obs)), mask)
 
     def objective_gradient(alpha: Params, actor_params: Params, critic_params: Params,
-                           batch: Rows, mask: jax.Array, group: Group):
+                           batch: Rows, mask: jax.Array, group: Group,
+                           values: tuple[jax.Array, jax.Array] | None = None):
         """One agent's eq.-6 (eq.-8 for ``inner_steps > 1``) gradient of
         ``-mean Q_1(s, pi_{phi'}(s))`` in ``alpha``; ``phi'`` after ``inner_steps`` SGD
         steps of ``inner_learning_rate`` on the summed objective of disjoint parts of
-        the windows; the outer mean over all windows. Unclipped."""
-        values = window_values(actor_params, critic_params, batch, group)
+        the windows; the outer mean over all windows. Unclipped. ``values``: the batch's
+        :func:`window_values` if already computed."""
+        if values is None:
+            values = window_values(actor_params, critic_params, batch, group)
         parts = K + 1
         split = lambda x: x.reshape(parts, B // parts, *x.shape[1:])
         b_parts = jax.tree.map(split, batch)
@@ -450,9 +453,10 @@ def make_train(config: Config, env: Env | Sequence[Env]) -> Trainer:
         def policy(_):
             win, mask = replay.ring_windows(k_w, buf, B, W, lambda d: d.done)
             win = Rows(*win)
+            values = window_values(params["actor"], critic_params, win, group)
             if meta_learn:
                 g = objective_gradient(alpha, params["actor"], critic_params, win, mask,
-                                       group)
+                                       group, values)
                 g_flat, g_unravel = ravel_pytree(g)
                 g_norm = jnp.sqrt(jnp.sum(g_flat**2))
                 g_flat = g_flat * jnp.minimum(1.0, config.objective_clip / (g_norm + 1e-6))
@@ -461,7 +465,6 @@ def make_train(config: Config, env: Env | Sequence[Env]) -> Trainer:
             else:
                 g, g_norm = jax.tree.map(jnp.zeros_like, alpha), jnp.float32(0.0)
                 ok_g = jnp.bool_(True)
-            values = window_values(params["actor"], critic_params, win, group)
             a_flat, a_unravel = ravel_pytree(params["actor"])
 
             def loss(f):
