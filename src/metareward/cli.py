@@ -57,6 +57,9 @@ def _train_args(t: argparse.ArgumentParser, seeds: int, eval_episodes: int) -> N
     t.add_argument("--seeds", type=_int, default=seeds,
                    help=f"seeds trained at once (default {seeds})")
     t.add_argument("--seed", type=_int, default=0, help="base PRNG seed (default 0)")
+    t.add_argument("--devices", type=_int, default=None,
+                   help="local devices to shard the seeds over; must divide --seeds "
+                        "(default: all, or the most that divide --seeds)")
     t.add_argument("--total-steps", type=_int, help="env steps per seed (config total_steps)")
     t.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
@@ -197,6 +200,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         options = driver.RunOptions(
             seeds=args.seeds,
             seed=args.seed,
+            devices=args.devices,
             chunk_updates=args.chunk_updates,
             checkpoint_every=args.checkpoint_every,
             wandb=args.wandb,

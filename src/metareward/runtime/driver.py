@@ -38,7 +38,7 @@ import numpy as np
 from metareward import envs
 from metareward.algos.config import ConfigError
 from metareward.algos.registry import AlgoSpec, Learner, get_algorithm
-from metareward.runtime import configs
+from metareward.runtime import configs, sharding
 from metareward.runtime.checkpoint import Checkpointer, abstract
 from metareward.runtime.progress import Progress
 from metareward.runtime.rundir import RunDir, default_run_dir
@@ -73,6 +73,8 @@ class RunOptions:
     Attributes:
       seeds: independent seeds trained at once (vmapped).
       seed: base PRNG seed; seed ``i`` uses ``jax.random.split(PRNGKey(seed), seeds)[i]``.
+      devices: local devices the seeds are sharded over (``None``: all of them; must
+        divide ``seeds``); see :mod:`metareward.runtime.sharding`.
       chunk_updates: updates per jitted chunk (one metrics record per chunk and seed);
         ``None`` picks about 100 chunks per run.
       checkpoint_every: save a checkpoint every this many chunks (and always at the
@@ -83,6 +85,7 @@ class RunOptions:
 
     seeds: int = 4
     seed: int = 0
+    devices: int | None = None
     chunk_updates: int | None = None
     checkpoint_every: int = 10
     wandb: str = "off"
@@ -94,6 +97,8 @@ class RunOptions:
                 raise ConfigError(f"{name} must be an int > 0, got {v!r}")
 
         pos_int("seeds", self.seeds)
+        if self.devices is not None:
+            pos_int("devices", self.devices)
         pos_int("checkpoint_every", self.checkpoint_every)
         if self.chunk_updates is not None:
             pos_int("chunk_updates", self.chunk_updates)
@@ -170,7 +175,9 @@ def prepare(
     env_kwargs = dict(env_kwargs or {})
     made = [envs.make(n, **{**spec.env_kwargs, **env_kwargs}) for n in names]
     learner = spec.make_train(config, made if spec.multi_env else made[0])
-    return Plan(spec, env, env_kwargs, config, options or RunOptions(), learner)
+    options = options or RunOptions()
+    sharding.seed_mesh(options.devices, options.seeds)  # device count vs seeds: fail now
+    return Plan(spec, env, env_kwargs, config, options, learner)
 
 
 def plan_from_run(run_dir: str | Path) -> Plan:
@@ -469,22 +476,29 @@ def _execute(
 
     with _Signals(sys.stderr) as sig:
         try:
-            keys = plan.keys()
+            mesh = sharding.seed_mesh(opts.devices, opts.seeds)
+            keys = sharding.shard_seeds(plan.keys(), mesh)
             abstract_state = jax.eval_shape(jax.vmap(learner.init), keys)
             say(
                 f"{plan.algo.name} on {plan.env_name}: {opts.seeds} seed(s), {total} updates "
                 f"in {num_chunks} chunk(s) of {K}"
             )
             say(f"run directory: {rd.path}")
+            if mesh is not None:
+                say(f"seeds sharded over {mesh.size} {mesh.devices.flat[0].platform} devices, "
+                    f"{opts.seeds // mesh.size} per device")
             if resume:
                 update, state, meta = ckpt.restore_latest(abstract_state)
+                state = sharding.shard_seeds(state, mesh)
                 wall = float(meta.get("wall_time", 0.0))
                 env_steps = int(meta.get("env_steps", 0))
                 rd.truncate_metrics(update)
                 say(f"resuming from the checkpoint of update {update} ({env_steps:,} env steps)")
             else:
                 t0 = time.perf_counter()
-                init_fn = jax.jit(jax.vmap(learner.init)).lower(keys).compile()
+                shard_kw = ({} if mesh is None
+                            else {"out_shardings": sharding.seed_sharding(mesh)})
+                init_fn = jax.jit(jax.vmap(learner.init), **shard_kw).lower(keys).compile()
                 compile_time = time.perf_counter() - t0
                 state = init_fn(keys)
             saved_update = update if resume else None
@@ -497,7 +511,7 @@ def _execute(
 
             # Lowered from shapes and dtypes alone (weak types dropped), so a fresh run and
             # a resumed one (whose state comes from disk) compile the very same program.
-            spec = abstract(abstract_state)
+            spec = sharding.sharded_spec(abstract(abstract_state), mesh)
             t0 = time.perf_counter()
             chunk_fn = make_chunk(learner, K, spec).lower(spec, np.int32(K)).compile()
             compile_time += time.perf_counter() - t0

@@ -1,0 +1,121 @@
+"""Seeds sharded over devices (metareward.runtime.sharding, issue 10): with 4 forced host
+devices (``XLA_FLAGS=--xla_force_host_platform_device_count=4``, in a subprocess: XLA
+reads it once), a driver run over 4 seeds on 4 and 2 devices gives the results of the
+unsharded run; the train state really is spread over the devices; resuming a sharded run
+from an earlier checkpoint ends in the same state; bad device counts fail before
+compiling."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from metareward.algos.config import ConfigError
+from metareward.runtime import driver, sharding
+
+SCRIPT = textwrap.dedent(
+    """
+    import io, json, sys
+    import jax, numpy as np
+    from metareward.runtime import driver
+
+    out = sys.argv[1]
+    firsts = lambda state: [np.asarray(x).ravel()[:64].tolist()
+                            for x in jax.tree.leaves(state.params)]
+    over = {"total_steps": 2048, "num_envs": 4, "num_steps": 64}
+    res = {"devices": len(jax.devices())}
+    from metareward.runtime import sharding
+    res["auto"] = {s: sharding.seed_mesh(None, s).size for s in (4, 6, 8)}
+    for devices in (1, 2, 4):
+        opts = driver.RunOptions(seeds=4, devices=devices, chunk_updates=2, eval_episodes=2,
+                                 checkpoint_every=1)
+        plan = driver.prepare("ppo", "cartpole", overrides=over, options=opts)
+        r = driver.start(plan, f"{out}/run{devices}", stream=io.StringIO(), progress=False)
+        leaf = jax.tree.leaves(r.state.params)[0]
+        res[devices] = {
+            "params": firsts(r.state),
+            "eval": r.eval_returns.tolist(),
+            "metrics": open(f"{out}/run{devices}/metrics.jsonl").read(),
+            "leaf_devices": len(leaf.sharding.device_set),
+            "shard_seeds": leaf.addressable_shards[0].data.shape[0],
+        }
+    # Resume the 4-device run from its second-to-last checkpoint: same end state.
+    import pathlib, shutil
+    shutil.copytree(f"{out}/run4", f"{out}/run4r")
+    ck = pathlib.Path(f"{out}/run4r/checkpoints")
+    shutil.rmtree(max((p for p in ck.iterdir() if p.name.isdigit()), key=lambda p: int(p.name)))
+    r = driver.resume(f"{out}/run4r", stream=io.StringIO(), progress=False)
+    res["resumed"] = {
+        "params": firsts(r.state),
+        "leaf_devices": len(jax.tree.leaves(r.state.params)[0].sharding.device_set),
+        "shard_seeds": jax.tree.leaves(r.state.params)[0].addressable_shards[0].data.shape[0],
+        "update": r.update,
+    }
+    json.dump(res, open(f"{out}/res.json", "w"))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def sharded_runs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("shard")
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
+                        " --xla_force_host_platform_device_count=4").strip()
+    env["JAX_PLATFORMS"] = "cpu"
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(out)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads((out / "res.json").read_text())
+
+
+def test_sharded_runs_equal_the_unsharded_run(sharded_runs):
+    import numpy as np
+
+    assert sharded_runs["devices"] == 4
+    # devices=None: all 4, or the most that divide the seeds.
+    assert sharded_runs["auto"] == {"4": 4, "6": 3, "8": 4}
+    base = sharded_runs["1"]
+    assert base["leaf_devices"] == 1
+    for d in ("2", "4"):
+        run = sharded_runs[d]
+        # The state is split over the devices, 4 / d seeds on each (not replicated).
+        assert run["leaf_devices"] == int(d) and run["shard_seeds"] == 4 // int(d)
+        for a, b in zip(base["params"], run["params"], strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(base["eval"], run["eval"], rtol=1e-5)
+        ra = [json.loads(x) for x in base["metrics"].splitlines()]
+        rb = [json.loads(x) for x in run["metrics"].splitlines()]
+        assert len(ra) == len(rb) > 0
+        for x, y in zip(ra, rb, strict=True):
+            assert x.keys() == y.keys()
+            for k in x.keys() - {"wall_time", "steps_per_sec"}:
+                if x[k] is None:
+                    assert y[k] is None, k
+                else:
+                    np.testing.assert_allclose(x[k], y[k], rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+def test_a_resumed_sharded_run_ends_where_the_uninterrupted_one_did(sharded_runs):
+    import numpy as np
+
+    res = sharded_runs["resumed"]
+    assert res["leaf_devices"] == 4 and res["shard_seeds"] == 1 and res["update"] == 8
+    for a, b in zip(sharded_runs["4"]["params"], res["params"], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_bad_device_counts_fail_before_compiling():
+    with pytest.raises(ConfigError, match="seeds=3 is not divisible by devices=2"):
+        sharding.seed_mesh(2, 3)
+    with pytest.raises(ConfigError, match="devices=64, but this process sees"):
+        sharding.seed_mesh(64, 64)
+    with pytest.raises(ConfigError, match="devices must be an int > 0"):
+        driver.RunOptions(devices=0)
+    with pytest.raises(ConfigError, match="devices=8, but this process sees"):
+        driver.prepare("ppo", "cartpole", options=driver.RunOptions(seeds=8, devices=8))
+    assert sharding.seed_mesh(None, 3) is None  # one CPU device here: no mesh
+    assert sharding.seed_mesh(1, 3) is None
