@@ -73,8 +73,9 @@ class RunOptions:
     Attributes:
       seeds: independent seeds trained at once (vmapped).
       seed: base PRNG seed; seed ``i`` uses ``jax.random.split(PRNGKey(seed), seeds)[i]``.
-      devices: local devices the seeds are sharded over (``None``: all of them; must
-        divide ``seeds``); see :mod:`metareward.runtime.sharding`.
+      devices: local devices the seeds are sharded over; must divide ``seeds``
+        (``None``: all, or the most that divide ``seeds``); see
+        :mod:`metareward.runtime.sharding`.
       chunk_updates: updates per jitted chunk (one metrics record per chunk and seed);
         ``None`` picks about 100 chunks per run.
       checkpoint_every: save a checkpoint every this many chunks (and always at the
