@@ -78,6 +78,27 @@ def paired_rows(runs: dict[tuple[str, str], list[dict]], baseline: str) -> list[
     return rows
 
 
+def vmap_speedup_rows(runs: dict[tuple[str, str], list[dict]],
+                      modes: Sequence[str] = ("vmap", "sequential")) -> list[dict]:
+    """:func:`paired_rows` of a population benchmark (learners ``"vmap"`` and
+    ``"sequential"`` per ``pop-P`` setting): every row gets the vmapped program's speed-up,
+    ``x_sequential_per_round`` (sequential time / vmapped time in each round) and
+    ``x_sequential`` (their median), in place of ``ratio``; sorted by ``pop_size``, then
+    ``modes``."""
+    import statistics
+
+    rows = paired_rows(runs, "vmap")
+    for row in rows:
+        seq, vm = runs[(row["setting"], "sequential")], runs[(row["setting"], "vmap")]
+        per_round = [s["seconds_per_update"] / v["seconds_per_update"]
+                     for s, v in zip(seq, vm, strict=True)]
+        del row["ratio_per_round"], row["ratio"]
+        row["x_sequential_per_round"] = per_round
+        row["x_sequential"] = statistics.median(per_round)
+    rows.sort(key=lambda r: (r["pop_size"], list(modes).index(r["learner"])))
+    return rows
+
+
 def write_results(path: str | Path, benchmark: str, rows: list[dict], **extra: Any) -> Path:
     """Writes ``{"benchmark", "date", "host", "cpus", **extra, "rows"}`` as JSON."""
     out = {

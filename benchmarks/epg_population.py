@@ -37,9 +37,9 @@ sys.path.insert(0, str(ROOT))
 from benchmarks._harness import (  # noqa: E402
     RESULTS,
     measure_in_subprocess,
-    paired_rows,
     process_facts,
     rotated,
+    vmap_speedup_rows,
     write_results,
 )
 
@@ -149,18 +149,9 @@ def main() -> None:
                 print(f"round {r + 1}/{args.repeat} pop {pop:4d} {mode:10} "
                       f"{m['seconds_per_update']:8.3f} s/epoch", file=sys.stderr, flush=True)
 
-    rows = paired_rows(runs, "vmap")
-    for row in rows:  # sequential time / vmapped time, per round: the speed-up of vmap
-        seq = runs[(row["setting"], "sequential")]
-        vm = runs[(row["setting"], "vmap")]
-        per_round = [s["seconds_per_update"] / v["seconds_per_update"]
-                     for s, v in zip(seq, vm, strict=True)]
-        row.pop("ratio_per_round")
-        row.pop("ratio")
-        row["x_sequential_per_round"] = per_round
-        row["x_sequential"] = statistics.median(per_round)
+    rows = vmap_speedup_rows(runs, MODES)
+    for row in rows:
         row["epochs_per_s"] = row.pop("updates_per_s")
-    rows.sort(key=lambda r: (r["pop_size"], MODES.index(r["learner"])))
 
     cols = ("pop", "mode", "env steps/epoch", "s/epoch", "env-steps/s", "epochs/s",
             "vmap speed-up", "compile s", "peak MB")

@@ -39,9 +39,9 @@ sys.path.insert(0, str(ROOT))
 from benchmarks._harness import (  # noqa: E402
     RESULTS,
     measure_in_subprocess,
-    paired_rows,
     process_facts,
     rotated,
+    vmap_speedup_rows,
     write_results,
 )
 
@@ -195,16 +195,7 @@ def main() -> None:
                 print(f"round {r + 1}/{args.repeat} pop {pop:3d} {mode:10} "
                       f"{m['seconds_per_update'] * 1e3:8.2f} ms/update", file=sys.stderr,
                       flush=True)
-    rows = paired_rows(runs, "vmap")
-    for row in rows:
-        seq, vm = runs[(row["setting"], "sequential")], runs[(row["setting"], "vmap")]
-        per_round = [s["seconds_per_update"] / v["seconds_per_update"]
-                     for s, v in zip(seq, vm, strict=True)]
-        row.pop("ratio_per_round")
-        row.pop("ratio")
-        row["x_sequential_per_round"] = per_round
-        row["x_sequential"] = statistics.median(per_round)
-    rows.sort(key=lambda r: (r["pop_size"], MODES.index(r["learner"])))
+    rows = vmap_speedup_rows(runs, MODES)
     cost = measure_in_subprocess(__file__, ["1", "cost", "--min-time", str(args.min_time)],
                                  cpus=cpus)
 

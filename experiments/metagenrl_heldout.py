@@ -198,14 +198,14 @@ def main(argv: list[str] | None = None) -> None:
     report = {"settings": {k: (str(v) if isinstance(v, Path) else v)
                            for k, v in vars(args).items()},
               "device": str(jax.devices()[0])}
-    template = metagenrl.make_train(dataclasses.replace(_base(args), num_agents=1),
-                                    envs.make(args.train_envs[0])).init(
-        jax.random.PRNGKey(args.meta_seed)).params["objective"]
     if args.objective is None:
         alpha, curves, sec = meta_train(args, log)
         (args.out / "objective.msgpack").write_bytes(serialization.to_bytes(alpha))
         report["meta_train"] = {"return": curves, "seconds": sec}
-    else:
+    else:  # the objective's structure from a fresh one, its values from the file
+        template = metagenrl.make_train(dataclasses.replace(_base(args), num_agents=1),
+                                        envs.make(args.train_envs[0])).init(
+            jax.random.PRNGKey(args.meta_seed)).params["objective"]
         alpha = serialization.from_bytes(template, args.objective.read_bytes())
     results = meta_test(args, alpha, log)
     report["meta_test"] = results
