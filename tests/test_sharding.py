@@ -23,8 +23,7 @@ SCRIPT = textwrap.dedent(
     from metareward.runtime import driver
 
     out = sys.argv[1]
-    firsts = lambda state: [np.asarray(x).ravel()[:64].tolist()
-                            for x in jax.tree.leaves(state.params)]
+    firsts = lambda tree: [np.asarray(x).ravel()[:64].tolist() for x in jax.tree.leaves(tree)]
     over = {"total_steps": 2048, "num_envs": 4, "num_steps": 64}
     res = {"devices": len(jax.devices())}
     from metareward.runtime import sharding
@@ -36,7 +35,7 @@ SCRIPT = textwrap.dedent(
         r = driver.start(plan, f"{out}/run{devices}", stream=io.StringIO(), progress=False)
         leaf = jax.tree.leaves(r.state.params)[0]
         res[devices] = {
-            "params": firsts(r.state),
+            "params": firsts(r.state.params),
             "eval": r.eval_returns.tolist(),
             "metrics": open(f"{out}/run{devices}/metrics.jsonl").read(),
             "leaf_devices": len(leaf.sharding.device_set),
@@ -49,7 +48,7 @@ SCRIPT = textwrap.dedent(
     shutil.rmtree(max((p for p in ck.iterdir() if p.name.isdigit()), key=lambda p: int(p.name)))
     r = driver.resume(f"{out}/run4r", stream=io.StringIO(), progress=False)
     res["resumed"] = {
-        "params": firsts(r.state),
+        "params": firsts(r.state.params),
         "leaf_devices": len(jax.tree.leaves(r.state.params)[0].sharding.device_set),
         "shard_seeds": jax.tree.leaves(r.state.params)[0].addressable_shards[0].data.shape[0],
         "update": r.update,
@@ -66,6 +65,10 @@ def sharded_runs(tmp_path_factory):
     env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
                         " --xla_force_host_platform_device_count=4").strip()
     env["JAX_PLATFORMS"] = "cpu"
+    # XLA:CPU's thread pool has one thread per core it may use; a collective blocks its
+    # thread until every device arrives, so with fewer threads than devices (a pinned or
+    # 2-core CI machine) the devices starve and deadlock. NPROC sizes that pool.
+    env["NPROC"] = "8"
     proc = subprocess.run([sys.executable, "-c", SCRIPT, str(out)], env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -108,9 +111,29 @@ def test_a_resumed_sharded_run_ends_where_the_uninterrupted_one_did(sharded_runs
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
+def test_too_few_xla_threads_for_cpu_devices_fail_clearly():
+    """Forced CPU devices share XLA's thread pool (NPROC, else the usable cores); fewer
+    threads than devices deadlock on collectives, so it is an error, not a hang."""
+    with pytest.raises(ConfigError, match=r"devices=4 CPU devices would share 2 XLA "
+                       r"thread\(s\) \(usable cores\).*Set NPROC=8"):
+        sharding.check_cpu_threads(4, environ={}, cores=2)
+    with pytest.raises(ConfigError, match=r"share 3 XLA thread\(s\) \(NPROC\)"):
+        sharding.check_cpu_threads(4, environ={"NPROC": "3"}, cores=64)
+    sharding.check_cpu_threads(4, environ={"NPROC": "8"}, cores=1)
+    sharding.check_cpu_threads(4, environ={}, cores=4)
+
+
 def test_bad_device_counts_fail_before_compiling():
-    with pytest.raises(ConfigError, match="seeds=3 is not divisible by devices=2"):
+    with pytest.raises(ConfigError, match=r"devices=2 cannot be split over seeds=3.*no "
+                       r"population axis.*--devices one of \[1\]"):
         sharding.seed_mesh(2, 3)
+    # A population the member devices do not divide (EPG pop_size 6 on 4 devices, 1 seed).
+    with pytest.raises(ConfigError, match=r"remaining factor 4 must divide the pop_size "
+                       r"\(6\).*--devices one of \[1, 2, 3\]"):
+        sharding.make_mesh(4, 1, (6,), "pop_size")
+    assert sharding.split_devices(4, 2, (6,)) == (2, 2)
+    assert sharding.split_devices(8, 2, (8, 8)) == (2, 4)
+    assert sharding.split_devices(4, 1, (8, 6)) is None  # 4 divides one group, not both
     with pytest.raises(ConfigError, match="devices=64, but this process sees"):
         sharding.seed_mesh(64, 64)
     with pytest.raises(ConfigError, match="devices must be an int > 0"):

@@ -58,8 +58,9 @@ def _train_args(t: argparse.ArgumentParser, seeds: int, eval_episodes: int) -> N
                    help=f"seeds trained at once (default {seeds})")
     t.add_argument("--seed", type=_int, default=0, help="base PRNG seed (default 0)")
     t.add_argument("--devices", type=_int, default=None,
-                   help="local devices to shard the seeds over; must divide --seeds "
-                        "(default: all, or the most that divide --seeds)")
+                   help="local devices to shard the run over: the seeds take "
+                        "gcd(devices, seeds), an EPG/MetaGenRL population the rest, which "
+                        "must divide it (default: all, or the most that split so)")
     t.add_argument("--total-steps", type=_int, help="env steps per seed (config total_steps)")
     t.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",

@@ -64,6 +64,7 @@ from flax import struct
 from jax.flatten_util import ravel_pytree
 
 from metareward.algos import config as cfg
+from metareward.axes import gather_members, local_members
 from metareward.envs.spec import EnvSpec
 from metareward.meta import es_grad
 from metareward.meta.es import SHAPINGS
@@ -309,6 +310,10 @@ class Trainer(NamedTuple):
     init_loss: Callable[[jax.Array], Params]
     agent_params: Callable[[jax.Array], Params]
     inner_init: Callable[..., InnerState]
+    #: The population axis for sharding (``metareward.runtime.sharding``): members live
+    #: only inside ``update``, split over the mesh's "members" devices there (es_grad).
+    population_sizes: tuple[int, ...] = ()
+    population_name: str = "pop_size"
 
 
 def make_train(config: Config, env: Env) -> Trainer:
@@ -538,8 +543,9 @@ def make_train(config: Config, env: Env) -> Trainer:
             # k_noise as es_grad uses it: "Open_ES" draws the same eps as "es" would.
             k_ask, k_tell = k_noise, jax.random.fold_in(k_noise, 1)
             population, opt_state = strategy.ask(k_ask, state.opt_state)
-            fit, aux = jax.vmap(lambda phi, t, k: inner(phi, t, k, a))(
-                population, member_tasks, agent_keys)
+            # Split over devices, each runs its block of members (metareward.axes).
+            fit, aux = gather_members(jax.vmap(lambda phi, t, k: inner(phi, t, k, a))(
+                *local_members((population, member_tasks, agent_keys))))
             opt_state = strategy.tell(k_tell, population, fit, opt_state)
             step = ravel_pytree(strategy.mean(opt_state))[0] - flat
             d = step
@@ -583,6 +589,7 @@ def make_train(config: Config, env: Env) -> Trainer:
         inner_run=inner_run, meta_test=meta_test, evaluate=evaluate, loss_inputs=loss_inputs,
         alpha=alpha, init_loss=init_loss, agent_params=unravel_theta,
         inner_init=lambda task, key: inner_init(tasks.check(task), key),
+        population_sizes=(P,),
     )
 
 

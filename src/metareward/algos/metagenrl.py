@@ -61,6 +61,7 @@ from jax.flatten_util import ravel_pytree
 from metareward.algos import config as cfg
 from metareward.algos import td3
 from metareward.algos.onpolicy import check_env, obs_preprocessor
+from metareward.axes import local_members, mean_members, sum_members
 from metareward.envs.spec import EnvSpec
 from metareward.envs.wrappers import VmapWrapper
 from metareward.meta import unrolled_hypergrad
@@ -258,6 +259,12 @@ class Trainer(NamedTuple):
     meta_test: Callable[..., Metrics]
     #: Per-env returns and their episode counts, for the runner (NaN where none ended).
     episode_metric_names: dict[str, str]
+    #: Sharding (``metareward.runtime.sharding``): each env group's agent count, which
+    #: the "members" devices must divide, and ``population_leaves(state)``, true on the
+    #: leaves with a leading agent axis (the agents' parameters and ``groups``).
+    population_sizes: tuple[int, ...]
+    population_leaves: Callable[[MetaGenRLState], Any]
+    population_name: str = "agents per env"
 
 
 def _masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
@@ -348,7 +355,8 @@ def make_train(config: Config, env: Env | Sequence[Env]) -> Trainer:
         alpha = init_objective(k_obj) if learned else {}
         agent_params, agent_states = [], []
         for g, group in enumerate(groups):
-            keys = jax.random.split(jax.random.fold_in(k_agents, g), group.num_agents)
+            keys = local_members(  # split over devices: this device's block of agents
+                jax.random.split(jax.random.fold_in(k_agents, g), group.num_agents))
             p, a = jax.vmap(lambda k, group=group: init_agent(group, k))(keys)
             agent_params.append(p)
             agent_states.append(a)
@@ -541,7 +549,11 @@ def make_train(config: Config, env: Env | Sequence[Env]) -> Trainer:
         random_phase = state.env_steps < config.learning_starts
         groups_state, returns = [], []
         for g, group in enumerate(groups):
-            keys = jax.random.split(jax.random.fold_in(k_roll, g), group.num_agents)
+            # Split over devices (the driver's shard_map), the state holds this device's
+            # block of each group's agents, and the keys are cut to match
+            # (metareward.axes); the sums over agents below are all-reduces.
+            keys = local_members(
+                jax.random.split(jax.random.fold_in(k_roll, g), group.num_agents))
             a, _, rets = jax.vmap(
                 lambda p, ag, k, group=group: act_rollout(group, p, ag, k, random_phase))(
                 state.params["agents"][g], state.groups[g], keys)
@@ -557,7 +569,8 @@ def make_train(config: Config, env: Env | Sequence[Env]) -> Trainer:
             policy_turn = n % config.policy_delay == 0
             new_params, new_agents, grads, metrics = [], [], [], []
             for g, group in enumerate(groups):
-                keys = jax.random.split(jax.random.fold_in(k, g), group.num_agents)
+                keys = local_members(
+                    jax.random.split(jax.random.fold_in(k, g), group.num_agents))
                 out = jax.vmap(
                     lambda pp, ag, kk, group=group: agent_step(group, pp, ag, alpha, kk,
                                                                policy_turn, p))(
@@ -565,11 +578,12 @@ def make_train(config: Config, env: Env | Sequence[Env]) -> Trainer:
                 new_params.append(out[0])
                 new_agents.append(out[1])
                 grads.append(out[2])
-                nonfinite = nonfinite + jnp.sum(out[3])
+                nonfinite = nonfinite + sum_members(jnp.sum(out[3]))
                 metrics.append(out[4])
             if meta_learn:
                 # The mean over all agents of all envs of the clipped per-agent gradients.
-                total = jax.tree.map(lambda *xs: sum(jnp.sum(x, axis=0) for x in xs), *grads)
+                total = sum_members(
+                    jax.tree.map(lambda *xs: sum(jnp.sum(x, axis=0) for x in xs), *grads))
                 mean_g = jax.tree.map(lambda x: x / config.num_agents, total)
                 ok = jnp.all(jnp.isfinite(ravel_pytree(mean_g)[0]))
                 upd, new_opt = objective_opt.update(
@@ -579,8 +593,10 @@ def make_train(config: Config, env: Env | Sequence[Env]) -> Trainer:
                 opt_alpha = jax.tree.map(lambda a, b: jnp.where(policy_turn, a, b), new_opt,
                                          opt_alpha)
                 nonfinite = nonfinite + (policy_turn & ~ok).astype(jnp.int32)
-            m = {k_: jnp.mean(jnp.concatenate([jnp.atleast_1d(x[k_]) for x in metrics]))
-                 for k_ in metrics[0]}
+            # (every device holds the same number of agents: the mean of the means)
+            m = mean_members({
+                k_: jnp.mean(jnp.concatenate([jnp.atleast_1d(x[k_]) for x in metrics]))
+                for k_ in metrics[0]})
             m["policy_turn"] = policy_turn.astype(jnp.float32)
             carry = (tuple(new_params), tuple(new_agents), alpha, opt_alpha, n + 1, nonfinite)
             return carry, m
@@ -609,13 +625,14 @@ def make_train(config: Config, env: Env | Sequence[Env]) -> Trainer:
         # Episode statistics: the first env's agents as the run's ``episode_*`` (what the
         # runner and progress bar show), and every env's mean return by name.
         for g, group in enumerate(groups):
-            r = returns[g]
+            r = returns[g]  # this device's agents: sums and counts are all-reduced
             ended = ~jnp.isnan(r)
-            cnt = jnp.sum(ended)
-            mean = jnp.sum(jnp.where(ended, r, 0.0)) / jnp.maximum(cnt, 1)
+            cnt = sum_members(jnp.sum(ended))
+            mean = sum_members(jnp.sum(jnp.where(ended, r, 0.0))) / jnp.maximum(cnt, 1)
             mean = jnp.where(cnt > 0, mean, jnp.nan)
             if g == 0:
-                var = jnp.sum(jnp.where(ended, jnp.square(r - mean), 0.0)) / jnp.maximum(cnt, 1)
+                var = sum_members(jnp.sum(jnp.where(ended, jnp.square(r - mean), 0.0)))
+                var = var / jnp.maximum(cnt, 1)
                 metrics.update(episode_return=mean,
                                episode_return_std=jnp.where(cnt > 0, jnp.sqrt(var), jnp.nan),
                                episodes=cnt.astype(jnp.int32))
@@ -663,7 +680,20 @@ def make_train(config: Config, env: Env | Sequence[Env]) -> Trainer:
         window_values=window_values, agent_step=agent_step, meta_test=meta_test,
         episode_metric_names={f"return_{g.spec.name}": f"episodes_{g.spec.name}"
                               for g in groups},
+        population_sizes=tuple(g.num_agents for g in groups),
+        population_leaves=population_leaves,
     )
+
+
+def population_leaves(state: MetaGenRLState) -> MetaGenRLState:
+    """``state`` with every leaf replaced by whether it has a leading agent axis: the
+    agents' parameters and ``groups`` do, the objective, its optimiser and the counters
+    do not."""
+    flag = lambda tree, value: jax.tree.map(lambda _: value, tree)
+    out = flag(state, False)
+    return out.replace(params={"objective": flag(state.params["objective"], False),
+                               "agents": flag(state.params["agents"], True)},
+                       groups=flag(state.groups, True))
 
 
 __all__ = ["OBJECTIVES", "PRESETS", "Agents", "Config", "MetaGenRLState", "Rows", "Trainer",

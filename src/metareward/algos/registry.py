@@ -41,6 +41,15 @@ class Learner(Protocol):
     ``return_ENV`` / ``episodes_ENV``, one pair per env).
     ``evaluate(state, key, num_episodes, deterministic=False) -> [num_episodes]``: returns
     of fresh episodes of the current policy (its mode if ``deterministic``).
+
+    A learner with a population inside one run (EPG's members, MetaGenRL's agents) may
+    say so for sharding (:mod:`metareward.runtime.sharding`): ``population_sizes``, a
+    tuple of the sizes of its population axes (each must be divisible by the devices the
+    population is split over), ``population_name`` (what those sizes are, for errors),
+    and ``population_leaves(state)``, a pytree of bools like ``state`` marking the
+    leaves whose leading axis is a population axis (laid out over the ``"members"``
+    devices with the state; omitted: none, as for EPG, whose members live only inside
+    ``update``).
     """
 
     num_updates: int

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
+from metareward.axes import gather_members, local_members, sum_members
 from metareward.meta.solvers import _check_count, _check_scalar
 
 PyTree = Any
@@ -77,17 +78,22 @@ def es_grad(
         eps = jnp.concatenate([half, -half])
     else:
         eps = jax.random.normal(key, (pop_size, flat.shape[0]), flat.dtype)
+    # Split over devices (metareward.axes; the driver's shard_map), each evaluates its
+    # block of the population; the fitness values are gathered for the rank shaping and
+    # the weighted sum of the noise is an all-reduce. Unsplit, these are identities.
+    eps_local = local_members(eps)
     if args is None:
-        out = jax.vmap(lambda e: fitness(unravel(flat + sigma * e)))(eps)
+        out = jax.vmap(lambda e: fitness(unravel(flat + sigma * e)))(eps_local)
     else:
         for leaf in jax.tree.leaves(args):
             if jnp.ndim(leaf) == 0 or jnp.shape(leaf)[0] != pop_size:
                 raise ValueError(f"every leaf of args needs a leading axis of pop_size = "
                                  f"{pop_size}; got shape {jnp.shape(leaf)}")
-        out = jax.vmap(lambda e, a: fitness(unravel(flat + sigma * e), a))(eps, args)
-    values, aux = out if has_aux else (out, None)
+        out = jax.vmap(lambda e, a: fitness(unravel(flat + sigma * e), a))(
+            eps_local, local_members(args))
+    values, aux = gather_members(out if has_aux else (out, None))
     weights = centered_ranks(values) if shaping == "centered_ranks" else values
-    direction = weights @ eps / (pop_size * sigma)
+    direction = sum_members(local_members(weights) @ eps_local) / (pop_size * sigma)
     if has_aux:
         return unravel(direction), values, aux
     return unravel(direction), values

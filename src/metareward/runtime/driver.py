@@ -27,17 +27,19 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from metareward import envs
 from metareward.algos.config import ConfigError
 from metareward.algos.registry import AlgoSpec, Learner, get_algorithm
+from metareward.axes import sum_members
 from metareward.runtime import configs, sharding
 from metareward.runtime.checkpoint import Checkpointer, abstract
 from metareward.runtime.progress import Progress
@@ -73,8 +75,9 @@ class RunOptions:
     Attributes:
       seeds: independent seeds trained at once (vmapped).
       seed: base PRNG seed; seed ``i`` uses ``jax.random.split(PRNGKey(seed), seeds)[i]``.
-      devices: local devices the seeds are sharded over; must divide ``seeds``
-        (``None``: all, or the most that divide ``seeds``); see
+      devices: local devices the run is sharded over: the seeds take ``gcd(devices,
+        seeds)`` of them, a population (EPG members, MetaGenRL agents) the rest, which
+        must divide it (``None``: all, or the most that split so); see
         :mod:`metareward.runtime.sharding`.
       chunk_updates: updates per jitted chunk (one metrics record per chunk and seed);
         ``None`` picks about 100 chunks per run.
@@ -135,6 +138,15 @@ class Plan:
     def keys(self) -> jax.Array:
         return jax.random.split(jax.random.PRNGKey(self.options.seed), self.options.seeds)
 
+    def mesh(self) -> Mesh | None:
+        """The run's ``("seeds", "members")`` device mesh (``None`` on one device); a
+        :class:`ConfigError` when ``--devices`` cannot be split over the seeds and the
+        learner's population (:func:`metareward.runtime.sharding.make_mesh`)."""
+        return sharding.make_mesh(
+            self.options.devices, self.options.seeds,
+            getattr(self.learner, "population_sizes", ()),
+            getattr(self.learner, "population_name", "population"))
+
     def record(self) -> dict[str, Any]:
         """What ``config.json`` stores to rebuild this plan."""
         return {
@@ -177,8 +189,9 @@ def prepare(
     made = [envs.make(n, **{**spec.env_kwargs, **env_kwargs}) for n in names]
     learner = spec.make_train(config, made if spec.multi_env else made[0])
     options = options or RunOptions()
-    sharding.seed_mesh(options.devices, options.seeds)  # device count vs seeds: fail now
-    return Plan(spec, env, env_kwargs, config, options, learner)
+    plan = Plan(spec, env, env_kwargs, config, options, learner)
+    plan.mesh()  # device count vs seeds and population: fail now
+    return plan
 
 
 def plan_from_run(run_dir: str | Path) -> Plan:
@@ -219,23 +232,64 @@ def _params_finite(state: Any) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
 
 
-def make_chunk(learner: Learner, chunk_updates: int, abstract_state: Any):
+def _population_leaves(learner: Learner, abstract_state: Any) -> Any:
+    """The learner's ``population_leaves`` of one seed's state, or ``None``."""
+    fn = getattr(learner, "population_leaves", None)
+    if fn is None:
+        return None
+    one = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape[1:], s.dtype), abstract_state)
+    return fn(one)
+
+
+def _on_mesh(fn: Callable, mesh: Mesh | None, in_specs: Any, out_specs: Any) -> Callable:
+    """``fn`` (over the batched seeds) as one program per device with ``jax.shard_map``:
+    each device runs ``fn`` on its block of seeds and of the population, which the
+    algorithms join with the explicit collectives of :mod:`metareward.axes`. ``fn``
+    itself when ``mesh`` is ``None``.
+
+    (Not GSPMD's automatic partitioning: on this stack it split the EPG loss's
+    convolutions across the seed devices too, and XLA:CPU then deadlocked on the
+    collectives it had added.)"""
+    if mesh is None:
+        return fn
+    return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs,
+                         check_vma=False)
+
+
+def make_init(learner: Learner, mesh: Mesh | None = None, state_specs: Any = None):
+    """``init(keys[seeds]) -> states`` (jitted), laid out by ``state_specs`` on ``mesh``
+    (:func:`metareward.runtime.sharding.state_specs`)."""
+    fn = _on_mesh(jax.vmap(learner.init), mesh, sharding.PartitionSpec(sharding.SEED_AXIS),
+                  state_specs)
+    return jax.jit(fn)
+
+
+def make_chunk(learner: Learner, chunk_updates: int, abstract_state: Any,
+               mesh: Mesh | None = None, state_specs: Any = None):
     """``chunk(states, n) -> (states, metrics[K, seeds], params_finite[seeds])``: ``n <=
-    K`` updates of every seed, the rest of the ``K`` iterations skipped."""
+    K`` updates of every seed, the rest of the ``K`` iterations skipped. With ``mesh``,
+    one program per device (``state_specs``: the state's partition specs)."""
     update = jax.vmap(learner.update)
     _, metrics_shape = jax.eval_shape(update, abstract_state)
 
     def skip(states):
-        return states, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metrics_shape)
+        n = jax.tree.leaves(states)[0].shape[0]  # this device's seeds
+        return states, jax.tree.map(lambda s: jnp.zeros((n, *s.shape[1:]), s.dtype),
+                                    metrics_shape)
 
     def chunk(states, n):
         def body(s, i):
             return jax.lax.cond(i < n, update, skip, s)
 
         states, metrics = jax.lax.scan(body, states, jnp.arange(chunk_updates))
-        return states, metrics, jax.vmap(_params_finite)(states)
+        # A population split over devices: finite only if every device's block is.
+        bad = sum_members((~jax.vmap(_params_finite)(states)).astype(jnp.int32))
+        return states, metrics, bad == 0
 
-    return jax.jit(chunk)
+    P = sharding.PartitionSpec
+    seeds = P(sharding.SEED_AXIS)
+    return jax.jit(_on_mesh(chunk, mesh, (state_specs, P()),
+                            (state_specs, P(None, sharding.SEED_AXIS), seeds)))
 
 
 # ----------------------------------------------------------------------------------------
@@ -477,29 +531,28 @@ def _execute(
 
     with _Signals(sys.stderr) as sig:
         try:
-            mesh = sharding.seed_mesh(opts.devices, opts.seeds)
+            mesh = plan.mesh()
             keys = sharding.shard_seeds(plan.keys(), mesh)
             abstract_state = jax.eval_shape(jax.vmap(learner.init), keys)
+            pop_leaves = _population_leaves(learner, abstract_state)
+            specs = sharding.state_specs(abstract_state, pop_leaves)
             say(
                 f"{plan.algo.name} on {plan.env_name}: {opts.seeds} seed(s), {total} updates "
                 f"in {num_chunks} chunk(s) of {K}"
             )
             say(f"run directory: {rd.path}")
             if mesh is not None:
-                say(f"seeds sharded over {mesh.size} {mesh.devices.flat[0].platform} devices, "
-                    f"{opts.seeds // mesh.size} per device")
+                say(f"sharded over {sharding.describe(mesh)}")
             if resume:
                 update, state, meta = ckpt.restore_latest(abstract_state)
-                state = sharding.shard_seeds(state, mesh)
+                state = sharding.shard_seeds(state, mesh, pop_leaves)
                 wall = float(meta.get("wall_time", 0.0))
                 env_steps = int(meta.get("env_steps", 0))
                 rd.truncate_metrics(update)
                 say(f"resuming from the checkpoint of update {update} ({env_steps:,} env steps)")
             else:
                 t0 = time.perf_counter()
-                shard_kw = ({} if mesh is None
-                            else {"out_shardings": sharding.seed_sharding(mesh)})
-                init_fn = jax.jit(jax.vmap(learner.init), **shard_kw).lower(keys).compile()
+                init_fn = make_init(learner, mesh, specs).lower(keys).compile()
                 compile_time = time.perf_counter() - t0
                 state = init_fn(keys)
             saved_update = update if resume else None
@@ -512,9 +565,10 @@ def _execute(
 
             # Lowered from shapes and dtypes alone (weak types dropped), so a fresh run and
             # a resumed one (whose state comes from disk) compile the very same program.
-            spec = sharding.sharded_spec(abstract(abstract_state), mesh)
+            spec = sharding.sharded_spec(abstract(abstract_state), mesh, pop_leaves)
             t0 = time.perf_counter()
-            chunk_fn = make_chunk(learner, K, spec).lower(spec, np.int32(K)).compile()
+            chunk_fn = make_chunk(learner, K, spec, mesh, specs).lower(
+                spec, np.int32(K)).compile()
             compile_time += time.perf_counter() - t0
             say(f"compiled in {compile_time:.1f} s")
 

@@ -1,15 +1,27 @@
-"""Seeds sharded over devices with ``jax.sharding``: one program, many devices.
+"""Seeds and populations sharded over devices with ``jax.sharding``: one program, many
+devices.
 
-The driver trains ``seeds`` independent seeds as one ``vmap``-ped program. With a
-:func:`seed_mesh` of ``D`` devices, every leaf of the batched train state (leading axis:
-seeds) is laid out with ``NamedSharding(mesh, P("seeds"))``; ``jax.jit`` then partitions
-the same program over the devices (GSPMD), ``seeds / D`` seeds per device, with no
-communication (the seeds never interact). One device, or ``devices=1``, is the plain
-unsharded program.
+The driver trains ``seeds`` independent seeds as one ``vmap``-ped program. A run's mesh
+(:func:`make_mesh`) has two axes, ``"seeds"`` x ``"members"``
+(:mod:`metareward.axes`). Every leaf of the batched train state (leading axis: seeds) is
+laid out with ``NamedSharding(mesh, P("seeds"))``; leaves that also carry a population
+axis (MetaGenRL's agents, their buffers) with ``P("seeds", "members")``. ``jax.jit``
+then partitions the same program over the devices (GSPMD): seeds never communicate;
+inside a seed, the population arrays an algorithm marks with
+:func:`metareward.axes.constrain_members` are split over the ``"members"`` devices and the
+sums that cross them (EPG's ES gradient, MetaGenRL's objective-gradient average) become
+all-reduce collectives. One device is the plain unsharded program.
+
+How ``D`` devices are split: the seeds take ``gcd(D, seeds)`` of them (no communication),
+the population the remaining factor, which must divide the population (every MetaGenRL env
+group's agent count; EPG's ``pop_size``).
 """
 
 from __future__ import annotations
 
+import math
+import os
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -17,31 +29,75 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from metareward.algos.config import ConfigError
-
-#: The mesh axis name of the seed (batch) axis.
-SEED_AXIS = "seeds"
+from metareward.axes import MEMBER_AXIS, SEED_AXIS
 
 
-def seed_mesh(devices: int | None, seeds: int) -> Mesh | None:
-    """A one-axis mesh over the first ``devices`` local devices, or ``None`` when that
-    is one device. ``devices=None``: all local devices, or the most of them that divide
-    ``seeds``. Raises :class:`ConfigError` when ``devices`` is
-    not a positive int, does not divide ``seeds``, or exceeds the devices present."""
+def split_devices(n: int, seeds: int, members: Sequence[int] = ()) -> tuple[int, int] | None:
+    """``(seed_devices, member_devices)`` for ``n`` devices, or ``None`` when the part the
+    seeds cannot take does not divide every population size in ``members``."""
+    d_seeds = math.gcd(n, seeds)
+    d_members = n // d_seeds
+    if d_members > 1 and (not members or any(m % d_members for m in members)):
+        return None
+    return d_seeds, d_members
+
+
+def check_cpu_threads(n: int, environ: Mapping[str, str] | None = None,
+                      cores: int | None = None) -> None:
+    """Raises :class:`ConfigError` when ``n`` forced CPU devices would share fewer XLA
+    threads than devices. XLA:CPU runs every device's program on one thread pool, sized by
+    the ``NPROC`` environment variable or else the cores this process may use; a collective
+    holds its thread until all devices arrive, so with fewer threads than devices the
+    programs starve each other and hang (seen with 4 devices on a 2-core machine)."""
+    environ = os.environ if environ is None else environ
+    nproc = environ.get("NPROC")
+    threads = int(nproc) if nproc and nproc.isdigit() else (
+        cores if cores is not None else len(os.sched_getaffinity(0)))
+    if threads < n:
+        raise ConfigError(
+            f"devices={n} CPU devices would share {threads} XLA thread(s) "
+            f"({'NPROC' if nproc else 'usable cores'}); their collectives would deadlock. "
+            f"Set NPROC={2 * n} in the environment before jax starts, or use --devices "
+            f"{threads} or fewer"
+        )
+
+
+def make_mesh(devices: int | None, seeds: int, members: Sequence[int] = (),
+              members_name: str = "population") -> Mesh | None:
+    """A ``("seeds", "members")`` mesh over the first ``devices`` local devices, or ``None``
+    when that is one device.
+
+    ``members``: the sizes of the run's population axes (empty for a learner without
+    one); ``members_name`` names them in errors. ``devices=None``: all local devices, or
+    the most of them that can be split (see :func:`split_devices`). Raises
+    :class:`ConfigError`, before anything compiles, when ``devices`` is not a positive
+    int, exceeds the devices present, or cannot be split over the seeds and population,
+    and on forced CPU devices when XLA would have too few threads for them
+    (:func:`check_cpu_threads`)."""
     available = jax.local_devices()
     if devices is not None and not (
         isinstance(devices, int) and not isinstance(devices, bool) and devices > 0
     ):
         raise ConfigError(f"devices must be an int > 0 or None (all), got {devices!r}")
+    members = tuple(int(m) for m in members)
     if devices is None:
-        # All devices, or as many as evenly share the seeds (4 seeds on 8 GPUs: 4).
-        n = max(d for d in range(1, len(available) + 1) if seeds % d == 0)
+        # All devices, or as many as the seeds and population share evenly.
+        n = max(d for d in range(1, len(available) + 1) if split_devices(d, seeds, members))
     else:
         n = devices
-    if seeds % n:
-        divisors = [d for d in range(1, n + 1) if seeds % d == 0]
+    split = split_devices(n, seeds, members)
+    if split is None:
+        ok = [d for d in range(1, n + 1) if split_devices(d, seeds, members)]
+        d_members = n // math.gcd(n, seeds)
+        if members:
+            what = (f"the remaining factor {d_members} must divide the {members_name} "
+                    f"({', '.join(map(str, members))})")
+        else:
+            what = "this learner has no population axis to put the rest on"
         raise ConfigError(
-            f"seeds={seeds} is not divisible by devices={n}: each device trains seeds / "
-            f"devices seeds. Use --seeds a multiple of {n}, or --devices one of {divisors}"
+            f"devices={n} cannot be split over seeds={seeds}: the seeds take "
+            f"gcd({n}, {seeds}) = {n // d_members} device(s) and {what}. Use --devices one "
+            f"of {ok}, or --seeds a multiple of {n}"
         )
     if n > len(available):
         raise ConfigError(
@@ -50,7 +106,15 @@ def seed_mesh(devices: int | None, seeds: int) -> Mesh | None:
         )
     if n == 1:
         return None
-    return Mesh(np.asarray(available[:n]), (SEED_AXIS,))
+    if available[0].platform == "cpu":
+        check_cpu_threads(n)
+    return Mesh(np.asarray(available[:n]).reshape(split), (SEED_AXIS, MEMBER_AXIS))
+
+
+def seed_mesh(devices: int | None, seeds: int) -> Mesh | None:
+    """:func:`make_mesh` for a learner without a population axis: the seeds take all
+    ``devices``, which must divide ``seeds``."""
+    return make_mesh(devices, seeds)
 
 
 def seed_sharding(mesh: Mesh) -> NamedSharding:
@@ -58,21 +122,60 @@ def seed_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(SEED_AXIS))
 
 
-def shard_seeds(tree: Any, mesh: Mesh | None) -> Any:
-    """Places every leaf (leading axis: seeds) of ``tree`` by :func:`seed_sharding`;
-    identity when ``mesh`` is ``None``."""
+def member_sharding(mesh: Mesh) -> NamedSharding:
+    """Axis 0 over the seed devices, axis 1 (a population axis) over the member devices."""
+    return NamedSharding(mesh, PartitionSpec(SEED_AXIS, MEMBER_AXIS))
+
+
+def state_specs(tree: Any, member_leaves: Any = None) -> Any:
+    """A ``PartitionSpec`` per leaf of ``tree`` (leading axis: seeds): ``P("seeds",
+    "members")`` where ``member_leaves`` (a pytree of bools with ``tree``'s structure, or
+    ``None``: none) is true, ``P("seeds")`` elsewhere."""
+    seeds, members = PartitionSpec(SEED_AXIS), PartitionSpec(SEED_AXIS, MEMBER_AXIS)
+    if member_leaves is None:
+        return jax.tree.map(lambda _: seeds, tree)
+    return jax.tree.map(lambda _, m: members if m else seeds, tree, member_leaves)
+
+
+def state_shardings(tree: Any, mesh: Mesh | None, member_leaves: Any = None) -> Any:
+    """A sharding per leaf of ``tree`` (leading axis: seeds): :func:`member_sharding`
+    where ``member_leaves`` (a pytree of bools with ``tree``'s structure, or ``None``:
+    none) is true, :func:`seed_sharding` elsewhere. ``None`` when ``mesh`` is."""
+    if mesh is None:
+        return None
+    if member_leaves is None:
+        return jax.tree.map(lambda _: seed_sharding(mesh), tree)
+    return jax.tree.map(lambda _, m: member_sharding(mesh) if m else seed_sharding(mesh),
+                        tree, member_leaves)
+
+
+def shard_seeds(tree: Any, mesh: Mesh | None, member_leaves: Any = None) -> Any:
+    """Places every leaf of ``tree`` by :func:`state_shardings`; identity when ``mesh``
+    is ``None``."""
     if mesh is None:
         return tree
-    return jax.device_put(tree, seed_sharding(mesh))
+    return jax.device_put(tree, state_shardings(tree, mesh, member_leaves))
 
 
-def sharded_spec(spec: Any, mesh: Mesh | None) -> Any:
-    """``ShapeDtypeStruct`` leaves of ``spec`` carrying :func:`seed_sharding` (to lower a
+def sharded_spec(spec: Any, mesh: Mesh | None, member_leaves: Any = None) -> Any:
+    """``ShapeDtypeStruct`` leaves of ``spec`` carrying :func:`state_shardings` (to lower a
     program for sharded inputs); ``spec`` unchanged when ``mesh`` is ``None``."""
     if mesh is None:
         return spec
-    sh = seed_sharding(mesh)
-    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), spec)
+    shardings = state_shardings(spec, mesh, member_leaves)
+    return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                        spec, shardings)
 
 
-__all__ = ["SEED_AXIS", "seed_mesh", "seed_sharding", "shard_seeds", "sharded_spec"]
+def describe(mesh: Mesh | None) -> str:
+    """``"2 cpu devices: 2 seed shards x 1 member shard"``-style summary."""
+    if mesh is None:
+        return "1 device"
+    sizes = dict(zip(mesh.axis_names, mesh.devices.shape, strict=True))
+    return (f"{mesh.size} {mesh.devices.flat[0].platform} devices: "
+            f"{sizes[SEED_AXIS]} seed shard(s) x {sizes[MEMBER_AXIS]} population shard(s)")
+
+
+__all__ = ["MEMBER_AXIS", "SEED_AXIS", "PartitionSpec", "check_cpu_threads", "describe",
+           "make_mesh", "member_sharding", "seed_mesh", "seed_sharding", "shard_seeds",
+           "sharded_spec", "split_devices", "state_shardings", "state_specs"]
