@@ -6,12 +6,10 @@ from an earlier checkpoint ends in the same state; bad device counts fail before
 compiling."""
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
+from host_devices import run_with_host_devices
 
 from metareward.algos.config import ConfigError
 from metareward.runtime import driver, sharding
@@ -61,18 +59,7 @@ SCRIPT = textwrap.dedent(
 @pytest.fixture(scope="module")
 def sharded_runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("shard")
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
-                        " --xla_force_host_platform_device_count=4").strip()
-    env["JAX_PLATFORMS"] = "cpu"
-    # XLA:CPU's thread pool has one thread per core it may use; a collective blocks its
-    # thread until every device arrives, so with fewer threads than devices (a pinned or
-    # 2-core CI machine) the devices starve and deadlock. NPROC sizes that pool.
-    env["NPROC"] = "8"
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(out)], env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads((out / "res.json").read_text())
+    return run_with_host_devices(SCRIPT, out, 4, timeout=300)
 
 
 def test_sharded_runs_equal_the_unsharded_run(sharded_runs):

@@ -14,14 +14,11 @@ XLA reads it once).
 Slow: about a dozen compilations of the EPG and MetaGenRL programs (~5 minutes on one
 core)."""
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
+from host_devices import run_with_host_devices
 
 pytestmark = pytest.mark.slow
 
@@ -113,18 +110,7 @@ SCRIPT = textwrap.dedent(
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("pop_shard")
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
-                        " --xla_force_host_platform_device_count=4").strip()
-    env["JAX_PLATFORMS"] = "cpu"
-    # XLA:CPU's thread pool has one thread per core it may use; a collective blocks its
-    # thread until every device arrives, so with fewer threads than devices (a pinned or
-    # 2-core CI machine) the devices starve and deadlock. NPROC sizes that pool.
-    env["NPROC"] = "8"
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(out)], env=env,
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads((out / "res.json").read_text())
+    return run_with_host_devices(SCRIPT, out, 4, timeout=900)
 
 
 def test_es_grad_split_over_member_devices_equals_unsplit(runs):
