@@ -68,22 +68,16 @@ def worker(workload: str, devices: int, max_devices: int, chunk: int, min_time: 
     import jax
     import numpy as np
 
-    from metareward.runtime import driver, sharding
-    from metareward.runtime.checkpoint import abstract
+    from metareward.runtime import driver
 
     algo, env, seeds, over = WORKLOADS[workload]
     plan = driver.prepare(algo, env, overrides=over,
                           options=driver.RunOptions(seeds=seeds, devices=devices))
-    mesh = plan.mesh()
-    keys = sharding.shard_seeds(plan.keys(), mesh)
-    ab = jax.eval_shape(jax.vmap(plan.learner.init), keys)
-    leaves = driver._population_leaves(plan.learner, ab)
-    specs = sharding.state_specs(ab, leaves)
-    spec = sharding.sharded_spec(abstract(ab), mesh, leaves)
+    progs = driver.programs(plan, chunk)
+    mesh = progs.mesh
     t0 = time.perf_counter()
-    state = driver.make_init(plan.learner, mesh, specs)(keys)
-    fn = driver.make_chunk(plan.learner, chunk, spec, mesh, specs).lower(
-        spec, np.int32(chunk)).compile()
+    state = progs.init(progs.keys)
+    fn = progs.chunk.lower(progs.spec, np.int32(chunk)).compile()
     state, metrics, _ = fn(state, np.int32(chunk))  # warm-up (first updates)
     jax.block_until_ready(state)
     compile_s = time.perf_counter() - t0

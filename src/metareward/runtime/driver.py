@@ -256,6 +256,41 @@ def _on_mesh(fn: Callable, mesh: Mesh | None, in_specs: Any, out_specs: Any) -> 
                          check_vma=False)
 
 
+@dataclasses.dataclass(frozen=True)
+class Programs:
+    """A plan's jitted programs laid out on its device mesh (what a run compiles):
+    ``init(keys)`` and ``chunk(states, n)`` (:func:`make_chunk`); ``keys`` placed on the
+    mesh; ``spec`` the train state's shapes with their shardings (to lower ``chunk``),
+    ``population_leaves`` and ``place(state)`` to lay a host or restored state out."""
+
+    mesh: Mesh | None
+    keys: jax.Array
+    abstract_state: Any
+    population_leaves: Any
+    spec: Any
+    init: Callable
+    chunk: Callable
+
+    def place(self, state: Any) -> Any:
+        return sharding.shard_seeds(state, self.mesh, self.population_leaves)
+
+
+def programs(plan: Plan, chunk_updates: int | None = None) -> Programs:
+    """The plan's :class:`Programs` for chunks of ``chunk_updates`` (default: the plan's)."""
+    mesh = plan.mesh()
+    keys = sharding.shard_seeds(plan.keys(), mesh)
+    abstract_state = jax.eval_shape(jax.vmap(plan.learner.init), keys)
+    leaves = _population_leaves(plan.learner, abstract_state)
+    specs = sharding.state_specs(abstract_state, leaves)
+    # Shapes and dtypes alone (weak types dropped), so a fresh run and a resumed one
+    # (whose state comes from disk) compile the very same program.
+    spec = sharding.sharded_spec(abstract(abstract_state), mesh, leaves)
+    K = chunk_updates or plan.chunk_updates
+    return Programs(mesh, keys, abstract_state, leaves, spec,
+                    make_init(plan.learner, mesh, specs),
+                    make_chunk(plan.learner, K, spec, mesh, specs))
+
+
 def make_init(learner: Learner, mesh: Mesh | None = None, state_specs: Any = None):
     """``init(keys[seeds]) -> states`` (jitted), laid out by ``state_specs`` on ``mesh``
     (:func:`metareward.runtime.sharding.state_specs`)."""
@@ -531,11 +566,8 @@ def _execute(
 
     with _Signals(sys.stderr) as sig:
         try:
-            mesh = plan.mesh()
-            keys = sharding.shard_seeds(plan.keys(), mesh)
-            abstract_state = jax.eval_shape(jax.vmap(learner.init), keys)
-            pop_leaves = _population_leaves(learner, abstract_state)
-            specs = sharding.state_specs(abstract_state, pop_leaves)
+            progs = programs(plan, K)
+            mesh = progs.mesh
             say(
                 f"{plan.algo.name} on {plan.env_name}: {opts.seeds} seed(s), {total} updates "
                 f"in {num_chunks} chunk(s) of {K}"
@@ -544,17 +576,17 @@ def _execute(
             if mesh is not None:
                 say(f"sharded over {sharding.describe(mesh)}")
             if resume:
-                update, state, meta = ckpt.restore_latest(abstract_state)
-                state = sharding.shard_seeds(state, mesh, pop_leaves)
+                update, state, meta = ckpt.restore_latest(progs.abstract_state)
+                state = progs.place(state)
                 wall = float(meta.get("wall_time", 0.0))
                 env_steps = int(meta.get("env_steps", 0))
                 rd.truncate_metrics(update)
                 say(f"resuming from the checkpoint of update {update} ({env_steps:,} env steps)")
             else:
                 t0 = time.perf_counter()
-                init_fn = make_init(learner, mesh, specs).lower(keys).compile()
+                init_fn = progs.init.lower(progs.keys).compile()
                 compile_time = time.perf_counter() - t0
-                state = init_fn(keys)
+                state = init_fn(progs.keys)
             saved_update = update if resume else None
 
             if opts.wandb != "off":
@@ -563,12 +595,8 @@ def _execute(
                     rd.path.name, record,
                 )
 
-            # Lowered from shapes and dtypes alone (weak types dropped), so a fresh run and
-            # a resumed one (whose state comes from disk) compile the very same program.
-            spec = sharding.sharded_spec(abstract(abstract_state), mesh, pop_leaves)
             t0 = time.perf_counter()
-            chunk_fn = make_chunk(learner, K, spec, mesh, specs).lower(
-                spec, np.int32(K)).compile()
+            chunk_fn = progs.chunk.lower(progs.spec, np.int32(K)).compile()
             compile_time += time.perf_counter() - t0
             say(f"compiled in {compile_time:.1f} s")
 

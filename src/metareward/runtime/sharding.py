@@ -42,6 +42,12 @@ def split_devices(n: int, seeds: int, members: Sequence[int] = ()) -> tuple[int,
     return d_seeds, d_members
 
 
+def _usable_cores() -> int:
+    """Cores this process may run on (its affinity on Linux; the CPU count elsewhere)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
+
+
 def check_cpu_threads(n: int, environ: Mapping[str, str] | None = None,
                       cores: int | None = None) -> None:
     """Raises :class:`ConfigError` when ``n`` forced CPU devices would share fewer XLA
@@ -52,7 +58,7 @@ def check_cpu_threads(n: int, environ: Mapping[str, str] | None = None,
     environ = os.environ if environ is None else environ
     nproc = environ.get("NPROC")
     threads = int(nproc) if nproc and nproc.isdigit() else (
-        cores if cores is not None else len(os.sched_getaffinity(0)))
+        cores if cores is not None else _usable_cores())
     if threads < n:
         raise ConfigError(
             f"devices={n} CPU devices would share {threads} XLA thread(s) "
