@@ -123,16 +123,6 @@ def seed_mesh(devices: int | None, seeds: int) -> Mesh | None:
     return make_mesh(devices, seeds)
 
 
-def seed_sharding(mesh: Mesh) -> NamedSharding:
-    """Leading axis split over the mesh's seed axis, the rest replicated."""
-    return NamedSharding(mesh, PartitionSpec(SEED_AXIS))
-
-
-def member_sharding(mesh: Mesh) -> NamedSharding:
-    """Axis 0 over the seed devices, axis 1 (a population axis) over the member devices."""
-    return NamedSharding(mesh, PartitionSpec(SEED_AXIS, MEMBER_AXIS))
-
-
 def state_specs(tree: Any, member_leaves: Any = None) -> Any:
     """A ``PartitionSpec`` per leaf of ``tree`` (leading axis: seeds): ``P("seeds",
     "members")`` where ``member_leaves`` (a pytree of bools with ``tree``'s structure, or
@@ -144,15 +134,12 @@ def state_specs(tree: Any, member_leaves: Any = None) -> Any:
 
 
 def state_shardings(tree: Any, mesh: Mesh | None, member_leaves: Any = None) -> Any:
-    """A sharding per leaf of ``tree`` (leading axis: seeds): :func:`member_sharding`
-    where ``member_leaves`` (a pytree of bools with ``tree``'s structure, or ``None``:
-    none) is true, :func:`seed_sharding` elsewhere. ``None`` when ``mesh`` is."""
+    """:func:`state_specs` as ``NamedSharding``s on ``mesh`` (``None`` when it is)."""
     if mesh is None:
         return None
-    if member_leaves is None:
-        return jax.tree.map(lambda _: seed_sharding(mesh), tree)
-    return jax.tree.map(lambda _, m: member_sharding(mesh) if m else seed_sharding(mesh),
-                        tree, member_leaves)
+    return jax.tree.map(lambda spec: NamedSharding(mesh, spec),
+                        state_specs(tree, member_leaves),
+                        is_leaf=lambda x: isinstance(x, PartitionSpec))
 
 
 def shard_seeds(tree: Any, mesh: Mesh | None, member_leaves: Any = None) -> Any:
@@ -183,5 +170,5 @@ def describe(mesh: Mesh | None) -> str:
 
 
 __all__ = ["MEMBER_AXIS", "SEED_AXIS", "PartitionSpec", "check_cpu_threads", "describe",
-           "make_mesh", "member_sharding", "seed_mesh", "seed_sharding", "shard_seeds",
-           "sharded_spec", "split_devices", "state_shardings", "state_specs"]
+           "make_mesh", "seed_mesh", "shard_seeds", "sharded_spec", "split_devices",
+           "state_shardings", "state_specs"]
