@@ -80,6 +80,23 @@ def _train_args(t: argparse.ArgumentParser, seeds: int, eval_episodes: int) -> N
                    help=f"episodes per seed evaluated at the end (default {eval_episodes}; "
                         "0: skip)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _distributed_args(t)
+
+
+def _distributed_args(t: argparse.ArgumentParser) -> None:
+    g = t.add_argument_group(
+        "several processes/hosts (jax.distributed; every process runs the same command "
+        "with its own --process-id; process 0 writes the run directory)")
+    g.add_argument("--coordinator", metavar="HOST:PORT",
+                   help="process 0's address, reachable from every process, or 'auto' "
+                        "(SLURM/Open MPI detection); env METAREWARD_COORDINATOR")
+    g.add_argument("--num-processes", type=_int, metavar="N",
+                   help="processes in the run; env METAREWARD_NUM_PROCESSES")
+    g.add_argument("--process-id", type=_int, metavar="I",
+                   help="this process, 0..N-1; env METAREWARD_PROCESS_ID")
+    g.add_argument("--init-timeout", type=_int, metavar="S",
+                   help="seconds to wait for the coordinator and the other processes "
+                        "(default 300); env METAREWARD_INIT_TIMEOUT")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -134,6 +151,7 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("resume", help="continue a run from its newest good checkpoint")
     r.add_argument("run_dir")
     r.add_argument("--no-progress", action="store_true")
+    _distributed_args(r)
 
     e = sub.add_parser("eval", help="evaluate the newest checkpoint of a run")
     e.add_argument("run_dir")
@@ -210,7 +228,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides = configs.parse_assignments(args.set)
         if args.total_steps is not None:
             overrides["total_steps"] = args.total_steps
-        if args.out is not None and RunDir(args.out).exists():
+        if args.out is not None and _on_main(lambda: RunDir(args.out).exists()):
             raise _BadInput(
                 f"{args.out} is already a run directory; continue it with "
                 f"`metareward resume {args.out}` or choose another --out"
@@ -235,6 +253,11 @@ def _finished(result) -> None:
         f"{result.wall_time:.1f} s (+{result.compile_time:.1f} s compile); "
         f"return in the last chunk {ret} (mean over seeds)"
     )
+    from metareward import distributed
+
+    if not distributed.is_main():
+        print(f"run directory (written by process 0): {result.run_dir}")
+        return
     print(f"run directory: {result.run_dir}")
     print(f"plot: {Path(result.run_dir) / 'curve.png'}")
 
@@ -242,9 +265,10 @@ def _finished(result) -> None:
 def cmd_resume(args: argparse.Namespace) -> int:
     from metareward.runtime import driver
 
-    _require_run(args.run_dir)
-    with _input_errors():
-        driver.plan_from_run(args.run_dir)
+    error = _on_main(lambda: _input_error(lambda: (_require_run(args.run_dir),
+                                                   driver.plan_from_run(args.run_dir))))
+    if error is not None:
+        raise _BadInput(error)
     result = driver.resume(args.run_dir, progress=not args.no_progress)
     _finished(result)
     return 0
@@ -258,7 +282,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.episodes <= 0:
         raise _BadInput(f"--episodes must be > 0, got {args.episodes}")
     with _input_errors():
-        driver.plan_from_run(args.run_dir)
+        driver.plan_from_run(args.run_dir, any_devices=True)
     plan, update, state, meta = driver.load(args.run_dir)
     returns = driver.evaluate(plan, state, args.episodes, deterministic=args.deterministic)
     rec = driver.write_eval(
@@ -326,6 +350,36 @@ def _input_errors():
         raise _BadInput(str(e)) from None
 
 
+def _input_error(check) -> str | None:
+    """The message of the bad-input error ``check()`` raises, else ``None``."""
+    try:
+        with _input_errors():
+            check()
+    except _BadInput as e:
+        return str(e)
+    return None
+
+
+def _on_main(fn):
+    """``fn()`` evaluated by process 0 (which owns the run directory), the same value on
+    every process of a multi-process run, so all of them take the same branch."""
+    from metareward import distributed
+
+    return distributed.agree(fn() if distributed.is_main() else None)
+
+
+def _connect(args: argparse.Namespace) -> None:
+    """``jax.distributed`` for a multi-process run (flags over env vars); nothing for
+    one process. Malformed values are bad input (exit 2); an unreachable coordinator a
+    runtime error (exit 1)."""
+    from metareward import distributed
+
+    config = distributed.DistributedConfig.from_env(
+        coordinator=args.coordinator, num_processes=args.num_processes,
+        process_id=args.process_id, timeout=args.init_timeout)
+    distributed.initialize(config)
+
+
 def _require_run(run_dir: str) -> None:
     if not (Path(run_dir) / "config.json").is_file():
         raise _BadInput(f"{run_dir} is not a run directory (no config.json)")
@@ -340,7 +394,19 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     warnings.formatwarning = _format_warning
 
-    from metareward.algos.config import ConfigError
+    from metareward.distributed import DistributedError
+    from metareward.errors import ConfigError
+
+    try:  # before JAX starts: importing the envs (gymnax) already starts its backend
+        if hasattr(args, "coordinator"):  # train, meta-train, resume
+            _connect(args)
+    except ConfigError as e:
+        print(f"metareward {args.command}: error: {e}", file=sys.stderr)
+        return _exit(argv, EXIT_BAD_INPUT)
+    except DistributedError as e:
+        print(f"metareward {args.command}: error: {e}", file=sys.stderr)
+        return _exit(argv, EXIT_RUNTIME)
+
     from metareward.runtime.checkpoint import NoCheckpointError
     from metareward.runtime.driver import NonFiniteError, RunInterrupted
 
@@ -371,7 +437,11 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `metareward list | head`: the reader left, fine
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = 0
-    if argv is None:
+    return _exit(argv, code)
+
+
+def _exit(argv: list[str] | None, code: int) -> int:
+    if argv is None:  # the console script
         sys.exit(code)
     return code
 

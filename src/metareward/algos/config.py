@@ -6,11 +6,8 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
+from metareward.errors import ConfigError  # (defined there for light imports; re-exported)
 from metareward.nets.policies import ACTIVATIONS
-
-
-class ConfigError(ValueError):
-    """A config field has a value outside its allowed range."""
 
 
 def check(name: str, value: Any, ok: bool, allowed: str) -> None:

@@ -88,10 +88,14 @@ class Checkpointer:
     the next ``save``, ``wait``, ``restore_latest`` or ``close``).
     """
 
-    def __init__(self, directory: str | Path, max_to_keep: int = 3, asynchronous: bool = True):
+    def __init__(self, directory: str | Path, max_to_keep: int = 3, asynchronous: bool = True,
+                 primary_only: bool = False):
         self.directory = Path(directory).absolute()
         self.max_to_keep = max_to_keep
         self.asynchronous = asynchronous
+        # In a multi-process run only process 0 saves (host copies it gathered) and
+        # restores; orbax must then not wait for the other processes at its barriers.
+        self.primary_only = primary_only
         self._manager = None
         self._pending: int | None = None
 
@@ -99,10 +103,17 @@ class Checkpointer:
     def manager(self):
         if self._manager is None:
             ocp = _ocp()
+            extra = {}
+            if self.primary_only:
+                # (orbax refuses create=True with active_processes: make it here.)
+                self.directory.mkdir(parents=True, exist_ok=True)
+                extra["multiprocessing_options"] = ocp.options.MultiprocessingOptions(
+                    primary_host=0, active_processes={0})
             options = ocp.CheckpointManagerOptions(
                 max_to_keep=self.max_to_keep,
                 enable_async_checkpointing=self.asynchronous,
-                create=True,
+                create=not self.primary_only,
+                **extra,
             )
             self._manager = ocp.CheckpointManager(self.directory, options=options)
         return self._manager

@@ -36,12 +36,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from metareward import envs
+from metareward import distributed, envs
 from metareward.algos.config import ConfigError
 from metareward.algos.registry import AlgoSpec, Learner, get_algorithm
 from metareward.axes import sum_members
 from metareward.runtime import configs, sharding
-from metareward.runtime.checkpoint import Checkpointer, abstract
+from metareward.runtime.checkpoint import Checkpointer, NoCheckpointError, abstract
 from metareward.runtime.progress import Progress
 from metareward.runtime.rundir import RunDir, default_run_dir
 from metareward.runtime.wandb_log import MODES as WANDB_MODES
@@ -194,12 +194,23 @@ def prepare(
     return plan
 
 
-def plan_from_run(run_dir: str | Path) -> Plan:
-    """Rebuilds the plan recorded in a run directory's ``config.json``."""
-    rd = RunDir(run_dir)
-    rec = rd.load_config()
+def plan_from_run(run_dir: str | Path, *, any_devices: bool = False) -> Plan:
+    """Rebuilds the plan recorded in a run directory's ``config.json``.
+
+    ``any_devices``: to read the run's checkpoints (evaluate, meta-test), on whatever
+    devices this machine has: the recorded ``devices`` is dropped (without it, a run
+    trained on 4 GPUs cannot be loaded on a laptop)."""
+    return plan_from_record(RunDir(run_dir).load_config(), run_dir, any_devices=any_devices)
+
+
+def plan_from_record(rec: Mapping[str, Any], run_dir: str | Path = "the run", *,
+                     any_devices: bool = False) -> Plan:
+    """Rebuilds the plan a ``config.json`` record (:meth:`Plan.record`) describes (see
+    :func:`plan_from_run`)."""
     run = dict(rec["run"])
     run.pop("num_updates", None)
+    if any_devices:
+        run["devices"] = None
     plan = prepare(
         rec["algo"],
         rec["env"],
@@ -490,24 +501,46 @@ def start(
     stream: TextIO | None = None,
     progress: bool = True,
 ) -> RunResult:
-    """Creates the run directory (``config.json``) and trains to the end."""
-    rd = RunDir(out if out is not None else default_run_dir(plan.algo.name, plan.env_name))
-    rd.create({**plan.record(), "wandb_id": uuid.uuid4().hex[:12]})
-    return _execute(plan, rd, resume=False, stream=stream, progress=progress)
+    """Creates the run directory (``config.json``) and trains to the end. In a
+    multi-process run process 0 creates it and every process uses its path."""
+    path = exists = error = None
+    if distributed.is_main():
+        try:
+            rd = RunDir(out if out is not None else default_run_dir(plan.algo.name,
+                                                                    plan.env_name))
+            rd.create({**plan.record(), "wandb_id": uuid.uuid4().hex[:12],
+                       "processes": distributed.process_count()})
+            path = str(rd.path)
+        except OSError as e:
+            exists, error = isinstance(e, FileExistsError), str(e)
+    path, exists, error = distributed.agree([path, exists, error])
+    if error is not None:  # on every process, so none waits for the others
+        raise (FileExistsError if exists else OSError)(error)
+    return _execute(plan, RunDir(path), resume=False, stream=stream, progress=progress)
 
 
 def resume(
     run_dir: str | Path, *, stream: TextIO | None = None, progress: bool = True
 ) -> RunResult:
-    """Continues a run from its newest good checkpoint to the end."""
-    plan = plan_from_run(run_dir)
+    """Continues a run from its newest good checkpoint to the end (in a multi-process run,
+    process 0 reads the run directory and sends the others what they need)."""
+    rec = error = None
+    if distributed.is_main():
+        try:
+            rec = RunDir(run_dir).load_config()
+        except (OSError, ValueError) as e:
+            error = str(e)
+    rec, error = distributed.agree([rec, error])
+    if error is not None:
+        raise FileNotFoundError(error)
+    plan = plan_from_record(rec, run_dir)
     return _execute(plan, RunDir(run_dir), resume=True, stream=stream, progress=progress)
 
 
 def load(run_dir: str | Path) -> tuple[Plan, int, Any, dict[str, Any]]:
     """``(plan, update, state, meta)`` of a run's newest good checkpoint (for notebooks,
     ``eval`` and tests). ``state`` is batched over seeds."""
-    plan = plan_from_run(run_dir)
+    plan = plan_from_run(run_dir, any_devices=True)
     ckpt = Checkpointer(RunDir(run_dir).checkpoints)
     try:
         abstract_state = jax.eval_shape(jax.vmap(plan.learner.init), plan.keys())
@@ -545,24 +578,55 @@ def write_eval(rd: RunDir, update: int, env_steps: int, returns: np.ndarray, det
     return rec
 
 
+def _local_seeds(keys: jax.Array) -> list[int]:
+    """The seeds whose state lives on this process's devices."""
+    n = keys.shape[0]
+    return sorted({i for sh in keys.addressable_shards for i in range(n)[sh.index[0]]})
+
+
+def _restore(ckpt: Checkpointer | None, progs: Programs) -> tuple[int, Any, dict[str, Any]]:
+    """The newest good checkpoint, laid out on the mesh. In a multi-process run process 0
+    reads it and broadcasts it; an error there is raised on every process."""
+    if distributed.process_count() == 1:
+        update, state, meta = ckpt.restore_latest(progs.abstract_state)
+        return update, progs.place(state), meta
+    update = meta = error = state = None
+    if ckpt is not None:
+        try:
+            update, state, meta = ckpt.restore_latest(progs.abstract_state)
+        except NoCheckpointError as e:
+            error = str(e)
+    update, meta, error = distributed.agree([update, meta, error])
+    if error is not None:
+        raise NoCheckpointError(error)
+    if state is None:
+        state = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), progs.abstract_state)
+    return update, progs.place(distributed.broadcast(jax.device_get(state))), meta
+
+
 def _execute(
     plan: Plan, rd: RunDir, *, resume: bool, stream: TextIO | None, progress: bool
 ) -> RunResult:
     out = stream or sys.stdout
-    say = lambda *a: print(*a, file=out, flush=True)
+    procs, main = distributed.process_count(), distributed.is_main()
+    tag = "" if procs == 1 else f"[process {distributed.process_index()}/{procs}] "
+    say = lambda *a: print(tag + " ".join(map(str, a)), file=out, flush=True)
     opts, learner = plan.options, plan.learner
     episodic = getattr(learner, "episode_metric_names", ())
     episodic = dict(episodic) if isinstance(episodic, Mapping) else tuple(episodic)
     total, K = plan.num_updates, plan.chunk_updates
     num_chunks = math.ceil(total / K)
-    record = rd.load_config()
-    ckpt = Checkpointer(rd.checkpoints)
+    # Process 0 writes the run directory: config (read here), metrics, checkpoints,
+    # summary, plot, wandb. Every process takes part in the collectives that get it the
+    # metrics and states to write.
+    record = rd.load_config() if main else {}
+    ckpt = Checkpointer(rd.checkpoints, primary_only=procs > 1) if main else None
     wb = None
     status = "failed"
     update = env_steps = 0
     wall = compile_time = loop_time = 0.0
     last_return: float | None = None
-    bar = Progress(enabled=progress)
+    bar = Progress(enabled=progress and main)
 
     with _Signals(sys.stderr) as sig:
         try:
@@ -572,15 +636,18 @@ def _execute(
                 f"{plan.algo.name} on {plan.env_name}: {opts.seeds} seed(s), {total} updates "
                 f"in {num_chunks} chunk(s) of {K}"
             )
-            say(f"run directory: {rd.path}")
+            say(f"run directory: {rd.path}" + ("" if main else " (written by process 0)"))
             if mesh is not None:
                 say(f"sharded over {sharding.describe(mesh)}")
+            local = _local_seeds(progs.keys)
+            if procs > 1:
+                say(f"this process holds seed(s) {local}")
             if resume:
-                update, state, meta = ckpt.restore_latest(progs.abstract_state)
-                state = progs.place(state)
+                update, state, meta = _restore(ckpt, progs)
                 wall = float(meta.get("wall_time", 0.0))
                 env_steps = int(meta.get("env_steps", 0))
-                rd.truncate_metrics(update)
+                if main:
+                    rd.truncate_metrics(update)
                 say(f"resuming from the checkpoint of update {update} ({env_steps:,} env steps)")
             else:
                 t0 = time.perf_counter()
@@ -589,7 +656,7 @@ def _execute(
                 state = init_fn(progs.keys)
             saved_update = update if resume else None
 
-            if opts.wandb != "off":
+            if opts.wandb != "off" and main:
                 wb = WandbLogger(
                     opts.wandb, rd.path, record.get("wandb_id", uuid.uuid4().hex[:12]),
                     rd.path.name, record,
@@ -604,15 +671,20 @@ def _execute(
                 nonlocal saved_update
                 if saved_update == upd:
                     return
-                ckpt.save(upd, st, {"update": upd, "env_steps": steps, "wall_time": wall})
+                host = distributed.gather(st) if procs > 1 else st  # (all processes)
+                if ckpt is not None:
+                    ckpt.save(upd, host, {"update": upd, "env_steps": steps, "wall_time": wall})
                 saved_update = upd
 
             bar.update(update, total, env_steps, 0.0, None)
             loop_start = last_done = time.perf_counter()
             wall_start = wall
+            # Stop at a signal. Several processes must stop at the same chunk: the flag
+            # they act on is the one all of them agreed on after the previous chunk.
+            stop = False
 
             def launch(st: Any, upd: int) -> tuple[int, Any] | None:
-                if upd >= total or sig.received is not None:
+                if upd >= total or stop or (procs == 1 and sig.received is not None):
                     return None
                 n = min(K, total - upd)
                 return n, chunk_fn(st, np.int32(n))
@@ -624,7 +696,9 @@ def _execute(
                 n, (new_state, metrics, params_ok) = pending
                 chunk, done = update // K, update + n
                 pending = launch(new_state, done)
-                metrics, params_ok = jax.device_get((metrics, params_ok))
+                metrics, params_ok = distributed.gather((metrics, params_ok))
+                if procs > 1:
+                    stop = distributed.any_process(sig.received is not None)
                 now = time.perf_counter()
                 dt, last_done = now - last_done, now
                 bad = _first_nonfinite(metrics, n, np.asarray(params_ok), episodic)
@@ -638,7 +712,7 @@ def _execute(
                         + (f" ({value})" if value is not None else "")
                         + f" at update {update + u + 1} (env step {at_steps:,}) of seed {s}. "
                         f"The last good checkpoint is update {saved_update} in "
-                        f"{ckpt.directory}. Lower the learning rate or check the reward scale."
+                        f"{rd.checkpoints}. Lower the learning rate or check the reward scale."
                     )
                 update, state = done, new_state
                 wall = wall_start + (now - loop_start)
@@ -649,40 +723,53 @@ def _execute(
                 for r in recs:
                     r["wall_time"] = round(wall, 4)
                     r["steps_per_sec"] = round(sps, 1)
-                rd.append_metrics(recs)
                 rets = [r["return_mean"] for r in recs if r.get("return_mean") is not None]
                 if rets:
                     last_return = float(np.mean(rets))
-                if wb is not None:
-                    wb.log(recs)
-                if (chunk + 1) % opts.checkpoint_every == 0 or update == total:
+                boundary = (chunk + 1) % opts.checkpoint_every == 0 or update == total
+                if main:
+                    rd.append_metrics(recs)
+                    if wb is not None:
+                        wb.log(recs)
+                elif boundary:  # the other processes log their own seeds' part
+                    mine = [recs[i]["return_mean"] for i in local
+                            if recs[i].get("return_mean") is not None]
+                    ret = f"{np.mean(mine):.1f}" if mine else "-"
+                    say(f"update {update}/{total}, {env_steps:,} env steps per seed: "
+                        f"return {ret} over seed(s) {local}")
+                if boundary:
                     save(update, state, env_steps)
                 bar.update(update, total, env_steps, sps, last_return)
             bar.close()
             loop_time = time.perf_counter() - loop_start
 
-            if sig.received is not None:
+            signum = sig.received
+            if signum is not None or stop:
                 save(update, state, env_steps)
                 status = "interrupted"
-                raise RunInterrupted(sig.received, rd.path, update)
+                raise RunInterrupted(signum or signal.SIGTERM, rd.path, update)
 
             status = "finished"
             eval_returns = None
             if opts.eval_episodes > 0:
-                ev = evaluate(plan, state, opts.eval_episodes)
-                rec = write_eval(rd, update, env_steps, ev, False)
-                eval_returns = np.asarray(rec["per_seed"])
-                say(
-                    f"evaluation, {opts.eval_episodes} episodes per seed: "
-                    f"{rec['mean']:.1f} +- {rec['std']:.1f} over seeds"
-                )
+                # Several processes: process 0 evaluates every seed on its own device.
+                host = distributed.gather(state) if procs > 1 else state
+                if main:
+                    ev = evaluate(plan, host, opts.eval_episodes)
+                    rec = write_eval(rd, update, env_steps, ev, False)
+                    eval_returns = np.asarray(rec["per_seed"])
+                    say(
+                        f"evaluation, {opts.eval_episodes} episodes per seed: "
+                        f"{rec['mean']:.1f} +- {rec['std']:.1f} over seeds"
+                    )
             return RunResult(
                 rd.path, status, update, env_steps, wall, loop_time, compile_time, state,
                 last_return, eval_returns,
             )
         finally:
             bar.close()
-            ckpt.close()
+            if ckpt is not None:
+                ckpt.close()
             summary = {
                 "status": status,
                 "update": update,
@@ -693,11 +780,12 @@ def _execute(
                 "compile_time": round(compile_time, 3),
                 "last_return": last_return,
             }
-            RunDir.write_json(rd.summary_json, summary)
-            if rd.metrics_jsonl.is_file():
-                from metareward.runtime.plot import plot_runs
+            if main:
+                RunDir.write_json(rd.summary_json, summary)
+                if rd.metrics_jsonl.is_file():
+                    from metareward.runtime.plot import plot_runs
 
-                plot_runs([rd.path], rd.curve_png)
+                    plot_runs([rd.path], rd.curve_png)
             if wb is not None:
                 wb.summary(summary)
                 wb.finish(exit_code=0 if status == "finished" else 1)
@@ -712,6 +800,7 @@ __all__ = [
     "evaluate",
     "load",
     "make_chunk",
+    "plan_from_record",
     "plan_from_run",
     "prepare",
     "resume",

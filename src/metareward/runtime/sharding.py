@@ -5,12 +5,13 @@ The driver trains ``seeds`` independent seeds as one ``vmap``-ped program. A run
 (:func:`make_mesh`) has two axes, ``"seeds"`` x ``"members"``
 (:mod:`metareward.axes`). Every leaf of the batched train state (leading axis: seeds) is
 laid out with ``NamedSharding(mesh, P("seeds"))``; leaves that also carry a population
-axis (MetaGenRL's agents, their buffers) with ``P("seeds", "members")``. ``jax.jit``
-then partitions the same program over the devices (GSPMD): seeds never communicate;
-inside a seed, the population arrays an algorithm marks with
-:func:`metareward.axes.constrain_members` are split over the ``"members"`` devices and the
-sums that cross them (EPG's ES gradient, MetaGenRL's objective-gradient average) become
-all-reduce collectives. One device is the plain unsharded program.
+axis (MetaGenRL's agents, their buffers) with ``P("seeds", "members")``. The driver runs
+each chunk under ``jax.shard_map`` over that mesh, one program per device: seeds never
+communicate; inside a seed, every device works on its block of the population and the
+sums that cross blocks (EPG's ES gradient, MetaGenRL's objective-gradient average) are
+the explicit collectives of :mod:`metareward.axes`. One device is the plain unsharded
+program. With several processes (:mod:`metareward.runtime.distributed`) the mesh spans the
+devices of all of them and nothing else changes.
 
 How ``D`` devices are split: the seeds take ``gcd(D, seeds)`` of them (no communication),
 the population the remaining factor, which must divide the population (every MetaGenRL env
@@ -70,17 +71,20 @@ def check_cpu_threads(n: int, environ: Mapping[str, str] | None = None,
 
 def make_mesh(devices: int | None, seeds: int, members: Sequence[int] = (),
               members_name: str = "population") -> Mesh | None:
-    """A ``("seeds", "members")`` mesh over the first ``devices`` local devices, or ``None``
-    when that is one device.
+    """A ``("seeds", "members")`` mesh over the first ``devices`` local devices of every
+    process, or ``None`` when that is one device in all.
 
     ``members``: the sizes of the run's population axes (empty for a learner without
     one); ``members_name`` names them in errors. ``devices=None``: all local devices, or
-    the most of them that can be split (see :func:`split_devices`). Raises
+    the most of them that can be split (see :func:`split_devices`). With several
+    processes (:mod:`metareward.runtime.distributed`) the mesh holds ``devices x
+    processes`` devices, process by process, and that total is what is split. Raises
     :class:`ConfigError`, before anything compiles, when ``devices`` is not a positive
     int, exceeds the devices present, or cannot be split over the seeds and population,
     and on forced CPU devices when XLA would have too few threads for them
     (:func:`check_cpu_threads`)."""
     available = jax.local_devices()
+    procs = jax.process_count()
     if devices is not None and not (
         isinstance(devices, int) and not isinstance(devices, bool) and devices > 0
     ):
@@ -88,33 +92,44 @@ def make_mesh(devices: int | None, seeds: int, members: Sequence[int] = (),
     members = tuple(int(m) for m in members)
     if devices is None:
         # All devices, or as many as the seeds and population share evenly.
-        n = max(d for d in range(1, len(available) + 1) if split_devices(d, seeds, members))
+        fits = [d for d in range(1, len(available) + 1)
+                if split_devices(d * procs, seeds, members)]
+        n = max(fits) if fits else 1
     else:
         n = devices
-    split = split_devices(n, seeds, members)
+    total = n * procs
+    split = split_devices(total, seeds, members)
     if split is None:
-        ok = [d for d in range(1, n + 1) if split_devices(d, seeds, members)]
-        d_members = n // math.gcd(n, seeds)
+        ok = [d for d in range(1, n + 1) if split_devices(d * procs, seeds, members)]
+        d_members = total // math.gcd(total, seeds)
         if members:
             what = (f"the remaining factor {d_members} must divide the {members_name} "
                     f"({', '.join(map(str, members))})")
         else:
             what = "this learner has no population axis to put the rest on"
+        where = f"devices={n}" if procs == 1 else (
+            f"devices={n} per process x {procs} processes = {total}")
+        fix = (f"Use --devices one of {ok}, or " if ok else "Use ") + (
+            f"--seeds a multiple of {total}")
         raise ConfigError(
-            f"devices={n} cannot be split over seeds={seeds}: the seeds take "
-            f"gcd({n}, {seeds}) = {n // d_members} device(s) and {what}. Use --devices one "
-            f"of {ok}, or --seeds a multiple of {n}"
+            f"{where} cannot be split over seeds={seeds}: the seeds take "
+            f"gcd({total}, {seeds}) = {total // d_members} device(s) and {what}. {fix}"
         )
     if n > len(available):
         raise ConfigError(
             f"devices={n}, but this process sees {len(available)} "
             f"{available[0].platform} device(s): {[str(d) for d in available]}"
         )
-    if n == 1:
+    if total == 1:
         return None
-    if available[0].platform == "cpu":
+    if available[0].platform == "cpu" and n > 1:
         check_cpu_threads(n)
-    return Mesh(np.asarray(available[:n]).reshape(split), (SEED_AXIS, MEMBER_AXIS))
+    if procs == 1:
+        chosen = available[:n]
+    else:  # the first n devices of each process, process by process
+        chosen = [d for p in range(procs)
+                  for d in [d for d in jax.devices() if d.process_index == p][:n]]
+    return Mesh(np.asarray(chosen).reshape(split), (SEED_AXIS, MEMBER_AXIS))
 
 
 def seed_mesh(devices: int | None, seeds: int) -> Mesh | None:
@@ -147,6 +162,8 @@ def shard_seeds(tree: Any, mesh: Mesh | None, member_leaves: Any = None) -> Any:
     is ``None``."""
     if mesh is None:
         return tree
+    if jax.process_count() > 1:  # a global array is placed from the same host value
+        tree = jax.device_get(tree)  # on every process
     return jax.device_put(tree, state_shardings(tree, mesh, member_leaves))
 
 
@@ -165,7 +182,9 @@ def describe(mesh: Mesh | None) -> str:
     if mesh is None:
         return "1 device"
     sizes = dict(zip(mesh.axis_names, mesh.devices.shape, strict=True))
-    return (f"{mesh.size} {mesh.devices.flat[0].platform} devices: "
+    procs = len({d.process_index for d in mesh.devices.flat})
+    hosts = f" in {procs} processes" if procs > 1 else ""
+    return (f"{mesh.size} {mesh.devices.flat[0].platform} devices{hosts}: "
             f"{sizes[SEED_AXIS]} seed shard(s) x {sizes[MEMBER_AXIS]} population shard(s)")
 
 
