@@ -248,3 +248,18 @@ def test_settings_come_from_flags_over_environment_variables():
 def test_cli_rejects_bad_distributed_flags_before_starting(capsys):
     assert main([*PPO, "--coordinator", "10.0.0.1:8476", "--process-id", "0"]) == 2
     assert "needs num_processes and process_id" in capsys.readouterr().err
+
+
+def test_a_split_over_processes_that_does_not_divide_fails_before_compiling(monkeypatch):
+    """The mesh takes ``devices`` per process from every process; the total must split
+    over the seeds and population like one host's devices (JAX's process count is faked:
+    the arithmetic and the message are what is checked)."""
+    from metareward.runtime import sharding
+
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    with pytest.raises(ConfigError, match=r"devices=1 per process x 2 processes = 2 cannot "
+                                          r"be split over seeds=1.*--seeds a multiple of 2"):
+        sharding.make_mesh(1, seeds=1)
+    with pytest.raises(ConfigError, match=r"remaining factor 2 must divide the population "
+                                          r"\(3\)"):
+        sharding.make_mesh(1, seeds=1, members=(3,))
