@@ -8,6 +8,7 @@ compiling."""
 import json
 import textwrap
 
+import numpy as np
 import pytest
 from host_devices import run_with_host_devices
 
@@ -129,3 +130,58 @@ def test_bad_device_counts_fail_before_compiling():
         driver.prepare("ppo", "cartpole", options=driver.RunOptions(seeds=8, devices=8))
     assert sharding.seed_mesh(None, 3) is None  # one CPU device here: no mesh
     assert sharding.seed_mesh(1, 3) is None
+
+
+COLLECTIVES = textwrap.dedent(
+    """
+    import json, sys
+    import jax, jax.numpy as jnp, numpy as np
+    from jax.sharding import Mesh, PartitionSpec as P
+    from metareward import axes
+
+    out = sys.argv[1]
+    full = {"a": np.arange(24, dtype=np.float32).reshape(4, 3, 2) / 7,
+            "b": np.arange(4, dtype=np.float32) - 1.5,
+            "c": np.arange(8, dtype=np.int32).reshape(4, 2) * 3}
+    mesh = Mesh(np.asarray(jax.devices()[:2]).reshape(1, 2), ("seeds", "members"))
+
+    def body(t):  # t: this device's block of 2 rows
+        return (axes.sum_members(t), axes.mean_members(t), axes.gather_members(t),
+                axes.member_shards())
+
+    spec = {"a": P("members"), "b": P("members"), "c": P("members")}
+    fn = jax.jit(jax.shard_map(lambda t: body(t)[:3], mesh=mesh, in_specs=(spec,),
+                               out_specs=(P(), P(), P()), check_vma=False))
+    s, m, g = fn(full)
+    res = {k: {"sum": np.asarray(s[k]).tolist(), "mean": np.asarray(m[k]).tolist(),
+               "gather": np.asarray(g[k]).tolist(),
+               "dtypes": [str(s[k].dtype), str(g[k].dtype)]} for k in full}
+    res["shards"] = jax.shard_map(lambda t: jnp.int32(body(t)[3]), mesh=mesh,
+                                  in_specs=(spec,), out_specs=P(), check_vma=False)(full).item()
+    hlo = fn.lower(full).as_text()  # what we emit, before XLA combines collectives
+    res["all_reduce"] = hlo.count("stablehlo.all_reduce")
+    res["all_gather"] = hlo.count("stablehlo.all_gather")
+    json.dump(res, open(f"{out}/res.json", "w"))
+    """
+)
+
+
+def test_member_collectives_on_two_devices_match_numpy(tmp_path):
+    """``axes.sum_members``/``mean_members``/``gather_members`` over 2 member devices on
+    a tree of mixed shapes and dtypes: the sums, means and gathered arrays numpy gives,
+    dtypes kept, and one collective per dtype (the leaves are packed, not one collective
+    per leaf)."""
+    res = run_with_host_devices(COLLECTIVES, tmp_path, 2, timeout=120)
+    full = {"a": np.arange(24, dtype=np.float32).reshape(4, 3, 2) / 7,
+            "b": np.arange(4, dtype=np.float32) - 1.5,
+            "c": np.arange(8, dtype=np.int32).reshape(4, 2) * 3}
+    assert res["shards"] == 2
+    for k, x in full.items():
+        blocks = x[:2] + x[2:]  # device 0 holds rows 0-1, device 1 rows 2-3
+        np.testing.assert_allclose(res[k]["sum"], blocks, rtol=1e-6)
+        np.testing.assert_allclose(res[k]["mean"], blocks / 2, rtol=1e-6)
+        np.testing.assert_array_equal(res[k]["gather"], x)
+        assert res[k]["dtypes"] == [str(x.dtype)] * 2
+    # 2 dtypes: one all-reduce each for the sum and the mean, one all-gather each (not
+    # one per leaf: 6 and 3).
+    assert res["all_reduce"] == 4 and res["all_gather"] == 2, res

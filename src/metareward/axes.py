@@ -17,9 +17,11 @@ This module depends on ``jax`` alone, so algorithms import it without the host r
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 #: Mesh axis of the independent seeds (the leading axis of the driver's batched state).
 SEED_AXIS = "seeds"
@@ -59,21 +61,57 @@ def gather_members(tree: Any) -> Any:
     order: the inverse of :func:`local_members`); identity when not split."""
     if member_shards() == 1:
         return tree
-    return jax.tree.map(lambda x: jax.lax.all_gather(x, MEMBER_AXIS, tiled=True), tree)
+    return _packed(lambda x: jax.lax.all_gather(x, MEMBER_AXIS, tiled=True), tree, rows=True)
+
+
+def _packed(collective: Any, tree: Any, rows: bool = False) -> Any:
+    """``collective`` of every leaf of ``tree``, run as one collective on one array per
+    dtype: the leaves flattened and concatenated (``rows``: kept ``[rows, -1]`` and
+    concatenated along axis 1, for an all-gather along axis 0).
+
+    XLA already fuses the leaves into one tuple collective, but the collective library
+    may run one operation per tuple element, each a round trip between hosts: with gloo
+    on CPU, packing MetaGenRL's objective gradients (~30 arrays) took a two-process step
+    from 0.15 s to 0.06 s (``benchmarks/scaling.py --processes 1 2``)."""
+    leaves, treedef = jax.tree.flatten(tree)
+    if len(leaves) <= 1:
+        return jax.tree.unflatten(treedef, [collective(x) for x in leaves])
+    groups: dict[Any, list[int]] = {}
+    for i, x in enumerate(leaves):
+        groups.setdefault(jnp.result_type(x), []).append(i)
+    out = list(leaves)
+    for idx in groups.values():
+        if rows:
+            parts = [jnp.reshape(leaves[i], (jnp.shape(leaves[i])[0], -1)) for i in idx]
+            flat = collective(jnp.concatenate(parts, axis=1))
+            offset = 0
+            for i, part in zip(idx, parts, strict=True):
+                width = part.shape[1]
+                out[i] = flat[:, offset:offset + width].reshape(
+                    (flat.shape[0], *jnp.shape(leaves[i])[1:]))
+                offset += width
+        else:
+            flat = collective(jnp.concatenate([jnp.ravel(leaves[i]) for i in idx]))
+            offset = 0
+            for i in idx:
+                size = math.prod(jnp.shape(leaves[i]))
+                out[i] = flat[offset:offset + size].reshape(jnp.shape(leaves[i]))
+                offset += size
+    return jax.tree.unflatten(treedef, out)
 
 
 def sum_members(tree: Any) -> Any:
     """The sum over the member devices (all-reduce); identity when not split."""
     if member_shards() == 1:
         return tree
-    return jax.lax.psum(tree, MEMBER_AXIS)
+    return _packed(lambda x: jax.lax.psum(x, MEMBER_AXIS), tree)
 
 
 def mean_members(tree: Any) -> Any:
     """The mean over the member devices (all-reduce); identity when not split."""
     if member_shards() == 1:
         return tree
-    return jax.lax.pmean(tree, MEMBER_AXIS)
+    return _packed(lambda x: jax.lax.pmean(x, MEMBER_AXIS), tree)
 
 
 __all__ = ["MEMBER_AXIS", "SEED_AXIS", "gather_members", "local_members", "mean_members",

@@ -205,7 +205,9 @@ def initialize(config: DistributedConfig, *, stream: Any = None) -> None:
     if config.coordinator == "auto":
         print(f"multi-process: JAX cluster detection (timeout {config.timeout} s)",
               file=out, flush=True)
-        jax.distributed.initialize(initialization_timeout=config.timeout)
+        # (num_processes / process_id, when given, override what detection finds)
+        jax.distributed.initialize(None, config.num_processes, config.process_id,
+                                   initialization_timeout=config.timeout)
         return
     host, port = _split_address(config.coordinator)
     timeout = config.timeout
