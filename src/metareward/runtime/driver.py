@@ -585,11 +585,9 @@ def _local_seeds(keys: jax.Array) -> list[int]:
 
 
 def _restore(ckpt: Checkpointer | None, progs: Programs) -> tuple[int, Any, dict[str, Any]]:
-    """The newest good checkpoint, laid out on the mesh. In a multi-process run process 0
-    reads it and broadcasts it; an error there is raised on every process."""
-    if distributed.process_count() == 1:
-        update, state, meta = ckpt.restore_latest(progs.abstract_state)
-        return update, progs.place(state), meta
+    """The newest good checkpoint, laid out on the mesh. Process 0 reads it (``ckpt`` is
+    ``None`` on the others) and broadcasts it; an error there is raised on every process.
+    (With one process the broadcast and agreement are identities.)"""
     update = meta = error = state = None
     if ckpt is not None:
         try:
@@ -671,7 +669,7 @@ def _execute(
                 nonlocal saved_update
                 if saved_update == upd:
                     return
-                host = distributed.gather(st) if procs > 1 else st  # (all processes)
+                host = distributed.gather(st)  # (a collective: every process calls it)
                 if ckpt is not None:
                     ckpt.save(upd, host, {"update": upd, "env_steps": steps, "wall_time": wall})
                 saved_update = upd
