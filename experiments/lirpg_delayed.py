@@ -1,132 +1,114 @@
-"""LIRPG vs PPO on delayed-reward tasks (the setting of Figure 4 of Zheng et al. 2018,
-``lirpg_slides.md``, on small gymnax envs): the extrinsic reward is summed and paid
-every ``--delay`` steps (or at the episode's end).
+"""LIRPG vs PPO on delayed rewards: Figure 4 of Zheng et al. 2018 (``lirpg_slides.md``,
+"Experiments on Delayed Mujoco"). The extrinsic reward is summed and paid every
+``delay`` steps (or at the episode's end); curves show the true, undelayed return.
 
-Learners, ``--seeds`` seeds each, one jitted program per learner and env
-(``jax.vmap`` over seeds):
+Learners (``--learners``), each (env, delay, learner) one vmapped, jitted program over
+seeds:
 
-* ``ppo`` — our PPO preset for the env, trained on the delayed reward;
-* ``lirpg`` — LIRPG's preset, the policy trained on the learned intrinsic reward alone
-  (``r_ex_coef=0, r_in_coef=1``, the paper's "intrinsic only" curve);
-* ``lirpg-mix`` (``--mix``) — the policy trained on ``r_ex + r_in``.
+* ``ppo``: PPO on the delayed reward (the paper's deep-blue baseline);
+* ``lirpg``: the policy trained on the learned intrinsic reward alone
+  (``r_ex_coef=0, r_in_coef=1``, the paper's green "intrinsic only" curve);
+* ``lirpg-mix``: the policy trained on ``r_ex + r_in`` (the paper's red curve).
 
-Writes ``lirpg_delayed.json`` (per-update mean training return per seed, with env
-steps, and a final evaluation of 32 episodes per seed) and ``lirpg_delayed.png`` (mean
-± std over seeds of the training return against env steps, one panel per env) to
-``--out``. Returns are the true, undelayed ones.
+The paper's "PPO-bonus" baseline (a constant live bonus) is not included.
 
-    python experiments/lirpg_delayed.py                      # cartpole and pendulum
-    python experiments/lirpg_delayed.py --envs cartpole --seeds 2 --mix
+Scales (``--scale``):
+
+* ``smoke``: delayed ``cartpole``, 2 seeds, 2 updates per learner;
+* ``cpu``: delayed ``cartpole`` (500k steps) and ``pendulum`` (1M steps), delay 10,
+  4 seeds, ``ppo`` and ``lirpg``: the library's presets for these envs (~15 minutes on
+  a 2-core CPU);
+* ``paper``: MuJoCo (brax) ``hopper``, ``halfcheetah``, ``walker2d``, ``ant``, delays 10,
+  20 and 40, 1M steps, 10 seeds, all three learners, with the paper's PPO settings
+  (``ppo.Config()`` / ``lirpg.Config()`` defaults).
+
+Writes ``lirpg_delayed.json`` (per run: per-update training return per seed, env steps,
+final evaluation of 32 episodes per seed, wall time, config), ``lirpg_delayed.png``
+(mean +- std over seeds; rows: delays, columns: envs) and ``lirpg_delayed.md``.
+
+    python experiments/lirpg_delayed.py                          # --scale cpu
+    python experiments/lirpg_delayed.py --scale smoke --out /tmp/smoke
+    python experiments/lirpg_delayed.py --scale paper --envs hopper --delays 20
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
-import time
-import warnings
-from pathlib import Path
 
-import jax
-import numpy as np
+import common
 
-import metareward  # noqa: F401  (XLA flags before jax starts)
-from metareward import envs
-from metareward.algos import lirpg, ppo
-
-
-def learner(name: str, env_name: str):
-    if name == "ppo":
-        return ppo, ppo.preset(env_name)
-    cfg = lirpg.preset(env_name)
-    if name == "lirpg-mix":
-        cfg = dataclasses.replace(cfg, r_ex_coef=1.0, r_in_coef=1.0)
-    return lirpg, cfg
+NAME = "lirpg_delayed"
+LEARNERS = ("ppo", "lirpg", "lirpg-mix")
+COLORS = dict(zip(LEARNERS, ("C0", "C3", "C2"), strict=True))
+SCALES = {
+    "smoke": common.Scale(envs=("cartpole",), seeds=2, steps={"cartpole": 1024},
+                          extra={"delays": (10,), "learners": LEARNERS}),
+    "cpu": common.Scale(envs=("cartpole", "pendulum"), seeds=4,
+                        steps={"cartpole": 500_000, "pendulum": 1_000_000},
+                        extra={"delays": (10,), "learners": ("ppo", "lirpg")}),
+    "paper": common.Scale(envs=("hopper", "halfcheetah", "walker2d", "ant"), seeds=10,
+                          steps=dict.fromkeys(("hopper", "halfcheetah", "walker2d", "ant"),
+                                              1_000_000),
+                          extra={"delays": (10, 20, 40), "learners": LEARNERS}),
+}
 
 
-def run(name: str, env_name: str, delay: int, seeds: int, seed: int) -> dict:
-    module, cfg = learner(name, env_name)
-    trainer = module.make_train(cfg, envs.make(env_name, reward_delay=delay))
-    keys = jax.random.split(jax.random.PRNGKey(seed), seeds)
-    t0 = time.perf_counter()
-    state, metrics = jax.jit(jax.vmap(trainer.train))(keys)
-    jax.block_until_ready(state)
-    seconds = time.perf_counter() - t0
-    ev = jax.jit(jax.vmap(lambda s, k: trainer.evaluate(s, k, 32)))(
-        state, jax.random.split(jax.random.PRNGKey(seed + 1), seeds))
-    ret = np.asarray(metrics["episode_return"], np.float64)  # [seeds, updates], NaN: none
-    steps = np.asarray(metrics["env_steps"])[0]
-    return {
-        "learner": name,
-        "env": env_name,
-        "delay": delay,
-        "config": dataclasses.asdict(cfg),
-        "seconds_with_compile": seconds,
-        "env_steps": steps.tolist(),
-        "return": [[None if np.isnan(x) else round(float(x), 1) for x in row] for row in ret],
-        "eval_per_seed": [round(float(x), 1) for x in np.asarray(ev).mean(1)],
-    }
+def build(learner: str, env_name: str, delay: int, steps: int | None):
+    """``(trainer, config)``: the library's preset for the env (the paper's defaults for
+    envs without one), ``total_steps`` = ``steps``."""
+    from metareward import envs
+    from metareward.algos import lirpg, ppo
+
+    if learner == "ppo":
+        module, cfg = ppo, ppo.preset(env_name)
+    else:
+        module, cfg = lirpg, lirpg.preset(env_name)
+        coefs = (1.0, 1.0) if learner == "lirpg-mix" else (0.0, 1.0)
+        cfg = dataclasses.replace(cfg, r_ex_coef=coefs[0], r_in_coef=coefs[1])
+    cfg = common.with_steps(cfg, steps)
+    return module.make_train(cfg, envs.make(env_name, reward_delay=delay)), cfg
 
 
-def smooth(ret: np.ndarray, width: int) -> np.ndarray:
-    """Trailing mean over ``width`` updates, ignoring NaNs (updates with no episode end)."""
-    out = np.full_like(ret, np.nan)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows stay NaN
-        for i in range(ret.shape[1]):
-            out[:, i] = np.nanmean(ret[:, max(0, i - width + 1): i + 1], axis=1)
-    return out
+def plot(results: list[dict], path) -> None:
+    envs_ = list(dict.fromkeys(r["env"] for r in results))
+    delays = sorted({r["delay"] for r in results})
+    fig, axes = common.grid(len(delays), len(envs_), 5.5, 4.0)
+    for row, delay in zip(axes, delays, strict=True):
+        for ax, env_name in zip(row, envs_, strict=True):
+            for r in results:
+                if r["env"] == env_name and r["delay"] == delay:
+                    ev = sum(r["eval_return_per_seed"]) / r["seeds"]
+                    common.curve(ax, r["env_steps"], r["episode_return"],
+                                 f"{r['learner']} (eval {ev:.0f})", color=COLORS[r["learner"]])
+            ax.set_title(f"{env_name}, reward delayed by {delay} steps")
+            ax.set_xlabel("environment steps")
+            ax.set_ylabel("average return (training episodes)")
+            ax.legend(fontsize=8)
+    common.save(fig, path)
 
 
-def plot(results: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    env_names = list(dict.fromkeys(r["env"] for r in results))
-    fig, axes = plt.subplots(1, len(env_names), figsize=(5.5 * len(env_names), 4), squeeze=False)
-    for ax, env_name in zip(axes[0], env_names, strict=True):
-        for r in (r for r in results if r["env"] == env_name):
-            ret = np.array([[np.nan if x is None else x for x in row] for row in r["return"]])
-            ret = smooth(ret, max(1, ret.shape[1] // 50))
-            steps = np.asarray(r["env_steps"])
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                mu, sd = np.nanmean(ret, 0), np.nanstd(ret, 0)
-            ax.plot(steps, mu, label=f"{r['learner']} (eval {np.mean(r['eval_per_seed']):.0f})")
-            ax.fill_between(steps, mu - sd, mu + sd, alpha=0.2)
-        ax.set_title(f"{env_name}, reward delayed by {results[0]['delay']} steps")
-        ax.set_xlabel("env steps")
-        ax.set_ylabel("training return (undelayed)")
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--envs", nargs="+", default=["cartpole", "pendulum"])
-    ap.add_argument("--delay", type=int, default=10)
-    ap.add_argument("--seeds", type=int, default=4)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--mix", action="store_true", help="also LIRPG with r_ex + r_in")
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
-    args = ap.parse_args()
-    names = ["ppo", "lirpg"] + (["lirpg-mix"] if args.mix else [])
+def main(argv: list[str] | None = None) -> list[dict]:
+    ap = common.parser(__doc__, SCALES)
+    ap.add_argument("--learners", nargs="+", choices=LEARNERS, default=None)
+    ap.add_argument("--delays", nargs="+", type=int, default=None)
+    args = ap.parse_args(argv)
+    scale = common.resolve(args, SCALES)
+    learners = args.learners or scale.extra["learners"]
+    delays = args.delays or scale.extra["delays"]
+    if any(d < 1 for d in delays):
+        raise SystemExit(f"--delays must be >= 1, got {delays}")
     results = []
-    for env_name in args.envs:
-        for name in names:
-            r = run(name, env_name, args.delay, args.seeds, args.seed)
-            results.append(r)
-            print(f"{env_name:9} {name:9} eval per seed {np.round(r['eval_per_seed'], 1)} "
-                  f"({r['seconds_with_compile']:.0f} s)", flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "lirpg_delayed.json").write_text(json.dumps(results) + "\n")
-    plot(results, out / "lirpg_delayed.png")
-    print(f"written to {out / 'lirpg_delayed.json'} and {out / 'lirpg_delayed.png'}")
+    for env_name in scale.envs:
+        for delay in delays:
+            for learner in learners:
+                trainer, cfg = build(learner, env_name, delay, scale.steps[env_name])
+                r = {"env": env_name, "delay": delay, "learner": learner,
+                     **common.train_seeds(trainer, cfg, scale.seeds)}
+                common.log_run(r, ("env", "delay", "learner"))
+                results.append(r)
+    md = common.eval_table(results, ("env", "delay", "learner"))
+    common.write(args.out, NAME, results, md, {"": lambda p: plot(results, p)})
+    return results
 
 
 if __name__ == "__main__":

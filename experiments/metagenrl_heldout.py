@@ -9,20 +9,31 @@ program (``metagenrl.make_train``), the pendulum preset's sizes (64x64 nets) wit
 agent. Meta-test: ``--seeds`` fresh agents per method on ``--test-env`` for
 ``--test-steps`` steps, each method's seeds in one vmapped program. Writes to ``--out``:
 
-* ``objective.msgpack``: the meta-trained objective (``flax.serialization``);
-* ``heldout.json``: per method the per-update training episode returns (null where no
-  episode ended) and final deterministic returns (10 episodes) of every seed, the
+* ``metagenrl_heldout_objective.msgpack``: the meta-trained objective
+  (``flax.serialization``);
+* ``metagenrl_heldout.json``: per method the per-update training episode returns (null
+  where no episode ended) and final deterministic returns (10 episodes) of every seed, the
   meta-training return curves per env, wall times, settings and device;
-* ``heldout.md`` (printed too): mean training return per span of env steps and the final
-  return; ``heldout.png``: mean +- std over seeds against env steps.
+* ``metagenrl_heldout.md`` (printed too): mean training return per span of env steps and
+  the final return; ``metagenrl_heldout.png``: mean +- std over seeds against env steps.
 
-    python experiments/metagenrl_heldout.py                          # the README's table
-    python experiments/metagenrl_heldout.py \
-        --objective experiments/results/metagenrl_heldout/objective.msgpack
+Scales (``--scale``; every option below overrides its scale's value):
+
+* ``smoke``: 2 agents on ``pendulum`` for 600 steps, meta-test on
+  ``mountaincar-continuous``, 2 seeds x 400 steps;
+* ``cpu``: 4 agents on ``pendulum`` and ``mountaincar-continuous`` for 30k steps each,
+  meta-test on brax ``inverted-pendulum``, 3 seeds x 15k steps (~20 minutes on 2 cores);
+* ``paper``: 20 agents (the paper's count) for 600k steps each on ``halfcheetah`` and
+  ``walker2d`` (the paper's *Lunar* is not among our envs), meta-test on ``hopper``,
+  3 seeds x 1M steps (the paper's Table 1 setting, on accelerators).
 
 The README's table came from ``--agents 16 --train-steps 120000 --test-steps 15000`` with
-meta-training on an H100 (460 s); on one CPU core 16 agents cost ~80 ms per update, so
-use a GPU or fewer agents (``--agents 4 --train-steps 30000``: about 7 minutes).
+meta-training on an H100 (460 s); on one CPU core 16 agents cost ~80 ms per update.
+
+    python experiments/metagenrl_heldout.py                          # --scale cpu
+    python experiments/metagenrl_heldout.py --agents 16 --train-steps 120000
+    python experiments/metagenrl_heldout.py \
+        --objective experiments/results/cpu/metagenrl_heldout_objective.msgpack
 """
 
 from __future__ import annotations
@@ -35,6 +46,7 @@ import time
 import warnings
 from pathlib import Path
 
+import common
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -44,6 +56,21 @@ from metareward import envs
 from metareward.algos import metagenrl, reinforce, td3
 
 HERE = Path(__file__).resolve().parent
+NAME = "metagenrl_heldout"
+SCALES = {
+    "smoke": common.Scale(envs=("pendulum",), seeds=2, steps={"pendulum": 600}, extra=dict(
+        test_env="mountaincar-continuous", agents=2, test_steps=400, learning_starts=200,
+        anneal_steps=200, windows=4)),
+    "cpu": common.Scale(envs=("pendulum", "mountaincar-continuous"), seeds=3,
+                        steps=dict.fromkeys(("pendulum", "mountaincar-continuous"), 30_000),
+                        extra=dict(test_env="inverted-pendulum", agents=4, test_steps=15_000,
+                                   learning_starts=5_000, anneal_steps=10_000, windows=20)),
+    "paper": common.Scale(envs=("halfcheetah", "walker2d"), seeds=3,
+                          steps=dict.fromkeys(("halfcheetah", "walker2d"), 600_000),
+                          extra=dict(test_env="hopper", agents=20, test_steps=1_000_000,
+                                     learning_starts=10_000, anneal_steps=10_000,
+                                     windows=20)),
+}
 METHODS = ("meta-trained", "initial", "td3", "reinforce-offpolicy", "reinforce-onpolicy")
 
 
@@ -170,23 +197,39 @@ def plot(results: dict, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--train-envs", nargs="+", default=["pendulum", "mountaincar-continuous"])
-    ap.add_argument("--test-env", default="inverted-pendulum")
-    ap.add_argument("--agents", type=int, default=16)
-    ap.add_argument("--train-steps", type=int, default=120_000)
-    ap.add_argument("--anneal-steps", type=int, default=10_000)
-    ap.add_argument("--learning-starts", type=int, default=5_000)
-    ap.add_argument("--windows", type=int, default=20)
-    ap.add_argument("--test-steps", type=int, default=15_000)
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--scale", choices=common.SCALE_NAMES, default="cpu",
+                    help="smoke: seconds (tests); cpu: a 2-core CPU; paper: accelerators")
+    ap.add_argument("--train-envs", nargs="+", default=None)
+    ap.add_argument("--test-env", default=None)
+    ap.add_argument("--agents", type=int, default=None)
+    ap.add_argument("--train-steps", type=int, default=None)
+    ap.add_argument("--anneal-steps", type=int, default=None)
+    ap.add_argument("--learning-starts", type=int, default=None)
+    ap.add_argument("--windows", type=int, default=None)
+    ap.add_argument("--test-steps", type=int, default=None)
+    ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--meta-seed", type=int, default=0)
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--objective", type=Path, default=None,
-                    help="a saved objective.msgpack: skip meta-training")
-    ap.add_argument("--out", type=Path, default=HERE / "results" / "metagenrl_heldout")
+                    help="a saved objective (.msgpack): skip meta-training")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="output directory (default: experiments/results/<scale>)")
     args = ap.parse_args(argv)
+    scale = SCALES[args.scale]
+    defaults = {"train_envs": list(scale.envs), "seeds": scale.seeds,
+                "train_steps": scale.steps[scale.envs[0]], **scale.extra,
+                "out": HERE / "results" / args.scale}
+    for k, v in defaults.items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    for k in ("agents", "train_steps", "test_steps", "seeds", "windows"):
+        if getattr(args, k) < 1:
+            ap.error(f"--{k.replace('_', '-')} must be >= 1, got {getattr(args, k)}")
+    unknown = [e for e in [*args.train_envs, args.test_env] if e not in envs.names()]
+    if unknown:
+        ap.error(f"unknown env(s) {unknown}; allowed: {', '.join(envs.names())}")
     # Spans where no episode ended are NaN by design (nanmean of nothing).
     warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)
     warnings.filterwarnings("ignore", "Degrees of freedom", RuntimeWarning)
@@ -200,7 +243,7 @@ def main(argv: list[str] | None = None) -> None:
               "device": str(jax.devices()[0])}
     if args.objective is None:
         alpha, curves, sec = meta_train(args, log)
-        (args.out / "objective.msgpack").write_bytes(serialization.to_bytes(alpha))
+        (args.out / f"{NAME}_objective.msgpack").write_bytes(serialization.to_bytes(alpha))
         report["meta_train"] = {"return": curves, "seconds": sec}
     else:  # the objective's structure from a fresh one, its values from the file
         template = metagenrl.make_train(dataclasses.replace(_base(args), num_agents=1),
@@ -213,10 +256,11 @@ def main(argv: list[str] | None = None) -> None:
           f"objective meta-trained on {', '.join(args.train_envs)}):\n\n"
           + table(results, args.test_steps))
     print(md)
-    (args.out / "heldout.md").write_text(md + "\n")
-    (args.out / "heldout.json").write_text(json.dumps(_json_safe(report)))
-    plot(results, args.out / "heldout.png",
+    (args.out / f"{NAME}.md").write_text(md + "\n")
+    (args.out / f"{NAME}.json").write_text(json.dumps(_json_safe(report)))
+    plot(results, args.out / f"{NAME}.png",
          f"MetaGenRL meta-test on {args.test_env}")
+    return report
 
 
 if __name__ == "__main__":

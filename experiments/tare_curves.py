@@ -1,152 +1,110 @@
-"""TARE's comparison (paper Figure 6 in kind): PPO and AWR with and without TARE, learning
-curves over seeds, on CPU-sized envs (``pendulum`` and TARE's ``chain``).
+"""TARE (``tare_implicit_reward_learning.md``) Figure 6: PPO and AWR with and without
+TARE's learned reward, learning curves over seeds.
 
-Each (env, learner) trains ``--seeds`` seeds in one vmapped, jitted program with the
-library's presets (PPO / AWR: their ``PRESETS``; PPO-TARE / AWR-TARE: ``tare.PRESETS`` /
-``tare.AWR_PRESETS``). Writes ``results/tare_curves.json`` (per-update mean episode return
-of every seed, final evaluation returns, wall time), ``results/tare_curves.png``
-(mean +- std over seeds against env steps) and prints a markdown table.
+Learners (``--learners``): ``ppo``, ``ppo-tare``, ``awr``, ``awr-tare``; each (env,
+learner) one vmapped, jitted program over seeds, from the library's presets (PPO / AWR:
+their ``PRESETS``; PPO-TARE / AWR-TARE: ``tare.PRESETS`` / ``tare.AWR_PRESETS``; the
+paper's defaults, ``Config()``, on envs without a preset). On ``chain`` PPO takes the
+PPO-TARE chain preset's batch and policy settings, so the two differ only in the reward.
 
-    python experiments/tare_curves.py                       # all, 4 seeds
+Scales (``--scale``):
+
+* ``smoke``: ``chain``, 2 seeds, 2 updates of every learner;
+* ``cpu``: TARE's ``chain`` (163,840 steps) and ``pendulum`` (300k steps), 4 seeds, all
+  four learners (~15 minutes on 2 cores);
+* ``paper``: MuJoCo (brax) ``humanoid``, ``walker2d``, ``ant``, ``hopper``,
+  ``halfcheetah``, ``swimmer`` (the paper's six), 1M steps, 5 seeds.
+
+Writes ``tare_curves.json`` (per run: per-update training return per seed, final
+evaluation of 32 episodes per seed, the learned reward's per-episode return
+``param_return``, wall time, config), ``tare_curves.png`` (mean +- std over seeds, one
+panel per env) and ``tare_curves.md``.
+
+    python experiments/tare_curves.py                       # --scale cpu
     python experiments/tare_curves.py --envs chain --learners ppo ppo-tare
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
-import time
-from pathlib import Path
+import dataclasses
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+import common
 
-HERE = Path(__file__).resolve().parent
+NAME = "tare_curves"
 LEARNERS = ("ppo", "ppo-tare", "awr", "awr-tare")
-ENVS = ("chain", "pendulum")
-#: One budget per env for every learner (the presets' own differ).
-STEPS = {"chain": 163_840, "pendulum": 300_000}
+COLORS = dict(zip(LEARNERS, ("C0", "C3", "C1", "C2"), strict=True))
+MUJOCO = ("humanoid", "walker2d", "ant", "hopper", "halfcheetah", "swimmer")
+SCALES = {
+    "smoke": common.Scale(envs=("chain",), seeds=2, steps={"chain": 1024}),
+    "cpu": common.Scale(envs=("chain", "pendulum"), seeds=4,
+                        steps={"chain": 163_840, "pendulum": 300_000}),
+    "paper": common.Scale(envs=MUJOCO, seeds=5, steps=dict.fromkeys(MUJOCO, 1_000_000)),
+}
 
 
-def build(learner: str, env_name: str, steps: int | None = None):
-    """``(trainer, config)`` for a learner on an env, from the library's presets, with
-    ``total_steps`` set to ``steps`` (default :data:`STEPS`)."""
-    import dataclasses
-
-    from metareward import envs
+def base_config(learner: str, env_name: str):
+    """``(module, config)`` of a learner on an env before ``total_steps``."""
     from metareward.algos import awr, ppo, tare
 
-    env = envs.make(env_name)
     if learner == "ppo":
-        module = ppo
         if env_name == "chain":  # the PPO-TARE chain preset's batch and policy settings
             t = tare.preset("chain")
-            cfg = ppo.Config(num_envs=t.num_envs, num_steps=t.num_steps,
-                             num_epochs=t.num_epochs, num_minibatches=2 * t.num_minibatches,
-                             learning_rate=t.learning_rate, anneal_lr=False,
-                             ent_coef=t.ent_coef, normalize_obs=False, hidden=t.hidden)
-        else:
-            cfg = ppo.preset(env_name)
-    elif learner == "awr":
-        module = awr
-        cfg = awr.PRESETS.get(env_name) or awr.Config(
-            num_envs=16, num_steps=32, buffer_size=8192, value_steps=50, policy_steps=100,
-            policy_learning_rate=1e-3, normalize_obs=False)
-    else:
-        module = tare
-        cfg = tare.preset(env_name, inner="awr" if learner == "awr-tare" else "ppo")
-    cfg = dataclasses.replace(cfg, total_steps=steps or STEPS[env_name])
-    return module.make_train(cfg, env), cfg
+            return ppo, ppo.Config(
+                num_envs=t.num_envs, num_steps=t.num_steps, num_epochs=t.num_epochs,
+                num_minibatches=2 * t.num_minibatches, learning_rate=t.learning_rate,
+                anneal_lr=False, ent_coef=t.ent_coef, normalize_obs=False, hidden=t.hidden)
+        return ppo, ppo.preset(env_name)
+    if learner == "awr":
+        if env_name == "chain":
+            return awr, awr.Config(num_envs=16, num_steps=32, buffer_size=8192,
+                                   value_steps=50, policy_steps=100,
+                                   policy_learning_rate=1e-3, normalize_obs=False)
+        return awr, awr.PRESETS.get(env_name, awr.Config())
+    return tare, tare.preset(env_name, inner="awr" if learner == "awr-tare" else "ppo")
 
 
-def run(learner: str, env_name: str, seeds: int, steps: int | None = None) -> dict:
-    trainer, cfg = build(learner, env_name, steps)
-    keys = jnp.stack([jax.random.PRNGKey(42 + i) for i in range(seeds)])
-    t0 = time.perf_counter()
-    state, metrics = jax.jit(jax.vmap(trainer.train))(keys)
-    jax.block_until_ready(state)
-    wall = time.perf_counter() - t0
-    ev_keys = jnp.stack([jax.random.PRNGKey(1000 + i) for i in range(seeds)])
-    evals = jax.jit(jax.vmap(lambda s, k: trainer.evaluate(s, k, 32)))(state, ev_keys)
-    out = {
-        "learner": learner,
-        "env": env_name,
-        "seeds": seeds,
-        "env_steps": np.asarray(metrics["env_steps"][0]).tolist(),
-        "episode_return": np.asarray(metrics["episode_return"]).tolist(),
-        "eval_return_per_seed": np.asarray(evals.mean(axis=1)).tolist(),
-        "wall_s": wall,
-        "config": {k: (list(v) if isinstance(v, tuple) else v)
-                   for k, v in vars(cfg).items()},
-    }
-    for k in ("param_return", "cg_negative_curvature", "hypergrad_norm"):
-        if k in metrics:
-            out[k] = np.nanmean(np.asarray(metrics[k]), axis=0).tolist()
-    return out
+def build(learner: str, env_name: str, steps: int | None = None, **overrides):
+    """``(trainer, config)`` for a learner on an env, ``total_steps`` = ``steps`` (the
+    config's own if None), other fields from ``overrides``."""
+    from metareward import envs
+
+    module, cfg = base_config(learner, env_name)
+    cfg = common.with_steps(dataclasses.replace(cfg, **overrides), steps)
+    return module.make_train(cfg, envs.make(env_name)), cfg
 
 
-def plot(results: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    envs_ = sorted({r["env"] for r in results}, key=lambda e: ENVS.index(e))
-    fig, axes = plt.subplots(1, len(envs_), figsize=(5 * len(envs_), 3.6), squeeze=False)
+def plot(results: list[dict], path, title: str = "") -> None:
+    envs_ = list(dict.fromkeys(r["env"] for r in results))
+    fig, axes = common.grid(1, len(envs_))
     for ax, env_name in zip(axes[0], envs_, strict=True):
         for r in results:
-            if r["env"] != env_name:
-                continue
-            x = np.asarray(r["env_steps"])
-            y = np.asarray(r["episode_return"], dtype=float)  # [seeds, updates]
-            # mean over a window of updates, then over seeds
-            w = max(1, y.shape[1] // 50)
-            ys = np.stack([np.convolve(np.nan_to_num(s, nan=np.nanmean(s)), np.ones(w) / w,
-                                       mode="same") for s in y])
-            m, sd = ys.mean(0), ys.std(0)
-            ax.plot(x, m, label=r["learner"])
-            ax.fill_between(x, m - sd, m + sd, alpha=0.2)
-        ax.set_title(env_name)
+            if r["env"] == env_name:
+                common.curve(ax, r["env_steps"], r["episode_return"], r["learner"],
+                             color=COLORS.get(r["learner"]))
+        ax.set_title(f"{env_name}{title}")
         ax.set_xlabel("environment steps")
         ax.set_ylabel("average return (training episodes)")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    common.save(fig, path)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--envs", nargs="+", default=list(ENVS), choices=ENVS)
+def main(argv: list[str] | None = None) -> list[dict]:
+    ap = common.parser(__doc__, SCALES)
     ap.add_argument("--learners", nargs="+", default=list(LEARNERS), choices=LEARNERS)
-    ap.add_argument("--seeds", type=int, default=4)
-    ap.add_argument("--steps", type=int, default=None,
-                    help=f"env steps per seed for every run (default: {STEPS})")
-    ap.add_argument("--out", default=str(HERE / "results" / "tare_curves"))
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    scale = common.resolve(args, SCALES)
     results = []
-    for env_name in args.envs:
+    for env_name in scale.envs:
         for learner in args.learners:
-            r = run(learner, env_name, args.seeds, args.steps)
+            trainer, cfg = build(learner, env_name, scale.steps[env_name])
+            r = {"env": env_name, "learner": learner,
+                 **common.train_seeds(trainer, cfg, scale.seeds,
+                                      keep=("param_return", "hypergrad_norm"))}
+            common.log_run(r)
             results.append(r)
-            ev = np.asarray(r["eval_return_per_seed"])
-            print(f"{env_name:9} {learner:9} eval {ev.mean():8.2f} +- {ev.std():6.2f} "
-                  f"(seeds {np.round(ev, 1).tolist()}) {r['wall_s']:.0f} s", file=sys.stderr,
-                  flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(results) + "\n")
-    plot(results, out.with_suffix(".png"))
-    print("| env | learner | env steps | final eval return (mean +- std over seeds) | "
-          "per seed | wall s |")
-    print("|---|---|---|---|---|---|")
-    for r in results:
-        ev = np.asarray(r["eval_return_per_seed"])
-        print(f"| {r['env']} | {r['learner']} | {r['env_steps'][-1]:,} | "
-              f"{ev.mean():.1f} +- {ev.std():.1f} | {np.round(ev, 1).tolist()} | "
-              f"{r['wall_s']:.0f} |")
-    print(f"written {out.with_suffix('.json')} and {out.with_suffix('.png')}")
+    common.write(args.out, NAME, results, common.eval_table(results),
+                 {"": lambda p: plot(results, p)})
+    return results
 
 
 if __name__ == "__main__":

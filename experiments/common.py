@@ -1,0 +1,248 @@
+"""What every experiment entry point shares: the ``--scale`` switch, training seeds in one
+vmapped program, mean +- std curves over seeds, and writing JSON, PNG and markdown.
+
+Each entry point defines ``SCALES``: a dict from ``"smoke"`` (seconds, for the tests),
+``"cpu"`` (a 2-core CPU, under ~30 minutes, pure-JAX envs) and ``"paper"`` (the paper's
+settings and MuJoCo envs, meant for accelerators) to a :class:`Scale`. All three run the
+same code; only the envs, budgets and seed counts differ.
+
+Outputs go to ``--out`` (default ``experiments/results/<scale>/``) as ``<name>.json``
+(everything measured, per seed), ``<name>*.png`` (figures: mean +- std over seeds) and
+``<name>.md`` (the table that is also printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import metareward  # noqa: F401  (XLA flags before jax starts)
+
+HERE = Path(__file__).resolve().parent
+SCALE_NAMES = ("smoke", "cpu", "paper")
+
+
+@dataclasses.dataclass(frozen=True)
+class Scale:
+    """One size of an experiment: ``envs`` to run, ``steps`` per seed (per env, ``None``
+    keeps the config's ``total_steps``), ``seeds`` per (env, learner), and free-form
+    ``extra`` settings the entry point reads."""
+
+    envs: tuple[str, ...]
+    seeds: int
+    steps: dict[str, int | None]
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def parser(doc: str, scales: dict[str, Scale]) -> argparse.ArgumentParser:
+    """An argument parser with ``--scale``, ``--seeds``, ``--steps``, ``--envs`` and
+    ``--out``, the shared options of every entry point."""
+    missing = set(SCALE_NAMES) - set(scales)
+    if missing:
+        raise ValueError(f"SCALES lacks {sorted(missing)}")
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scale", choices=SCALE_NAMES, default="cpu",
+                    help="smoke: seconds (tests); cpu: a 2-core CPU in under ~30 min; "
+                         "paper: the paper's settings and envs (accelerators)")
+    ap.add_argument("--seeds", type=int, default=None,
+                    help="seeds per run (default: the scale's: "
+                         + ", ".join(f"{k} {v.seeds}" for k, v in scales.items()) + ")")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="env steps per seed for every run (default: the scale's)")
+    ap.add_argument("--envs", nargs="+", default=None,
+                    help="envs to run (default: the scale's: "
+                         + "; ".join(f"{k} {' '.join(v.envs)}" for k, v in scales.items())
+                         + ")")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="output directory (default: experiments/results/<scale>)")
+    return ap
+
+
+def resolve(args: argparse.Namespace, scales: dict[str, Scale]) -> Scale:
+    """The scale chosen on the command line with ``--seeds/--steps/--envs`` applied, and
+    ``args.out`` filled in. Fails with the allowed values on a bad override."""
+    from metareward.envs import registry
+
+    scale = scales[args.scale]
+    envs_ = tuple(args.envs) if args.envs else scale.envs
+    unknown = [e for e in envs_ if e not in registry.names()]
+    if unknown:
+        raise SystemExit(f"unknown env(s) {unknown}; allowed: {', '.join(registry.names())}")
+    if args.seeds is not None and args.seeds < 1:
+        raise SystemExit(f"--seeds must be >= 1, got {args.seeds}")
+    if args.steps is not None and args.steps < 1:
+        raise SystemExit(f"--steps must be >= 1, got {args.steps}")
+    steps = {e: args.steps or scale.steps.get(e) for e in envs_}
+    if args.out is None:
+        args.out = HERE / "results" / args.scale
+    return dataclasses.replace(scale, envs=envs_, seeds=args.seeds or scale.seeds,
+                               steps=steps)
+
+
+def with_steps(cfg: Any, steps: int | None) -> Any:
+    """``cfg`` with ``total_steps`` replaced (kept when ``steps`` is None)."""
+    return cfg if steps is None else dataclasses.replace(cfg, total_steps=steps)
+
+
+def listed(a: Any, digits: int | None = None) -> list:
+    """``a`` as nested lists with NaN as None (strict JSON)."""
+    a = np.asarray(a, dtype=np.float64)
+    if digits is not None:
+        a = np.round(a, digits)
+    return np.where(np.isnan(a), None, a).tolist()
+
+
+def unlisted(a: Sequence) -> np.ndarray:
+    """The inverse of :func:`listed`: None back to NaN."""
+    return np.array(a, dtype=np.float64)
+
+
+def nanmean(a: Any, axis: int = 0) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns stay NaN
+        return np.nanmean(np.asarray(a, dtype=np.float64), axis=axis)
+
+
+def config_dict(cfg: Any) -> dict:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()}
+
+
+def train_seeds(trainer: Any, cfg: Any, seeds: int, *, seed: int = 42,
+                eval_episodes: int = 32, keep: Sequence[str] = (),
+                keep_state: bool = False) -> dict:
+    """Train ``seeds`` seeds of ``trainer`` in one vmapped, jitted program (keys
+    ``PRNGKey(seed + i)``), then evaluate each on ``eval_episodes`` fresh episodes.
+
+    Returns a JSON-ready record: ``env_steps`` (per update), ``episode_return``
+    ``[seeds, updates]`` (mean return of the training episodes that ended in each update,
+    None where none did), ``eval_return_per_seed``, ``wall_s`` (compile included),
+    ``config``, and for each metric in ``keep`` its per-seed curve. With ``keep_state``
+    the trained (vmapped) state is returned under ``"_state"`` (not JSON)."""
+    import jax
+    import jax.numpy as jnp
+
+    keys = jnp.stack([jax.random.PRNGKey(seed + i) for i in range(seeds)])
+    t0 = time.perf_counter()
+    state, metrics = jax.jit(jax.vmap(trainer.train))(keys)
+    jax.block_until_ready(state)
+    wall = time.perf_counter() - t0
+    ev_keys = jnp.stack([jax.random.PRNGKey(1000 + seed + i) for i in range(seeds)])
+    evals = jax.jit(jax.vmap(lambda s, k: trainer.evaluate(s, k, eval_episodes)))(
+        state, ev_keys)
+    out = {
+        "seeds": seeds,
+        "env_steps": np.asarray(metrics["env_steps"][0]).tolist(),
+        "episode_return": listed(metrics["episode_return"], 3),
+        "eval_return_per_seed": np.asarray(evals.mean(axis=1)).tolist(),
+        "wall_s": wall,
+        "config": config_dict(cfg),
+    }
+    for k in keep:
+        if k in metrics:
+            out[k] = listed(metrics[k], 5)
+    if keep_state:
+        out["_state"] = state
+    return out
+
+
+def smooth(y: np.ndarray, width: int) -> np.ndarray:
+    """Trailing mean over ``width`` updates of each row, ignoring NaNs (updates where no
+    episode ended)."""
+    return np.stack([nanmean(y[:, max(0, i - width + 1): i + 1], axis=1)
+                     for i in range(y.shape[1])], axis=1)
+
+
+def curve(ax: Any, x: Sequence, y: Any, label: str, **kw: Any) -> None:
+    """Mean +- std over seeds of ``y`` (``[seeds, updates]``, NaN or None where there is
+    no value; smoothed over ~1/50 of the run) against ``x``, where some seed has a
+    value."""
+    y = unlisted(y)
+    ys = smooth(y, max(1, y.shape[1] // 50))
+    m = nanmean(ys)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        sd = np.nanstd(ys, axis=0)
+    x = np.asarray(x)
+    ok = np.isfinite(m)
+    (line,) = ax.plot(x[ok], m[ok], label=label, **kw)
+    ax.fill_between(x[ok], (m - sd)[ok], (m + sd)[ok], alpha=0.2, color=line.get_color())
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def grid(rows: int, cols: int, width: float = 5.0, height: float = 3.6) -> tuple[Any, Any]:
+    plt = pyplot()
+    return plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+
+
+def eval_table(results: list[dict], keys: Sequence[str] = ("env", "learner")) -> str:
+    """Markdown: one row per run, the final evaluation return mean +- std over seeds."""
+    head = [*keys, "env steps", "final eval return (mean +- std over seeds)", "per seed",
+            "wall s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results:
+        ev = np.asarray(r["eval_return_per_seed"])
+        cells = [str(r[k]) for k in keys] + [
+            f"{r['env_steps'][-1]:,}", f"{ev.mean():.1f} +- {ev.std():.1f}",
+            str(np.round(ev, 1).tolist()), f"{r['wall_s']:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def log_run(r: dict, keys: Sequence[str] = ("env", "learner")) -> None:
+    ev = np.asarray(r["eval_return_per_seed"])
+    print(" ".join(f"{r[k]!s:12}" for k in keys)
+          + f" eval {ev.mean():8.2f} +- {ev.std():6.2f} (seeds {np.round(ev, 1).tolist()})"
+          f" {r['wall_s']:.0f} s", file=sys.stderr, flush=True)
+
+
+def write(out: Path, name: str, results: Any, md: str,
+          figures: dict[str, Callable[[Path], None]]) -> list[Path]:
+    """Write ``<name>.json`` (``results``, keys starting with ``_`` dropped),
+    ``<name><suffix>.png`` for each figure-drawing function in ``figures`` (keyed by
+    suffix), and ``<name>.md`` into ``out``; print the table and the paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def clean(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items() if not str(k).startswith("_")}
+        if isinstance(x, list):
+            return [clean(v) for v in x]
+        return x
+
+    written = [out / f"{name}.json"]
+    written[0].write_text(json.dumps(clean(results)) + "\n")
+    for suffix, draw in figures.items():
+        path = out / f"{name}{suffix}.png"
+        draw(path)
+        written.append(path)
+    written.append(out / f"{name}.md")
+    written[-1].write_text(md + "\n")
+    print(md)
+    print("written " + ", ".join(map(str, written)))
+    return written
+
+
+def save(fig: Any, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    pyplot().close(fig)

@@ -1,0 +1,142 @@
+"""TARE (``tare_implicit_reward_learning.md``) Figure 4: the learned reward on the
+illustrative chain, for left and right moves.
+
+On TARE's ``chain`` (``metareward.envs.chain``) a left move pays 1.0 and a right move
+N(0.5, 1), yet the best policy goes right to the goal. PPO-TARE (the library's chain
+preset, ``lstm-b-mul`` reward) trains one vmapped program of seeds; then each trained
+agent collects ``rollouts`` more rollouts with its final policy, and the learned reward
+``r_phi`` of every transition is split by the action taken. The paper plots these
+distributions "averaged over five random seeds"; we pool the seeds' transitions.
+
+Scales (``--scale``):
+
+* ``smoke``: 2 seeds, 2 updates, 2 rollouts;
+* ``cpu``: 5 seeds (the paper's five), the preset's 163,840 steps, 16 rollouts of
+  16 x 32 steps (~3 minutes on 2 cores);
+* ``paper``: the same: the chain is the paper's own small env.
+
+Writes ``tare_chain_rewards.json`` (per seed: the mean learned reward of left and right
+moves over training and on the final rollouts, the share of right moves, the final
+evaluation return; histogram counts and bin edges), ``tare_chain_rewards.png`` (left:
+histograms of the learned reward of left and right moves on the final rollouts; middle:
+the extrinsic rewards of the same transitions; right: the mean learned reward of each
+move over training, mean +- std over seeds) and ``tare_chain_rewards.md``.
+
+    python experiments/tare_chain_rewards.py                    # --scale cpu
+"""
+
+from __future__ import annotations
+
+import common
+import numpy as np
+
+NAME = "tare_chain_rewards"
+SCALES = {
+    "smoke": common.Scale(envs=("chain",), seeds=2, steps={"chain": 1024},
+                          extra={"rollouts": 2}),
+    "cpu": common.Scale(envs=("chain",), seeds=5, steps={"chain": 163_840},
+                        extra={"rollouts": 16}),
+    "paper": common.Scale(envs=("chain",), seeds=5, steps={"chain": 163_840},
+                          extra={"rollouts": 16}),
+}
+MOVES = ("left", "right")  # chain actions 0 and 1
+
+
+def final_rollouts(trainer, state, rollouts: int):
+    """``(r_phi, r_ex, action)``, each ``[seeds, rollouts, T, N]``: the learned and the
+    extrinsic reward of every transition of ``rollouts`` more rollouts of each seed's
+    final policy (no training in between)."""
+    import jax
+
+    def one_seed(s):
+        def step(s, _):
+            s, seg = trainer.collect_segment(s)
+            return s, (trainer.reward(s.params["reward"], seg), seg.r_ex, seg.action)
+
+        return jax.lax.scan(step, s, None, length=rollouts)[1]
+
+    return jax.jit(jax.vmap(one_seed))(state)
+
+
+def summarise(r: dict, r_phi, r_ex, action, bins: int = 40) -> None:
+    """Adds per-seed means and pooled histograms to the record ``r``."""
+    r_phi, r_ex, action = (np.asarray(x, np.float64) for x in (r_phi, r_ex, action))
+    seeds = r_phi.shape[0]
+    flat = lambda x, s: x[s].reshape(-1)
+    per_seed = {m: [] for m in ("left_r_param", "right_r_param", "right_share")}
+    for s in range(seeds):
+        a = flat(action, s)
+        for k, m in enumerate(MOVES):
+            sel = flat(r_phi, s)[a == k]
+            per_seed[f"{m}_r_param"].append(float(sel.mean()) if sel.size else None)
+        per_seed["right_share"].append(float((a == 1).mean()))
+    r.update(per_seed)
+    edges = np.histogram_bin_edges(r_phi, bins=bins)
+    ex_edges = np.histogram_bin_edges(r_ex, bins=bins)
+    a = action.reshape(-1)
+    r["hist"] = {
+        "r_param_edges": edges.tolist(), "r_ex_edges": ex_edges.tolist(),
+        **{f"r_param_{m}": np.histogram(r_phi.reshape(-1)[a == k], edges)[0].tolist()
+           for k, m in enumerate(MOVES)},
+        **{f"r_ex_{m}": np.histogram(r_ex.reshape(-1)[a == k], ex_edges)[0].tolist()
+           for k, m in enumerate(MOVES)},
+    }
+
+
+def plot(r: dict, path) -> None:
+    fig, axes = common.grid(1, 3, 4.6, 3.6)
+    h = r["hist"]
+    for ax, key, xlabel in ((axes[0, 0], "r_param", "learned reward r_phi"),
+                            (axes[0, 1], "r_ex", "extrinsic reward")):
+        edges = np.asarray(h[f"{key}_edges"])
+        for m, color in zip(MOVES, ("C0", "C3"), strict=True):
+            counts = np.asarray(h[f"{key}_{m}"], np.float64)
+            dens = counts / max(counts.sum(), 1.0) / np.diff(edges)
+            ax.stairs(dens, edges, fill=True, alpha=0.5, color=color,
+                      label=f"{m} ({int(counts.sum())} moves)")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("density")
+        ax.set_title(f"chain, final policy, {r['seeds']} seeds pooled")
+        ax.legend(fontsize=8)
+    ax = axes[0, 2]
+    for k, (m, color) in enumerate(zip(MOVES, ("C0", "C3"), strict=True)):
+        common.curve(ax, r["env_steps"], r[f"r_param_action{k}"], f"{m} moves", color=color)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("mean learned reward")
+    ax.set_title("learned reward of each move over training")
+    ax.legend(fontsize=8)
+    common.save(fig, path)
+
+
+def table(r: dict) -> str:
+    lines = ["| seed | mean r_phi, left moves | mean r_phi, right moves | share of right "
+             "moves | eval return |", "|---|---|---|---|---|"]
+    fmt = lambda x: "-" if x is None else f"{x:.2f}"
+    for s in range(r["seeds"]):
+        lines.append(f"| {s} | {fmt(r['left_r_param'][s])} | {fmt(r['right_r_param'][s])}"
+                     f" | {r['right_share'][s]:.2f} | {r['eval_return_per_seed'][s]:.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from metareward import envs
+    from metareward.algos import tare
+
+    ap = common.parser(__doc__, SCALES)
+    args = ap.parse_args(argv)
+    scale = common.resolve(args, SCALES)
+    if scale.envs != ("chain",):
+        raise SystemExit(f"this experiment runs on chain only, got --envs {list(scale.envs)}")
+    cfg = common.with_steps(tare.preset("chain"), scale.steps["chain"])
+    trainer = tare.make_train(cfg, envs.make("chain"))
+    r = {"env": "chain", "learner": "ppo-tare",
+         **common.train_seeds(trainer, cfg, scale.seeds, keep_state=True,
+                              keep=("r_param_action0", "r_param_action1", "param_return"))}
+    common.log_run(r)
+    summarise(r, *final_rollouts(trainer, r.pop("_state"), scale.extra["rollouts"]))
+    common.write(args.out, NAME, r, table(r), {"": lambda p: plot(r, p)})
+    return r
+
+
+if __name__ == "__main__":
+    main()
