@@ -1,7 +1,11 @@
 # ---
 # jupyter:
 #   jupytext:
-#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -69,7 +73,7 @@ TEST_ENV = "inverted-pendulum"  # brax (MuJoCo model): another body, reward and 
 if not SMOKE:
     base = dataclasses.replace(metagenrl.preset("pendulum"), batch_size=20,
                                learning_starts=2_000, anneal_steps=4_000)
-    TRAIN_STEPS, TEST_STEPS = 10_000, 6_000
+    TRAIN_STEPS, TEST_STEPS = 8_000, 6_000
 else:
     base = metagenrl.Config(batch_size=8, window=5, hidden=(16, 16), learning_starts=100,
                             anneal_steps=50)
