@@ -96,7 +96,7 @@ def worker(pop: int, mode: str, windows: int, min_time: float) -> dict:
 
     sec, n = _timed(run, states, min_time)
     return {"setting": f"pop-{pop}", "learner": mode, "pop_size": pop, "windows": windows,
-            "batch": pop * CHUNK, "seconds_per_update": sec / CHUNK, "updates": n * CHUNK,
+            "batch": pop, "seconds_per_update": sec / CHUNK, "updates": n * CHUNK,
             **process_facts(compile_s)}
 
 
