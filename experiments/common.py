@@ -176,6 +176,7 @@ def curve(ax: Any, x: Sequence, y: Any, label: str, **kw: Any) -> None:
     ok = np.isfinite(m)
     (line,) = ax.plot(x[ok], m[ok], label=label, **kw)
     ax.fill_between(x[ok], (m - sd)[ok], (m + sd)[ok], alpha=0.2, color=line.get_color())
+    ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
 
 
 def pyplot() -> Any:
