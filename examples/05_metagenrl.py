@@ -167,6 +167,14 @@ fig.tight_layout()
 show(fig, "05_metagenrl.png")
 
 # %% [markdown]
+# One run of this notebook at its full budget (4 agents x 8k steps of meta-training,
+# 6k steps of meta-test; about 9 minutes on a 2-core CPU that was running two other jobs,
+# over half of it compiling): final deterministic returns on `inverted-pendulum`,
+# meta-trained objective 4.5, 4.6, 4.1; its initialisation 2, 2, 5; TD3 83, 65, 49. At
+# this budget the objective has not learned to teach (a policy that does nothing holds
+# the pole about 5 steps), as expected: the mechanics run, the result needs the budgets
+# above.
+#
 # For the real experiment: `python experiments/metagenrl_heldout.py` (the README's table;
 # meta-training there is GPU work), or `metareward meta-train metagenrl --envs
 # pendulum,mountaincar-continuous ...` and `metareward meta-test metagenrl --objective RUN
