@@ -3,7 +3,7 @@
 
 Each entry point runs as users run it, ``python experiments/X.py --scale smoke``, in a
 subprocess. Compiling every learner dominates its time, so the subprocess asks XLA:CPU
-for its cheapest compilation (:data:`FAST_COMPILE`: about 2x less compile time; the
+for its cheapest compilation (``tests/fast_compile.py``: about 2x less compile time; the
 programs are the same, only less optimised). Even so an entry point takes 15-90 s of CPU
 on a 2-core machine, so these tests are ``slow``.
 """
@@ -13,15 +13,14 @@ from __future__ import annotations
 import importlib
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from fast_compile import fast_compile_env
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
-FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 ENTRY_POINTS = sorted(p.stem for p in EXPERIMENTS.glob("[a-z]*.py") if p.stem != "common")
 
 
@@ -58,7 +57,7 @@ def test_bad_input_fails_with_the_allowed_values(capsys):
 @pytest.mark.parametrize("name", ENTRY_POINTS)
 def test_entry_point_runs_at_smoke_scale(name, tmp_path):
     mod = load(name)
-    env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}"}
+    env = fast_compile_env()
     proc = subprocess.run([sys.executable, str(EXPERIMENTS / f"{name}.py"), "--scale", "smoke",
                            "--out", str(tmp_path)], env=env, capture_output=True, text=True,
                           timeout=900)

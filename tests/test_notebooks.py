@@ -3,16 +3,17 @@ at smoke scale (``METAREWARD_SMOKE=1``: tiny budgets) without error and write th
 figure ``<notebook name>.png`` to ``METAREWARD_FIGURES``. Notebooks check their own
 numbers with ``assert`` (e.g. notebook 2 against the closed-form hypergradient), so a
 wrong result fails here too. Every ``examples/[0-9]*.py`` is collected, so a new notebook
-is covered without editing this file."""
+is covered without editing this file. The subprocess compiles with XLA:CPU's cheapest
+settings (``tests/fast_compile.py``)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from fast_compile import fast_compile_env
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 NOTEBOOKS = sorted(EXAMPLES.glob("[0-9]*.py"))
@@ -32,7 +33,7 @@ def test_notebooks_are_found():
 )
 def test_notebook_runs_at_smoke_scale(notebook: Path, tmp_path: Path):
     figures = tmp_path / "figures"
-    env = {**os.environ, "METAREWARD_SMOKE": "1", "METAREWARD_FIGURES": str(figures)}
+    env = fast_compile_env(METAREWARD_SMOKE="1", METAREWARD_FIGURES=str(figures))
     env.pop("MPLBACKEND", None)  # the notebook itself must cope without a display
     proc = subprocess.run([sys.executable, str(notebook)], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=850)
