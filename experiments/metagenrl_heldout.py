@@ -11,9 +11,10 @@ agent. Meta-test: ``--seeds`` fresh agents per method on ``--test-env`` for
 
 * ``metagenrl_heldout_objective.msgpack``: the meta-trained objective
   (``flax.serialization``);
-* ``metagenrl_heldout.json``: per method the per-update training episode returns (null
-  where no episode ended) and final deterministic returns (10 episodes) of every seed, the
-  meta-training return curves per env, wall times, settings and device;
+* ``metagenrl_heldout.json``: per method and seed the training episode returns as
+  ``[env step, return]`` where an episode ended, and the final deterministic return
+  (10 episodes); the meta-training return per env as ``[update, return]``; wall times,
+  settings and device;
 * ``metagenrl_heldout.md`` (printed too): mean training return per span of env steps and
   the final return; ``metagenrl_heldout.png``: mean +- std over seeds against env steps.
 
@@ -153,6 +154,32 @@ def _json_safe(x):
     return x
 
 
+def _ended(values, steps=None) -> list:
+    """``[step, value]`` (value to 0.01) where a per-update curve has a value (an episode
+    ended); ``step`` from ``steps``, else the update index. Most updates end no episode,
+    so this keeps the information in a few percent of the full curve's JSON."""
+    v = np.asarray(values, dtype=np.float64)
+    x = np.arange(len(v)) if steps is None else np.asarray(steps)
+    ok = np.isfinite(v)
+    return [[int(a), round(float(b), 2)] for a, b in zip(x[ok], v[ok], strict=True)]
+
+
+def compact(report: dict) -> dict:
+    """The report for JSON: meta-training curves per env as ``[update, return]`` pairs,
+    meta-test training curves per method and seed as ``[env_step, return]`` pairs (both
+    where an episode ended), the rest as it is."""
+    out = dict(report)
+    if "meta_train" in report:
+        mt = report["meta_train"]
+        out["meta_train"] = {**mt, "return": {e: _ended(r) for e, r in mt["return"].items()}}
+    out["meta_test"] = {
+        name: {"episode_return": [_ended(r, st) for r, st in
+                                  zip(res["episode_return"], res["env_steps"], strict=True)],
+               **{k: v for k, v in res.items() if k not in ("episode_return", "env_steps")}}
+        for name, res in report["meta_test"].items()}
+    return out
+
+
 def table(results: dict, steps: int) -> str:
     edges = np.linspace(0, steps, 6).astype(int)
     head = " | ".join(f"{a / 1000:g}-{b / 1000:g}k" for a, b in itertools.pairwise(edges))
@@ -257,7 +284,7 @@ def main(argv: list[str] | None = None) -> dict:
           + table(results, args.test_steps))
     print(md)
     (args.out / f"{NAME}.md").write_text(md + "\n")
-    (args.out / f"{NAME}.json").write_text(json.dumps(_json_safe(report)))
+    (args.out / f"{NAME}.json").write_text(json.dumps(_json_safe(compact(report))))
     plot(results, args.out / f"{NAME}.png",
          f"MetaGenRL meta-test on {args.test_env}")
     return report
