@@ -110,12 +110,6 @@ def build(learner: str, env_name: str, steps: int | None = None):
     return module.make_train(cfg, envs.make(env_name)), cfg
 
 
-def run(learner: str, env_name: str, seeds: int, steps: int | None = None) -> dict:
-    trainer, cfg = build(learner, env_name, steps)
-    return {"env": env_name, "learner": learner,
-            **common.train_seeds(trainer, cfg, seeds, keep=DIAGNOSTICS)}
-
-
 def _envs_of(results: list[dict]) -> list[str]:
     return list(dict.fromkeys(r["env"] for r in results))
 
@@ -172,12 +166,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.merge and old.exists():
         kept = [r for r in json.loads(old.read_text())
                 if (r["env"], r["learner"]) not in set(todo)]
-    results = []
-    for env_name, learner in todo:
-        r = run(learner, env_name, scale.seeds, scale.steps[env_name])
-        common.log_run(r)
-        results.append(r)
-    results = kept + results
+    jobs = [({"env": e, "learner": ln}, lambda e=e, ln=ln: build(ln, e, scale.steps[e]))
+            for e, ln in todo]
+    results = kept + common.train_all(jobs, scale.seeds, keep=DIAGNOSTICS)
     common.write(args.out, NAME, results, common.eval_table(results),
                  {"": lambda p: plot(results, p),
                   "_intrinsic": lambda p: plot_intrinsic(results, p)})

@@ -155,6 +155,20 @@ def train_seeds(trainer: Any, cfg: Any, seeds: int, *, seed: int = 42,
     return out
 
 
+def train_all(jobs: Sequence[tuple[dict, Callable[[], tuple[Any, Any]]]], seeds: int, *,
+              keys: Sequence[str] = ("env", "learner"), keep: Sequence[str] = ()) -> list[dict]:
+    """Run ``jobs`` in turn: each is ``(labels, build)`` where ``build()`` returns
+    ``(trainer, config)``; returns one :func:`train_seeds` record per job with its
+    ``labels`` in front, logging each as it finishes."""
+    results = []
+    for labels, build in jobs:
+        trainer, cfg = build()
+        r = {**labels, **train_seeds(trainer, cfg, seeds, keep=keep)}
+        log_run(r, keys)
+        results.append(r)
+    return results
+
+
 def smooth(y: np.ndarray, width: int) -> np.ndarray:
     """Trailing mean over ``width`` updates of each row, ignoring NaNs (updates where no
     episode ended)."""
@@ -192,6 +206,26 @@ def pyplot() -> Any:
 def grid(rows: int, cols: int, width: float = 5.0, height: float = 3.6) -> tuple[Any, Any]:
     plt = pyplot()
     return plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+
+
+def curve_panels(results: list[dict], path: Path, *, label: Callable[[dict], str],
+                 color: Callable[[dict], Any], title: Callable[[str, Any], str],
+                 row: str | None = None, width: float = 5.0, height: float = 3.6) -> None:
+    """Training return against env steps, mean +- std over seeds: one panel per env
+    (columns) and per value of ``r[row]`` (rows; one row if None), one curve per run."""
+    envs_ = list(dict.fromkeys(r["env"] for r in results))
+    rows = sorted({r[row] for r in results}) if row else [None]
+    fig, axes = grid(len(rows), len(envs_), width, height)
+    for axrow, value in zip(axes, rows, strict=True):
+        for ax, env_name in zip(axrow, envs_, strict=True):
+            for r in results:
+                if r["env"] == env_name and (row is None or r[row] == value):
+                    curve(ax, r["env_steps"], r["episode_return"], label(r), color=color(r))
+            ax.set_title(title(env_name, value))
+            ax.set_xlabel("environment steps")
+            ax.set_ylabel("average return (training episodes)")
+            ax.legend(fontsize=8)
+    save(fig, path)
 
 
 def eval_table(results: list[dict], keys: Sequence[str] = ("env", "learner")) -> str:

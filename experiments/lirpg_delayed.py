@@ -70,21 +70,12 @@ def build(learner: str, env_name: str, delay: int, steps: int | None):
 
 
 def plot(results: list[dict], path) -> None:
-    envs_ = list(dict.fromkeys(r["env"] for r in results))
-    delays = sorted({r["delay"] for r in results})
-    fig, axes = common.grid(len(delays), len(envs_), 5.5, 4.0)
-    for row, delay in zip(axes, delays, strict=True):
-        for ax, env_name in zip(row, envs_, strict=True):
-            for r in results:
-                if r["env"] == env_name and r["delay"] == delay:
-                    ev = sum(r["eval_return_per_seed"]) / r["seeds"]
-                    common.curve(ax, r["env_steps"], r["episode_return"],
-                                 f"{r['learner']} (eval {ev:.0f})", color=COLORS[r["learner"]])
-            ax.set_title(f"{env_name}, reward delayed by {delay} steps")
-            ax.set_xlabel("environment steps")
-            ax.set_ylabel("average return (training episodes)")
-            ax.legend(fontsize=8)
-    common.save(fig, path)
+    """Rows: delays; columns: envs."""
+    common.curve_panels(
+        results, path, row="delay", width=5.5, height=4.0,
+        label=lambda r: f"{r['learner']} (eval {sum(r['eval_return_per_seed']) / r['seeds']:.0f})",
+        color=lambda r: COLORS[r["learner"]],
+        title=lambda env, delay: f"{env}, reward delayed by {delay} steps")
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -97,15 +88,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     delays = args.delays or scale.extra["delays"]
     if any(d < 1 for d in delays):
         raise SystemExit(f"--delays must be >= 1, got {delays}")
-    results = []
-    for env_name in scale.envs:
-        for delay in delays:
-            for learner in learners:
-                trainer, cfg = build(learner, env_name, delay, scale.steps[env_name])
-                r = {"env": env_name, "delay": delay, "learner": learner,
-                     **common.train_seeds(trainer, cfg, scale.seeds)}
-                common.log_run(r, ("env", "delay", "learner"))
-                results.append(r)
+    jobs = [({"env": e, "delay": d, "learner": ln},
+             lambda e=e, d=d, ln=ln: build(ln, e, d, scale.steps[e]))
+            for e in scale.envs for d in delays for ln in learners]
+    results = common.train_all(jobs, scale.seeds, keys=("env", "delay", "learner"))
     md = common.eval_table(results, ("env", "delay", "learner"))
     common.write(args.out, NAME, results, md, {"": lambda p: plot(results, p)})
     return results

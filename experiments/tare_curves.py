@@ -73,19 +73,9 @@ def build(learner: str, env_name: str, steps: int | None = None, **overrides):
     return module.make_train(cfg, envs.make(env_name)), cfg
 
 
-def plot(results: list[dict], path, title: str = "") -> None:
-    envs_ = list(dict.fromkeys(r["env"] for r in results))
-    fig, axes = common.grid(1, len(envs_))
-    for ax, env_name in zip(axes[0], envs_, strict=True):
-        for r in results:
-            if r["env"] == env_name:
-                common.curve(ax, r["env_steps"], r["episode_return"], r["learner"],
-                             color=COLORS.get(r["learner"]))
-        ax.set_title(f"{env_name}{title}")
-        ax.set_xlabel("environment steps")
-        ax.set_ylabel("average return (training episodes)")
-        ax.legend(fontsize=8)
-    common.save(fig, path)
+def plot(results: list[dict], path) -> None:
+    common.curve_panels(results, path, label=lambda r: r["learner"],
+                        color=lambda r: COLORS[r["learner"]], title=lambda env, _: env)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -93,15 +83,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--learners", nargs="+", default=list(LEARNERS), choices=LEARNERS)
     args = ap.parse_args(argv)
     scale = common.resolve(args, SCALES)
-    results = []
-    for env_name in scale.envs:
-        for learner in args.learners:
-            trainer, cfg = build(learner, env_name, scale.steps[env_name])
-            r = {"env": env_name, "learner": learner,
-                 **common.train_seeds(trainer, cfg, scale.seeds,
-                                      keep=("param_return", "hypergrad_norm"))}
-            common.log_run(r)
-            results.append(r)
+    jobs = [({"env": e, "learner": ln}, lambda e=e, ln=ln: build(ln, e, scale.steps[e]))
+            for e in scale.envs for ln in args.learners]
+    results = common.train_all(jobs, scale.seeds, keep=("param_return", "hypergrad_norm"))
     common.write(args.out, NAME, results, common.eval_table(results),
                  {"": lambda p: plot(results, p)})
     return results

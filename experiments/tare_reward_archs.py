@@ -54,33 +54,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--learners", nargs="+", default=list(LEARNERS), choices=LEARNERS)
     args = ap.parse_args(argv)
     scale = common.resolve(args, SCALES)
-    results = []
-    for env_name in scale.envs:
-        for learner in args.learners:
-            trainer, cfg = build(learner, env_name, scale.steps[env_name])
-            r = {"env": env_name, "learner": learner,
-                 **common.train_seeds(trainer, cfg, scale.seeds)}
-            common.log_run(r)
-            results.append(r)
+    jobs = [({"env": e, "learner": ln}, lambda e=e, ln=ln: build(ln, e, scale.steps[e]))
+            for e in scale.envs for ln in args.learners]
+    results = common.train_all(jobs, scale.seeds)
     common.write(args.out, NAME, results, common.eval_table(results),
                  {"": lambda p: plot(results, p)})
     return results
 
 
 def plot(results: list[dict], path) -> None:
-    envs_ = list(dict.fromkeys(r["env"] for r in results))
-    fig, axes = common.grid(1, len(envs_))
-    for ax, env_name in zip(axes[0], envs_, strict=True):
-        for r in results:
-            if r["env"] == env_name:
-                label = "PPO" if r["learner"] == "ppo" else f"PPO-TARE {r['learner']}"
-                common.curve(ax, r["env_steps"], r["episode_return"], label,
-                             color=COLORS[r["learner"]])
-        ax.set_title(f"{env_name}: reward parameterisations")
-        ax.set_xlabel("environment steps")
-        ax.set_ylabel("average return (training episodes)")
-        ax.legend(fontsize=8)
-    common.save(fig, path)
+    common.curve_panels(
+        results, path, color=lambda r: COLORS[r["learner"]],
+        label=lambda r: "PPO" if r["learner"] == "ppo" else f"PPO-TARE {r['learner']}",
+        title=lambda env, _: f"{env}: reward parameterisations")
 
 
 if __name__ == "__main__":
