@@ -10,6 +10,7 @@ on a 2-core machine, so these tests are ``slow``.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import math
@@ -80,3 +81,20 @@ def test_entry_point_runs_at_smoke_scale(name, tmp_path):
     assert pngs and all(p.stat().st_size > 5_000 for p in pngs), pngs
     md = (tmp_path / f"{mod.NAME}.md").read_text()
     assert "|---" in md and md.count("\n") >= 3
+
+
+def test_paper_scale_configs_are_valid():
+    """``--scale paper`` is for accelerators and never runs here; its configs (validated
+    when built) must at least be accepted for every (env, learner) it would run."""
+    cln = load("cln_curves")
+    for env in cln.SCALES["paper"].envs:
+        for learner in cln.LEARNERS:
+            cfg = cln._config(learner, env)[1]
+            cfg = dataclasses.replace(cfg, total_steps=cln.SCALES["paper"].steps[env])
+            assert cfg.num_envs * cfg.num_steps == 4 * 2048, (learner, env)
+    tare, archs = load("tare_curves"), load("tare_reward_archs")
+    for env in tare.SCALES["paper"].envs + archs.SCALES["paper"].envs:
+        for learner in tare.LEARNERS:
+            dataclasses.replace(tare.base_config(learner, env)[1], total_steps=1_000_000)
+        for net in archs.LEARNERS[1:]:
+            dataclasses.replace(tare.base_config("ppo-tare", env)[1], reward_net=net)
