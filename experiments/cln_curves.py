@@ -18,7 +18,8 @@ Scales (``--scale``):
 * ``smoke``: ``pendulum``, 2 seeds, 2 updates of every learner;
 * ``cpu``: ``pendulum``, 1M steps, 4 seeds, all five learners, with the library's presets
   (``ppo`` / ``lirpg`` / ``cln.preset("pendulum")``: 16 envs x 128 steps, 10 epochs,
-  16 minibatches, lr 1e-3, gamma 0.95, reward scale 0.1; ~20 minutes on 2 cores);
+  16 minibatches, lr 1e-3, gamma 0.95, reward scale 0.1; 32 minutes on one core with
+  the other busy, ~20 on an idle machine);
 * ``paper``: MuJoCo (brax) ``hopper``, ``walker2d``, ``halfcheetah``, ``ant``, 1M steps,
   5 seeds, the paper's batch (:data:`PAPER_BATCH`: 4 env copies x 2048 steps); the
   ablation on ``hopper`` only, as the paper's Figure 5.

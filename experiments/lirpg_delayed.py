@@ -16,8 +16,8 @@ Scales (``--scale``):
 
 * ``smoke``: delayed ``cartpole``, 2 seeds, 2 updates per learner;
 * ``cpu``: delayed ``cartpole`` (500k steps) and ``pendulum`` (1M steps), delay 10,
-  4 seeds, ``ppo`` and ``lirpg``: the library's presets for these envs (~15 minutes on
-  a 2-core CPU);
+  4 seeds, ``ppo`` and ``lirpg``: the library's presets for these envs (18 minutes on
+  one core of a 2-core CPU);
 * ``paper``: MuJoCo (brax) ``hopper``, ``halfcheetah``, ``walker2d``, ``ant``, delays 10,
   20 and 40, 1M steps, 10 seeds, all three learners, with the paper's PPO settings
   (``ppo.Config()`` / ``lirpg.Config()`` defaults).

@@ -23,7 +23,7 @@ Scales (``--scale``; every option below overrides its scale's value):
 * ``smoke``: 2 agents on ``pendulum`` for 600 steps, meta-test on
   ``mountaincar-continuous``, 2 seeds x 400 steps;
 * ``cpu``: 4 agents on ``pendulum`` and ``mountaincar-continuous`` for 30k steps each,
-  meta-test on brax ``inverted-pendulum``, 3 seeds x 15k steps (~20 minutes on 2 cores);
+  meta-test on brax ``inverted-pendulum``, 3 seeds x 15k steps (26 minutes on one core);
 * ``paper``: 20 agents (the paper's count) for 600k steps each on ``halfcheetah`` and
   ``walker2d`` (the paper's *Lunar* is not among our envs), meta-test on ``hopper``,
   3 seeds x 1M steps (the paper's Table 1 setting, on accelerators).

@@ -12,7 +12,7 @@ Scales (``--scale``):
 
 * ``smoke``: 2 seeds, 2 updates, 2 rollouts;
 * ``cpu``: 5 seeds (the paper's five), the preset's 163,840 steps, 16 rollouts of
-  16 x 32 steps (~3 minutes on 2 cores);
+  16 x 32 steps (1.5 minutes on one core);
 * ``paper``: the same: the chain is the paper's own small env.
 
 The training log has, per rollout, the mean learned reward of each move

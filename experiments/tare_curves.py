@@ -11,7 +11,7 @@ Scales (``--scale``):
 
 * ``smoke``: ``chain``, 2 seeds, 2 updates of every learner;
 * ``cpu``: TARE's ``chain`` (163,840 steps) and ``pendulum`` (300k steps), 4 seeds, all
-  four learners (~15 minutes on 2 cores);
+  four learners (19 minutes on one core);
 * ``paper``: MuJoCo (brax) ``humanoid``, ``walker2d``, ``ant``, ``hopper``,
   ``halfcheetah``, ``swimmer`` (the paper's six), 1M steps, 5 seeds.
 

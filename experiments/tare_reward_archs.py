@@ -11,7 +11,7 @@ vmapped, jitted program over seeds.
 Scales (``--scale``):
 
 * ``smoke``: ``pendulum``, 2 seeds, 1 update of every learner;
-* ``cpu``: ``pendulum``, 300k steps, 4 seeds (~15 minutes on 2 cores);
+* ``cpu``: ``pendulum``, 300k steps, 4 seeds (10 minutes on one core);
 * ``paper``: MuJoCo (brax) ``walker2d`` and ``ant`` (the paper's two), 1M steps, 5 seeds,
   the paper's TARE defaults (``tare.Config()``).
 
