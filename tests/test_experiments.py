@@ -22,7 +22,8 @@ import pytest
 from fast_compile import fast_compile_env
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
-ENTRY_POINTS = sorted(p.stem for p in EXPERIMENTS.glob("[a-z]*.py") if p.stem != "common")
+ENTRY_POINTS = sorted(p.stem for p in EXPERIMENTS.glob("[a-z]*.py")
+                      if p.stem != "common" and not p.stem.endswith("_common"))
 
 
 def load(name: str):
@@ -54,6 +55,72 @@ def test_bad_input_fails_with_the_allowed_values(capsys):
     assert "invalid choice: 'huge'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("name", [n for n in ENTRY_POINTS if n.startswith("epg_")])
+def test_epg_bad_input_fails_before_compiling(name, tmp_path):
+    """The EPG scripts need a randomisable env, one of them, and no --steps; all checked
+    (with the allowed values) before anything is built or compiled."""
+    mod = load(name)
+    smoke = ["--scale", "smoke", "--out", str(tmp_path)]
+    with pytest.raises(SystemExit, match=r"unknown env.*'nope'"):
+        mod.main([*smoke, "--envs", "nope"])
+    with pytest.raises(SystemExit, match=r"'cartpole' has no task distribution.*pendulum"):
+        mod.main([*smoke, "--envs", "cartpole"])
+    with pytest.raises(SystemExit, match="--seeds must be >= 1"):
+        mod.main([*smoke, "--seeds", "0"])
+    with pytest.raises(SystemExit, match="--tasks must be >= 1"):
+        mod.main([*smoke, "--tasks", "0"])
+    with pytest.raises(SystemExit, match="--steps does not apply"):
+        mod.main([*smoke, "--steps", "100"])
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+def check_epg_report(name: str, mod, out: dict) -> None:
+    """An EPG script's JSON: the run counts of the smoke scale, finite meta-training
+    curves, and per script its numbers for every (meta-seed, task, agent)."""
+    import numpy as np
+
+    scale = mod.SCALES["smoke"]
+    s = out["settings"]
+    S, T, G = s["seeds"], s["tasks"], s["agents"]
+    assert (S, T, G) == (scale.seeds, scale.extra["tasks"], scale.extra["agents"]), s
+    cfg = s["config"]
+    K, M, N = cfg["inner_updates"], cfg["steps_per_update"], cfg["buffer_size"]
+    mt = out["meta_train"]
+    fm = np.array(mt["fitness_mean"], float)
+    assert fm.shape == (S, cfg["num_epochs"]) and np.isfinite(fm).all(), fm
+    assert len(next(iter(out["held_out_tasks"].values()))) == T
+    methods = out["methods"]
+    assert set(methods) == set(mod.METHODS), set(methods)
+    if name == "epg_vs_ppo":
+        for m, r in methods.items():
+            f = np.array(r["final_return"], float)
+            er = np.array(r["episode_return"], float)  # None (no episode ended) -> nan
+            runs = (S, T, G) if m in ("evolved", "initial") else (T, G)
+            assert f.shape == runs and np.isfinite(f).all(), (m, f)
+            assert er.shape == (*runs, len(r["env_steps"])), (m, er.shape)
+            assert np.isfinite(er).any(), m  # a curve: some episode ended
+        assert methods["evolved"]["env_steps"][-1] == K * M
+        assert methods["ppo"]["env_steps"][-1] == K * M  # equal samples
+        assert methods["ppo-large"]["env_steps"][-1] > K * M
+    elif name == "epg_kl":
+        for m, r in methods.items():
+            kl = np.array(r["kl"], float)
+            assert kl.shape == (S, T, G, K) and np.isfinite(kl).all(), m
+            assert (kl >= 0).all() and kl.max() > 0, m
+    elif name == "epg_sensitivity":
+        kinds = out["kinds"]
+        assert [k for k, _ in kinds][:6] == ["observation", "action", "termination",
+                                             "memory", "policy mean", "policy log-std"]
+        assert 0 <= s["t_star"] - (N - M) < M
+        for m, r in methods.items():
+            g = np.array(r["norms"], float)
+            assert g.shape == (S, T, G, N, len(kinds)) and np.isfinite(g).all(), m
+            assert (g >= 0).all() and (g[..., s["t_star"], :] > 0).all(), m
+            assert len(r["at_scored_step"]) == len(kinds)
+    else:
+        raise AssertionError(f"no JSON checks for {name}")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ENTRY_POINTS)
 def test_entry_point_runs_at_smoke_scale(name, tmp_path):
@@ -64,7 +131,9 @@ def test_entry_point_runs_at_smoke_scale(name, tmp_path):
                           timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads((tmp_path / f"{mod.NAME}.json").read_text())
-    if name == "metagenrl_heldout":  # one report: meta-test results per method
+    if name.startswith("epg_"):  # one report: settings, meta-training, runs per method
+        check_epg_report(name, mod, out)
+    elif name == "metagenrl_heldout":  # one report: meta-test results per method
         finals = {m: r["final_return"] for m, r in out["meta_test"].items()}
         assert set(finals) == set(mod.METHODS), finals
         for m, f in finals.items():
@@ -98,3 +167,22 @@ def test_paper_scale_configs_are_valid():
             dataclasses.replace(tare.base_config(learner, env)[1], total_steps=1_000_000)
         for net in archs.LEARNERS[1:]:
             dataclasses.replace(tare.base_config("ppo-tare", env)[1], reward_net=net)
+    # EPG: the paper's config (epg.Config()) on random hopper, bound to the env (~5 s:
+    # building the MJX hopper), and the PPO configs it is compared with.
+    from metareward.algos import epg
+
+    epg_common, vs_ppo = load("epg_common"), load("epg_vs_ppo")
+    paper = epg_common.SCALES["paper"]
+    (env_name,) = paper.envs
+    cfg = dataclasses.replace(epg.preset(env_name), **paper.extra["config"])
+    assert cfg == epg.Config()
+    setup = epg_common.Setup(scale="paper", env_name=env_name, config=cfg,
+                             seeds=paper.seeds, tasks=paper.extra["tasks"],
+                             agents=paper.extra["agents"], num_eval=paper.extra["num_eval"],
+                             out=Path("unused"), retrain=False)
+    tr = epg_common.trainer(setup)
+    assert tr.spec.name == "hopper" and tr.env.tasks.ranges
+    equal, large = vs_ppo.ppo_configs(setup, 25)
+    assert equal.num_envs * equal.num_steps == cfg.steps_per_update
+    assert equal.total_steps == cfg.inner_updates * cfg.steps_per_update
+    assert large.total_steps >= 25 * equal.total_steps - large.num_envs * large.num_steps
