@@ -80,8 +80,10 @@ def _base(args) -> metagenrl.Config:
                                learning_starts=args.learning_starts)
 
 
-def meta_train(args, log) -> tuple[dict, dict, float]:
-    cfg = dataclasses.replace(_base(args), num_agents=args.agents,
+def meta_train(args, log, base: metagenrl.Config | None = None) -> tuple[dict, dict, float]:
+    """``base``: the config to start from (default :func:`_base`)."""
+    base = _base(args) if base is None else base
+    cfg = dataclasses.replace(base, num_agents=args.agents,
                               total_steps=args.train_steps, buffer_size=args.train_steps,
                               anneal_steps=args.anneal_steps)
     tr = metagenrl.make_train(cfg, [envs.make(e) for e in args.train_envs])
@@ -99,11 +101,14 @@ def meta_train(args, log) -> tuple[dict, dict, float]:
     return jax.device_get(state.params["objective"]), curves, time.time() - t0
 
 
-def meta_test(args, alpha, log) -> dict:
+def meta_test(args, alpha, log, base: metagenrl.Config | None = None) -> dict:
+    """``base``: the config of the MetaGenRL agents (default :func:`_base`; the
+    objective's input flags must match the ones ``alpha`` was meta-trained with)."""
+    base = _base(args) if base is None else base
     env = envs.make(args.test_env)
     keys = jax.random.split(jax.random.PRNGKey(100), args.seeds)
     steps = args.test_steps
-    cfg = dataclasses.replace(_base(args), num_agents=1, total_steps=steps, buffer_size=steps)
+    cfg = dataclasses.replace(base, num_agents=1, total_steps=steps, buffer_size=steps)
     mg = metagenrl.make_train(cfg, env)
     alpha0 = mg.init(jax.random.PRNGKey(args.meta_seed)).params["objective"]
     rf = metagenrl.make_train(dataclasses.replace(cfg, objective="reinforce"), env)
