@@ -51,9 +51,10 @@ Scales (``--scale``; every option below overrides its scale's value):
 
 * ``smoke``: 2 agents on ``pendulum`` for 600 steps, meta-test on
   ``mountaincar-continuous`` (no episode ends in 400 steps: panel (b) stays empty), 2
-  seeds x 400 steps; 8.4 minutes on one core with XLA's fast compilation
-  (``tests/fast_compile.py``): thirteen programs to compile (six meta-trainings, 45-60 s
-  each, and seven meta-tests, ~25 s each);
+  seeds x 400 steps, two variants (``no-V_{t+1}``, ``inner-3``: an input ablation and
+  the several-inner-steps path; all six took 8.4 minutes on one core with XLA's fast
+  compilation, ``tests/fast_compile.py``, thirteen programs to compile: six
+  meta-trainings, 45-60 s each, and seven meta-tests, ~25 s each);
 * ``cpu``: 2 agents (one per env) on ``pendulum`` and ``mountaincar-continuous`` for 6k
   steps each (learning from 1.5k, DDPG annealed over 3k), meta-test on ``pendulum`` as
   Figure 5b tests on a meta-training env (fresh agents), 2 seeds x 8k steps, all six
@@ -111,7 +112,7 @@ METHODS = (*VARIANTS, "initial")
 SCALES = {
     "smoke": common.Scale(envs=("pendulum",), seeds=2, steps={"pendulum": 600}, extra=dict(
         test_env="mountaincar-continuous", agents=2, test_steps=400, learning_starts=200,
-        anneal_steps=200, windows=4, meta_seeds=1)),
+        anneal_steps=200, windows=4, meta_seeds=1, variants=["no-V_{t+1}", "inner-3"])),
     "cpu": common.Scale(envs=("pendulum", "mountaincar-continuous"), seeds=2,
                         steps=dict.fromkeys(("pendulum", "mountaincar-continuous"), 6_000),
                         extra=dict(test_env="pendulum", agents=2, test_steps=8_000,

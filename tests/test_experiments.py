@@ -133,9 +133,11 @@ def test_entry_point_runs_at_smoke_scale(name, tmp_path):
     out = json.loads((tmp_path / f"{mod.NAME}.json").read_text())
     if name.startswith("epg_"):  # one report: settings, meta-training, runs per method
         check_epg_report(name, mod, out)
-    elif name == "metagenrl_heldout":  # one report: meta-test results per method
+    elif name.startswith("metagenrl_"):  # one report: meta-test results per method
         finals = {m: r["final_return"] for m, r in out["meta_test"].items()}
-        assert set(finals) == set(mod.METHODS), finals
+        expected = (set(mod.METHODS) if name == "metagenrl_heldout"  # ablations: smoke's
+                    else {*mod.SCALES["smoke"].extra["variants"], "initial"})
+        assert set(finals) == expected, finals
         for m, f in finals.items():
             assert len(f) == mod.SCALES["smoke"].seeds and all(map(finite, f)), m
     else:  # runs: one record per (env, learner)
