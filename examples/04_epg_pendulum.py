@@ -168,8 +168,9 @@ show(fig, "04_epg_pendulum.png")
 # minutes on a 2-core CPU): the members' fitness barely moved once `alpha` reached 0;
 # on the 8 held-out runs the evolved loss ended at -1416 on average (agents from -1731 to
 # -1174) against -1442 for the initial loss, and PPO, which sees the reward, at -1265 with
-# the same 4096 steps; a random policy gets about -1250. So, as in the README's 8
+# the same 4096 steps; a random policy gets about -1250. So, as in the README's 12
 # meta-seeds: no loss that teaches a swing-up at this budget, PPO ahead. Closing that gap
-# is the open accelerator-scale experiment (issue 8); `metareward meta-train epg --env
-# pendulum` runs the preset's 200 epochs with checkpoints, and `metareward meta-test epg
-# --loss RUN --compare-init` this comparison for a saved run.
+# needs a larger budget (4x the inner steps already helps, see the README);
+# `metareward meta-train epg --env pendulum` runs the preset's 200 epochs with
+# checkpoints, and `metareward meta-test epg --loss RUN --compare-init` this comparison
+# for a saved run.

@@ -284,10 +284,9 @@ def test_evolved_loss_beats_its_initialisation_on_held_out_pendulums(env):
     init -1429 / -1501, evolved -1219 / -1392. A loss of all zeros (no update: the fresh
     random policy) scores -1327 on these tasks and agents, so the evolved losses sit near
     the no-learning level; the initial loss degrades the agent, the evolved one does not,
-    and nothing learns to swing up in 4096 steps (see the README). Not robust (issue 8
-    open): over 12 meta-seeds 10 beat their initialisation clearly, one tied, one did worse
-    (-1505 vs -1411), both where the initial loss was near the no-learning level (-1264,
-    -1411)."""
+    and nothing learns to swing up in 4096 steps (see the README). Over 12 meta-seeds
+    10 beat their initialisation clearly, one tied, one did worse (-1505 vs -1411), both
+    where the initial loss was near the no-learning level (-1264, -1411)."""
     cfg = dataclasses.replace(epg.preset("pendulum"), num_epochs=100, anneal_epochs=25,
                               outer_decay_epochs=100)
     tr = epg.make_train(cfg, env)
