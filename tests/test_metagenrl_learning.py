@@ -34,11 +34,13 @@ seed of three (18.9; 48.6).
 """
 
 import dataclasses
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import serialization
 
 from metareward import envs
 from metareward.algos import metagenrl as mg
@@ -52,15 +54,22 @@ META_TEST = dataclasses.replace(BASE, num_agents=1, total_steps=20_000, buffer_s
 SEEDS = 3
 
 
-def meta_train_then_meta_test(meta_seed: int) -> tuple[np.ndarray, np.ndarray]:
+def meta_train_then_meta_test(meta_seed: int, out: Path | None = None
+                              ) -> tuple[np.ndarray, np.ndarray]:
     """Final deterministic returns (10 episodes each) on the held-out env of ``SEEDS``
-    fresh agents trained by the meta-trained objective and by its initialisation."""
+    fresh agents trained by the meta-trained objective and by its initialisation. With
+    ``out``, the meta-trained objective is written there (``flax.serialization``; the
+    held-out experiment's ``--objective`` meta-tests it again without hours of
+    meta-training)."""
     tr = mg.make_train(META_TRAIN, [envs.make(e) for e in TRAIN_ENVS])
     key = jax.random.PRNGKey(meta_seed)
     alpha0 = jax.jit(tr.init)(key).params["objective"]
     state, _ = jax.jit(tr.train)(key)
     assert int(state.nonfinite) == 0
     alpha = state.params["objective"]
+    if out is not None:
+        out.write_bytes(serialization.to_bytes(alpha))
+        print(f"meta-trained objective written to {out}")
 
     test = mg.make_train(META_TEST, envs.make(HELD_OUT))
     alphas = jax.tree.map(lambda a, b: jnp.stack([a, b]), alpha, alpha0)
@@ -73,8 +82,10 @@ def meta_train_then_meta_test(meta_seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.mark.accelerator
 @pytest.mark.parametrize("meta_seed", [0, 1])
-def test_meta_trained_objective_beats_its_initialisation_on_a_held_out_env(meta_seed):
-    learned, initial = meta_train_then_meta_test(meta_seed)
+def test_meta_trained_objective_beats_its_initialisation_on_a_held_out_env(meta_seed,
+                                                                           tmp_path):
+    learned, initial = meta_train_then_meta_test(
+        meta_seed, tmp_path / f"objective_meta_seed{meta_seed}.msgpack")
     print(f"{HELD_OUT}, meta-seed {meta_seed}: meta-trained {learned}, initial {initial}")
     # The initial objective drives the cart to a bound: the pole falls within a few steps
     # (returns of 2-4; a policy that does nothing holds it ~5 steps). Every agent trained by
