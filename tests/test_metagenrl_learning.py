@@ -64,8 +64,11 @@ def meta_train_then_meta_test(meta_seed: int, out: Path | None = None
     tr = mg.make_train(META_TRAIN, [envs.make(e) for e in TRAIN_ENVS])
     key = jax.random.PRNGKey(meta_seed)
     alpha0 = jax.jit(tr.init)(key).params["objective"]
-    state, _ = jax.jit(tr.train)(key)
+    state, m = jax.jit(tr.train)(key)
     assert int(state.nonfinite) == 0
+    for e in TRAIN_ENVS:  # the agents' training returns, to tell a collapse after annealing
+        r = np.array_split(np.asarray(m[f"return_{e}"], float), 10)
+        print(f"meta-train {e}: return deciles {[round(float(np.nanmean(d)), 1) for d in r]}")
     alpha = state.params["objective"]
     if out is not None:
         out.write_bytes(serialization.to_bytes(alpha))
