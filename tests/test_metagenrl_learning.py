@@ -65,10 +65,10 @@ def meta_train_then_meta_test(meta_seed: int, out: Path | None = None
     key = jax.random.PRNGKey(meta_seed)
     alpha0 = jax.jit(tr.init)(key).params["objective"]
     state, m = jax.jit(tr.train)(key)
-    assert int(state.nonfinite) == 0
     for e in TRAIN_ENVS:  # the agents' training returns, to tell a collapse after annealing
         r = np.array_split(np.asarray(m[f"return_{e}"], float), 10)
         print(f"meta-train {e}: return deciles {[round(float(np.nanmean(d)), 1) for d in r]}")
+    assert int(state.nonfinite) == 0
     alpha = state.params["objective"]
     if out is not None:
         out.write_bytes(serialization.to_bytes(alpha))
