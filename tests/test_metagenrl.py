@@ -16,8 +16,11 @@ from metareward.algos import metagenrl as mg
 from metareward.algos.config import ConfigError
 from metareward.rl import replay
 
+# inner_windows=8: the look-ahead's sum over the 4 windows of its half is doubled (the
+# finite-difference test checks the rescaling; the default 100 would make the step 25x the
+# plain sum's and amplify float32 rounding in the vmap-equality test).
 TINY = mg.Config(num_agents=3, total_steps=400, learning_starts=100, buffer_size=64,
-                 batch_size=8, window=5, hidden=(16, 16), anneal_steps=50)
+                 batch_size=8, window=5, hidden=(16, 16), anneal_steps=50, inner_windows=8)
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +70,8 @@ def _agent(state, i):
 @pytest.mark.slow
 def test_meta_gradient_matches_central_finite_difference(trainer, state):
     """d/d alpha of -mean Q_1(s, pi_{phi'(alpha)}(s)), phi' = phi - lr grad_phi sum L_alpha
-    on the first half of the windows (eq. 6), against a central difference along random
+    on the first half of the windows (eq. 6; the sum rescaled to ``inner_windows``
+    windows), against a central difference along random
     directions, in float64."""
     win, mask = _window_batch(state)
     params, _ = _agent(state, 0)
@@ -91,7 +95,8 @@ def test_meta_gradient_matches_central_finite_difference(trainer, state):
             vals = jax.tree.map(lambda x: x[:half], values)
             gp = jax.grad(lambda p: jnp.sum(trainer.per_step_objective(
                 a, p, first, mask[:half], vals, group)))(actor)
-            phi2 = jax.tree.map(lambda p, d: p - TINY.inner_learning_rate * d, actor, gp)
+            lr = TINY.inner_learning_rate * TINY.inner_windows / half  # sum of 100 windows
+            phi2 = jax.tree.map(lambda p, d: p - lr * d, actor, gp)
             q1 = jax.tree.map(lambda x: x[0], critic)
             q = group.td3.critic.apply(q1, win.obs, group.td3.actor.apply(phi2, win.obs))
             return -jnp.sum(q * mask) / jnp.sum(mask)

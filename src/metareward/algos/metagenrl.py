@@ -24,8 +24,9 @@ networks and a ring replay buffer (:class:`metareward.rl.replay.RingBuffer`). On
 
      - the objective gradient of eq. 6: ``g_i = d/d alpha [-mean Q_1(s, pi_{phi'}(s))]``
        with ``phi' = phi - inner_learning_rate * grad_phi sum L_alpha`` on the first of
-       ``inner_steps + 1`` disjoint parts of the windows (eq. 8: one part per step), the
-       outer mean over all windows' valid steps; clipped to norm ``objective_clip``;
+       ``inner_steps + 1`` disjoint parts of the windows (eq. 8: one part per step; the
+       sum rescaled to ``inner_windows`` windows, the authors' 100), the outer mean over
+       all windows' valid steps; clipped to norm ``objective_clip``;
      - its policy step: Adam on ``p * mean L_alpha - (1 - p) * mean Q_1(s, pi_phi(s))``,
        ``p`` annealed 0 -> 1 over ``anneal_steps`` env steps after ``learning_starts``
        (Appendix B.2, "Annealing with DDPG");
@@ -75,6 +76,12 @@ Params = Any
 Metrics = dict[str, jax.Array]
 
 OBJECTIVES = ("learned", "reinforce")
+#: Metrics of the policy turns (averaged over those turns only): the objective's mean
+#: value, ``mean Q_1(s, pi(s))``, the objective gradient's norm, the look-ahead gain
+#: ``Q_1(s, pi_{phi'}(s)) - Q_1(s, pi_phi(s))`` of eq. 6 and the policy's mean ``|pi(s)|``
+#: on a [-1, 1] scale.
+POLICY_METRICS = ("objective_value", "q_pi", "objective_grad_norm", "objective_q_gain",
+                  "action_saturation")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,8 +106,18 @@ class Config:
     gradient_steps: int | None = None
     critic_learning_rate: float = 1e-3
     policy_learning_rate: float = 1e-3
-    #: lambda_3: the plain SGD step of ``phi' = phi - lr grad_phi L_alpha`` (eq. 6).
+    #: lambda_3: the plain SGD step of ``phi' = phi - lr grad_phi L_alpha`` (eq. 6), on
+    #: the objective summed over ``inner_windows`` windows (see below).
     inner_learning_rate: float = 1e-3
+    #: The look-ahead step of eq. 6 sums ``L_alpha`` over windows, so its size grows with
+    #: the number of windows summed. The authors' code sums 100 windows (its
+    #: ``buffer_sample_size``); here the step's sum over the ``batch_size / (inner_steps
+    #: + 1)`` windows of its part is rescaled to ``inner_windows`` windows, so
+    #: ``phi'`` moves as far as in the authors' code whatever ``batch_size`` a run can
+    #: afford. (Without it a 20-window CPU batch takes a 10x smaller look-ahead step; the
+    #: meta-gradient then barely sees the objective's effect and the agents collapse once
+    #: the DDPG term is annealed out.)
+    inner_windows: int = 100
     objective_learning_rate: float = 1e-3
     #: Policy steps inside the meta-gradient (1: eq. 6; more: eq. 8).
     inner_steps: int = 1
@@ -132,7 +149,7 @@ class Config:
 
     def __post_init__(self) -> None:
         for name in ("num_agents", "num_steps", "total_steps", "buffer_size", "batch_size",
-                     "window", "inner_steps", "policy_delay"):
+                     "window", "inner_steps", "inner_windows", "policy_delay"):
             cfg.positive_int(name, getattr(self, name))
         for name in ("learning_starts", "anneal_steps"):
             v = getattr(self, name)
@@ -417,12 +434,30 @@ def make_train(config: Config, env: Env | Sequence[Env]) -> Trainer:
         """One agent's eq.-6 (eq.-8 for ``inner_steps > 1``) gradient of
         ``-mean Q_1(s, pi_{phi'}(s))`` in ``alpha``; ``phi'`` after ``inner_steps`` SGD
         steps of ``inner_learning_rate`` on the summed objective of disjoint parts of
-        the windows; the outer mean over all windows. Unclipped. ``values``: the batch's
+        the windows (each part's sum rescaled to ``config.inner_windows`` windows: the
+        step is ``inner_learning_rate * inner_windows / part_size * grad sum``); the
+        outer mean over all windows. Unclipped. ``values``: the batch's
         :func:`window_values` if already computed."""
+        return objective_gradient_and_value(alpha, actor_params, critic_params, batch, mask,
+                                            group, values)[0]
+
+    def objective_gradient_and_value(alpha: Params, actor_params: Params,
+                                     critic_params: Params, batch: Rows, mask: jax.Array,
+                                     group: Group,
+                                     values: tuple[jax.Array, jax.Array] | None = None):
+        """:func:`objective_gradient` and the outer value ``mean Q_1(s, pi_{phi'}(s))``
+        it differentiates (the look-ahead policy's value, for the ``objective_q_gain``
+        metric)."""
         if values is None:
             values = window_values(actor_params, critic_params, batch, group)
         parts = K + 1
-        split = lambda x: x.reshape(parts, B // parts, *x.shape[1:])
+        n = batch.reward.shape[0]
+        if n % parts:
+            raise ValueError(f"the window batch has {n} windows, not a multiple of "
+                             f"inner_steps + 1 = {parts}")
+        # the summed objective of n / parts windows, rescaled to inner_windows windows
+        inner_lr = config.inner_learning_rate * config.inner_windows / (n // parts)
+        split = lambda x: x.reshape(parts, n // parts, *x.shape[1:])
         b_parts = jax.tree.map(split, batch)
         m_parts = split(mask)
         v_parts = jax.tree.map(split, values)
@@ -432,12 +467,13 @@ def make_train(config: Config, env: Env | Sequence[Env]) -> Trainer:
             vk = jax.tree.map(lambda x: x[k], v_parts)
             g = jax.grad(lambda p: jnp.sum(
                 per_step_objective(a, p, bk, m_parts[k], vk, group)))(phi)
-            return jax.tree.map(lambda p_, g_: p_ - config.inner_learning_rate * g_, phi, g)
+            return jax.tree.map(lambda p_, g_: p_ - inner_lr * g_, phi, g)
 
         def outer(phi, a):
-            return -q_objective(phi, critic_params, batch.obs, mask, group)
+            q = q_objective(phi, critic_params, batch.obs, mask, group)
+            return -q, q
 
-        return unrolled_hypergrad(inner, outer, actor_params, alpha, K)
+        return unrolled_hypergrad(inner, outer, actor_params, alpha, K, has_aux=True)
 
     # ---- one agent's population step -------------------------------------------------
 
@@ -463,8 +499,8 @@ def make_train(config: Config, env: Env | Sequence[Env]) -> Trainer:
             win = Rows(*win)
             values = window_values(params["actor"], critic_params, win, group)
             if meta_learn:
-                g = objective_gradient(alpha, params["actor"], critic_params, win, mask,
-                                       group, values)
+                g, q_ahead = objective_gradient_and_value(alpha, params["actor"], critic_params,
+                                                          win, mask, group, values)
                 g_flat, g_unravel = ravel_pytree(g)
                 g_norm = jnp.sqrt(jnp.sum(g_flat**2))
                 g_flat = g_flat * jnp.minimum(1.0, config.objective_clip / (g_norm + 1e-6))
@@ -473,6 +509,7 @@ def make_train(config: Config, env: Env | Sequence[Env]) -> Trainer:
             else:
                 g, g_norm = jax.tree.map(jnp.zeros_like, alpha), jnp.float32(0.0)
                 ok_g = jnp.bool_(True)
+                q_ahead = None
             a_flat, a_unravel = ravel_pytree(params["actor"])
 
             def loss(f):
@@ -488,15 +525,24 @@ def make_train(config: Config, env: Env | Sequence[Env]) -> Trainer:
             target = td3.polyak(agents.target_params, {"actor": actor, "critic": critic_params},
                                 config.tau)
             ok = ok_a & ok_g
+            # Diagnostics: how much the look-ahead step phi' raised Q (the meta-objective's
+            # gain, 0 without meta-learning) and how close pi(s) is to the action bounds
+            # (mean |pi| on a [-1, 1] scale; 1 = saturated, where the tanh stops passing
+            # gradients to phi).
+            low, high = box(group)
+            pi = group.td3.actor.apply(params["actor"], win.obs)
+            sat = jnp.mean(jnp.abs((2.0 * pi - (high + low)) / (high - low)), axis=-1)
+            gain = (q_ahead - a_aux["q_pi"]) if q_ahead is not None else jnp.float32(0.0)
             return (actor, a_opt, target, g, ok,
                     {"objective_value": a_aux["objective_value"], "q_pi": a_aux["q_pi"],
-                     "objective_grad_norm": g_norm})
+                     "objective_grad_norm": g_norm, "objective_q_gain": gain,
+                     "action_saturation": _masked_mean(sat, mask)})
 
         def no_policy(_):
             zero = jnp.float32(0.0)
             return (params["actor"], agents.actor_opt_state, agents.target_params,
                     jax.tree.map(jnp.zeros_like, alpha), jnp.bool_(True),
-                    {"objective_value": zero, "q_pi": zero, "objective_grad_norm": zero})
+                    {k_: zero for k_ in POLICY_METRICS})
 
         actor, a_opt, target, g, ok_p, p_aux = jax.lax.cond(policy_turn, policy, no_policy,
                                                             None)
@@ -607,8 +653,7 @@ def make_train(config: Config, env: Env | Sequence[Env]) -> Trainer:
             carry, m = jax.lax.scan(pop_step, carry, jax.random.split(k_grad, grad_steps))
             turns = jnp.sum(m.pop("policy_turn"))
             out = {k_: (jnp.sum(v) / jnp.maximum(turns, 1.0)
-                        if k_ in ("objective_value", "q_pi", "objective_grad_norm")
-                        else jnp.mean(v)) for k_, v in m.items()}
+                        if k_ in POLICY_METRICS else jnp.mean(v)) for k_, v in m.items()}
             return carry, out
 
         def no_steps(_):
@@ -616,8 +661,7 @@ def make_train(config: Config, env: Env | Sequence[Env]) -> Trainer:
             carry = (state.params["agents"], tuple(groups_state), state.params["objective"],
                      state.objective_opt_state, state.grad_steps, state.nonfinite)
             return carry, {k_: zero for k_ in ("critic_loss", "q_mean", "grad_norm",
-                                                "objective_value", "q_pi",
-                                                "objective_grad_norm")}
+                                                *POLICY_METRICS)}
 
         carry, m = jax.lax.cond(learn, train_steps, no_steps, None)
         agent_params, agents_all, alpha, opt_alpha, n, nonfinite = carry
@@ -696,5 +740,5 @@ def population_leaves(state: MetaGenRLState) -> MetaGenRLState:
                        groups=flag(state.groups, True))
 
 
-__all__ = ["OBJECTIVES", "PRESETS", "Agents", "Config", "MetaGenRLState", "Rows", "Trainer",
-           "make_train", "preset"]
+__all__ = ["OBJECTIVES", "POLICY_METRICS", "PRESETS", "Agents", "Config", "MetaGenRLState",
+           "Rows", "Trainer", "make_train", "preset"]
