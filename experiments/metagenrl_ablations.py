@@ -61,8 +61,7 @@ Scales (``--scale``; every option below overrides its scale's value):
   variants. Compiling dominates: ~90 s per meta-training program (measured on one core)
   times six; brax ``inverted-pendulum`` as test env (as in ``metagenrl_heldout.py``)
   would add ~2 minutes of compiling to each of the seven meta-tests. Measured
-  (2026-11-23, ``taskset -c 0``): 54.5 minutes of wall time with two other jobs sharing
-  the machine's two cores, 25.4 minutes of CPU time, so ~26 minutes on a free core;
+  (2026-11-24, ``taskset -c 1``, the other core busy): 24.4 minutes;
 * ``paper``: Figure 5's setting: 20 agents for 600k steps each on ``halfcheetah`` and
   ``walker2d`` (standing in for the paper's *Lunar*, not among our envs), meta-test on
   ``halfcheetah`` as Figure 5b (fresh agents in a meta-training env), 6 meta-seeds x 2
