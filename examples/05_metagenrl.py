@@ -168,16 +168,18 @@ show(fig, "05_metagenrl.png")
 
 # %% [markdown]
 # One run of this notebook at its full budget (4 agents x 8k steps of meta-training,
-# 6k steps of meta-test; about 9 minutes on a 2-core CPU that was running two other jobs,
-# over half of it compiling): final deterministic returns on `inverted-pendulum`,
-# meta-trained objective 4.5, 4.6, 4.1; its initialisation 2, 2, 5; TD3 83, 65, 49. At
-# this budget the objective has not learned to teach (a policy that does nothing holds
-# the pole about 5 steps), as expected: the mechanics run, the result needs the budgets
-# above.
+# 6k steps of meta-test; about 8 minutes on one core of a 2-core CPU whose other core
+# was busy, over half of it compiling; 2026-11-24): final deterministic returns on
+# `inverted-pendulum`, meta-trained objective 4.8, 8.3, 6.2; its initialisation 2, 2, 5;
+# TD3 83, 65, 49. At this budget the objective has not learned to teach (a policy that
+# does nothing holds the pole about 5 steps; the meta-trained one's agents no longer
+# drive the cart into a bound as the initial one's do, and that is all), as expected:
+# the mechanics run, the result needs the budgets above.
 #
-# For the real experiment: `python experiments/metagenrl_heldout.py` (the README's table:
-# 4 agents x 120k steps, then the meta-test against TD3 and REINFORCE; 48 minutes on one
-# CPU core; `--objective experiments/results/cpu/metagenrl_heldout_objective.msgpack`
-# meta-tests the committed objective without meta-training), or `metareward meta-train
+# For the real experiment: `python experiments/metagenrl_heldout.py --train-steps 120000`
+# (the README's table: 4 agents x 120k steps, then the meta-test against TD3 and
+# REINFORCE; 48 minutes on one CPU core; `--objective
+# experiments/results/cpu-120k/metagenrl_heldout_objective.msgpack` meta-tests the
+# committed objective without meta-training), or `metareward meta-train
 # metagenrl --envs pendulum,mountaincar-continuous ...` and `metareward meta-test metagenrl
 # --objective RUN --env inverted-pendulum --compare-init` from the command line.
