@@ -23,10 +23,10 @@ Scales (``--scale``; every option below overrides its scale's value):
 * ``smoke``: 2 agents on ``pendulum`` for 600 steps, meta-test on
   ``mountaincar-continuous``, 2 seeds x 400 steps;
 * ``cpu``: 4 agents on ``pendulum`` and ``mountaincar-continuous`` for 30k steps each,
-  meta-test on brax ``inverted-pendulum``, 3 seeds x 20k steps (~25 minutes on one
-  core). The meta-trained objective's transfer is weak at this budget; the learning
-  test's budget, 120k steps per agent (``--train-steps 120000``, 48 minutes on one core,
-  33 of them meta-training; 2026-11-24), transfers clearly (``experiments/README.md``,
+  meta-test on brax ``inverted-pendulum``, 3 seeds x 20k steps (22 minutes on one core,
+  2026-11-24). The meta-trained objective's transfer is weak at this budget; the
+  learning test's budget, 120k steps per agent (``--train-steps 120000``, 48 minutes on
+  one core, 33 of them meta-training), transfers clearly (``experiments/README.md``,
   outputs in ``experiments/results/cpu-120k/``);
 * ``paper``: 20 agents (the paper's count) for 600k steps each on ``halfcheetah`` and
   ``walker2d`` (the paper's *Lunar* is not among our envs), meta-test on ``hopper``,
