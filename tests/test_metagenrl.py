@@ -95,7 +95,7 @@ def test_meta_gradient_matches_central_finite_difference(trainer, state):
             vals = jax.tree.map(lambda x: x[:half], values)
             gp = jax.grad(lambda p: jnp.sum(trainer.per_step_objective(
                 a, p, first, mask[:half], vals, group)))(actor)
-            lr = TINY.inner_learning_rate * TINY.inner_windows / half  # sum of 100 windows
+            lr = TINY.inner_learning_rate * TINY.inner_windows / half  # rescaled sum
             phi2 = jax.tree.map(lambda p, d: p - lr * d, actor, gp)
             q1 = jax.tree.map(lambda x: x[0], critic)
             q = group.td3.critic.apply(q1, win.obs, group.td3.actor.apply(phi2, win.obs))
