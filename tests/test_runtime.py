@@ -289,19 +289,6 @@ def test_checkpoint_roundtrip_and_truncated_file_falls_back(tmp_path):
     ck.close()
 
 
-def test_checkpoint_without_manifest_counts_as_unfinished(tmp_path):
-    ck = Checkpointer(tmp_path / "checkpoints")
-    ck.save(1, _tree(1), {})
-    ck.save(2, _tree(2), {})
-    ck.close()
-    os.remove(tmp_path / "checkpoints" / "2" / MANIFEST)  # as if killed during the save
-    with pytest.warns(CheckpointWarning, match="no manifest"):
-        step, _, _ = Checkpointer(tmp_path / "checkpoints").restore_latest(
-            jax.eval_shape(lambda: _tree(0))
-        )
-    assert step == 1
-
-
 def test_sigterm_and_sigint_are_caught():
     # What was installed before (the default handler, or SIG_IGN when pytest itself was
     # started in the background by a non-interactive shell).

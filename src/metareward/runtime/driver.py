@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import signal
 import sys
 import threading
@@ -41,11 +42,24 @@ from metareward.algos.config import ConfigError
 from metareward.algos.registry import AlgoSpec, Learner, get_algorithm
 from metareward.axes import sum_members
 from metareward.runtime import configs, sharding
-from metareward.runtime.checkpoint import Checkpointer, NoCheckpointError, abstract
+from metareward.runtime.checkpoint import (
+    Checkpointer,
+    ForeignCheckpointError,
+    IncompatibleCheckpointError,
+    NoCheckpointError,
+    abstract,
+)
+from metareward.runtime.lock import RunLock, RunLockedError
 from metareward.runtime.progress import Progress
 from metareward.runtime.rundir import RunDir, default_run_dir
 from metareward.runtime.wandb_log import MODES as WANDB_MODES
 from metareward.runtime.wandb_log import WandbLogger
+
+#: Errors process 0 meets in the run directory, raised on every process (most specific
+#: first: the first class an error is an instance of is the one the others raise).
+_SHARED_ERRORS: tuple[type[Exception], ...] = (
+    ForeignCheckpointError, IncompatibleCheckpointError, NoCheckpointError, RunLockedError,
+    ConfigError, FileNotFoundError, ValueError, OSError)
 
 #: Per-update metrics that are NaN by design when no episode ended in the update.
 EPISODE_METRICS = ("episode_return", "episode_return_std", "episode_length")
@@ -59,9 +73,16 @@ class NonFiniteError(FloatingPointError):
 class RunInterrupted(Exception):
     """SIGINT/SIGTERM stopped the run after a checkpoint was written."""
 
-    def __init__(self, signum: int, run_dir: Path, update: int):
+    def __init__(self, signum: int, run_dir: Path, update: int, during_eval: bool = False):
         self.signum, self.run_dir, self.update = signum, run_dir, update
+        #: The final evaluation was left running in a thread: exit the process soon.
+        self.during_eval = during_eval
         name = signal.Signals(signum).name
+        if during_eval:
+            super().__init__(
+                f"{name}: training had finished (update {update}, checkpoint saved); the "
+                f"final evaluation was skipped. Evaluate with: metareward eval {run_dir}")
+            return
         super().__init__(
             f"{name}: stopped after update {update}; checkpoint saved, plot in "
             f"{run_dir / 'curve.png'}. Continue with: metareward resume {run_dir}"
@@ -494,6 +515,24 @@ class RunResult:
     eval_returns: np.ndarray | None  # [seeds] mean eval return per seed
 
 
+def _agreed_error(fn: Callable[[], Any]) -> Any:
+    """``fn()`` on process 0; an error it raises is raised on every process (same type
+    when it is one of the run's own errors), so none waits for the others."""
+    value = kind = message = None
+    if distributed.is_main():
+        try:
+            value = fn()
+        except _SHARED_ERRORS as e:
+            if distributed.process_count() == 1:
+                raise
+            kind = next(i for i, t in enumerate(_SHARED_ERRORS) if isinstance(e, t))
+            message = str(e)
+    value, kind, message = distributed.agree([value, kind, message])
+    if kind is not None:
+        raise _SHARED_ERRORS[kind](message)
+    return value
+
+
 def start(
     plan: Plan,
     out: str | Path | None = None,
@@ -501,47 +540,79 @@ def start(
     stream: TextIO | None = None,
     progress: bool = True,
 ) -> RunResult:
-    """Creates the run directory (``config.json``) and trains to the end. In a
-    multi-process run process 0 creates it and every process uses its path."""
-    path = exists = error = None
-    if distributed.is_main():
-        try:
-            rd = RunDir(out if out is not None else default_run_dir(plan.algo.name,
-                                                                    plan.env_name))
-            rd.create({**plan.record(), "wandb_id": uuid.uuid4().hex[:12],
-                       "processes": distributed.process_count()})
-            path = str(rd.path)
-        except OSError as e:
-            exists, error = isinstance(e, FileExistsError), str(e)
-    path, exists, error = distributed.agree([path, exists, error])
-    if error is not None:  # on every process, so none waits for the others
-        raise (FileExistsError if exists else OSError)(error)
-    return _execute(plan, RunDir(path), resume=False, stream=stream, progress=progress)
+    """Trains a new run to the end.
+
+    Every check comes before anything is written: ``out`` must be a new or empty,
+    writable directory, and the compiled programs must fit the machine's memory
+    (:func:`compile_run`); then the directory is created, locked (one writer) and given
+    its ``config.json``. In a multi-process run process 0 creates it and every process
+    uses its path.
+
+    Args:
+      plan: the validated run (:func:`prepare`).
+      out: the run directory (default ``runs/ALGO-ENV-TIMESTAMP``).
+      stream: where progress lines go (default stdout).
+      progress: draw the progress bar.
+
+    Returns:
+      The :class:`RunResult`.
+    """
+    def check() -> str:
+        rd = RunDir(out if out is not None else default_run_dir(plan.algo.name,
+                                                                plan.env_name))
+        rd.check_new()
+        return str(rd.path)
+
+    path = _agreed_error(check)
+    compiled = compile_run(plan, fresh=True)
+    run_id = uuid.uuid4().hex[:12]
+    held: list[RunLock] = []  # (process 0's; a lock is not sent to the others)
+    _agreed_error(lambda: held.append(RunDir(path).create(
+        {**plan.record(), "run_id": run_id, "wandb_id": run_id,
+         "processes": distributed.process_count()})))
+    lock = held[0] if held else None
+    try:
+        return _execute(plan, RunDir(path), compiled, resume=False, stream=stream,
+                        progress=progress)
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def resume(
     run_dir: str | Path, *, stream: TextIO | None = None, progress: bool = True
 ) -> RunResult:
     """Continues a run from its newest good checkpoint to the end (in a multi-process run,
-    process 0 reads the run directory and sends the others what they need)."""
-    rec = error = None
-    if distributed.is_main():
-        try:
-            rec = RunDir(run_dir).load_config()
-        except (OSError, ValueError) as e:
-            error = str(e)
-    rec, error = distributed.agree([rec, error])
-    if error is not None:
-        raise FileNotFoundError(error)
-    plan = plan_from_record(rec, run_dir)
-    return _execute(plan, RunDir(run_dir), resume=True, stream=stream, progress=progress)
+    process 0 reads the run directory and sends the others what they need).
+
+    The run directory is locked first (a second ``resume`` or a ``train`` still running
+    there fails with :class:`~metareward.runtime.lock.RunLockedError`). A run that
+    stopped before its first checkpoint starts over from update 0, which is exact: the
+    initial state comes from the recorded seeds."""
+    rd = RunDir(run_dir)
+    held: list[RunLock] = []
+    # Not a run directory, a damaged config.json, or in use: said before anything else.
+    rec = _agreed_error(lambda: (rd.load_config(), held.append(rd.lock()))[0])
+    lock = held[0] if held else None
+    try:
+        plan = plan_from_record(rec, run_dir)
+        compiled = compile_run(plan, fresh=True)
+        return _execute(plan, rd, compiled, resume=True, stream=stream, progress=progress)
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def load(run_dir: str | Path) -> tuple[Plan, int, Any, dict[str, Any]]:
     """``(plan, update, state, meta)`` of a run's newest good checkpoint (for notebooks,
-    ``eval`` and tests). ``state`` is batched over seeds."""
+    ``eval`` and tests). ``state`` is batched over seeds.
+
+    A reader: it takes no lock and never moves, deletes or writes a checkpoint file, so
+    it is safe on a run that is still training (a damaged checkpoint is skipped with a
+    warning; the run's own ``resume`` quarantines it)."""
+    rd = RunDir(run_dir)
     plan = plan_from_run(run_dir, any_devices=True)
-    ckpt = Checkpointer(RunDir(run_dir).checkpoints)
+    ckpt = Checkpointer(rd.checkpoints, read_only=True, run_id=rd.run_id())
     try:
         abstract_state = jax.eval_shape(jax.vmap(plan.learner.init), plan.keys())
         update, state, meta = ckpt.restore_latest(abstract_state)
@@ -550,17 +621,151 @@ def load(run_dir: str | Path) -> tuple[Plan, int, Any, dict[str, Any]]:
     return plan, update, state, meta
 
 
+def _eval_program(plan: Plan, episodes: int, deterministic: bool) -> Callable:
+    """``fn(states, keys) -> [seeds, episodes]`` returns, jitted (not yet compiled)."""
+    return jax.jit(jax.vmap(
+        lambda s, k: plan.learner.evaluate(s, k, episodes, deterministic=deterministic)))
+
+
+def _eval_keys(plan: Plan, seed_offset: int = 1) -> jax.Array:
+    return jax.random.split(jax.random.PRNGKey(plan.options.seed + seed_offset),
+                            plan.options.seeds)
+
+
 def evaluate(
     plan: Plan, state: Any, episodes: int, *, deterministic: bool = False, seed_offset: int = 1
 ) -> np.ndarray:
-    """``[seeds, episodes]`` returns of fresh episodes of each seed's policy."""
+    """``[seeds, episodes]`` returns of fresh episodes of each seed's policy.
+
+    Raises:
+      ConfigError: ``episodes`` is not a positive int, or the evaluation would need more
+        memory than the machine has (checked when compiling, before running).
+    """
     if not (isinstance(episodes, int) and episodes > 0):
         raise ConfigError(f"episodes must be an int > 0, got {episodes!r}")
-    keys = jax.random.split(jax.random.PRNGKey(plan.options.seed + seed_offset), plan.options.seeds)
-    fn = jax.jit(
-        jax.vmap(lambda s, k: plan.learner.evaluate(s, k, episodes, deterministic=deterministic))
-    )
+    keys = _eval_keys(plan, seed_offset)
+    fn = _eval_program(plan, episodes, deterministic).lower(state, keys).compile()
+    check_memory(fn, f"evaluating {episodes} episode(s) per seed", None)
     return np.asarray(fn(state, keys))
+
+
+# ----------------------------------------------------------------------------------------
+# Compiling, and what the compiled programs need
+
+
+class ResourceError(ConfigError):
+    """A run would need more memory than the machine has (found before running it)."""
+
+
+#: Set to ``off`` to run a program the memory estimate refuses.
+MEMORY_CHECK_ENV = "METAREWARD_MEMORY_CHECK"
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def memory_needed(compiled: Any) -> int | None:
+    """Bytes a compiled program allocates on its device (arguments, outputs and
+    temporaries, less what outputs alias), from XLA's buffer assignment; ``None`` where
+    the backend does not say."""
+    try:
+        m = compiled.memory_analysis()
+    except Exception:  # not every backend implements it
+        return None
+    if m is None:
+        return None
+    return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+               - m.alias_size_in_bytes)
+
+
+def memory_available() -> tuple[int, str] | None:
+    """``(bytes, where)`` free for one program: a GPU/TPU's free device memory, or the
+    host's available memory for CPU devices (``/proc/meminfo``); ``None`` if unknown."""
+    dev = jax.local_devices()[0]
+    if dev.platform != "cpu":
+        stats = dev.memory_stats() or {}
+        if "bytes_limit" not in stats:
+            return None
+        return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0)), f"{dev.device_kind}"
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024, "this machine (host memory)"
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "this machine"
+    except (ValueError, OSError):
+        return None
+
+
+def check_memory(compiled: Any, what: str, mesh: Mesh | None) -> None:
+    """Refuses a program that cannot fit, before it runs.
+
+    Args:
+      compiled: a compiled program (``jax.jit(f).lower(...).compile()``).
+      what: what it does, for the message.
+      mesh: the run's device mesh; on CPU devices, which share the host's memory, the
+        per-device need is multiplied by its size.
+
+    Raises:
+      ResourceError: the estimate exceeds the free memory (unless the environment
+        variable ``METAREWARD_MEMORY_CHECK=off``).
+    """
+    if os.environ.get(MEMORY_CHECK_ENV, "on").lower() in ("off", "0", "false", "no"):
+        return
+    need, free = memory_needed(compiled), memory_available()
+    if need is None or free is None:
+        return
+    if jax.local_devices()[0].platform == "cpu" and mesh is not None:
+        need *= mesh.devices.size
+    if need > free[0]:
+        raise ResourceError(
+            f"{what} would need about {_gib(need)} of memory, more than the "
+            f"{_gib(free[0])} free on {free[1]}; lower --seeds, num_envs, the network "
+            f"size or --eval-episodes (or set {MEMORY_CHECK_ENV}=off to try anyway)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Compiled:
+    """A plan's programs, compiled and checked against the machine's memory: ``init``
+    (``None`` if not asked for), ``chunk``, ``evaluate`` (the end-of-run evaluation;
+    ``None`` without one, or on a process other than 0), and the compile time."""
+
+    programs: Programs
+    init: Callable | None
+    chunk: Callable
+    evaluate: Callable | None
+    compile_time: float
+
+
+def compile_run(plan: Plan, *, fresh: bool = True) -> Compiled:
+    """Compiles a run's programs and checks that they fit in memory; writes nothing.
+
+    Args:
+      plan: the run.
+      fresh: also compile ``init`` (a new run, or a resume that finds no checkpoint).
+
+    Returns:
+      The :class:`Compiled` programs.
+
+    Raises:
+      ResourceError: a program would need more memory than the machine has free.
+    """
+    progs = programs(plan)
+    t0 = time.perf_counter()
+    init = progs.init.lower(progs.keys).compile() if fresh else None
+    chunk = progs.chunk.lower(progs.spec, np.int32(plan.chunk_updates)).compile()
+    check_memory(chunk, f"a chunk of {plan.chunk_updates} update(s) of "
+                 f"{plan.options.seeds} seed(s)", progs.mesh)
+    ev = None
+    if plan.options.eval_episodes > 0 and distributed.is_main():
+        ev = _eval_program(plan, plan.options.eval_episodes, False).lower(
+            abstract(progs.abstract_state), _eval_keys(plan)).compile()
+        check_memory(ev, f"the final evaluation ({plan.options.eval_episodes} episodes "
+                     "per seed, --eval-episodes)", None)
+    return Compiled(progs, init, chunk, ev, time.perf_counter() - t0)
 
 
 def write_eval(rd: RunDir, update: int, env_steps: int, returns: np.ndarray, det: bool) -> dict:
@@ -584,26 +789,59 @@ def _local_seeds(keys: jax.Array) -> list[int]:
     return sorted({i for sh in keys.addressable_shards for i in range(n)[sh.index[0]]})
 
 
-def _restore(ckpt: Checkpointer | None, progs: Programs) -> tuple[int, Any, dict[str, Any]]:
-    """The newest good checkpoint, laid out on the mesh. Process 0 reads it (``ckpt`` is
-    ``None`` on the others) and broadcasts it; an error there is raised on every process.
-    (With one process the broadcast and agreement are identities.)"""
-    update = meta = error = state = None
-    if ckpt is not None:
-        try:
-            update, state, meta = ckpt.restore_latest(progs.abstract_state)
-        except NoCheckpointError as e:
-            error = str(e)
-    update, meta, error = distributed.agree([update, meta, error])
-    if error is not None:
-        raise NoCheckpointError(error)
-    if state is None:
-        state = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), progs.abstract_state)
+def _restore(ckpt: Checkpointer | None, progs: Programs,
+             ) -> tuple[int, Any, dict[str, Any]] | None:
+    """The newest good checkpoint, laid out on the mesh; ``None`` if the run never wrote
+    one (it stopped before its first checkpoint: it starts over). Process 0 reads it
+    (``ckpt`` is ``None`` on the others) and broadcasts it; an error there is raised on
+    every process. (With one process the broadcast and agreement are identities.)"""
+    found: list[Any] = []
+
+    def read() -> tuple[int, dict[str, Any]] | None:
+        corrupt = ckpt.directory.parent / "corrupt_checkpoints"
+        if not ckpt.candidates() and not (corrupt.is_dir() and any(corrupt.iterdir())):
+            return None
+        update, state, meta = ckpt.restore_latest(progs.abstract_state)
+        found.append(state)
+        return update, meta
+
+    got = _agreed_error(read)  # (``read`` runs on process 0, where ``ckpt`` is set)
+    if got is None:
+        return None
+    update, meta = got
+    state = found[0] if found else jax.tree.map(lambda s: np.zeros(s.shape, s.dtype),
+                                                progs.abstract_state)
     return update, progs.place(distributed.broadcast(jax.device_get(state))), meta
 
 
+def _interruptible(fn: Callable[[], Any], sig: _Signals) -> tuple[bool, Any]:
+    """``(True, fn())``, or ``(False, None)`` as soon as a signal arrives (``fn`` is
+    then abandoned in a daemon thread: the caller's process should exit soon).
+
+    For the final evaluation: one XLA program, which a signal cannot stop, and the run
+    is already saved."""
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as e:
+            box["error"] = e
+
+    thread = threading.Thread(target=work, name="metareward-eval", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.05)
+        if sig.received is not None:
+            return False, None
+    if "error" in box:
+        raise box["error"]
+    return True, box["value"]
+
+
 def _execute(
-    plan: Plan, rd: RunDir, *, resume: bool, stream: TextIO | None, progress: bool
+    plan: Plan, rd: RunDir, compiled: Compiled, *, resume: bool, stream: TextIO | None,
+    progress: bool,
 ) -> RunResult:
     out = stream or sys.stdout
     procs, main = distributed.process_count(), distributed.is_main()
@@ -618,17 +856,21 @@ def _execute(
     # summary, plot, wandb. Every process takes part in the collectives that get it the
     # metrics and states to write.
     record = rd.load_config() if main else {}
-    ckpt = Checkpointer(rd.checkpoints, primary_only=procs > 1) if main else None
+    run_id = record.get("run_id") or record.get("wandb_id")
+    ckpt = (Checkpointer(rd.checkpoints, primary_only=procs > 1, run_id=run_id)
+            if main else None)
     wb = None
     status = "failed"
+    started = False  # a resume that fails before it has a state keeps the last summary
     update = env_steps = 0
-    wall = compile_time = loop_time = 0.0
+    wall = loop_time = 0.0
+    compile_time = compiled.compile_time
     last_return: float | None = None
     bar = Progress(enabled=progress and main)
 
     with _Signals(sys.stderr) as sig:
         try:
-            progs = programs(plan, K)
+            progs = compiled.programs
             mesh = progs.mesh
             say(
                 f"{plan.algo.name} on {plan.env_name}: {opts.seeds} seed(s), {total} updates "
@@ -640,19 +882,23 @@ def _execute(
             local = _local_seeds(progs.keys)
             if procs > 1:
                 say(f"this process holds seed(s) {local}")
-            if resume:
-                update, state, meta = _restore(ckpt, progs)
+            restored = _restore(ckpt, progs) if resume else None
+            if restored is not None:
+                update, state, meta = restored
                 wall = float(meta.get("wall_time", 0.0))
                 env_steps = int(meta.get("env_steps", 0))
                 if main:
                     rd.truncate_metrics(update)
                 say(f"resuming from the checkpoint of update {update} ({env_steps:,} env steps)")
             else:
-                t0 = time.perf_counter()
-                init_fn = progs.init.lower(progs.keys).compile()
-                compile_time = time.perf_counter() - t0
-                state = init_fn(progs.keys)
-            saved_update = update if resume else None
+                if resume:
+                    say("no checkpoint was written before the run stopped: starting it over "
+                        "from update 0")
+                    if main:
+                        rd.truncate_metrics(0)
+                state = compiled.init(progs.keys)
+            started = True
+            saved_update = update if restored is not None else None
 
             if opts.wandb != "off" and main:
                 wb = WandbLogger(
@@ -660,9 +906,7 @@ def _execute(
                     rd.path.name, record,
                 )
 
-            t0 = time.perf_counter()
-            chunk_fn = progs.chunk.lower(progs.spec, np.int32(K)).compile()
-            compile_time += time.perf_counter() - t0
+            chunk_fn = compiled.chunk
             say(f"compiled in {compile_time:.1f} s")
 
             def save(upd: int, st: Any, steps: int) -> None:
@@ -750,10 +994,14 @@ def _execute(
             status = "finished"
             eval_returns = None
             if opts.eval_episodes > 0:
-                # Several processes: process 0 evaluates every seed on its own device.
-                host = distributed.gather(state) if procs > 1 else state
+                # Process 0 evaluates every seed on its own device (several processes:
+                # the gathered state), with the program compiled before training.
+                host = distributed.gather(state)
                 if main:
-                    ev = evaluate(plan, host, opts.eval_episodes)
+                    done, ev = _interruptible(
+                        lambda: np.asarray(compiled.evaluate(host, _eval_keys(plan))), sig)
+                    if not done:
+                        raise RunInterrupted(sig.received, rd.path, update, during_eval=True)
                     rec = write_eval(rd, update, env_steps, ev, False)
                     eval_returns = np.asarray(rec["per_seed"])
                     say(
@@ -766,9 +1014,11 @@ def _execute(
             )
         finally:
             bar.close()
-            if ckpt is not None:
-                ckpt.close()
-            summary = {
+            try:
+                if ckpt is not None:
+                    ckpt.close()
+            finally:
+                _finish(rd, main and started, wb, status, {
                 "status": status,
                 "update": update,
                 "num_updates": total,
@@ -777,16 +1027,26 @@ def _execute(
                 "loop_time": round(loop_time, 3),
                 "compile_time": round(compile_time, 3),
                 "last_return": last_return,
-            }
-            if main:
-                RunDir.write_json(rd.summary_json, summary)
-                if rd.metrics_jsonl.is_file():
-                    from metareward.runtime.plot import plot_runs
+            })
 
-                    plot_runs([rd.path], rd.curve_png)
-            if wb is not None:
-                wb.summary(summary)
-                wb.finish(exit_code=0 if status == "finished" else 1)
+
+def _finish(rd: RunDir, write: bool, wb: WandbLogger | None, status: str,
+            summary: dict[str, Any]) -> None:
+    """The end of a session of a run: ``summary.json`` and the plot (when ``write``: on
+    process 0, once the run had a state; a resume that failed before keeps the last
+    summary), and wandb's summary."""
+    if write:
+        RunDir.write_json(rd.summary_json, summary)
+        if rd.metrics_jsonl.is_file():
+            from metareward.runtime.plot import plot_runs
+
+            try:
+                plot_runs([rd.path], rd.curve_png)
+            except Exception as e:  # a figure is not worth hiding why the run stopped
+                print(f"warning: could not draw {rd.curve_png}: {e}", file=sys.stderr)
+    if wb is not None:
+        wb.summary(summary)
+        wb.finish(exit_code=0 if status == "finished" else 1)
 
 
 __all__ = [

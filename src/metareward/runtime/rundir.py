@@ -26,6 +26,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from metareward.errors import ConfigError
+from metareward.runtime.lock import LOCK_FILE, RunLock
+
 #: Fields every metrics.jsonl record has; algorithms add their own scalars (losses...).
 METRIC_FIELDS = (
     "seed",  # index of the seed in the run, 0..seeds-1
@@ -126,28 +129,121 @@ class RunDir:
     def exists(self) -> bool:
         return self.config_json.is_file()
 
-    def create(self, record: dict[str, Any]) -> None:
-        """Makes the directory and writes ``config.json`` (fails if it is already a run)."""
-        if self.exists():
-            raise FileExistsError(
-                f"{self.path} is already a run directory; continue it with "
-                f"`metareward resume {self.path}` or choose another --out"
-            )
+    def check_new(self) -> None:
+        """Raises ``ConfigError`` unless the path can become a new run directory: absent
+        or an empty directory, not under a file, and writable. Writes nothing.
+
+        A directory left by an earlier process (a lock file, a ``config.json`` without
+        checkpoints) is not new: continue it with ``metareward resume``."""
+        p = self.path
+        if p.exists() and not p.is_dir():
+            raise ConfigError(f"--out {p} is a file; give a new or empty directory")
+        if p.is_dir():
+            if self.exists():
+                raise ConfigError(
+                    f"{p} is already a run directory; continue it with "
+                    f"`metareward resume {p}` or choose another --out")
+            entries = sorted(e.name for e in p.iterdir())
+            if entries:
+                shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+                raise ConfigError(f"--out {p} is not empty (it holds {shown}); give a new or "
+                                  "empty directory")
+        ancestor = p if p.is_dir() else p.parent
+        while not ancestor.exists():
+            ancestor = ancestor.parent
+        if not ancestor.is_dir():
+            raise ConfigError(f"--out {p} is under {ancestor}, which is a file")
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            raise ConfigError(f"--out {p}: cannot create it, {ancestor} is not writable")
+
+    def create(self, record: dict[str, Any]) -> RunLock:
+        """Makes the directory, takes its lock and writes ``config.json``.
+
+        Args:
+          record: what ``config.json`` stores (:meth:`metareward.runtime.driver.Plan.record`
+            and the run's identity); the creation time, versions, git commit, host and
+            command line are added.
+
+        Returns:
+          The run's :class:`~metareward.runtime.lock.RunLock`, held (release it when the
+          run ends, or let the process's end release it).
+
+        Raises:
+          ConfigError: the path is not a new or empty directory (:meth:`check_new`).
+          RunLockedError: another process is creating or running it.
+          OSError: the directory cannot be made or written (the message names it).
+        """
+        self.check_new()
         self.path.mkdir(parents=True, exist_ok=True)
-        record = {
-            **record,
-            "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "versions": versions(),
-            "git": git_info(),
-            "host": platform.node(),
-            "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
-        }
-        self.write_json(self.config_json, record)
+        lock = RunLock(self.path).acquire()
+        try:
+            self.check_new_locked()
+            record = {
+                **record,
+                "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+                "versions": versions(),
+                "git": git_info(),
+                "host": platform.node(),
+                "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+            }
+            self.write_json(self.config_json, record)
+        except BaseException:
+            lock.release()
+            raise
+        return lock
+
+    def check_new_locked(self) -> None:
+        """:meth:`check_new` for a directory whose lock this process holds (the lock
+        file is its only entry)."""
+        others = sorted(e.name for e in self.path.iterdir() if e.name != LOCK_FILE)
+        if self.exists():
+            raise ConfigError(f"{self.path} became a run directory while this one started; "
+                              f"continue it with `metareward resume {self.path}`")
+        if others:
+            raise ConfigError(f"--out {self.path} is not empty (it holds "
+                              f"{', '.join(others[:5])}); give a new or empty directory")
+
+    def lock(self) -> RunLock:
+        """Takes the run directory's lock (:class:`~metareward.runtime.lock.RunLock`).
+
+        Raises:
+          RunLockedError: another process holds it.
+        """
+        return RunLock(self.path).acquire()
 
     def load_config(self) -> dict[str, Any]:
+        """The run's ``config.json``.
+
+        Raises:
+          FileNotFoundError: there is none (not a run directory).
+          ConfigError: it is not UTF-8 JSON holding an object with the keys a run
+            directory's config has (the message names the file).
+        """
         if not self.exists():
             raise FileNotFoundError(f"{self.path} is not a run directory (no config.json)")
-        return json.loads(self.config_json.read_text())
+        try:
+            rec = json.loads(self.config_json.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise ConfigError(f"{self.config_json} is not UTF-8 text") from None
+        except ValueError as e:
+            raise ConfigError(f"{self.config_json} is not valid JSON: {e}") from None
+        if not isinstance(rec, dict):
+            raise ConfigError(f"{self.config_json} does not hold a JSON object")
+        missing = [k for k in ("algo", "env", "config", "run") if k not in rec]
+        if missing:
+            raise ConfigError(f"{self.config_json} lacks the key(s) {missing} a run "
+                              "directory's config.json has")
+        bad = [k for k in ("config", "run") if not isinstance(rec[k], dict)]
+        if bad or "num_updates" not in rec["run"]:
+            raise ConfigError(f"{self.config_json}: 'config' and 'run' must be objects and "
+                              "'run' must have 'num_updates'")
+        return rec
+
+    def run_id(self) -> str | None:
+        """The run's identity, saved with each checkpoint (``None`` for a run directory
+        from before checkpoints carried it)."""
+        rec = self.load_config()
+        return rec.get("run_id") or rec.get("wandb_id")
 
     @staticmethod
     def write_json(path: Path, obj: Any) -> None:
@@ -167,15 +263,30 @@ class RunDir:
             f.write("".join(line + "\n" for line in lines))
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        """All complete records (a line cut off by a crash is ignored)."""
+        """All complete records (a line cut off by a crash is ignored, and so is a line
+        that is not a JSON object).
+
+        Returns:
+          The records, in file order; ``[]`` without a metrics.jsonl.
+
+        Raises:
+          ValueError: the file is not UTF-8 text (not a metrics file).
+        """
         if not self.metrics_jsonl.is_file():
             return []
+        try:
+            text = self.metrics_jsonl.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{self.metrics_jsonl} is not UTF-8 text (byte {e.start}: "
+                             f"{e.reason}); it is not a metrics file") from None
         out = []
-        for line in self.metrics_jsonl.read_text().splitlines():
+        for line in text.splitlines():
             try:
-                out.append(json.loads(line))
+                record = json.loads(line)
             except ValueError:
                 continue
+            if isinstance(record, dict):
+                out.append(record)
         return out
 
     def truncate_metrics(self, max_update: int) -> None:
