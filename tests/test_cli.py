@@ -7,42 +7,16 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import jax
-import numpy as np
 import pytest
+from cli_runs import SCRIPT, TINY, metrics_without_timing, ok, run, tree_bytes
 
 from metareward.runtime.checkpoint import MANIFEST
 from metareward.runtime.rundir import METRIC_FIELDS
 
-SCRIPT = Path(sys.executable).with_name("metareward")
-if not SCRIPT.exists():
-    SCRIPT = Path(shutil.which("metareward") or "metareward")
-
-# A small PPO cartpole: 2 seeds x 12 updates of 2 envs x 16 steps.
-TINY = [
-    "--seeds", "2",
-    "--set", "num_envs=2",
-    "--set", "num_steps=16",
-    "--set", "num_epochs=1",
-    "--set", "num_minibatches=2",
-    "--set", "hidden=16,16",
-]
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-def run(*args, cwd, timeout=300):
-    return subprocess.run(
-        [str(SCRIPT), *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=timeout
-    )
-
-
-def ok(p):
-    assert p.returncode == 0, f"exit {p.returncode}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}"
-    return p
 
 
 # Tests using this fixture share one xdist worker (``--dist loadgroup``), so it runs once.
@@ -120,20 +94,6 @@ def test_damaged_checkpoint_falls_back_to_the_previous_one(trained, tmp_path):
     assert newest.is_dir() and not (run_dir / "corrupt_checkpoints").exists()
 
 
-def _tree_bytes(run_dir):
-    """Every leaf of the newest checkpoint (all seeds' full state), as raw bytes."""
-    from metareward.runtime import driver
-
-    _, update, state, _ = driver.load(run_dir)
-    return update, [np.asarray(x).tobytes() for x in jax.tree.leaves(state)]
-
-
-def _metrics_without_timing(run_dir):
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    drop = {"wall_time", "steps_per_sec"}
-    return [{k: v for k, v in json.loads(line).items() if k not in drop} for line in lines]
-
-
 def test_sigint_then_resume_is_bitwise_equal_to_an_uninterrupted_run(tmp_path):
     args = ["train", "ppo", "--env", "cartpole", *TINY, "--total-steps", 2 * 16 * 150,
             "--chunk-updates", 1, "--checkpoint-every", 1000, "--eval-episodes", 0]
@@ -159,18 +119,18 @@ def test_sigint_then_resume_is_bitwise_equal_to_an_uninterrupted_run(tmp_path):
     stopped_at = summary["update"]
     assert 0 < stopped_at < 150, "the run ended before SIGINT arrived; make it longer"
     # checkpoint-every 1000 chunks: the only checkpoint is the one SIGINT wrote.
-    assert _tree_bytes(tmp_path / "cut")[0] == stopped_at
+    assert tree_bytes(tmp_path / "cut")[0] == stopped_at
 
     resumed = ok(run("resume", "cut", cwd=tmp_path))
     assert f"resuming from the checkpoint of update {stopped_at}" in resumed.stdout
     assert "done: 150 updates" in resumed.stdout
 
-    u_full, full_state = _tree_bytes(tmp_path / "full")
-    u_cut, cut_state = _tree_bytes(tmp_path / "cut")
+    u_full, full_state = tree_bytes(tmp_path / "full")
+    u_cut, cut_state = tree_bytes(tmp_path / "cut")
     assert u_full == u_cut == 150
     assert len(full_state) == len(cut_state)
     assert all(a == b for a, b in zip(full_state, cut_state, strict=True)), "state differs"
-    assert _metrics_without_timing(tmp_path / "full") == _metrics_without_timing(
+    assert metrics_without_timing(tmp_path / "full") == metrics_without_timing(
         tmp_path / "cut"
     )
 

@@ -25,10 +25,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
+import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
+
+from metareward import interrupts
 
 EXIT_BAD_INPUT = 2
 EXIT_RUNTIME = 1
@@ -228,11 +233,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides = configs.parse_assignments(args.set)
         if args.total_steps is not None:
             overrides["total_steps"] = args.total_steps
-        if args.out is not None and _on_main(lambda: RunDir(args.out).exists()):
-            raise _BadInput(
-                f"{args.out} is already a run directory; continue it with "
-                f"`metareward resume {args.out}` or choose another --out"
-            )
+        if args.out is not None:  # a new or empty, writable directory
+            error = _on_main(lambda: _input_error(RunDir(args.out).check_new))
+            if error is not None:
+                raise _BadInput(error)
         plan = driver.prepare(
             args.algo,
             args.env,
@@ -301,6 +305,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_meta_test(args: argparse.Namespace) -> int:
     from metareward.runtime import configs, meta_test
+    from metareward.runtime.paths import check_writable_dir
     from metareward.runtime.rundir import RunDir
 
     _require_run(args.source)
@@ -315,6 +320,11 @@ def cmd_meta_test(args: argparse.Namespace) -> int:
         if spec.learned is None:
             raise _BadInput(f"{args.algo} is not a meta-learner: nothing to meta-test")
         overrides = configs.parse_assignments(args.set)
+        if args.out is not None:  # checked before the 30 s or more of training
+            try:
+                check_writable_dir(args.out)
+            except ValueError as e:
+                raise _BadInput(f"--out {e}") from None
         print(f"meta-test {args.algo} from {args.source}: {args.tasks or 'default'} "
               f"held-out task(s) x {args.agents} agents per meta-seed (compiling...)",
               flush=True)
@@ -330,6 +340,7 @@ def cmd_meta_test(args: argparse.Namespace) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     from metareward.runtime.plot import plot_runs
+    from metareward.runtime.rundir import RunDir
 
     for d in args.run_dirs:
         if not (Path(d) / "metrics.jsonl").is_file():
@@ -337,7 +348,13 @@ def cmd_plot(args: argparse.Namespace) -> int:
     out = args.output or (
         Path(args.run_dirs[0]) / "curve.png" if len(args.run_dirs) == 1 else Path("curves.png")
     )
-    print(f"plot: {plot_runs(args.run_dirs, out, metric=args.metric)}")
+    # plot_runs checks the output, the metrics files and the metric before it draws
+    with _input_errors():
+        if not any(RunDir(d).read_metrics() for d in args.run_dirs):  # not UTF-8: raises
+            raise _BadInput(f"no metrics records in {', '.join(args.run_dirs)} (no chunk "
+                            "finished yet?): nothing to plot")
+        written = plot_runs(args.run_dirs, out, metric=args.metric)
+    print(f"plot: {written}")
     return 0
 
 
@@ -390,9 +407,27 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the console script; returns (and exits with) the exit code."""
+    """Entry point of the console script; returns (and exits with) the exit code.
+
+    Every failure ends in one line ``metareward COMMAND: error: ...`` on stderr: exit 2
+    for bad input (nothing written), 1 for a runtime failure (an I/O error names its
+    file), 128+N after signal N (130 for Ctrl-C, also while importing or compiling)."""
     args = _parser().parse_args(argv)
+    try:
+        if threading.current_thread() is threading.main_thread():
+            interrupts.install()
+        interrupts.check()  # held while the package imported JAX
+        return _main(args, argv)
+    except KeyboardInterrupt:
+        print(f"\nmetareward {args.command}: interrupted", file=sys.stderr)
+        return _exit(argv, 128 + signal.SIGINT)
+
+
+def _main(args: argparse.Namespace, argv: list[str] | None) -> int:
     warnings.formatwarning = _format_warning
+    # orbax logs the errors of its background threads with whole tracebacks; the failure
+    # is raised again in this thread and reported in one line.
+    logging.getLogger("absl").setLevel(logging.CRITICAL)
 
     from metareward.distributed import DistributedError
     from metareward.errors import ConfigError
@@ -407,8 +442,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"metareward {args.command}: error: {e}", file=sys.stderr)
         return _exit(argv, EXIT_RUNTIME)
 
-    from metareward.runtime.checkpoint import NoCheckpointError
+    from metareward.runtime.checkpoint import (
+        ForeignCheckpointError,
+        IncompatibleCheckpointError,
+        NoCheckpointError,
+    )
     from metareward.runtime.driver import NonFiniteError, RunInterrupted
+    from metareward.runtime.lock import RunLockedError
+
+    interrupts.check()  # a Ctrl-C during the imports that JAX swallowed
 
     commands = {
         "list": cmd_list,
@@ -422,7 +464,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         code = commands[args.command](*([] if args.command == "list" else [args])) or 0
-    except (_BadInput, ConfigError) as e:
+    except (_BadInput, ConfigError, RunLockedError, IncompatibleCheckpointError,
+            ForeignCheckpointError) as e:
         print(f"metareward {args.command}: error: {e}", file=sys.stderr)
         code = EXIT_BAD_INPUT
     except NoCheckpointError as e:
@@ -434,10 +477,35 @@ def main(argv: list[str] | None = None) -> int:
     except RunInterrupted as e:
         print(f"metareward {args.command}: {e}", file=sys.stderr)
         code = 128 + e.signum
+        if e.during_eval:  # the evaluation's thread cannot be stopped: leave without it
+            _leave_now(argv, code)
     except BrokenPipeError:  # e.g. `metareward list | head`: the reader left, fine
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = 0
+    except OSError as e:  # disk full, permissions...: the message names the file
+        print(f"metareward {args.command}: error: {_os_error(e)}", file=sys.stderr)
+        code = EXIT_RUNTIME
+        # orbax's writer threads, left failing, print tracebacks while the interpreter
+        # shuts down; every file of the run is closed by now.
+        _leave_now(argv, code)
     return _exit(argv, code)
+
+
+def _os_error(e: OSError) -> str:
+    """One line for an I/O error, naming the file where Python knows it."""
+    text = e.strerror or str(e)
+    if e.filename is not None:
+        return f"{text}: {e.filename}"
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def _leave_now(argv: list[str] | None, code: int) -> None:
+    """Ends the console script at once with ``code``, without waiting for background
+    threads (a called ``main(argv)`` returns normally instead)."""
+    if argv is None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def _exit(argv: list[str] | None, code: int) -> int:

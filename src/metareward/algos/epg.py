@@ -69,7 +69,7 @@ from metareward.envs.spec import EnvSpec
 from metareward.meta import es_grad
 from metareward.meta.es import SHAPINGS
 from metareward.meta.evosax_adapter import EvosaxStrategy, evosax_strategies
-from metareward.nets.epg import LOSS_ARCHS, EPGLoss, MemoryUnit, conv_output_length, make_loss
+from metareward.nets.epg import LOSS_ARCHS, EPGLoss, MemoryUnit, make_loss, min_input_length
 from metareward.nets.policies import ValueNet, make_policy
 from metareward.rl.gae import gae
 from metareward.rl.losses import ppo_loss
@@ -172,13 +172,14 @@ class Config:
         cfg.check("pop_size", self.pop_size,
                   self.pop_size >= 2 and (not self.antithetic or self.pop_size % 2 == 0),
                   "an even int >= 2 with antithetic=True, else an int >= 2")
-        cfg.check("buffer_size", self.buffer_size, self.buffer_size >= self.steps_per_update,
-                  f">= steps_per_update = {self.steps_per_update} (the loss scores the "
-                  "newest steps_per_update rows of the buffer)")
-        try:
-            conv_output_length(self.buffer_size, LOSS_ARCHS[self.loss_arch]["conv"])
-        except ValueError as e:
-            raise cfg.ConfigError(f"config field buffer_size: {e}") from None
+        # N >= M (the loss scores the newest M rows) and N >= what the convolutions take
+        conv_min = min_input_length(LOSS_ARCHS[self.loss_arch]["conv"])
+        smallest = max(self.steps_per_update, conv_min)
+        cfg.check("buffer_size", self.buffer_size, self.buffer_size >= smallest,
+                  f"an int >= {smallest} (at least steps_per_update = "
+                  f"{self.steps_per_update}, the rows the loss scores, and {conv_min}: "
+                  "fewer steps are too short for the temporal convolutions of "
+                  f"loss_arch={self.loss_arch!r})")
         cfg.hidden_sizes("hidden", self.hidden)
         object.__setattr__(self, "hidden", tuple(self.hidden))
 

@@ -11,6 +11,7 @@ and Reacher, ``make(name, randomize=True)``): :mod:`metareward.envs.brax_tasks`.
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from typing import Any
 
@@ -19,6 +20,7 @@ import numpy as np
 from brax.envs.base import State, Wrapper
 
 from metareward.envs.brax_tasks import task_physics
+from metareward.envs.options import check_options
 from metareward.envs.spec import EnvSpec
 from metareward.envs.tasks import Task, TaskDistribution
 
@@ -54,6 +56,11 @@ class BraxEnv(Wrapper):
         from brax import envs as brax_envs
 
         physics = None if tasks is None else task_physics(name, brax_name, tasks, backend)
+        env_class = physics.env_class if physics is not None else None
+        defaults = constructor_defaults(
+            env_class or getattr(brax_envs, "_envs", {}).get(brax_name))
+        if defaults is not None:  # names and types checked before the model is built
+            kwargs = check_options(name, kwargs, defaults)
         if physics is not None:
             kwargs = {**physics.env_kwargs, **kwargs}
         with warnings.catch_warnings():
@@ -104,3 +111,32 @@ class BraxEnv(Wrapper):
         if self._tasks is None:
             return self.env.step(state, action)
         return self._physics.step(self.env, self._nominal_sys, state, action)
+
+
+def constructor_defaults(cls: type | None) -> dict[str, Any] | None:
+    """Keyword -> default of a brax env class's constructor, following ``**kwargs`` up
+    to the base classes (``PipelineEnv``'s ``n_frames``, ``debug``); ``None`` if unknown.
+
+    Args:
+      cls: the brax env class, or ``None``.
+
+    Returns:
+      The keywords with a default (``backend`` left out: :class:`BraxEnv` takes it), or
+      ``None`` when the signature cannot be read.
+    """
+    if cls is None:
+        return None
+    out: dict[str, Any] = {}
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        try:
+            params = inspect.signature(klass.__init__).parameters.values()
+        except (TypeError, ValueError):
+            return None
+        for p in params:
+            if p.default is not p.empty and p.name != "backend":
+                out.setdefault(p.name, p.default)
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            return out
+    return None

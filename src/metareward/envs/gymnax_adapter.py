@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from brax.envs.base import Env, State
 from gymnax.environments import spaces
 
+from metareward.envs.options import check_options
 from metareward.envs.spec import EnvSpec
 from metareward.envs.tasks import Task, TaskDistribution
 
@@ -45,11 +46,8 @@ class GymnaxEnv(Env):
         if episode_length is not None:
             params["max_steps_in_episode"] = int(episode_length)
         fields = set(env_params.__dataclass_fields__)
-        unknown = sorted(set(params) - fields)
-        if unknown:
-            raise ValueError(
-                f"{name}: unknown env parameter(s) {unknown}; allowed: {sorted(fields)}"
-            )
+        # unknown names, and values that do not fit the type of the field's default
+        params = check_options(name, params, {f: getattr(env_params, f) for f in fields})
         if tasks is not None:
             unknown = sorted(set(tasks.factors) - fields)
             if unknown:

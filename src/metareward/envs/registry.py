@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +13,7 @@ from metareward.envs.brax_adapter import BraxEnv
 from metareward.envs.brax_tasks import HOPPER, REACHER
 from metareward.envs.chain import ChainEnv
 from metareward.envs.gymnax_adapter import GymnaxEnv
+from metareward.envs.options import check_option, check_options
 from metareward.envs.tasks import PENDULUM, TaskDistribution
 from metareward.envs.wrappers import (
     ActionRescale,
@@ -92,17 +94,18 @@ def make(
         ``EnvParams`` fields (``max_speed=...``).
 
     Raises:
-      ValueError: unknown name, unknown option, a non-positive ``episode_length`` or
-        ``reward_delay``, ``randomize`` for an env without a task distribution, or an
-        unknown task factor.
+      ValueError: unknown name, unknown option, an option whose value does not fit its
+        type (:mod:`metareward.envs.options`: e.g. NaN or a list for a number, a length
+        <= 0), a non-positive ``episode_length`` or ``reward_delay``, ``randomize`` for
+        an env without a task distribution, or an unknown task factor.
     """
     entry = _entry(name)
     if task_ranges is not None and not randomize:
         raise ValueError("task_ranges needs randomize=True")
     if randomize:
         kwargs["tasks"] = task_distribution(name).with_overrides(task_ranges)
-    if episode_length is not None and (not isinstance(episode_length, int) or episode_length <= 0):
-        raise ValueError(f"episode_length must be a positive int, got {episode_length!r}")
+    if episode_length is not None:
+        episode_length = check_option(name, "episode_length", episode_length, 1)
     if reward_delay is not None and (
         isinstance(reward_delay, bool) or not isinstance(reward_delay, int) or reward_delay <= 0
     ):
@@ -199,12 +202,9 @@ register_tasks("hopper", HOPPER)  # EPG's random Hopper (section 4)
 register_tasks("reacher", REACHER)  # EPG's random Reacher (section 4)
 
 def _chain(name: str, episode_length: int | None = None, **kwargs: Any) -> Env:
-    allowed = ("right_mean", "right_std", "left_reward", "goal_reward", "step_cost",
-               "step_limit_truncates")
-    unknown = sorted(set(kwargs) - set(allowed))
-    if unknown:
-        raise ValueError(f"{name}: unknown env parameter(s) {unknown}; allowed: {list(allowed)}")
-    return ChainEnv(name, episode_length, **kwargs)
+    defaults = {k: p.default for k, p in inspect.signature(ChainEnv).parameters.items()
+                if k not in ("name", "episode_length")}
+    return ChainEnv(name, episode_length, **check_options(name, kwargs, defaults))
 
 
 register(

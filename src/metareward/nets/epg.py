@@ -35,13 +35,30 @@ LOSS_ARCHS: dict[str, dict] = {
 }
 
 
+def min_input_length(conv: Sequence[tuple[int, int, int]]) -> int:
+    """The fewest time steps ``conv`` layers (``(kernel, stride, channels)``, no padding)
+    take: each layer needs at least its kernel, the last one output step.
+
+    Args:
+      conv: the layers, first to last.
+
+    Returns:
+      The smallest input length with at least one output step (29 for ``"paper"``, 21
+      for ``"code"``).
+    """
+    need = 1
+    for k, s, _ in reversed(conv):
+        need = (need - 1) * s + k
+    return need
+
+
 def conv_output_length(length: int, conv: Sequence[tuple[int, int, int]]) -> int:
     """Time steps left after ``conv`` layers (``(kernel, stride, channels)``, no padding)
-    on ``length`` steps; fails naming the layer when the buffer is too short."""
-    for i, (k, s, _) in enumerate(conv):
-        if length < k:
-            raise ValueError(f"a buffer of {length} steps is too short for conv layer {i} "
-                             f"(kernel {k}); make the buffer longer")
+    on ``length`` steps; fails with the smallest length that fits when it is too short."""
+    if length < min_input_length(conv):
+        raise ValueError(f"a buffer of {length} steps is too short for the loss's temporal "
+                         f"convolutions: they need at least {min_input_length(conv)} steps")
+    for k, s, _ in conv:
         length = (length - k) // s + 1
     return length
 
@@ -107,4 +124,5 @@ class MemoryUnit(nn.Module):
         return jnp.tanh(nn.Dense(self.size)(jnp.ones((1,), jnp.float32)))
 
 
-__all__ = ["LOSS_ARCHS", "EPGLoss", "MemoryUnit", "conv_output_length", "make_loss"]
+__all__ = ["LOSS_ARCHS", "EPGLoss", "MemoryUnit", "conv_output_length", "make_loss",
+           "min_input_length"]

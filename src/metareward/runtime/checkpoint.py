@@ -33,12 +33,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import warnings
 from pathlib import Path
 from typing import Any
 
 import jax
+
+from metareward.runtime import faults
 
 MANIFEST = "metareward_manifest.json"
 #: orbax's name for a step directory being written (``<step>`` + this suffix).
@@ -71,7 +74,14 @@ class CheckpointWriteError(OSError):
 
 
 def _write_error(step_dir: Path, e: BaseException) -> CheckpointWriteError:
+    """One line for a failed save: tensorstore's messages end in the OS error before a
+    bracketed spec of hundreds of characters, which is cut off."""
     first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    if " [os_error_code=" in first or " [tensorstore_spec=" in first:
+        first = re.split(r" \[(?:os_error_code|tensorstore_spec)=", first)[0]
+        first = first.rsplit(": ", 1)[-1]
+    if len(first) > 300:
+        first = first[:300] + "..."
     return CheckpointWriteError(f"writing checkpoint {step_dir} failed: {first}")
 
 
@@ -230,6 +240,20 @@ class Checkpointer:
             self._manager = ocp.CheckpointManager(self.directory, options=options)
         return self._manager
 
+    def remove_unfinished(self) -> list[str]:
+        """Deletes the temporary directories of saves that never finished (a process
+        killed while writing); only for the run's one writer, which holds its lock.
+
+        Returns:
+          The names removed.
+        """
+        if self.read_only or not self.directory.is_dir():
+            return []
+        stale = sorted(p for p in self.directory.iterdir() if TMP_SUFFIX in p.name)
+        for p in stale:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+        return [p.name for p in stale]
+
     def _on_finalized(self) -> None:
         """orbax's post-finalisation callback (its background thread): the step's files
         are complete and still under the temporary name; the manifest goes in now, so the
@@ -237,6 +261,7 @@ class Checkpointer:
         step = self._pending
         if step is None:
             return
+        faults.point("in-save", step)
         try:
             for name in (f"{step}{TMP_SUFFIX}", str(step)):
                 if (self.directory / name).is_dir():
@@ -435,13 +460,17 @@ class Checkpointer:
         self.close()  # the manager caches the step list
 
     def close(self) -> None:
-        """Finishes a pending save and releases orbax's manager."""
+        """Finishes a pending save and releases orbax's manager (a manager whose save
+        failed is dropped without closing: closing its event loop under tensorstore's
+        failed writes only prints their tracebacks)."""
         try:
             self.wait()
-        finally:
-            if self._manager is not None:
-                self._manager.close()
-                self._manager = None
+        except BaseException:
+            self._manager = None
+            raise
+        if self._manager is not None:
+            self._manager.close()
+            self._manager = None
 
 
 def abstract(tree: Any) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
+import math
 import tomllib
 import types
 import typing
@@ -64,9 +65,13 @@ def parse_literal(value: str) -> Any:
         return value
 
 
+class _NonFinite(ConfigError):
+    """A float field given inf or NaN (``1e400``, JSON ``Infinity``, YAML ``.inf``)."""
+
+
 def coerce(key: str, tp: Any, value: Any) -> Any:
     """``value`` (a string from the command line, or a JSON/TOML/YAML value) as type
-    ``tp``; :class:`ConfigError` if it does not fit."""
+    ``tp``; :class:`ConfigError` if it does not fit. A float must be finite."""
 
     def fail() -> ConfigError:
         return ConfigError(f"config key {key!r} expects {_describe(tp)}, got {value!r}")
@@ -78,11 +83,17 @@ def coerce(key: str, tp: Any, value: Any) -> Any:
             if type(None) in args:
                 return None
             raise fail()
+        non_finite = False
         for arg in (a for a in args if a is not type(None)):
             try:
                 return coerce(key, arg, value)
+            except _NonFinite:
+                non_finite = True
             except ConfigError:
                 continue
+        if non_finite:
+            none = " or none" if type(None) in args else ""
+            raise _NonFinite(f"config key {key!r} expects a finite number{none}, got {value!r}")
         raise fail()
     if tp is bool:
         if isinstance(value, bool):
@@ -102,6 +113,8 @@ def coerce(key: str, tp: Any, value: Any) -> Any:
     if tp is float:
         v = parse_literal(value) if isinstance(value, str) else value
         if isinstance(v, int | float) and not isinstance(v, bool):
+            if not math.isfinite(float(v)):  # 1e400, JSON Infinity/NaN, YAML .inf
+                raise _NonFinite(f"config key {key!r} expects a finite number, got {value!r}")
             return float(v)
         raise fail()
     if tp is str:
@@ -120,6 +133,9 @@ def coerce(key: str, tp: Any, value: Any) -> Any:
         elem = args[0] if args else Any
         try:
             return tuple(coerce(key, elem, x) if elem is not Any else x for x in v)
+        except _NonFinite:
+            raise _NonFinite(f"config key {key!r} expects a list of finite numbers, "
+                             f"got {value!r}") from None
         except ConfigError:
             raise fail() from None
     return value
@@ -141,8 +157,8 @@ def apply_overrides(config: Any, values: Mapping[str, Any], source: str) -> Any:
             f"unknown config key(s) {unknown} in {source}; valid keys for "
             f"{type(config).__module__}.Config: {sorted(types_)}"
         )
-    coerced = {k: coerce(k, types_[k], v) for k, v in values.items()}
     try:
+        coerced = {k: coerce(k, types_[k], v) for k, v in values.items()}
         return dataclasses.replace(config, **coerced)
     except ConfigError as e:
         raise ConfigError(f"{e} (from {source})") from None
@@ -157,7 +173,15 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
-    text = path.read_text()
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"config file {str(path)!r} is not UTF-8 text (byte {e.start}: {e.reason}); "
+            "a config file is .json, .toml or .yaml text"
+        ) from None
+    except OSError as e:
+        raise ConfigError(f"config file {str(path)!r} cannot be read: {e.strerror}") from None
     suffix = path.suffix.lower()
     try:
         if suffix == ".json":

@@ -37,11 +37,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from metareward import distributed, envs
+from metareward import distributed, envs, interrupts
 from metareward.algos.config import ConfigError
 from metareward.algos.registry import AlgoSpec, Learner, get_algorithm
 from metareward.axes import sum_members
-from metareward.runtime import configs, sharding
+from metareward.runtime import configs, faults, sharding
 from metareward.runtime.checkpoint import (
     Checkpointer,
     ForeignCheckpointError,
@@ -487,6 +487,8 @@ class _Signals:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._old[sig] = signal.signal(sig, self._handler)
+        if interrupts.seen():  # Ctrl-C came before (and was perhaps swallowed)
+            self.received = signal.SIGINT
         return self
 
     def __exit__(self, *exc):
@@ -565,6 +567,7 @@ def start(
 
     path = _agreed_error(check)
     compiled = compile_run(plan, fresh=True)
+    interrupts.check()  # Ctrl-C while compiling: stop before anything is written
     run_id = uuid.uuid4().hex[:12]
     held: list[RunLock] = []  # (process 0's; a lock is not sent to the others)
     _agreed_error(lambda: held.append(RunDir(path).create(
@@ -823,6 +826,7 @@ def _interruptible(fn: Callable[[], Any], sig: _Signals) -> tuple[bool, Any]:
     box: dict[str, Any] = {}
 
     def work() -> None:
+        faults.point("in-eval", 0)
         try:
             box["value"] = fn()
         except BaseException as e:
@@ -862,6 +866,7 @@ def _execute(
     wb = None
     status = "failed"
     started = False  # a resume that fails before it has a state keeps the last summary
+    failing = False
     update = env_steps = 0
     wall = loop_time = 0.0
     compile_time = compiled.compile_time
@@ -882,6 +887,9 @@ def _execute(
             local = _local_seeds(progs.keys)
             if procs > 1:
                 say(f"this process holds seed(s) {local}")
+            if ckpt is not None:  # this process holds the run's lock: no save is running
+                for name in ckpt.remove_unfinished():
+                    say(f"removed {rd.checkpoints / name}, a save that never finished")
             restored = _restore(ckpt, progs) if resume else None
             if restored is not None:
                 update, state, meta = restored
@@ -981,6 +989,7 @@ def _execute(
                         f"return {ret} over seed(s) {local}")
                 if boundary:
                     save(update, state, env_steps)
+                faults.point("after-chunk", chunk)
                 bar.update(update, total, env_steps, sps, last_return)
             bar.close()
             loop_time = time.perf_counter() - loop_start
@@ -1012,13 +1021,12 @@ def _execute(
                 rd.path, status, update, env_steps, wall, loop_time, compile_time, state,
                 last_return, eval_returns,
             )
+        except BaseException:
+            failing = True
+            raise
         finally:
             bar.close()
-            try:
-                if ckpt is not None:
-                    ckpt.close()
-            finally:
-                _finish(rd, main and started, wb, status, {
+            summary = {
                 "status": status,
                 "update": update,
                 "num_updates": total,
@@ -1027,7 +1035,17 @@ def _execute(
                 "loop_time": round(loop_time, 3),
                 "compile_time": round(compile_time, 3),
                 "last_return": last_return,
-            })
+            }
+            # The last checkpoint, then the summary. While an error is on its way out, a
+            # second one here (the same full disk) is a warning: the first is the cause.
+            for step in (lambda: ckpt is not None and ckpt.close(),
+                         lambda: _finish(rd, main and started, wb, status, summary)):
+                try:
+                    step()
+                except OSError as e:
+                    if not failing:
+                        raise
+                    print(f"warning: {e}", file=sys.stderr)
 
 
 def _finish(rd: RunDir, write: bool, wb: WandbLogger | None, status: str,

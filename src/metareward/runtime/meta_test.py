@@ -37,6 +37,7 @@ import numpy as np
 from metareward import envs
 from metareward.algos.config import ConfigError
 from metareward.runtime import configs, driver
+from metareward.runtime.paths import check_writable_dir
 from metareward.runtime.rundir import RunDir
 
 
@@ -136,9 +137,11 @@ def run(
     and action sizes); ``overrides``: config keys changed for the test (e.g. EPG's
     ``inner_updates`` to train the agents longer than in meta-training); ``seed``: picks
     the held-out tasks and the agents' keys; ``out``: where the files go (``None``:
-    ``RUN_DIR/meta-test-ENV``). Bad input raises
-    ``ValueError`` before anything compiles.
+    ``RUN_DIR/meta-test-ENV``; it must be a directory or creatable, and writable). Bad
+    input raises ``ValueError`` before anything compiles.
     """
+    if out is not None:  # before the checkpoint is read and the agents trained
+        check_writable_dir(out)
     for name, v in (("tasks", 1 if tasks is None else tasks), ("agents", agents),
                     ("eval_episodes", eval_episodes)):
         if not (isinstance(v, int) and not isinstance(v, bool) and v > 0):
@@ -152,6 +155,9 @@ def run(
                           "the env to meta-test on with --env")
     env_name = env or plan.env_name
     envs.describe(env_name)  # unknown env: ValueError listing the valid names
+    if out is None:
+        out = Path(run_dir) / f"meta-test-{env_name}"
+        check_writable_dir(out)
     config = configs.resolve_config(plan.config, None, overrides)
     kwargs = {**spec.env_kwargs, **plan.env_kwargs, **dict(env_kwargs or {})} if (
         env_name == plan.env_name) else {**spec.env_kwargs, **dict(env_kwargs or {})}
@@ -201,8 +207,6 @@ def run(
         else {"task": np.asarray(held_out)},
         out=None,
     )
-    if out is None:
-        out = Path(run_dir) / f"meta-test-{env_name}"
     out = Path(out)
     write(result, out, {
         "run_dir": str(run_dir), "algo": spec.name, "env": env_name, "env_kwargs": kwargs,

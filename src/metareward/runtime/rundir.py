@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import math
@@ -21,7 +22,7 @@ import os
 import platform
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,18 @@ def git_info() -> dict[str, Any] | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return {"commit": commit, "dirty": bool(dirty)}
+
+
+@contextlib.contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """Re-raises an ``OSError`` without a file name (a write that hit a full disk) as one
+    that names ``path``."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is not None or e.errno is None:
+            raise
+        raise OSError(e.errno, e.strerror, str(path)) from e
 
 
 def default_run_dir(algo: str, env: str, root: str | Path = "runs") -> Path:
@@ -249,8 +262,13 @@ class RunDir:
     def write_json(path: Path, obj: Any) -> None:
         """Atomic write (temp file + rename): readers never see half a file."""
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
-        os.replace(tmp, path)
+        with naming(path):
+            try:
+                tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+                os.replace(tmp, path)
+            except OSError:
+                tmp.unlink(missing_ok=True)
+                raise
 
     def append_metrics(self, records: Iterable[dict[str, Any]]) -> None:
         lines = [
@@ -259,7 +277,7 @@ class RunDir:
         ]
         # No fsync: records past the checkpoint a run resumes from are dropped anyway,
         # and a line cut off by a crash is skipped when reading.
-        with self.metrics_jsonl.open("a") as f:
+        with naming(self.metrics_jsonl), self.metrics_jsonl.open("a") as f:
             f.write("".join(line + "\n" for line in lines))
 
     def read_metrics(self) -> list[dict[str, Any]]:
@@ -293,8 +311,9 @@ class RunDir:
         """Drops records past ``max_update`` (written after the checkpoint resumed from)."""
         kept = [r for r in self.read_metrics() if r.get("update", 0) <= max_update]
         tmp = self.metrics_jsonl.with_name("metrics.jsonl.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        os.replace(tmp, self.metrics_jsonl)
+        with naming(self.metrics_jsonl):
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            os.replace(tmp, self.metrics_jsonl)
 
 
 __all__ = ["METRIC_FIELDS", "RunDir", "default_run_dir", "git_info", "versions"]
