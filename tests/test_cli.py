@@ -190,3 +190,61 @@ def test_wandb_offline_without_network(tmp_path):
     (offline,) = (tmp_path / "wb" / "wandb").glob("offline-run-*")
     assert list(offline.glob("run-*.wandb")), sorted(offline.rglob("*"))
     assert (tmp_path / "wb" / "metrics.jsonl").is_file()  # JSONL is always written
+
+
+def _snapshot(root):
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+@pytest.mark.parametrize("layout,out,message", [
+    ({"out": "a file"}, "out", "--out out is a file, not a directory"),
+    ({"f": "a file"}, "f/run", "--out f/run is under a file"),
+    # D6: a user's directory was written into (curve.png, summary.json overwritten).
+    ({"mine/curve.png": "my figure", "mine/metrics.jsonl": "{}\n"}, "mine",
+     "--out mine is not empty (it holds curve.png, metrics.jsonl)"),
+    ({"old/config.json": "{}"}, "old", "old is already a run directory; continue it with "
+                                       "`metareward resume old`"),
+])
+def test_out_must_be_a_new_or_empty_directory(tmp_path, layout, out, message):
+    for rel, text in layout.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    before = _snapshot(tmp_path)
+    p = run("train", "ppo", "--env", "cartpole", *TINY, "--out", out, cwd=tmp_path)
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.strip() == f"metareward train: error: {message}" or message in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--set", "hidden=100000,100000"], "a chunk of"),
+    (["--seeds", "3000000"], "a chunk of"),
+    (["--eval-episodes", "1e9"], "the final evaluation (1000000000 episodes per seed"),
+])
+def test_runs_that_cannot_fit_in_memory_are_refused_before_writing(tmp_path, args, message):
+    """They used to be OOM-killed with no message, leaving a config.json-only directory
+    (or to train to the end, then ask for 576 GB to evaluate)."""
+    p = run("train", "ppo", "--env", "cartpole", *TINY, *args, "--out", "big", cwd=tmp_path)
+    assert p.returncode == 2, p.stderr
+    assert message in p.stderr and "would need about" in p.stderr and "GiB" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and not (tmp_path / "big").exists()
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda c: c.pop("run"), "lacks the key(s) ['run']"),
+    (lambda c: "not json {", "is not valid JSON: Expecting value"),
+])
+@pytest.mark.xdist_group("trained_run")
+def test_a_damaged_config_json_is_one_line_naming_it(trained, tmp_path, edit, message):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained[0], run_dir, ignore=shutil.ignore_patterns("checkpoints"))
+    cfg = json.loads((run_dir / "config.json").read_text())
+    new = edit(cfg)
+    (run_dir / "config.json").write_text(new if isinstance(new, str) else json.dumps(cfg))
+    for command in ("resume", "eval"):
+        p = run(command, run_dir, cwd=tmp_path)
+        assert p.returncode == 2, p.stderr
+        assert f"{run_dir / 'config.json'}" in p.stderr and message in p.stderr, p.stderr
+        assert "Traceback" not in p.stderr

@@ -10,9 +10,12 @@
     metareward meta-train epg --env pendulum --set num_epochs=50
     metareward meta-test epg --loss runs/epg-pendulum-20261122-101500 --compare-init
 
-Exit codes: 0 done; 1 the run stopped on a non-finite value (or another runtime
-error); 2 bad input (nothing was written); 128+N stopped by signal N after writing a
-checkpoint (130 for Ctrl-C, 143 for SIGTERM).
+Exit codes: 0 done; 1 the run stopped on a non-finite value or another runtime error (an
+I/O error names its file; no usable checkpoint); 2 bad input, nothing written (a bad value
+or path, a run directory locked by another process, a checkpoint that does not fit the
+current code or belongs to another run, a run too big for the machine's memory); 128+N
+stopped by signal N (after writing a checkpoint, once a run has started; 130 for Ctrl-C,
+143 for SIGTERM).
 
 argparse rather than tyro: the command is the same for every algorithm and the config
 keys differ per algorithm, so they are given as ``--set key=value`` (the same keys as in

@@ -77,7 +77,9 @@ def _write_error(step_dir: Path, e: BaseException) -> CheckpointWriteError:
     """One line for a failed save: tensorstore's messages end in the OS error before a
     bracketed spec of hundreds of characters, which is cut off."""
     first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    if " [os_error_code=" in first or " [tensorstore_spec=" in first:
+    if isinstance(e, OSError) and e.strerror:
+        first = e.strerror
+    elif " [os_error_code=" in first or " [tensorstore_spec=" in first:
         first = re.split(r" \[(?:os_error_code|tensorstore_spec)=", first)[0]
         first = first.rsplit(": ", 1)[-1]
     if len(first) > 300:

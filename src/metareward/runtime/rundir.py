@@ -10,6 +10,10 @@
       eval.json        the latest ``metareward eval`` (or end-of-training) evaluation
       summary.json     how the run ended: finished / interrupted / non-finite
       wandb/           only with --wandb offline|online
+      .lock            held by the one process training the run (see lock.py)
+
+``--out`` must be a new or empty directory: :meth:`RunDir.check_new` says why not before
+anything is compiled, and :meth:`RunDir.create` makes it under its lock.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import Any
 
 from metareward.errors import ConfigError
 from metareward.runtime.lock import LOCK_FILE, RunLock
+from metareward.runtime.paths import check_writable_dir
 
 #: Fields every metrics.jsonl record has; algorithms add their own scalars (losses...).
 METRIC_FIELDS = (
@@ -149,25 +154,19 @@ class RunDir:
         A directory left by an earlier process (a lock file, a ``config.json`` without
         checkpoints) is not new: continue it with ``metareward resume``."""
         p = self.path
-        if p.exists() and not p.is_dir():
-            raise ConfigError(f"--out {p} is a file; give a new or empty directory")
-        if p.is_dir():
-            if self.exists():
-                raise ConfigError(
-                    f"{p} is already a run directory; continue it with "
-                    f"`metareward resume {p}` or choose another --out")
-            entries = sorted(e.name for e in p.iterdir())
-            if entries:
-                shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
-                raise ConfigError(f"--out {p} is not empty (it holds {shown}); give a new or "
-                                  "empty directory")
-        ancestor = p if p.is_dir() else p.parent
-        while not ancestor.exists():
-            ancestor = ancestor.parent
-        if not ancestor.is_dir():
-            raise ConfigError(f"--out {p} is under {ancestor}, which is a file")
-        if not os.access(ancestor, os.W_OK | os.X_OK):
-            raise ConfigError(f"--out {p}: cannot create it, {ancestor} is not writable")
+        try:
+            check_writable_dir(p)
+        except ValueError as e:
+            raise ConfigError(f"--out {e}") from None
+        if self.exists():
+            raise ConfigError(
+                f"{p} is already a run directory; continue it with "
+                f"`metareward resume {p}` or choose another --out")
+        entries = sorted(e.name for e in p.iterdir()) if p.is_dir() else []
+        if entries:
+            shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+            raise ConfigError(f"--out {p} is not empty (it holds {shown}); give a new or "
+                              "empty directory")
 
     def create(self, record: dict[str, Any]) -> RunLock:
         """Makes the directory, takes its lock and writes ``config.json``.
