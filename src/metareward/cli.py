@@ -431,6 +431,7 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> int:
     # orbax logs the errors of its background threads with whole tracebacks; the failure
     # is raised again in this thread and reported in one line.
     logging.getLogger("absl").setLevel(logging.CRITICAL)
+    sys.unraisablehook = _quiet_closed_loops(sys.unraisablehook)
 
     from metareward.distributed import DistributedError
     from metareward.errors import ConfigError
@@ -500,6 +501,20 @@ def _os_error(e: OSError) -> str:
     if e.filename is not None:
         return f"{text}: {e.filename}"
     return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def _quiet_closed_loops(hook):
+    """``sys.unraisablehook`` without the "Event loop is closed" errors that tensorstore's
+    writer threads report, one traceback per file, once a checkpoint write failed (the
+    failure itself is reported in one line); every other one still shows."""
+
+    def quiet(unraisable):
+        value = unraisable.exc_value
+        if isinstance(value, RuntimeError) and str(value) == "Event loop is closed":
+            return
+        hook(unraisable)
+
+    return quiet
 
 
 def _leave_now(argv: list[str] | None, code: int) -> None:
