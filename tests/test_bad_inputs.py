@@ -99,6 +99,14 @@ CASES = [
     ([*TRAIN, "--out", "afile/sub"], 2, "--out afile/sub is under a file"),
     ([*TRAIN, "--out", "full"], 2, "--out full is not empty (it holds mine.txt)"),
     ([*TRAIN, "--out", "oldrun"], 2, "oldrun is already a run directory"),
+    # Too big for the machine: these were OOM-killed without a message, leaving a
+    # config.json-only directory, or trained to the end and then asked for 576 GB to
+    # evaluate. Refused after compiling (XLA's own estimate), before anything is written.
+    ([*TRAIN, "--set", "hidden=100000,100000"], 2, "update(s) of 4 seed(s) "
+                                                   "would need about"),
+    ([*TRAIN, "--seeds", "3000000"], 2, "of 3000000 seed(s) would need about"),
+    ([*TRAIN, "--eval-episodes", "1e9"], 2, "the final evaluation (1000000000 episodes per "
+                                            "seed, --eval-episodes) would need about"),
     (["train", "ppo", "--env", "cartpole,pendulum"], 2, "ppo trains on one env"),
     (["train", "epg", "--env", "pendulum"], 2, "epg is a meta-learner"),
     (["meta-train", "ppo", "--env", "pendulum"], 2, "ppo is not a meta-learner"),
@@ -126,6 +134,8 @@ CASES = [
     (["meta-test", "epg", "--loss", "runvalid"], 2, "runvalid was made by `metareward "
                                                     "meta-train ppo`, not epg"),
     (["meta-test", "epg", "--loss", "epgrun", "--out", "afile"], 2, "--out afile is a file"),
+    (["meta-test", "epg", "--loss", "epgrun", "--out", "afile/sub"], 2,
+     "--out afile/sub is under a file"),
     (["meta-test", "epg", "--loss", "runbad"], 2, "runbad/config.json lacks the key(s)"),
     (["config", "ppo", "--env", "cartpole", "--set", "learning_rate=1e999"], 2,
      "'learning_rate' expects a finite number"),

@@ -23,6 +23,8 @@ from fast_compile import fast_compile_env
 
 from metareward.runtime.checkpoint import MANIFEST
 
+pytestmark = pytest.mark.xdist_group("faults")  # one worker: the fixtures run once
+
 # 24 updates in 12 chunks of 2, a checkpoint every 3 chunks (updates 6, 12, 18, 24).
 BASE = ["ppo", "--env", "cartpole", *TINY, "--total-steps", 2 * 16 * 24,
         "--chunk-updates", 2, "--checkpoint-every", 3, "--no-progress"]
@@ -100,6 +102,19 @@ def reference(tmp_path_factory):
     return cwd / "ref"
 
 
+@pytest.fixture(scope="module")
+def stopped(tmp_path_factory):
+    """A run stopped by SIGTERM at chunk 4 (its checkpoint: update 10, its summary:
+    interrupted), which tests copy and continue."""
+    return _killed_at(tmp_path_factory.mktemp("stopped"), "cut", "after-chunk:4",
+                      sig=signal.SIGTERM)
+
+
+def _copy(stopped, tmp_path):
+    shutil.copytree(stopped, tmp_path / "cut")
+    return tmp_path / "cut"
+
+
 def _resume(run_dir, **kw):
     return run("resume", run_dir, "--no-progress", cwd=run_dir.parent, env=ENV, **kw)
 
@@ -107,7 +122,6 @@ def _resume(run_dir, **kw):
 # ----------------------------------------------------------------------------- SIGKILL
 
 
-@pytest.mark.xdist_group("faults_a")
 @pytest.mark.parametrize("fault,resumed_from", [
     ("after-chunk:4", 6),  # D1: between two saves (the newest one finished at chunk 2)
     ("in-save:12", 6),  # inside the asynchronous save of update 12, before its rename
@@ -125,7 +139,6 @@ def test_sigkill_then_resume_is_exact(reference, tmp_path, fault, resumed_from):
     _assert_same_as_reference(cut, reference)
 
 
-@pytest.mark.xdist_group("faults_a")
 def test_a_second_ctrl_c_inside_a_save_waits_for_it(reference, tmp_path):
     """D2: the second Ctrl-C, 50 ms after the first, lands in the wait for a save."""
     release = tmp_path / "release"
@@ -150,10 +163,9 @@ def test_a_second_ctrl_c_inside_a_save_waits_for_it(reference, tmp_path):
 # ------------------------------------------------------------------- one writer, readers
 
 
-@pytest.mark.xdist_group("faults_b")
-def test_two_resumes_at_once_one_is_refused_naming_the_holder(reference, tmp_path):
+def test_two_resumes_at_once_one_is_refused_naming_the_holder(reference, stopped, tmp_path):
     """D5: two resumes both ran and wrote duplicate metrics records."""
-    cut = _killed_at(tmp_path, "cut", "after-chunk:4")
+    cut = _copy(stopped, tmp_path)
     first = _start("resume", cut, "--no-progress", cwd=tmp_path, fault="after-chunk:7")
     _wait_for(first, "fault point after-chunk:7")
     second = _resume(cut)
@@ -169,7 +181,6 @@ def test_two_resumes_at_once_one_is_refused_naming_the_holder(reference, tmp_pat
     _assert_same_as_reference(cut, reference)
 
 
-@pytest.mark.xdist_group("faults_b")
 def test_two_trains_into_one_out(tmp_path):
     procs = [_start("train", *ARGS, "--out", "same", cwd=tmp_path) for _ in range(2)]
     results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
@@ -181,7 +192,6 @@ def test_two_trains_into_one_out(tmp_path):
             or "is not empty" in loser), loser
 
 
-@pytest.mark.xdist_group("faults_b")
 def test_eval_while_training_moves_nothing(reference, tmp_path):
     """D3: `eval` moved the trainer's newest checkpoint aside (no manifest yet)."""
     release = tmp_path / "release"
@@ -204,11 +214,11 @@ def test_eval_while_training_moves_nothing(reference, tmp_path):
 # ---------------------------------------------------------- incompatible and foreign state
 
 
-@pytest.mark.xdist_group("faults_c")
-def test_a_changed_config_is_refused_in_place_and_rolling_back_recovers(reference, tmp_path):
+def test_a_changed_config_is_refused_in_place_and_rolling_back_recovers(reference, stopped,
+                                                                       tmp_path):
     """D4 (a config.json edited to another `hidden`; a renamed state field takes the same
     path: tests/test_checkpoint.py) and D7 (a failed resume overwrote summary.json)."""
-    cut = _killed_at(tmp_path, "cut", "after-chunk:4", sig=signal.SIGTERM)
+    cut = _copy(stopped, tmp_path)
     summary = (cut / "summary.json").read_text()
     assert json.loads(summary)["status"] == "interrupted"
     original = (cut / "config.json").read_text()
@@ -228,9 +238,8 @@ def test_a_changed_config_is_refused_in_place_and_rolling_back_recovers(referenc
     _assert_same_as_reference(cut, reference)
 
 
-@pytest.mark.xdist_group("faults_c")
-def test_a_checkpoint_of_another_run_is_refused(reference, tmp_path):
-    cut = _killed_at(tmp_path, "cut", "after-chunk:4", sig=signal.SIGTERM)
+def test_a_checkpoint_of_another_run_is_refused(reference, stopped, tmp_path):
+    cut = _copy(stopped, tmp_path)
     # Another run's checkpoint of a later update, copied in.
     shutil.copytree(reference / "checkpoints" / "24", cut / "checkpoints" / "24")
     p = _resume(cut)
@@ -244,7 +253,6 @@ def test_a_checkpoint_of_another_run_is_refused(reference, tmp_path):
 # -------------------------------------------------------------------------------- Ctrl-C
 
 
-@pytest.mark.xdist_group("faults_c")
 def test_ctrl_c_during_the_final_evaluation_is_honoured(tmp_path):
     proc = _start("train", *BASE, "--eval-episodes", 2, "--out", "ev", cwd=tmp_path,
                   fault="in-eval:0")
@@ -260,7 +268,6 @@ def test_ctrl_c_during_the_final_evaluation_is_honoured(tmp_path):
     assert not (tmp_path / "ev" / "eval.json").exists()
 
 
-@pytest.mark.xdist_group("faults_c")
 def test_ctrl_c_while_importing_is_one_line(tmp_path):
     proc = subprocess.Popen([str(SCRIPT), "train", *map(str, ARGS), "--out", "x"],
                             cwd=tmp_path, env=ENV, text=True, stdout=subprocess.PIPE,
@@ -289,7 +296,6 @@ def _small_filesystem():
     return None
 
 
-@pytest.mark.xdist_group("faults_a")
 def test_a_full_disk_ends_in_one_error_line_and_the_run_resumes(tmp_path):
     """The disk fills during the second checkpoint (300 kB; ~130 kB each at hidden=64,64):
     one `error:` line naming the checkpoint (it used to be 442 lines of absl tracebacks),

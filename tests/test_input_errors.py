@@ -2,13 +2,11 @@
 (issue 31): non-finite config floats, bad env options, non-UTF-8 config and metrics
 files, EPG's buffer size, ``metareward plot``'s output and metric, ``meta-test --out``.
 
-Most checks call the functions directly; a few run the console script end to end."""
+The checks call the validators directly; tests/test_bad_inputs.py sends the same cases
+through the command."""
 
 import json
 import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,25 +15,7 @@ from metareward import envs
 from metareward.errors import ConfigError
 from metareward.runtime import configs
 
-SCRIPT = Path(sys.executable).with_name("metareward")
-if not SCRIPT.exists():
-    SCRIPT = Path(shutil.which("metareward") or "metareward")
-
 BINARY = bytes(range(128, 256)) * 2  # not UTF-8 from the first byte
-
-
-def run(*args, cwd):
-    return subprocess.run([str(SCRIPT), *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=300)
-
-
-def bad_input(p, message):
-    """Exit 2 with ``message`` in one ``metareward CMD: error:`` line, no traceback."""
-    assert p.returncode == 2, (p.stdout, p.stderr)
-    assert "Traceback" not in p.stderr, p.stderr
-    lines = p.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("metareward "), p.stderr
-    assert ": error: " in lines[0] and message in lines[0], p.stderr
 
 
 def fake_run(path, records=None):
@@ -258,40 +238,4 @@ def test_meta_test_checks_out_before_loading_the_run(tmp_path):
     with pytest.raises(ValueError, match="is a file, not a directory"):
         meta_test.run(tmp_path / "no-such-run", out=tmp_path / "f")
 
-
-# --- end to end: the console script ---------------------------------------------------
-
-
-def test_cli_bad_env_option_and_config_exit_2_and_write_nothing(tmp_path):
-    (tmp_path / "inf.json").write_text('{"learning_rate": Infinity}')
-    p = run("train", "ppo", "--env", "cartpole", "--env-arg", "gravity=nan", "--out", "out",
-            cwd=tmp_path)
-    bad_input(p, "metareward train: error: env option gravity='nan' for cartpole: "
-                 "expects a finite number")
-    p = run("train", "ppo", "--env", "cartpole", "--config", "inf.json", "--out", "out",
-            cwd=tmp_path)
-    bad_input(p, "config key 'learning_rate' expects a finite number, got inf (from config "
-                 "file 'inf.json')")
-    assert sorted(os.listdir(tmp_path)) == ["inf.json"]
-
-
-def test_cli_plot_bad_output_and_binary_metrics_exit_2(tmp_path):
-    fake_run(tmp_path / "r1")
-    p = run("plot", "r1", "-o", "x.xyz", cwd=tmp_path)
-    bad_input(p, "metareward plot: error: output 'x.xyz': unknown figure format '.xyz'")
-    (tmp_path / "r1" / "metrics.jsonl").write_bytes(BINARY)
-    p = run("plot", "r1", "-o", "c.png", cwd=tmp_path)
-    bad_input(p, "r1/metrics.jsonl is not UTF-8 text")
-    assert sorted(os.listdir(tmp_path)) == ["r1"]
-    assert sorted(os.listdir(tmp_path / "r1")) == ["config.json", "metrics.jsonl"]
-
-
-def test_cli_meta_test_out_is_a_file_exits_2_before_computing(tmp_path):
-    fake_run(tmp_path / "run")
-    (tmp_path / "afile").write_text("")
-    p = run("meta-test", "epg", "--loss", "run", "--out", "afile", cwd=tmp_path)
-    bad_input(p, "metareward meta-test: error: --out afile is a file, not a directory")
-    assert "compiling" not in p.stdout
-    p = run("meta-test", "epg", "--loss", "run", "--out", "afile/sub", cwd=tmp_path)
-    bad_input(p, "--out afile/sub is under a file")
-    assert sorted(os.listdir(tmp_path)) == ["afile", "run"]
+# The same cases end to end through the command: tests/test_bad_inputs.py.
