@@ -138,6 +138,7 @@ def test_ppo_learns_cartpole():
     assert per_seed.mean() >= 475, per_seed
 
 
+@pytest.mark.slow  # 100 s on the 2-core CPU: in the slow suite to keep the default one < 15 min
 def test_ppo_learns_pendulum():
     cfg = ppo.preset("pendulum")
     assert cfg.total_steps <= 1_000_000

@@ -1,17 +1,15 @@
 """The ``metareward`` console script, end to end, in subprocesses: train, eval, plot,
-interrupt + resume (bitwise), damaged checkpoints, bad input, wandb offline without a
-network."""
+damaged checkpoints, bad input, wandb offline without a network. (Interrupt + resume,
+bitwise, at chosen moments: tests/test_faults.py.)"""
 
 import json
 import os
 import shutil
-import signal
 import subprocess
-import time
 
 import jax
 import pytest
-from cli_runs import SCRIPT, TINY, metrics_without_timing, ok, run, tree_bytes
+from cli_runs import SCRIPT, TINY, ok, run
 
 from metareward.runtime.checkpoint import MANIFEST
 from metareward.runtime.rundir import METRIC_FIELDS
@@ -92,47 +90,6 @@ def test_damaged_checkpoint_falls_back_to_the_previous_one(trained, tmp_path):
     # eval is a reader: it skips the damaged checkpoint and leaves it where it is (a
     # writer, `resume`, quarantines it: tests/test_runtime.py).
     assert newest.is_dir() and not (run_dir / "corrupt_checkpoints").exists()
-
-
-def test_sigint_then_resume_is_bitwise_equal_to_an_uninterrupted_run(tmp_path):
-    args = ["train", "ppo", "--env", "cartpole", *TINY, "--total-steps", 2 * 16 * 150,
-            "--chunk-updates", 1, "--checkpoint-every", 1000, "--eval-episodes", 0]
-    full = ok(run(*args, "--out", "full", cwd=tmp_path))
-    assert "done: 150 updates" in full.stdout
-
-    proc = subprocess.Popen(
-        [str(SCRIPT), *map(str, args), "--out", "cut", "--no-progress"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    metrics = tmp_path / "cut" / "metrics.jsonl"
-    deadline = time.monotonic() + 300
-    while not (metrics.is_file() and metrics.stat().st_size > 0):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 128 + signal.SIGINT, (out, err)
-    assert "Traceback" not in err
-    assert "SIGINT: stopped after update" in err and "metareward resume cut" in err
-    summary = json.loads((tmp_path / "cut" / "summary.json").read_text())
-    assert summary["status"] == "interrupted"
-    stopped_at = summary["update"]
-    assert 0 < stopped_at < 150, "the run ended before SIGINT arrived; make it longer"
-    # checkpoint-every 1000 chunks: the only checkpoint is the one SIGINT wrote.
-    assert tree_bytes(tmp_path / "cut")[0] == stopped_at
-
-    resumed = ok(run("resume", "cut", cwd=tmp_path))
-    assert f"resuming from the checkpoint of update {stopped_at}" in resumed.stdout
-    assert "done: 150 updates" in resumed.stdout
-
-    u_full, full_state = tree_bytes(tmp_path / "full")
-    u_cut, cut_state = tree_bytes(tmp_path / "cut")
-    assert u_full == u_cut == 150
-    assert len(full_state) == len(cut_state)
-    assert all(a == b for a, b in zip(full_state, cut_state, strict=True)), "state differs"
-    assert metrics_without_timing(tmp_path / "full") == metrics_without_timing(
-        tmp_path / "cut"
-    )
 
 
 @pytest.mark.parametrize(

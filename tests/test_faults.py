@@ -6,6 +6,9 @@ final evaluation; a full disk. Each run that was cut must end, after ``resume``,
 the same final state (bitwise, every leaf of every seed) and the same metrics as one
 uninterrupted run.
 
+Four cases with a cheaper check elsewhere or rarer in practice (two trains into one
+``--out``, a foreign checkpoint, Ctrl-C in the final evaluation, a full disk) are ``slow``.
+
 The moments are hit with the pause points of :mod:`metareward.runtime.faults`: the run
 stops there and says so on stderr, the test kills or signals it, or releases it.
 """
@@ -181,6 +184,7 @@ def test_two_resumes_at_once_one_is_refused_naming_the_holder(reference, stopped
     _assert_same_as_reference(cut, reference)
 
 
+@pytest.mark.slow
 def test_two_trains_into_one_out(tmp_path):
     procs = [_start("train", *ARGS, "--out", "same", cwd=tmp_path) for _ in range(2)]
     results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
@@ -238,6 +242,7 @@ def test_a_changed_config_is_refused_in_place_and_rolling_back_recovers(referenc
     _assert_same_as_reference(cut, reference)
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_another_run_is_refused(reference, stopped, tmp_path):
     cut = _copy(stopped, tmp_path)
     # Another run's checkpoint of a later update, copied in.
@@ -253,6 +258,7 @@ def test_a_checkpoint_of_another_run_is_refused(reference, stopped, tmp_path):
 # -------------------------------------------------------------------------------- Ctrl-C
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_the_final_evaluation_is_honoured(tmp_path):
     proc = _start("train", *BASE, "--eval-episodes", 2, "--out", "ev", cwd=tmp_path,
                   fault="in-eval:0")
@@ -296,6 +302,7 @@ def _small_filesystem():
     return None
 
 
+@pytest.mark.slow
 def test_a_full_disk_ends_in_one_error_line_and_the_run_resumes(tmp_path):
     """The disk fills during the second checkpoint (300 kB; ~130 kB each at hidden=64,64):
     one `error:` line naming the checkpoint (it used to be 442 lines of absl tracebacks),
