@@ -508,12 +508,16 @@ def _quiet_closed_loops(hook):
     writer threads report, one traceback per file, once a checkpoint write failed (the
     failure itself is reported in one line); every other one still shows."""
 
+    if getattr(hook, "_metareward_quiet", False):  # main() called again in one process
+        return hook
+
     def quiet(unraisable):
         value = unraisable.exc_value
         if isinstance(value, RuntimeError) and str(value) == "Event loop is closed":
             return
         hook(unraisable)
 
+    quiet._metareward_quiet = True
     return quiet
 
 
