@@ -14,6 +14,7 @@ stops there and says so on stderr, the test kills or signals it, or releases it.
 """
 
 import json
+import re
 import resource
 import shutil
 import signal
@@ -310,34 +311,45 @@ def _limit_file_size():
 @pytest.mark.slow
 def test_a_full_disk_ends_in_one_error_line_and_the_run_resumes(tmp_path):
     """A checkpoint write fails: one `error:` line naming the checkpoint (it used to be 442
-    lines of absl tracebacks), no traceback, and the run, given room again, resumes.
+    lines of absl tracebacks), no traceback, and the run, given room again, resumes from the
+    newest checkpoint written before the failed one.
 
-    Where a tmpfs can be mounted (root, as on CI), the disk really fills: 300 kB, during
-    the second checkpoint (~130 kB each at hidden=64,64), and the run resumes from the
-    first. Elsewhere the write fails on a 150 kB file-size limit (``RLIMIT_FSIZE``: "File
-    too large") during the first checkpoint, and the run starts over."""
+    Where a tmpfs can be mounted (root, as on CI), the disk really fills: 700 kB, a
+    checkpoint every 2 updates (130-300 kB each at hidden=64,64, depending on how orbax's
+    chunks compress), so at least one checkpoint is written before the disk fills, and the
+    resume must come from the one before the failed save. (At 300 kB the first save
+    sometimes failed already.) Elsewhere the write fails on a 150 kB file-size limit
+    (``RLIMIT_FSIZE``: "File too large") during the first checkpoint, and the run starts
+    over."""
     train = [str(SCRIPT), "train", *map(str, ARGS), "--out", "full", "--checkpoint-every",
              "1", "--set", "hidden=64,64"]
     prefix = _small_filesystem()
     if prefix is not None:
         disk = tmp_path / "disk"
         disk.mkdir()
-        script = (f"mount -t tmpfs -o size=300k tmpfs {disk} && cd {disk} && "
+        script = (f"mount -t tmpfs -o size=700k tmpfs {disk} && cd {disk} && "
                   f"{' '.join(train)}; code=$?; cp -a {disk}/full {tmp_path}/saved; "
                   "exit $code")
         p = subprocess.run([*prefix, "sh", "-c", script], capture_output=True, text=True,
                            env=ENV, timeout=300)
-        reason, resumed = "No space left on device", "resuming from the checkpoint of update 2"
+        reason = "No space left on device"
     else:
         train[train.index("full")] = "saved"
         p = subprocess.run(train, cwd=tmp_path, capture_output=True, text=True, env=ENV,
                            timeout=300, preexec_fn=_limit_file_size)
-        reason, resumed = "File too large", "starting it over from update 0"
+        reason = "File too large"
     assert p.returncode == 1, p.stderr
     last = p.stderr.strip().splitlines()[-1]
-    assert last.startswith("metareward train: error: writing checkpoint "), p.stderr
-    assert last.endswith(f"failed: {reason}"), last
+    failed = re.fullmatch(r"metareward train: error: writing checkpoint \S*/checkpoints/(\d+) "
+                          f"failed: {reason}", last)
+    assert failed is not None, p.stderr
     assert p.stderr.count("error:") == 1 and "absl" not in p.stderr
     assert "Traceback" not in p.stderr, p.stderr
+    before = int(failed.group(1)) - 2  # the checkpoint before the failed one (every 2 updates)
+    if prefix is not None:
+        assert before > 0, last  # the disk filled after a checkpoint was written
     p = ok(run("resume", tmp_path / "saved", "--no-progress", cwd=tmp_path, env=ENV))
-    assert resumed in p.stdout
+    resumed = (f"resuming from the checkpoint of update {before} " if before > 0
+               else "starting it over from update 0")
+    assert resumed in p.stdout, p.stdout
+    assert "done: 24 updates" in p.stdout, p.stdout
