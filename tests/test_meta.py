@@ -95,6 +95,35 @@ def test_cg_info_and_negative_curvature():
     assert int(info.iterations) == 0 and float(jnp.abs(x).max()) == 0.0
 
 
+def test_cg_restarts_raise_the_damping_past_the_negative_curvature():
+    """Adaptive damping: on an indefinite matrix (eigenvalues -3 .. 5), CG without restarts
+    stops at negative curvature; with restarts it raises the damping until ``A + d I`` is
+    positive definite along every direction it searches, and then solves that damped
+    system to the tolerance (against a dense solve with the damping it reports)."""
+    rng = np.random.default_rng(12)
+    n = 10
+    q, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    eig = np.linspace(-3.0, 5.0, n)
+    M = jnp.asarray((q * eig) @ q.T, jnp.float32)
+    for seed in range(5):
+        b = jnp.asarray(np.random.default_rng(seed).normal(size=n), jnp.float32)
+        _, plain = cg_solve(lambda v: M @ v, b, maxiter=3 * n, tol=1e-6, damping=0.1,
+                            return_info=True)
+        assert bool(plain.negative_curvature)
+        assert float(plain.min_curvature) <= 0.0
+        x, info = cg_solve(lambda v: M @ v, b, maxiter=3 * n, tol=1e-6, damping=0.1,
+                           restarts=6, return_info=True)
+        d = float(info.damping)
+        assert not bool(info.negative_curvature) and d > 3.0, d  # past lambda_min = -3
+        assert float(info.min_curvature) > 0.0
+        ref = np.linalg.solve(np.asarray(M, np.float64) + d * np.eye(n), np.asarray(b))
+        np.testing.assert_allclose(x, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    # Without negative curvature the damping is left as given.
+    A = jnp.asarray(spd(rng, n), jnp.float32)
+    _, info = cg_solve(lambda v: A @ v, b, maxiter=n, damping=0.1, restarts=3, return_info=True)
+    assert float(info.damping) == pytest.approx(0.1) and not bool(info.negative_curvature)
+
+
 def test_neumann_converges_for_a_well_scaled_matrix():
     rng = np.random.default_rng(2)
     A = jnp.asarray(spd(rng, 6, cond=4.0), jnp.float32)  # eigenvalues in [1, 4]

@@ -17,10 +17,30 @@ source). Algorithm 1, with eqs. 11-14 of Appendix B and the details of Appendix 
 3. Update ``phi`` by the hypergradient of the extrinsic objective of the trained policy
    on the validation set (eq. 13), eq. 14 by
    :func:`metareward.meta.implicit_hypergrad`: the Hessian of the parameterised
-   objective on the *validation* batch, the cross term ``d2 J_phi / d theta d phi`` on
-   the *training* batch, the inverse-Hessian-vector product by ``cg_steps`` steps of
-   conjugate gradients (Table 1: 10) with ``cg_damping`` added to the Hessian. The two
-   objectives are recomputed with ``phi`` live (Appendix F's implementation note). The
+   objective, the cross term ``d2 J_phi / d theta d phi`` on the *training* batch, the
+   inverse-Hessian-vector product by ``cg_steps`` steps of conjugate gradients (Table 1:
+   10) with ``cg_damping`` added to the Hessian. The two objectives are recomputed with
+   ``phi`` live (Appendix F's implementation note).
+
+   **Which Hessian (``hessian``).** The paper contradicts itself: eq. 14 as printed
+   evaluates the Hessian on the *validation* batch, but Theorem 1 and its proof
+   (Appendix E) differentiate the stationarity condition of the objective the policy was
+   trained on, ``d J_phi(theta; train) / d theta = 0``, whose Hessian is the *training*
+   batch's. Only the latter is the implicit-function-theorem derivative: on a chain with a
+   linear softmax policy converged by Newton's method, the training-batch form matches
+   finite differences through the re-solved inner problem to 6+ digits, while the
+   validation-batch form had the wrong sign (``tests/test_tare.py``). ``hessian="train"``
+   (default) is the derivative; ``hessian="validation"`` is eq. 14 as printed.
+
+   **Curvature (``curvature``, ``cg_restarts``).** The Hessian of a policy objective is
+   indefinite, and CG stops at the first direction of negative curvature (the
+   ``cg_negative_curvature`` metric). ``curvature="fisher"`` replaces it by the
+   Gauss-Newton / Fisher matrix of the objective's likelihood term (PPO: ``kl_coef``
+   times the Fisher of eq. 11's KL penalty; AWR: the Fisher weighted by the advantage
+   weights), which is positive semi-definite; ``cg_restarts > 0`` keeps the exact
+   Hessian and raises the damping each time CG meets negative curvature
+   (:func:`metareward.meta.cg_solve`). The measurements behind the default are in
+   ``benchmarks/tare_curvature.py``. The
    implicit derivative is taken with respect to the policy's parameters only: the value
    networks' parameters do not enter the policy objectives, so their blocks of the
    Hessian and of the extrinsic gradient are zero and drop out exactly.
@@ -42,6 +62,12 @@ actions, the extrinsic reward normalised by running statistics, and the step wit
 episode divided by the env's time limit; the LSTMs run over each column with resets at
 episode boundaries. The policy is trained on ``r_in_coef * r_phi + r_ex_coef * r_ex``
 (default ``1, 0``: the parameterised reward alone, as the paper).
+
+The policy's own update (``policy_objective``): PPO's clipped surrogate (``"clipped"``,
+the paper's Algorithm 1 trains with "PPO") or eq. 11 itself (``"eq11"``: the
+KL-penalised objective the hypergradient assumes the policy is stationary for).
+``hypergrad_coef`` scales the hypergradient; 0 freezes the reward at its initialisation
+(the control for the learned reward's effect).
 
 Usage::
 
@@ -71,6 +97,7 @@ from metareward.algos.onpolicy import check_env, obs_preprocessor
 from metareward.envs.spec import EnvSpec
 from metareward.envs.wrappers import VmapWrapper
 from metareward.meta import implicit_hypergrad
+from metareward.nets.distributions import kl_divergence
 from metareward.nets.policies import ValueNet, make_policy
 from metareward.nets.rewards import REWARD_NETS, make_reward_net
 from metareward.rl import replay
@@ -82,6 +109,9 @@ from metareward.rl.rollout import episode_metrics, evaluate_episodes, rollout
 Params = Any
 Metrics = dict[str, jax.Array]
 INNERS = ("ppo", "awr")
+HESSIANS = ("train", "validation")
+CURVATURES = ("hessian", "fisher")
+POLICY_OBJECTIVES = ("clipped", "eq11")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +125,11 @@ class Config:
     ``reward_lstm_hidden`` = 32 and output bound ``reward_bound`` = 20 as Table 1); Adam
     on ``phi`` with ``reward_learning_rate`` 1e-3 and gradient-norm clip
     ``reward_max_grad_norm`` 0.5 (Table 1), ``reward_updates`` steps per round;
-    ``cg_steps`` 10 (Table 1); ``swap``.
+    ``cg_steps`` 10 (Table 1); ``swap``. ``hessian`` (``"train"``, the implicit
+    derivative, or ``"validation"``, eq. 14 as printed), ``curvature`` (``"hessian"`` or
+    ``"fisher"``), ``cg_restarts`` (adaptive damping), ``policy_objective``
+    (``"clipped"`` or ``"eq11"``) and ``hypergrad_coef`` (0: the reward frozen): see the
+    module docstring.
 
     PPO (defaults: the PPO baseline's MuJoCo settings, Adam 3e-4, 10 epochs, tanh 64x64):
     ``num_epochs, num_minibatches`` (per round, over the training half), ``learning_rate,
@@ -135,6 +169,11 @@ class Config:
     cg_damping: float = 0.1
     kl_coef: float = 1.0
     swap: bool = True
+    hessian: str = "train"
+    curvature: str = "hessian"
+    cg_restarts: int = 0
+    policy_objective: str = "clipped"
+    hypergrad_coef: float = 1.0
     # PPO
     num_epochs: int = 10
     num_minibatches: int = 16
@@ -165,6 +204,13 @@ class Config:
 
     def __post_init__(self) -> None:
         cfg.check("inner", self.inner, self.inner in INNERS, f"one of {list(INNERS)}")
+        for name, allowed in (("hessian", HESSIANS), ("curvature", CURVATURES),
+                              ("policy_objective", POLICY_OBJECTIVES)):
+            cfg.check(name, getattr(self, name), getattr(self, name) in allowed,
+                      f"one of {list(allowed)}")
+        cfg.check("cg_restarts", self.cg_restarts, isinstance(self.cg_restarts, int)
+                  and not isinstance(self.cg_restarts, bool) and self.cg_restarts >= 0,
+                  "an int >= 0")
         for name in ("num_envs", "num_steps", "total_steps", "reward_hidden",
                      "reward_lstm_hidden", "reward_updates", "cg_steps", "num_epochs",
                      "num_minibatches", "buffer_size", "value_steps", "policy_steps",
@@ -186,7 +232,7 @@ class Config:
             cfg.check("gamma", self.gamma, self.gamma < 1.0,
                       "a number in [0, 1) for AWR (values are scaled by 1 / (1 - gamma))")
         for name in ("r_in_coef", "r_ex_coef", "cg_damping", "kl_coef", "ent_coef", "vf_coef",
-                     "action_bound_coef"):
+                     "action_bound_coef", "hypergrad_coef"):
             cfg.non_negative(name, getattr(self, name))
         cfg.check("r_in_coef", self.r_in_coef, self.r_in_coef > 0,
                   "a number > 0 (with 0 the learned reward has no effect on the policy)")
@@ -337,6 +383,30 @@ class Trainer(NamedTuple):
     episode_metric_names: tuple[str, ...] = ("param_return",)
 
 
+def eq11_loss(log_prob: jax.Array, old_log_prob: jax.Array, adv: jax.Array,
+              entropy: jax.Array, kl_coef: float, ent_coef: float
+              ) -> tuple[jax.Array, Metrics]:
+    """TARE eq. 11 (Appendix B), minimised: ``-E[rho A] + kl_coef E[KL(pi_old || pi)] -
+    ent_coef E[H]``, ``rho = pi(a|s) / pi_old(a|s)``, the KL estimated on the taken
+    actions (``E[log pi_old(a|s) - log pi(a|s)]``). Smooth, unlike PPO's clipped
+    surrogate; its KL term puts the Fisher information into its Hessian.
+
+    Args:
+      log_prob, old_log_prob: ``log pi(a|s)`` and ``log pi_old(a|s)`` per sample.
+      adv: advantages per sample (used as given).
+      entropy: ``H(pi(.|s))`` per sample.
+      kl_coef, ent_coef: the penalty and bonus weights.
+
+    Returns:
+      ``(loss, {"surrogate": E[rho A], "kl": the KL estimate})``.
+    """
+    log_ratio = log_prob - old_log_prob
+    surrogate = jnp.mean(jnp.exp(log_ratio) * adv)
+    kl = -jnp.mean(log_ratio)
+    loss = -surrogate + kl_coef * kl - ent_coef * jnp.mean(entropy)
+    return loss, {"surrogate": surrogate, "kl": kl}
+
+
 def _normalize(x: jax.Array) -> jax.Array:
     return (x - x.mean()) / (x.std() + 1e-8)
 
@@ -482,23 +552,25 @@ def make_train(config: Config, env: Env) -> Trainer:
     # ------------------------------------------------------------ the objectives
     def ppo_objective(pol: jax.Array, seg: Segment, adv: jax.Array, kl_coef: float,
                       ent_coef: float):
-        """Eq. 11 (eq. 3 with extrinsic advantages), minimised:
-        ``-E[rho A] + kl_coef E[KL(pi_old || pi)] - ent_coef E[H]`` with ``rho`` the
-        probability ratio to the behaviour policy and the KL estimated on the taken
-        actions (``E[log pi_old(a|s) - log pi(a|s)]``); advantages normalised over the
-        set if ``normalize_advantages``. The policy itself trains on the clipped
-        surrogate; the implicit gradient uses this smooth objective, whose KL term adds
-        the Fisher information to its Hessian."""
+        """Eq. 11 (eq. 3 with extrinsic advantages) on a segment, minimised
+        (:func:`eq11_loss`); advantages normalised over the set if
+        ``normalize_advantages``."""
         dist = policy.apply(unravel_policy(pol), _flat(seg.obs))
         adv = _flat(adv)
         if c.normalize_advantages:
             adv = _normalize(adv)
         logp = dist.log_prob(_flat(seg.action))
-        log_ratio = logp - _flat(seg.log_prob)
-        surrogate = jnp.mean(jnp.exp(log_ratio) * adv)
-        kl = -jnp.mean(log_ratio)
-        loss = -surrogate + kl_coef * kl - ent_coef * jnp.mean(dist.entropy())
-        return loss, {"surrogate": surrogate, "kl": kl}
+        return eq11_loss(logp, _flat(seg.log_prob), adv, dist.entropy(), kl_coef, ent_coef)
+
+    def fisher_objective(pol: jax.Array, seg: Segment, weight: jax.Array | float,
+                         idx=None) -> jax.Array:
+        """``E_s[weight KL(pi_sg(.|s) || pi(.|s))]`` with ``pi_sg`` the same policy under
+        ``stop_gradient``: its Hessian at ``pol`` is the (weighted) Fisher information,
+        the Gauss-Newton matrix of the policy's log-likelihood (positive semi-definite)."""
+        obs = _flat(seg.obs) if idx is None else seg.obs[idx]
+        dist = policy_dist(unravel_policy(pol), obs)
+        fixed = jax.tree.map(jax.lax.stop_gradient, dist)
+        return jnp.mean(weight * kl_divergence(fixed, dist))
 
     def policy_dist(pol_params: Params, obs: jax.Array):
         """The policy's distribution; AWR's Gaussian std is fixed (no gradient)."""
@@ -523,18 +595,24 @@ def make_train(config: Config, env: Env) -> Trainer:
     def objectives(seg_tr: Segment, seg_va: Segment, idx_tr=None, idx_va=None,
                    valid: jax.Array | None = None, phi: jax.Array | None = None):
         """``(inner_loss, hessian_loss, outer_loss)``, functions of ``(pol, phi)`` (flat):
-        ``-J_phi`` on the training set, ``-J_phi`` on the validation set, and
-        ``-J_ex`` on the validation set (with aux metrics) — eq. 14's three terms.
-        PPO: the whole segments. AWR: the entries ``idx_tr`` / ``idx_va`` (``(t, e)``
-        index pairs) of the segments, advantages normalised over the ``valid`` rows.
+        ``-J_phi`` on the training set, the curvature CG uses, and ``-J_ex`` on the
+        validation set (with aux metrics) — eq. 14's three terms. PPO: the whole segments.
+        AWR: the entries ``idx_tr`` / ``idx_va`` (``(t, e)`` index pairs) of the segments,
+        advantages normalised over the ``valid`` rows.
 
-        With ``phi`` given, the Hessian term's advantages are computed once at ``phi``
-        (its Hessian is in the policy's parameters only, so this is exact) and its
-        ``phi`` argument is ignored: CG's Hessian-vector products then do not rerun the
-        reward net."""
+        The curvature is ``-J_phi``'s Hessian on the training set (``hessian="train"``)
+        or on the validation set (``"validation"``), or with ``curvature="fisher"`` the
+        Fisher of that set (:func:`fisher_objective`: ``kl_coef`` times it for PPO, the
+        advantage weights for AWR). With ``phi`` given, its advantages are computed once
+        at ``phi`` (the curvature is in the policy's parameters only, so this is exact)
+        and its ``phi`` argument is ignored: CG's matrix-vector products then do not
+        rerun the reward net."""
         if is_ppo:
             def obj(pol, seg, adv, idx):
                 return ppo_objective(pol, seg, adv, c.kl_coef, c.ent_coef)[0]
+
+            def fisher(pol, seg, adv, idx):
+                return c.kl_coef * fisher_objective(pol, seg, 1.0)
 
             def outer(pol, phi):
                 _, aux = ppo_objective(pol, seg_va, seg_va.adv_ex, 0.0, 0.0)
@@ -544,6 +622,10 @@ def make_train(config: Config, env: Env) -> Trainer:
             def obj(pol, seg, adv, idx):
                 return awr_objective(pol, seg, adv, idx, valid)[0]
 
+            def fisher(pol, seg, adv, idx):
+                w = jax.lax.stop_gradient(awr_objective(pol, seg, adv, idx, valid)[1])
+                return fisher_objective(pol, seg, w, idx)
+
             def outer(pol, phi):
                 loss, w = awr_objective(pol, seg_va, seg_va.adv_ex, idx_va, valid)
                 return loss, {"ex_objective": -loss, "ex_weight_mean": jnp.mean(w)}
@@ -551,35 +633,39 @@ def make_train(config: Config, env: Env) -> Trainer:
         def param_obj(pol, h, seg, idx):
             return obj(pol, seg, param_advantage(h, seg)[0], idx)
 
+        seg_h, idx_h = (seg_tr, idx_tr) if c.hessian == "train" else (seg_va, idx_va)
+        curv = fisher if c.curvature == "fisher" else obj
         if phi is None:
-            hess = lambda p, h: param_obj(p, h, seg_va, idx_va)
+            hess = lambda p, h: curv(p, seg_h, param_advantage(h, seg_h)[0], idx_h)
         else:
-            adv_va = jax.lax.stop_gradient(param_advantage(phi, seg_va)[0])
-            hess = lambda p, h: obj(p, seg_va, adv_va, idx_va)
+            adv_h = jax.lax.stop_gradient(param_advantage(phi, seg_h)[0])
+            hess = lambda p, h: curv(p, seg_h, adv_h, idx_h)
         return lambda p, h: param_obj(p, h, seg_tr, idx_tr), hess, outer
 
     def hypergradient(pol: jax.Array, phi: jax.Array, seg_tr: Segment, seg_va: Segment,
                       idx_tr=None, idx_va=None, valid=None):
         """Eq. 14: ``(d (-J_ex(theta'; val)) / d phi, aux, CGInfo)`` by
-        :func:`metareward.meta.implicit_hypergrad` (Hessian on the validation set,
-        cross term on the training set, ``cg_steps`` of CG with ``cg_damping``)."""
+        :func:`metareward.meta.implicit_hypergrad` (the curvature of :func:`objectives`,
+        cross term on the training set, ``cg_steps`` of CG with ``cg_damping`` and
+        ``cg_restarts``)."""
         inner, hess, outer = objectives(seg_tr, seg_va, idx_tr, idx_va, valid, phi)
         return implicit_hypergrad(inner, outer, pol, phi, hessian_loss=hess,
-                                  maxiter=c.cg_steps, damping=c.cg_damping, has_aux=True,
-                                  return_info=True)
+                                  maxiter=c.cg_steps, damping=c.cg_damping,
+                                  restarts=c.cg_restarts, has_aux=True, return_info=True)
 
     def reward_step(pol: jax.Array, phi: jax.Array, opt_phi: Any, seg_tr: Segment,
                     seg_va: Segment, *idx):
         """One Adam step of ``phi`` on the clipped hypergradient; a non-finite one is
         skipped. Returns ``(phi, opt_phi, ok, metrics)``."""
         g, aux, info = hypergradient(pol, phi, seg_tr, seg_va, *idx)
-        g, norm, ok = _clip(g, c.reward_max_grad_norm)
+        g, norm, ok = _clip(c.hypergrad_coef * g, c.reward_max_grad_norm)
         ok = ok & jnp.isfinite(aux["ex_objective"])
         upd, new_opt = reward_opt.update(g, opt_phi, phi)
         phi = jnp.where(ok, phi + upd, phi)
         metrics = {**aux, "hypergrad_norm": norm, "cg_residual": info.residual_norm,
                    "cg_iterations": info.iterations.astype(jnp.float32),
-                   "cg_negative_curvature": info.negative_curvature.astype(jnp.float32)}
+                   "cg_negative_curvature": info.negative_curvature.astype(jnp.float32),
+                   "cg_min_curvature": info.min_curvature, "cg_damping": info.damping}
         return phi, new_opt, ok, metrics
 
     def reward_steps(pol, phi, opt_phi, seg_tr, seg_va, *idx):
@@ -712,9 +798,17 @@ def make_train(config: Config, env: Env) -> Trainer:
                 adv = batch["adv"]
                 if c.normalize_advantages:
                     adv = _normalize(adv)
-                loss, aux = ppo_loss(logp, batch["log_prob"], adv, v, batch["v"],
-                                     batch["target"], dist.entropy(), clip_eps=c.clip_eps,
-                                     vf_coef=c.vf_coef, ent_coef=c.ent_coef)
+                if c.policy_objective == "clipped":
+                    loss, aux = ppo_loss(logp, batch["log_prob"], adv, v, batch["v"],
+                                         batch["target"], dist.entropy(), clip_eps=c.clip_eps,
+                                         vf_coef=c.vf_coef, ent_coef=c.ent_coef)
+                else:  # eq. 11, what the hypergradient differentiates
+                    pl, aux = eq11_loss(logp, batch["log_prob"], adv, dist.entropy(),
+                                        c.kl_coef, c.ent_coef)
+                    value_loss = 0.5 * jnp.mean((v - batch["target"]) ** 2)
+                    loss = pl + c.vf_coef * value_loss
+                    aux = {**aux, "policy_loss": pl, "value_loss": value_loss,
+                           "entropy": jnp.mean(dist.entropy())}
                 v_ex_loss = 0.5 * jnp.mean((v_ex - batch["ret_ex"]) ** 2)
                 return loss + c.vf_coef * v_ex_loss, {**aux, "value_ex_loss": v_ex_loss}
 
@@ -910,5 +1004,6 @@ def make_train(config: Config, env: Env) -> Trainer:
     )
 
 
-__all__ = ["AWR_PRESETS", "INNERS", "PRESETS", "AWRConfig", "Config", "Segment", "TareState",
-           "Trainer", "make_train", "preset"]
+__all__ = ["AWR_PRESETS", "CURVATURES", "HESSIANS", "INNERS", "POLICY_OBJECTIVES", "PRESETS",
+           "AWRConfig", "Config", "Segment", "TareState", "Trainer", "eq11_loss", "make_train",
+           "preset"]

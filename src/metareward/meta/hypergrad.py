@@ -81,6 +81,7 @@ def implicit_hypergrad(
     solver: str = "cg",
     maxiter: int = 10,
     damping: float = 0.0,
+    restarts: int = 0,
     tol: float = 1e-10,
     neumann_alpha: float = 1.0,
     has_aux: bool = False,
@@ -101,6 +102,8 @@ def implicit_hypergrad(
     ``tol`` or at negative curvature, see :func:`cg_solve`) or a truncated Neumann
     series (``solver="neumann"``: ``maxiter`` terms with step ``neumann_alpha``).
     ``damping`` is added to the Hessian in both; it and ``neumann_alpha`` may be traced.
+    ``restarts`` (CG only): raise the damping and start again when CG meets negative
+    curvature, at most this many times (:func:`cg_solve`'s adaptive damping).
 
     ``has_aux``: ``outer_loss`` returns ``(loss, aux)``; ``return_info``: append the
     solver's :class:`CGInfo` (for Neumann: ``maxiter`` iterations, the residual of the
@@ -129,14 +132,15 @@ def implicit_hypergrad(
 
     if solver == "cg":
         x, info = cg_solve(matvec, g_p, maxiter=maxiter, tol=tol, damping=damping,
-                           return_info=True)
+                           restarts=restarts, return_info=True)
     else:
         damped = matvec if _is_zero(damping) else (lambda v: _axpy(damping, v, matvec(v)))
         x = neumann_solve(damped, g_p, steps=maxiter, alpha=neumann_alpha)
         info = None
         if return_info:  # one more matvec, only when asked
             r = jax.tree.map(jnp.subtract, g_p, damped(x))
-            info = CGInfo(jnp.int32(maxiter), jnp.sqrt(_vdot(r, r)), jnp.zeros((), bool))
+            info = CGInfo(jnp.int32(maxiter), jnp.sqrt(_vdot(r, r)), jnp.zeros((), bool),
+                          damping=jnp.asarray(damping, jnp.result_type(_vdot(r, r))))
 
     # (d2_{h,p} inner) x: the directional derivative of d_h inner along x in params.
     mixed = jax.jvp(lambda p: jax.grad(inner_loss, argnums=1)(p, hparams), (params,), (x,))[1]

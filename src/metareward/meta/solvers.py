@@ -71,7 +71,13 @@ class CGInfo(NamedTuple):
     residual_norm: jax.Array
     """``|b - (A + damping I) x|`` (CG's recursive residual) at the returned ``x``."""
     negative_curvature: jax.Array
-    """True if CG stopped at a direction ``p`` with ``p'(A + damping I)p <= 0``."""
+    """True if CG stopped at a direction ``p`` with ``p'(A + damping I)p <= 0`` (with
+    ``restarts``: at the last attempt)."""
+    min_curvature: jax.Array | float = float("nan")
+    """The smallest Rayleigh quotient ``p'(A + damping I)p / p'p`` over the search
+    directions of the last attempt (NaN where not tracked)."""
+    damping: jax.Array | float = float("nan")
+    """The damping of the last attempt (the given one unless ``restarts`` raised it)."""
 
 
 def cg_solve(
@@ -81,6 +87,7 @@ def cg_solve(
     maxiter: int,
     tol: float = 1e-6,
     damping: float = 0.0,
+    restarts: int = 0,
     return_info: bool = False,
 ) -> PyTree | tuple[PyTree, CGInfo]:
     """Conjugate gradients for ``(A + damping I) x = b``, ``A`` symmetric positive
@@ -95,48 +102,85 @@ def cg_solve(
     the answer is then that of the damped system. In exact arithmetic CG is exact
     after ``dim`` iterations for an SPD ``A``.
 
+    **Adaptive damping** (``restarts > 0``): when CG meets a direction of non-positive
+    curvature, it starts again from ``x = 0`` with the damping raised to twice the most
+    negative curvature of ``A`` met so far (``d <- max(2 (d - q), 2 d + 1e-6)``, ``q`` the
+    smallest Rayleigh quotient ``p'(A + d I)p / p'p`` of the attempt), at most
+    ``restarts`` times; the last attempt's answer is returned. The damping then tracks the
+    problem's own indefiniteness instead of a fixed guess; each attempt costs up to
+    ``maxiter`` matvecs.
+
     Returns ``x``, or ``(x, CGInfo)`` with ``return_info=True``. Cost: at most
-    ``maxiter`` matvecs (each one Hessian-vector product when ``A`` is a Hessian);
-    memory: four pytrees like ``b``. Works under ``jit`` and ``vmap`` (``maxiter`` is
-    static; ``tol`` and ``damping`` may be traced). Implemented with
+    ``maxiter`` matvecs, ``(restarts + 1) maxiter`` with restarts (each one
+    Hessian-vector product when ``A`` is a Hessian); memory: four pytrees like ``b``.
+    Works under ``jit`` and ``vmap`` (``maxiter`` and ``restarts`` are static; ``tol``
+    and ``damping`` may be traced). Implemented with
     ``lax.while_loop``, so it is not reverse-differentiable itself (the hypergradients
     in :mod:`metareward.meta` do not need that).
     """
     _check_count("maxiter", maxiter, 1)
+    _check_count("restarts", restarts, 0)
     _check_scalar("tol", tol, positive=False)
     _check_scalar("damping", damping, positive=False)
-
-    if _is_zero(damping):
-        A = matvec
-    else:
-        def A(v: PyTree) -> PyTree:
-            return _axpy(damping, v, matvec(v))
-
-    x0 = jax.tree.map(jnp.zeros_like, b)
     rr0 = _vdot(b, b)
+    dtype = jnp.result_type(rr0)
+    d0 = jnp.asarray(damping, dtype)
+
+    def attempt(d: jax.Array):
+        def A(v: PyTree) -> PyTree:
+            return _axpy(d, v, matvec(v))
+
+        return _cg(A, b, rr0, maxiter=maxiter, tol=tol)
+
+    if restarts == 0:
+        A = matvec if _is_zero(damping) else (lambda v: _axpy(damping, v, matvec(v)))
+        x, i, rr, neg, q = _cg(A, b, rr0, maxiter=maxiter, tol=tol)
+        d_used = d0
+    else:
+        def again(c):
+            k, _, _, _, _, neg, _ = c
+            return neg & (k <= restarts)
+
+        def retry(c):
+            k, d, _, _, _, _, q = c
+            d = jnp.maximum(2.0 * (d - q), 2.0 * d + 1e-6)
+            return (k + 1, d, *attempt(d))
+
+        first = (jnp.int32(1), d0, *attempt(d0))
+        _, d_used, x, i, rr, neg, q = jax.lax.while_loop(again, retry, first)
+    if return_info:
+        return x, CGInfo(i, jnp.sqrt(rr), neg, q, d_used)
+    return x
+
+
+def _cg(A: Callable[[PyTree], PyTree], b: PyTree, rr0: jax.Array, *, maxiter: int,
+        tol: float):
+    """Plain CG from ``x = 0`` on ``A x = b``: ``(x, iterations, |r|^2, negative curvature
+    met, smallest Rayleigh quotient p'Ap / p'p of the search directions)``."""
+    x0 = jax.tree.map(jnp.zeros_like, b)
     stop = jnp.square(tol) * rr0
+    inf = jnp.asarray(jnp.inf, jnp.result_type(rr0))
 
     def cond(c):
-        i, _, _, _, rr, neg = c
+        i, _, _, _, rr, neg, _ = c
         return (i < maxiter) & (rr > stop) & ~neg
 
     def body(c):
-        i, x, r, p, rr, _ = c
+        i, x, r, p, rr, _, qmin = c
         ap = A(p)
         pap = _vdot(p, ap)
+        q = pap / jnp.maximum(_vdot(p, p), jnp.finfo(rr.dtype).tiny)
         neg = ~(pap > 0)  # also catches a NaN curvature
         alpha = jnp.where(neg, 0.0, rr / jnp.where(neg, 1.0, pap))
         x = _axpy(alpha, p, x)
         r = _axpy(-alpha, ap, r)
         rr_new = _vdot(r, r)
         p = _axpy(rr_new / jnp.where(rr > 0, rr, 1.0), p, r)
-        return i + 1, x, r, p, rr_new, neg
+        return i + 1, x, r, p, rr_new, neg, jnp.minimum(qmin, jnp.where(jnp.isnan(q), -inf, q))
 
-    init = (jnp.int32(0), x0, b, b, rr0, jnp.zeros((), bool))
-    i, x, _, _, rr, neg = jax.lax.while_loop(cond, body, init)
-    if return_info:
-        return x, CGInfo(i, jnp.sqrt(rr), neg)
-    return x
+    init = (jnp.int32(0), x0, b, b, rr0, jnp.zeros((), bool), inf)
+    i, x, _, _, rr, neg, qmin = jax.lax.while_loop(cond, body, init)
+    return x, i, rr, neg, qmin
 
 
 def neumann_solve(

@@ -82,3 +82,26 @@ class TanhGaussian(DiagGaussian):
 
     def to_env(self, x: jax.Array) -> jax.Array:
         return jnp.tanh(x)
+
+
+def kl_divergence(p: Categorical | DiagGaussian, q: Categorical | DiagGaussian) -> jax.Array:
+    """``KL(p || q)`` per batch entry, in closed form, for two distributions of the same
+    kind (a :class:`TanhGaussian`'s is that of its pre-tanh Gaussians: the squashing is
+    a bijection, which leaves the KL unchanged).
+
+    Args:
+      p, q: two :class:`Categorical` or two :class:`DiagGaussian` (or subclass).
+
+    Returns:
+      The divergence, summed over the action dimensions (shape: the batch shape).
+    """
+    if isinstance(p, Categorical) and isinstance(q, Categorical):
+        lp, lq = jax.nn.log_softmax(p.logits), jax.nn.log_softmax(q.logits)
+        return jnp.sum(jnp.exp(lp) * (lp - lq), axis=-1)
+    if isinstance(p, DiagGaussian) and isinstance(q, DiagGaussian):
+        var_ratio = jnp.exp(2.0 * (p.log_std - q.log_std))
+        gap = jnp.square((p.mean - q.mean) * jnp.exp(-q.log_std))
+        kl = 0.5 * (var_ratio + gap - 1.0) - (p.log_std - q.log_std)
+        return jnp.sum(jnp.broadcast_to(kl, p.mean.shape), axis=-1)
+    raise TypeError(f"no closed-form KL between {type(p).__name__} and {type(q).__name__}")
+
