@@ -1,7 +1,9 @@
 """TARE (``tare_implicit_reward_learning.md``) Figure 6: PPO and AWR with and without
 TARE's learned reward, learning curves over seeds.
 
-Learners (``--learners``): ``ppo``, ``ppo-tare``, ``awr``, ``awr-tare``; each (env,
+Learners (``--learners``): ``ppo``, ``ppo-tare``, ``ppo-tare-frozen`` (the control: the
+same run with the reward frozen at its initialisation, ``hypergrad_coef=0``), ``awr``,
+``awr-tare``; each (env,
 learner) one vmapped, jitted program over seeds, from the library's presets (PPO / AWR:
 their ``PRESETS``; PPO-TARE / AWR-TARE: ``tare.PRESETS`` / ``tare.AWR_PRESETS``; the
 paper's defaults, ``Config()``, on envs without a preset). On ``chain`` PPO takes the
@@ -11,7 +13,7 @@ Scales (``--scale``):
 
 * ``smoke``: ``chain``, 2 seeds, 2 updates of every learner;
 * ``cpu``: TARE's ``chain`` (163,840 steps) and ``pendulum`` (300k steps), 4 seeds, all
-  four learners (19 minutes on one core);
+  five learners (about 21 minutes on one core);
 * ``paper``: MuJoCo (brax) ``humanoid``, ``walker2d``, ``ant``, ``hopper``,
   ``halfcheetah``, ``swimmer`` (the paper's six), 1M steps, 5 seeds.
 
@@ -31,8 +33,8 @@ import dataclasses
 import common
 
 NAME = "tare_curves"
-LEARNERS = ("ppo", "ppo-tare", "awr", "awr-tare")
-COLORS = dict(zip(LEARNERS, ("C0", "C3", "C1", "C2"), strict=True))
+LEARNERS = ("ppo", "ppo-tare", "ppo-tare-frozen", "awr", "awr-tare")
+COLORS = dict(zip(LEARNERS, ("C0", "C3", "C7", "C1", "C2"), strict=True))
 MUJOCO = ("humanoid", "walker2d", "ant", "hopper", "halfcheetah", "swimmer")
 SCALES = {
     "smoke": common.Scale(envs=("chain",), seeds=2, steps={"chain": 1024}),
@@ -60,7 +62,10 @@ def base_config(learner: str, env_name: str):
                                    value_steps=50, policy_steps=100,
                                    policy_learning_rate=1e-3, normalize_obs=False)
         return awr, awr.PRESETS.get(env_name, awr.Config())
-    return tare, tare.preset(env_name, inner="awr" if learner == "awr-tare" else "ppo")
+    cfg = tare.preset(env_name, inner="awr" if learner == "awr-tare" else "ppo")
+    if learner == "ppo-tare-frozen":
+        cfg = dataclasses.replace(cfg, hypergrad_coef=0.0)
+    return tare, cfg
 
 
 def build(learner: str, env_name: str, steps: int | None = None, **overrides):
@@ -85,7 +90,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     scale = common.resolve(args, SCALES)
     jobs = [({"env": e, "learner": ln}, lambda e=e, ln=ln: build(ln, e, scale.steps[e]))
             for e in scale.envs for ln in args.learners]
-    results = common.train_all(jobs, scale.seeds, keep=("param_return", "hypergrad_norm"))
+    results = common.train_all(jobs, scale.seeds, keep=("param_return", "hypergrad_norm",
+                                                            "cg_negative_curvature",
+                                                            "cg_iterations"))
     common.write(args.out, NAME, results, common.eval_table(results),
                  {"": lambda p: plot(results, p)})
     return results
