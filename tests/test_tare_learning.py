@@ -53,7 +53,7 @@ def truncating():
     """Eval returns per seed (32 episodes) of TARE, TARE with the reward frozen and plain
     PPO (TARE's batch, epochs, minibatch size, learning rate, entropy bonus and policy)
     on the chain with a truncating step limit."""
-    env = envs.make("chain", step_limit_truncates=True)
+    env = envs.make("chain-truncating")
     base = tare.preset("chain")
     plain = ppo.Config(num_envs=base.num_envs, num_steps=base.num_steps,
                        total_steps=base.total_steps, num_epochs=base.num_epochs,

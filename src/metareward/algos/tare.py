@@ -276,6 +276,7 @@ PRESETS: dict[str, Config] = {
         learning_rate=1e-3, gamma=0.95, reward_scale=0.1,
     ),
 }
+PRESETS["chain-truncating"] = PRESETS["chain"]
 #: AWR-TARE: the AWR presets' batch and learning rates, half the steps per round (two
 #: rounds per iteration), a smaller buffer (the reward net runs over all of it).
 AWR_PRESETS: dict[str, AWRConfig] = {
@@ -289,6 +290,7 @@ AWR_PRESETS: dict[str, AWRConfig] = {
         hidden=(32, 32), reward_hidden=32, reward_learning_rate=1e-2, reward_updates=5,
     ),
 }
+AWR_PRESETS["chain-truncating"] = AWR_PRESETS["chain"]
 
 
 def preset(env_name: str, inner: str = "ppo") -> Config:

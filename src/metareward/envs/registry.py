@@ -214,3 +214,16 @@ register(
     " 2 actions, 10 steps",
     "ours",
 )
+
+
+def _chain_truncating(name: str, episode_length: int | None = None, **kwargs: Any) -> Env:
+    return _chain(name, episode_length, **{"step_limit_truncates": True, **kwargs})
+
+
+register(
+    "chain-truncating",
+    _chain_truncating,
+    "TARE's chain with a truncating (bootstrapped) step limit, where plain PPO dithers"
+    " between inner states; 2 actions, 10 steps",
+    "ours",
+)
