@@ -6,7 +6,9 @@ in kind, learning curves over seeds.
   intrinsic reward alone (``r_ex_coef=0, r_in_coef=1``, its default);
 * Figure 5, the ablation of CLN's hypergradient: ``Config.terms`` = ``"best-response"``
   (eq. 15, ``cln``, the paper's 1TERM), ``"lirpg"`` (eq. 11, ``cln-lirpg``) and ``"all"``
-  (eqs. 9 + 10 + 11, ``cln-all``, 3TERMS);
+  (eqs. 9 + 10 + 11, ``cln-all``, 3TERMS); and the control ``cln-nohyper``, ``cln`` with
+  the hypergradient off (``hypergrad_coef=0``: eta trains on eq. 21 alone), which tells
+  whether the hypergradient changes anything at all;
 * Figure 6: the intrinsic return (in env reward units) against the extrinsic return over
   training, for ``cln``.
 
@@ -16,7 +18,7 @@ env shares one batch geometry (checked by :func:`build`).
 Scales (``--scale``):
 
 * ``smoke``: ``pendulum``, 2 seeds, 2 updates of every learner;
-* ``cpu``: ``pendulum``, 1M steps, 4 seeds, all five learners, with the library's presets
+* ``cpu``: ``pendulum``, 1M steps, 4 seeds, all six learners, with the library's presets
   (``ppo`` / ``lirpg`` / ``cln.preset("pendulum")``: 16 envs x 128 steps, 10 epochs,
   16 minibatches, lr 1e-3, gamma 0.95, reward scale 0.1; 32 minutes on one core with
   the other busy, ~20 on an idle machine);
@@ -50,14 +52,17 @@ import json
 import common
 
 NAME = "cln_curves"
-LEARNERS = ("ppo", "lirpg", "cln", "cln-lirpg", "cln-all")
+LEARNERS = ("ppo", "lirpg", "cln", "cln-lirpg", "cln-all", "cln-nohyper")
 #: Figure 4's comparison and Figure 5's ablation (the plot's two rows).
 COMPARISON = ("ppo", "lirpg", "cln")
-ABLATION = ("cln", "cln-lirpg", "cln-all")
+ABLATION = ("cln", "cln-lirpg", "cln-all", "cln-nohyper")
 #: ``Config.terms`` of each CLN learner.
-CLN_TERMS = {"cln": "best-response", "cln-lirpg": "lirpg", "cln-all": "all"}
+CLN_TERMS = {"cln": "best-response", "cln-lirpg": "lirpg", "cln-all": "all",
+             "cln-nohyper": "best-response"}
+#: CLN learners with the hypergradient off (``hypergrad_coef=0``), the control.
+NO_HYPER = ("cln-nohyper",)
 #: One colour per learner, the same in both rows of the plot.
-COLORS = dict(zip(LEARNERS, ("C0", "C1", "C2", "C3", "C4"), strict=True))
+COLORS = dict(zip(LEARNERS, ("C0", "C1", "C2", "C3", "C4", "C5"), strict=True))
 MUJOCO = ("hopper", "walker2d", "halfcheetah", "ant")
 #: The paper's batch for every learner on the MuJoCo envs (section 5, "Experimental
 #: Setup": 4 env copies x 2048 steps; PPO's MuJoCo epochs, minibatches and lr).
@@ -92,6 +97,8 @@ def _config(learner: str, env_name: str):
         cfg = dataclasses.replace(cfg, r_ex_coef=0.0, r_in_coef=1.0)
     elif module is cln:
         cfg = dataclasses.replace(cfg, terms=CLN_TERMS[learner])
+        if learner in NO_HYPER:
+            cfg = dataclasses.replace(cfg, hypergrad_coef=0.0)
     return module, cfg
 
 

@@ -368,6 +368,34 @@ def test_segments_are_consecutive_rows_of_one_env():
     assert len(np.unique(t[:, 0])) > 3 and len(np.unique(e[:, 0])) == N
 
 
+def test_regularizer_normalises_with_the_statistics_of_the_advantages():
+    """Eq. 21 fits the reward on observations normalised as in the intrinsic advantages of
+    the same update: with the statistics the rollout was normalised with, not those the
+    update folds the rollout into. With one env and segments as long as the buffer, the
+    regulariser batch is the rollout itself, so the logged ``reg_loss`` (taken before the
+    reward step) can be recomputed exactly."""
+    T = 32
+    config = cln.Config(**{**TINY, "num_envs": 1, "num_steps": T, "num_minibatches": 1,
+                           "num_epochs": 1, "reward_steps": 1, "segment_length": T,
+                           "reward_buffer_size": T, "reward_batch_size": 4,
+                           "total_steps": T, "reward_scale": 1e-3})
+    tr = cln.make_train(config, envs.make("pendulum"))
+    state = tr.init(jax.random.PRNGKey(0))
+    new_state, metrics = jax.jit(tr.update)(state)
+    _, batch, _ = tr.prepare(state)
+    seg = tr.sample_segments(new_state.reward_buffer, jax.random.PRNGKey(1))
+    raw = new_state.reward_buffer.data["obs"][:, 0]
+    np.testing.assert_array_equal(seg.obs, jnp.broadcast_to(raw, seg.obs.shape))
+    # The rollout (advantages, V targets) was normalised with the old statistics ...
+    np.testing.assert_allclose(batch.obs[:, 0], state.obs_stats.normalize(raw), rtol=1e-6)
+    rp = {"reward_body": state.params["reward_body"], "eta": state.params["eta"]}
+    old = float(tr.regularizer(rp, state.obs_stats, seg))
+    new = float(tr.regularizer(rp, new_state.obs_stats, seg))
+    assert abs(new - old) > 0.05 * old, (old, new)  # the two normalisations differ here
+    # ... and so was eq. 21's batch.
+    assert float(metrics["reg_loss"]) == pytest.approx(old, rel=1e-5), (old, new)
+
+
 # --- Config, plumbing, learning -----------------------------------------------------------
 
 
@@ -432,17 +460,31 @@ def test_runs_through_the_driver_with_its_metrics(tmp_path):
         assert r["hypergrad_eq9"] > 0 and r["reg_loss"] > 0
 
 
-@pytest.mark.slow
-def test_cln_learns_pendulum():
-    """CLN (best-response mode, the pendulum preset) reaches a mean return >= -300 within
-    1M steps on each of 4 seeds (evaluation of the final policy, 32 episodes)."""
-    config = cln.preset("pendulum")
-    assert config.total_steps <= 1_000_000 and config.terms == "best-response"
-    trainer = cln.make_train(config, envs.make("pendulum"))
-    keys = jax.random.split(jax.random.PRNGKey(42), 4)
+def _cartpole_returns(keys: jax.Array, **overrides) -> np.ndarray:
+    """Final evaluation (32 episodes) of CLN (best-response) on CartPole, 100k steps, the
+    cartpole preset with ``overrides``: per-seed means."""
+    config = dataclasses.replace(cln.preset("cartpole"), total_steps=100_000, **overrides)
+    assert config.terms == "best-response"
+    trainer = cln.make_train(config, envs.make("cartpole"))
     state, metrics = jax.jit(jax.vmap(trainer.train))(keys)
     check_finite(metrics)
     ev = jax.jit(jax.vmap(lambda s, k: trainer.evaluate(s, k, 32)))(
-        state, jax.random.split(jax.random.PRNGKey(7), 4))
-    per_seed = np.asarray(ev).mean(axis=1)
-    assert np.all(per_seed >= -300), per_seed
+        state, jax.random.split(jax.random.PRNGKey(7), len(keys)))
+    return np.asarray(ev).mean(axis=1)
+
+
+@pytest.mark.slow
+def test_cln_learns_cartpole():
+    """CLN with the library's defaults (cartpole preset: best-response, lambda = 1, joint
+    clipping) learns: every one of 4 seeds >= 120 after 100k steps (random play ~20;
+    measured 2026-12-02: 281, 239, 364, 183).
+
+    This tests CLN's machinery (the conditioned policy, eq. 21's regulariser, the policy
+    phase), not its hypergradient: with ``hypergrad_coef=0`` it passes too (218, 277, 492,
+    216). No setting was found where the hypergradient beats that control robustly
+    (CartPole at lambda 30 with ``reward_clip="separate"``: +176 on one 4-seed set, -103
+    on another; 8-seed means 409 vs 372), so no test claims it; the measurements are in
+    ``experiments/results/cpu/CLN_SECTION_NOTES.md`` and ``experiments/README.md``."""
+    keys = jax.random.split(jax.random.PRNGKey(42), 4)
+    per_seed = _cartpole_returns(keys)
+    assert np.all(per_seed >= 120.0), per_seed

@@ -69,6 +69,23 @@ Choices the paper leaves open (see each field's comment in :class:`Config`):
   ``lookahead_lr`` (the paper's eq. 4);
 * only ``eta`` gets the hypergradient; ``phi`` trains on the regulariser alone
   (Algorithm 1, lines 9-11);
+* the reward side's step is clipped to ``max_grad_norm`` (Algorithm 1 has no clipping and
+  no authors' code is public), by default jointly over ``[phi, eta, rho]``
+  (``reward_clip="joint"``, what the presets were tuned with). With Adam a joint clip
+  cannot change how the hypergradient weighs against eq. 21's gradient, and at
+  ``lambda = 1`` that weight is tiny: on CartPole (preset, 100k steps) the hypergradient's
+  norm is ~0.007 against ~23 for eq. 21's gradient (~115 with the reward delayed by 20
+  steps), and ``lambda = 1`` did no better than ``lambda = 0`` (mean final return 267 vs
+  301 over 4 seeds; on pendulum's preset ``lambda = 0`` passes the same >= -300 test as
+  ``lambda = 1``, issue 32). ``reward_clip="separate"`` clips the hypergradient and the
+  regulariser's gradient each on its own, so a large regulariser gradient no longer
+  shrinks the hypergradient's share; with ``lambda = 30`` it changes the runs (delayed
+  CartPole: 430 against 229 for ``"joint"``, 345 for ``lambda = 0``) but gave no robust
+  gain over ``lambda = 0`` (CartPole, 8 seeds: 409 vs 372, one 4-seed set each way; see
+  ``experiments/results/cpu/CLN_SECTION_NOTES.md``), so it stays an option;
+* the regulariser normalises observations with the running statistics the rollout was
+  normalised with (the intrinsic advantages' and ``V`` targets'), not the ones updated
+  with that rollout, so eq. 21 fits the reward on the inputs the policy phase scores;
 * ``intrinsic_return`` is logged in the env's reward units (divided by ``reward_scale``)
   so that it compares with ``episode_return`` (the paper's Figure 6).
 
@@ -121,6 +138,8 @@ Metrics = dict[str, jax.Array]
 
 #: The hypergradient modes of ``Config.terms`` (the paper's Figure 5 ablation).
 TERMS = ("best-response", "lirpg", "all")
+#: The reward side's gradient clipping of ``Config.reward_clip``.
+REWARD_CLIPS = ("joint", "separate", "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,6 +207,15 @@ class Config:
     reward_batch_size: int = 64
     #: Updates before g^eta is used (STN's warm-up); the regulariser trains throughout.
     warmup_updates: int = 0
+    #: Gradient-norm clipping (``max_grad_norm``) of the reward side's step, which the
+    #: paper does not specify (Algorithm 1 has no clipping; no authors' code is public):
+    #: "joint" clips ``[g_phi, g_eta, g_rho]`` by one global norm, hypergradient and
+    #: regulariser together, so a large regulariser gradient also shrinks the
+    #: hypergradient; "separate" clips the hypergradient ``lambda [g^eta, g^rho]``
+    #: (with the entropy term) and the regulariser's ``[g_r^phi, g_r^eta]`` each by
+    #: ``max_grad_norm`` before summing them; "none" is Algorithm 1 as written. See
+    #: :data:`REWARD_CLIPS` and the module docstring for what was measured.
+    reward_clip: str = "joint"
 
     def __post_init__(self) -> None:
         for name in ("num_envs", "num_steps", "total_steps", "num_epochs", "num_minibatches",
@@ -209,6 +237,8 @@ class Config:
         if self.lookahead_lr is not None:
             cfg.positive("lookahead_lr", self.lookahead_lr)
         cfg.check("terms", self.terms, self.terms in TERMS, f"one of {list(TERMS)}")
+        cfg.check("reward_clip", self.reward_clip, self.reward_clip in REWARD_CLIPS,
+                  f"one of {list(REWARD_CLIPS)}")
         cfg.hidden_sizes("hidden", self.hidden)
         cfg.hidden_sizes("reward_hidden", self.reward_hidden)
         cfg.activation_name("activation", self.activation)
@@ -743,19 +773,32 @@ def make_train(config: Config, env: Env) -> Trainer:
         reg, g_reg = jax.value_and_grad(regularizer)(
             {"reward_body": rp["reward_body"], "eta": rp["eta"]}, stats, seg)
         g_ent = jax.grad(entropy)(rp["rho"]) if learn_sigma else jnp.zeros_like(g_rho)
-        grads = {
-            "reward_body": g_reg["reward_body"],
-            "eta": coef * g_eta + g_reg["eta"],
-            "rho": coef * g_rho - config.entropy_coef * g_ent,
-        }
-        flat = ravel_pytree(grads)[0]
-        flat, norm, ok = _clip(flat, config.max_grad_norm)
+        # The two gradients of Algorithm 1, lines 10-11, kept apart until clipped.
+        hyper = ravel_pytree({"reward_body": jax.tree.map(jnp.zeros_like, g_reg["reward_body"]),
+                              "eta": coef * g_eta,
+                              "rho": coef * g_rho - config.entropy_coef * g_ent})[0]
+        reg_flat = ravel_pytree({"reward_body": g_reg["reward_body"], "eta": g_reg["eta"],
+                                 "rho": jnp.zeros_like(rp["rho"])})[0]
+        reg_norm = jnp.sqrt(jnp.sum(reg_flat**2))
+        if config.reward_clip == "joint":
+            flat, norm, ok = _clip(hyper + reg_flat, config.max_grad_norm)
+        elif config.reward_clip == "separate":
+            hyper, _, ok_h = _clip(hyper, config.max_grad_norm)
+            reg_flat, _, ok_r = _clip(reg_flat, config.max_grad_norm)
+            flat, ok = hyper + reg_flat, ok_h & ok_r
+            norm = jnp.sqrt(jnp.sum(flat**2))
+        else:  # "none"
+            flat = hyper + reg_flat
+            norm = jnp.sqrt(jnp.sum(flat**2))
+            ok = jnp.isfinite(norm)
+            flat = jnp.where(ok, flat, 0.0)
         ok = ok & jnp.isfinite(reg)
         updates, new_opt = reward_opt.update(flat, opt_psi, psi)
         new_psi = jnp.where(ok, psi + updates, psi)
         metrics = {
             "reg_loss": reg,
             "reward_grad_norm": norm,
+            "reg_grad_norm": reg_norm,
             "hypergrad_norm": jnp.sqrt(jnp.sum(g_eta**2)),
             **{f"hypergrad_{k}": jnp.sqrt(jnp.sum(v**2)) for k, v in terms.items()},
         }
@@ -775,6 +818,11 @@ def make_train(config: Config, env: Env) -> Trainer:
         return (theta, new_opt, nonfinite + (~ok)), {"loss": loss, "grad_norm": norm, **aux}
 
     def update(state: ClnState) -> tuple[ClnState, Metrics]:
+        # The statistics the rollout's observations (and so the intrinsic advantages and
+        # V targets) are normalised with; prepare() folds the rollout into new ones, which
+        # the next rollout uses. The regulariser must normalise with the same ones as the
+        # advantages, or eq. 21 fits a reward on inputs the policy phase never sees.
+        rollout_stats = state.obs_stats
         state, b, basis, key, roll_metrics = prepare(state)
         theta, psi = split_params(state.params)
         opt_theta, opt_psi = state.opt_state
@@ -784,7 +832,7 @@ def make_train(config: Config, env: Env) -> Trainer:
         # Reward iterations (lines 4-12), one minibatch of the rollout each.
         r_mbs = split_minibatches(b, basis, k_rperm, config.reward_steps)
         (psi, opt_psi, nonfinite), r_metrics = jax.lax.scan(
-            lambda c, x: reward_step(c, x, theta, opt_theta, state.obs_stats,
+            lambda c, x: reward_step(c, x, theta, opt_theta, rollout_stats,
                                      state.reward_buffer, coef),
             (psi, opt_psi, state.nonfinite),
             (jax.random.split(k_reward, config.reward_steps), r_mbs))
@@ -841,5 +889,5 @@ def make_train(config: Config, env: Env) -> Trainer:
     )
 
 
-__all__ = ["PRESETS", "TERMS", "AdvBasis", "Batch", "ClnState", "Config", "Minibatch",
-           "Segments", "Trainer", "make_train", "preset", "segment_return_loss"]
+__all__ = ["PRESETS", "REWARD_CLIPS", "TERMS", "AdvBasis", "Batch", "ClnState", "Config",
+           "Minibatch", "Segments", "Trainer", "make_train", "preset", "segment_return_loss"]
