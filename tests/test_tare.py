@@ -78,6 +78,11 @@ def test_hypergradient_with_full_cg_equals_dense_solve(inner):
         ("cg_damping", -1.0, ">= 0"),
         ("r_in_coef", 0.0, "> 0"),
         ("gamma", 1.5, "[0.0, 1.0]"),
+        ("hessian", "both", "'train', 'validation'"),
+        ("curvature", "newton", "'hessian', 'fisher'"),
+        ("cg_restarts", -1, "int >= 0"),
+        ("policy_objective", "a2c", "'clipped', 'eq11'"),
+        ("hypergrad_coef", -1.0, ">= 0"),
     ],
 )
 def test_bad_config_names_field_and_allowed(field, value, allowed):

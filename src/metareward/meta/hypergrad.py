@@ -92,10 +92,12 @@ def implicit_hypergrad(
 
         d_h outer - (d2_{h,p} inner) [d2_{p,p} H + damping I]^-1 d_p outer,
 
-    with ``H = hessian_loss`` if given (TARE evaluates its Hessian on the validation
-    batch, eq. 14 of ``tare_implicit_reward_learning.md``) else ``inner_loss``. If
-    ``dp*/dh = -H^-1 d2_{p,h} inner`` (implicit function theorem at
-    ``d_p inner = 0``), this is the exact total derivative of ``outer(p*(h), h)``.
+    with ``H = hessian_loss`` if given, else ``inner_loss``. Only ``H = inner_loss``'s
+    Hessian gives ``dp*/dh = -H^-1 d2_{p,h} inner`` (the implicit function theorem at
+    ``d_p inner = 0``), and with it this is the exact total derivative of
+    ``outer(p*(h), h)``; another ``hessian_loss`` is an approximation (TARE's eq. 14 as
+    printed puts the validation batch there; a Gauss-Newton matrix keeps CG positive
+    definite).
 
     The inverse-Hessian-vector product is solved by conjugate gradients
     (``solver="cg"``: at most ``maxiter`` iterations, early stop at relative residual
