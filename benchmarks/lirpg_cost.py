@@ -20,8 +20,17 @@ learners are interleaved over ``--repeat`` rounds, their order rotated; reported
 medians, and the ratio is the median of the per-round paired ratios of seconds per
 iteration. Prints a table, writes JSON.
 
+``--lookahead`` instead compares the two look-aheads (``lirpg.Config.lookahead``, issue
+32): LIRPG (cartpole preset, reward delayed by 10, the default authors' look-ahead)
+trains minibatch step by minibatch step, and at the policy steps in ``--at`` both
+meta-gradients are taken on the same (theta, optimiser state, eta, minibatch); reported
+is the cosine between their intrinsic-reward parts, per seed and its mean, and their
+norm ratio. The learning results of the two are in ``experiments/lirpg_delayed.py``
+(``lirpg`` against ``lirpg-exact``).
+
     python benchmarks/lirpg_cost.py
     python benchmarks/lirpg_cost.py --settings cartpole pendulum --repeat 5
+    python benchmarks/lirpg_cost.py --lookahead --seeds 4   # a few minutes
 """
 
 from __future__ import annotations
@@ -118,6 +127,79 @@ def worker(setting: str, learner: str, min_time: float) -> dict:
     }
 
 
+def lookahead_cosines(seeds: int, at: list[int]) -> list[dict]:
+    """Rows ``{"step", "cosine_per_seed", "cosine_mean", "norm_ratio_mean"}``: at each
+    policy step in ``at`` (1 = the first), the cosine between the exact and the authors'
+    meta-gradients (intrinsic-reward parameters) along an authors'-look-ahead run."""
+    import jax
+    import jax.flatten_util
+    import jax.numpy as jnp
+    import numpy as np
+
+    from metareward import envs
+    from metareward.algos import lirpg
+
+    env = envs.make("cartpole", reward_delay=10)
+    cfg = lirpg.preset("cartpole")
+    assert cfg.lookahead == "constant_second_moment"
+    trainer = lirpg.make_train(cfg, env)
+    exact = lirpg.make_train(dataclasses.replace(cfg, lookahead="exact"), env)
+    mg, mg_exact = jax.jit(trainer.meta_gradient), jax.jit(exact.meta_gradient)
+    prepare, N = jax.jit(trainer.prepare), cfg.num_envs
+    n_mb = cfg.num_epochs * cfg.num_minibatches
+    _, intrinsic_opt = lirpg._optimizers(cfg, trainer.num_updates * n_mb)
+    batch_size = cfg.num_envs * cfg.num_steps
+    mb_size = batch_size // cfg.num_minibatches
+
+    @jax.jit
+    def eta_step(eta, opt_eta, g, outer_loss):  # the trainer's intrinsic update
+        g, _, ok = lirpg._clip(g, cfg.max_grad_norm)
+        ok = ok & jnp.isfinite(outer_loss)
+        upd, new_opt = intrinsic_opt.update(jnp.where(ok, g, 0.0), opt_eta, eta)
+        return jnp.where(ok, eta + upd, eta), new_opt
+
+    cos: dict[int, list[float]] = {a: [] for a in at}
+    ratio: dict[int, list[float]] = {a: [] for a in at}
+    for seed in range(seeds):
+        state = trainer.init(jax.random.PRNGKey(42 + seed))
+        n_reward = jax.flatten_util.ravel_pytree(state.params["reward"])[0].size
+        key, step = jax.random.PRNGKey(1000 + seed), 0
+        while step < max(at):
+            state, batch = prepare(state)
+            theta, eta = trainer.split_params(state.params)
+            opt_theta, opt_eta = state.opt_state
+            for _ in range(cfg.num_epochs):
+                key, k = jax.random.split(key)
+                perm = jax.random.permutation(k, batch_size).reshape(-1, mb_size)
+                for idx in perm:
+                    t_idx, e_idx = idx // N, idx % N
+                    g, ((new_theta, new_opt, _), aux) = mg(theta, opt_theta, eta, batch,
+                                                           t_idx, e_idx)
+                    step += 1
+                    if step in cos:
+                        ge = mg_exact(theta, opt_theta, eta, batch, t_idx, e_idx)[0]
+                        a, b = np.asarray(g[:n_reward]), np.asarray(ge[:n_reward])
+                        na, nb = np.linalg.norm(a), np.linalg.norm(b)
+                        cos[step].append(float(a @ b / (na * nb)))
+                        ratio[step].append(float(na / nb))
+                    eta, opt_eta = eta_step(eta, opt_eta, g, aux["outer_loss"])
+                    theta, opt_theta = new_theta, new_opt
+            state = state.replace(params=_unravel(state.params, theta, eta),
+                                  opt_state=(opt_theta, opt_eta))
+            print(f"seed {seed} policy step {step}", file=sys.stderr, flush=True)
+    return [{"step": a, "cosine_per_seed": cos[a], "cosine_mean": float(np.mean(cos[a])),
+             "norm_ratio_mean": float(np.mean(ratio[a]))} for a in at]
+
+
+def _unravel(params, theta, eta) -> dict:
+    """``params`` with ``theta`` and ``eta`` (flat) put back."""
+    from jax.flatten_util import ravel_pytree
+
+    th = ravel_pytree({"policy": params["policy"], "value": params["value"]})[1](theta)
+    et = ravel_pytree({"reward": params["reward"], "value_ex": params["value_ex"]})[1](eta)
+    return {**th, **et}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
@@ -126,9 +208,25 @@ def main() -> None:
                     help="seconds of timed updates per measurement (at least 5 updates)")
     ap.add_argument("--json", default=str(RESULTS / "lirpg_cost.json"))
     ap.add_argument("--worker", nargs=2, metavar=("SETTING", "LEARNER"), help=argparse.SUPPRESS)
+    ap.add_argument("--lookahead", action="store_true",
+                    help="compare the exact and the authors' look-ahead meta-gradients")
+    ap.add_argument("--seeds", type=int, default=4, help="--lookahead: seeds")
+    ap.add_argument("--at", type=int, nargs="+", default=[1, 2, 3, 6, 11, 21, 51, 101, 201],
+                    help="--lookahead: policy steps (minibatch steps, 1 = first) to compare at")
     args = ap.parse_args()
     if args.worker:
         print(json.dumps(worker(*args.worker, args.min_time)))
+        return
+    if args.lookahead:
+        rows = lookahead_cosines(args.seeds, sorted(set(args.at)))
+        print(f"{'policy step':>11} {'cosine mean':>11} {'norm ratio':>10}  cosine per seed")
+        for r in rows:
+            per = ", ".join(f"{c:+.3f}" for c in r["cosine_per_seed"])
+            print(f"{r['step']:>11} {r['cosine_mean']:>+11.3f} {r['norm_ratio_mean']:>10.2f}  "
+                  f"[{per}]")
+        path = args.json if args.json != str(RESULTS / "lirpg_cost.json") else str(
+            RESULTS / "lirpg_lookahead.json")
+        print(f"written to {write_results(path, 'lirpg_lookahead', rows, seeds=args.seeds)}")
         return
 
     runs: dict[tuple[str, str], list[dict]] = {}

@@ -6,18 +6,27 @@ Learners (``--learners``), each (env, delay, learner) one vmapped, jitted progra
 seeds:
 
 * ``ppo``: PPO on the delayed reward (the paper's deep-blue baseline);
+* ``ppo-bonus``: PPO on the delayed reward plus a constant live bonus of
+  ``LIVE_BONUS`` per step (``ppo.Config.live_bonus``; the paper's light-blue "PPO-bonus"
+  baseline). The slides do not give the paper's bonus value; 1.0 is cartpole's own
+  per-step reward (not tuned). On pendulum (fixed-length episodes) a constant bonus is
+  a reward shift that changes nothing the agent can influence;
 * ``lirpg``: the policy trained on the learned intrinsic reward alone
-  (``r_ex_coef=0, r_in_coef=1``, the paper's green "intrinsic only" curve);
+  (``r_ex_coef=0, r_in_coef=1``, the paper's green "intrinsic only" curve), the
+  authors' look-ahead (``lookahead="constant_second_moment"``, the default);
+* ``lirpg-exact``: the same with the exact look-ahead (``lookahead="exact"``);
+* ``lirpg-frozen``: the control, ``lirpg`` with eta frozen at its random initial value
+  (``intrinsic_learning_rate=1e-12``);
 * ``lirpg-mix``: the policy trained on ``r_ex + r_in`` (the paper's red curve).
-
-The paper's "PPO-bonus" baseline (a constant live bonus) is not included.
 
 Scales (``--scale``):
 
 * ``smoke``: delayed ``cartpole``, 2 seeds, 2 updates per learner;
 * ``cpu``: delayed ``cartpole`` (500k steps) and ``pendulum`` (1M steps), delay 10,
-  4 seeds, ``ppo`` and ``lirpg``: the library's presets for these envs (18 minutes on
-  one core of a 2-core CPU);
+  4 seeds, ``ppo``, ``ppo-bonus`` and ``lirpg``, plus ``lirpg-exact`` and
+  ``lirpg-frozen`` on cartpole only (the pendulum LIRPG run alone takes 15 minutes):
+  the library's presets for these envs (37 minutes on one core of a 2-core CPU shared
+  with other jobs, 2026-12-02);
 * ``paper``: MuJoCo (brax) ``hopper``, ``halfcheetah``, ``walker2d``, ``ant``, delays 10,
   20 and 40, 1M steps, 10 seeds, all three learners, with the paper's PPO settings
   (``ppo.Config()`` / ``lirpg.Config()`` defaults).
@@ -38,14 +47,17 @@ import dataclasses
 import common
 
 NAME = "lirpg_delayed"
-LEARNERS = ("ppo", "lirpg", "lirpg-mix")
-COLORS = dict(zip(LEARNERS, ("C0", "C3", "C2"), strict=True))
+LEARNERS = ("ppo", "ppo-bonus", "lirpg", "lirpg-exact", "lirpg-frozen", "lirpg-mix")
+COLORS = dict(zip(LEARNERS, ("C0", "C9", "C3", "C1", "C7", "C2"), strict=True))
+#: The PPO-bonus baseline's live bonus per step, in the env's reward units.
+LIVE_BONUS = 1.0
 SCALES = {
     "smoke": common.Scale(envs=("cartpole",), seeds=2, steps={"cartpole": 1024},
                           extra={"delays": (10,), "learners": LEARNERS}),
     "cpu": common.Scale(envs=("cartpole", "pendulum"), seeds=4,
                         steps={"cartpole": 500_000, "pendulum": 1_000_000},
-                        extra={"delays": (10,), "learners": ("ppo", "lirpg")}),
+                        extra={"delays": (10,), "learners": ("ppo", "ppo-bonus", "lirpg"),
+                               "cartpole_only": ("lirpg-exact", "lirpg-frozen")}),
     "paper": common.Scale(envs=("hopper", "halfcheetah", "walker2d", "ant"), seeds=10,
                           steps=dict.fromkeys(("hopper", "halfcheetah", "walker2d", "ant"),
                                               1_000_000),
@@ -59,12 +71,18 @@ def build(learner: str, env_name: str, delay: int, steps: int | None):
     from metareward import envs
     from metareward.algos import lirpg, ppo
 
-    if learner == "ppo":
+    if learner.startswith("ppo"):
         module, cfg = ppo, ppo.preset(env_name)
+        if learner == "ppo-bonus":
+            cfg = dataclasses.replace(cfg, live_bonus=LIVE_BONUS)
     else:
         module, cfg = lirpg, lirpg.preset(env_name)
         coefs = (1.0, 1.0) if learner == "lirpg-mix" else (0.0, 1.0)
         cfg = dataclasses.replace(cfg, r_ex_coef=coefs[0], r_in_coef=coefs[1])
+        if learner == "lirpg-exact":
+            cfg = dataclasses.replace(cfg, lookahead="exact")
+        elif learner == "lirpg-frozen":
+            cfg = dataclasses.replace(cfg, intrinsic_learning_rate=1e-12)
     cfg = common.with_steps(cfg, steps)
     return module.make_train(cfg, envs.make(env_name, reward_delay=delay)), cfg
 
@@ -88,9 +106,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     delays = args.delays or scale.extra["delays"]
     if any(d < 1 for d in delays):
         raise SystemExit(f"--delays must be >= 1, got {delays}")
+    per_env = {e: list(learners) for e in scale.envs}
+    if args.learners is None and "cartpole" in per_env:
+        per_env["cartpole"] += scale.extra.get("cartpole_only", ())
     jobs = [({"env": e, "delay": d, "learner": ln},
              lambda e=e, d=d, ln=ln: build(ln, e, d, scale.steps[e]))
-            for e in scale.envs for d in delays for ln in learners]
+            for e in scale.envs for d in delays for ln in per_env[e]]
     results = common.train_all(jobs, scale.seeds, keys=("env", "delay", "learner"))
     md = common.eval_table(results, ("env", "delay", "learner"))
     common.write(args.out, NAME, results, md, {"": lambda p: plot(results, p)})

@@ -15,6 +15,7 @@ from brax.envs.base import Env
 
 from metareward.algos import config as cfg
 from metareward.algos.onpolicy import Batch, LossFn, Trainer, make_onpolicy
+from metareward.algos.ppo import with_live_bonus
 from metareward.rl.losses import a2c_loss
 
 
@@ -25,7 +26,10 @@ class Config:
     coefficient 0.5, gradient-norm clip 0.5, gamma 0.99, n-step returns
     (``gae_lambda=1``). ``rms_initial_scale=1`` starts RMSProp's second-moment
     accumulator at 1 as TensorFlow's RMSProp (used by baselines) does; PyTorch starts at 0,
-    which makes the first steps very large."""
+    which makes the first steps very large.
+
+    ``live_bonus``: a constant added to every step's training reward, the "A2C-bonus"
+    baseline of LIRPG (see :class:`metareward.algos.ppo.Config`)."""
 
     num_envs: int = 16
     num_steps: int = 5
@@ -47,6 +51,7 @@ class Config:
     activation: str = "tanh"
     squash: bool = False
     log_std_init: float = 0.0
+    live_bonus: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("num_envs", "num_steps", "total_steps"):
@@ -63,6 +68,7 @@ class Config:
         cfg.positive("reward_scale", self.reward_scale)
         cfg.hidden_sizes("hidden", self.hidden)
         cfg.activation_name("activation", self.activation)
+        cfg.non_negative("live_bonus", self.live_bonus)
         object.__setattr__(self, "hidden", tuple(self.hidden))
 
 
@@ -116,14 +122,18 @@ def make_train(config: Config, env: Env) -> Trainer:
     optimizer = optax.rmsprop(
         lr, decay=config.rms_decay, eps=config.rms_eps, initial_scale=config.rms_initial_scale
     )
-    return make_onpolicy(
+    return with_live_bonus(
+        lambda e: make_onpolicy(
+            config,
+            e,
+            make_loss=make_loss(config),
+            optimizer=optimizer,
+            max_grad_norm=config.max_grad_norm,
+            num_epochs=1,
+            num_minibatches=1,
+        ),
         config,
         env,
-        make_loss=make_loss(config),
-        optimizer=optimizer,
-        max_grad_norm=config.max_grad_norm,
-        num_epochs=1,
-        num_minibatches=1,
     )
 
 

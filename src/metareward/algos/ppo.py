@@ -16,12 +16,14 @@ from __future__ import annotations
 import dataclasses
 
 import flax.linen as nn
+import jax
 import optax
-from brax.envs.base import Env
+from brax.envs.base import Env, State, Wrapper
 
 from metareward.algos import config as cfg
 from metareward.algos.onpolicy import Batch, LossFn, Trainer, make_onpolicy
 from metareward.rl.losses import ppo_loss
+from metareward.rl.rollout import evaluate_episodes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +33,12 @@ class Config:
     details of OpenAI baselines' ppo2 (Adam eps 1e-5, gradient-norm clip 0.5, value
     coefficient 0.5, linearly annealed learning rate, normalised observations and
     advantages). See :data:`PRESETS` for the tuned small-env settings.
+
+    ``live_bonus``: a constant added to the reward the learner trains on at every step
+    (``0``: none), after any reward delay and before ``reward_scale``. With it this is
+    the "PPO-bonus" baseline of LIRPG (Zheng et al. 2018, Figure 4, ``lirpg_slides.md``;
+    "A2C-bonus" in its Atari Figure 2b, :class:`metareward.algos.a2c.Config`).
+    Training metrics and :func:`evaluate` report the env's own return, without it.
     """
 
     num_envs: int = 1
@@ -55,6 +63,7 @@ class Config:
     activation: str = "tanh"
     squash: bool = False
     log_std_init: float = 0.0
+    live_bonus: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("num_envs", "num_steps", "total_steps", "num_epochs", "num_minibatches"):
@@ -72,6 +81,7 @@ class Config:
         cfg.positive("reward_scale", self.reward_scale)
         cfg.hidden_sizes("hidden", self.hidden)
         cfg.activation_name("activation", self.activation)
+        cfg.non_negative("live_bonus", self.live_bonus)
         object.__setattr__(self, "hidden", tuple(self.hidden))
 
 
@@ -134,6 +144,36 @@ def make_loss(config: Config):
     return factory
 
 
+class LiveBonus(Wrapper):
+    """Adds ``bonus`` to every step's reward (after the inner env's reward delay; episode
+    statistics in ``info`` come from inside and stay the env's own)."""
+
+    def __init__(self, env: Env, bonus: float):
+        super().__init__(env)
+        self.bonus = float(bonus)
+
+    def step(self, state: State, action: jax.Array) -> State:
+        nxt = self.env.step(state, action)
+        return nxt.replace(reward=nxt.reward + self.bonus)
+
+
+def with_live_bonus(build, config, env: Env) -> Trainer:
+    """``build(env)`` (a :func:`make_onpolicy` trainer) trained on ``env`` plus
+    ``config.live_bonus`` per step, with ``env`` (no bonus) as its env and for
+    ``evaluate``."""
+    if not config.live_bonus:
+        return build(env)
+    trainer = build(LiveBonus(env, config.live_bonus))
+
+    def evaluate(state, key: jax.Array, num_episodes: int = 16,
+                 deterministic: bool = False) -> jax.Array:
+        """Returns (the env's own, without the bonus) of ``num_episodes`` fresh episodes."""
+        fn = lambda obs, k: trainer.act(state.params, state.obs_stats, obs, k, deterministic)
+        return evaluate_episodes(env, fn, key, num_episodes, trainer.spec.episode_length)
+
+    return trainer._replace(env=env, evaluate=evaluate)
+
+
 def make_train(config: Config, env: Env) -> Trainer:
     """Binds PPO to a single env (batched here with ``config.num_envs``).
 
@@ -151,15 +191,20 @@ def make_train(config: Config, env: Env) -> Trainer:
         else config.learning_rate
     )
     optimizer = optax.adam(lr, eps=config.adam_eps)
-    return make_onpolicy(
+    return with_live_bonus(
+        lambda e: make_onpolicy(
+            config,
+            e,
+            make_loss=make_loss(config),
+            optimizer=optimizer,
+            max_grad_norm=config.max_grad_norm,
+            num_epochs=config.num_epochs,
+            num_minibatches=config.num_minibatches,
+        ),
         config,
         env,
-        make_loss=make_loss(config),
-        optimizer=optimizer,
-        max_grad_norm=config.max_grad_norm,
-        num_epochs=config.num_epochs,
-        num_minibatches=config.num_minibatches,
     )
 
 
-__all__ = ["PRESETS", "Config", "make_loss", "make_train", "preset"]
+__all__ = ["PRESETS", "Config", "LiveBonus", "make_loss", "make_train", "preset",
+           "with_live_bonus"]
