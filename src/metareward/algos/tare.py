@@ -28,8 +28,8 @@ source). Algorithm 1, with eqs. 11-14 of Appendix B and the details of Appendix 
    trained on, ``d J_phi(theta; train) / d theta = 0``, whose Hessian is the *training*
    batch's. Only the latter is the implicit-function-theorem derivative: on a chain with a
    linear softmax policy converged by Newton's method, the training-batch form matches
-   finite differences through the re-solved inner problem to 6+ digits, while the
-   validation-batch form had the wrong sign (``tests/test_tare.py``). ``hessian="train"``
+   finite differences through the re-solved inner problem to 5-6 digits, while the
+   validation-batch form is off by 5-14x its size (``tests/test_tare.py``). ``hessian="train"``
    (default) is the derivative; ``hessian="validation"`` is eq. 14 as printed.
 
    **Curvature (``curvature``, ``cg_restarts``).** The Hessian of a policy objective is
