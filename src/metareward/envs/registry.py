@@ -14,6 +14,7 @@ from metareward.envs.brax_tasks import HOPPER, REACHER
 from metareward.envs.chain import ChainEnv
 from metareward.envs.gymnax_adapter import GymnaxEnv
 from metareward.envs.options import check_option, check_options
+from metareward.envs.pointmass import GOALS, PointMassEnv
 from metareward.envs.tasks import PENDULUM, TaskDistribution
 from metareward.envs.wrappers import (
     ActionRescale,
@@ -227,3 +228,21 @@ register(
     " between inner states; 2 actions, 10 steps",
     "ours",
 )
+
+
+def _pointmass(name: str, episode_length: int | None = None,
+               tasks: TaskDistribution | None = None, **kwargs: Any) -> Env:
+    defaults = {k: p.default for k, p in inspect.signature(PointMassEnv).parameters.items()
+                if k not in ("name", "episode_length", "tasks")}
+    return PointMassEnv(name, episode_length, tasks=tasks,
+                        **check_options(name, kwargs, defaults))
+
+
+register(
+    "pointmass",
+    _pointmass,
+    "a 2-d point mass reaching a goal shown in its observation, reward -distance;"
+    " randomize=True draws the goal per task (EPG-style random goals); 50 steps",
+    "ours",
+)
+register_tasks("pointmass", GOALS)
