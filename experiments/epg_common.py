@@ -296,7 +296,8 @@ def meta_train_md(setup: Setup, record: dict) -> str:
     return (f"EPG loss: {setup.seeds} meta-seed(s) x {cfg.num_epochs} epochs x "
             f"{cfg.pop_size} members on random `{setup.env_name}` (inner loop "
             f"{cfg.inner_updates} updates x {cfg.steps_per_update} steps, buffer "
-            f"{cfg.buffer_size}; alpha annealed over {cfg.alpha_epochs} epochs), "
+            f"{cfg.buffer_size}; alpha annealed 1 -> {cfg.alpha_final:g} over "
+            f"{cfg.alpha_epochs} epochs, L2 {cfg.l2_coef:g} in the {cfg.l2_form!r} form), "
             f"{record['wall_s']:.0f} s, {how}; members' mean fitness per meta-seed, first "
             f"-> last epoch: "
             + ", ".join(f"{a:.0f} -> {b:.0f}" for a, b in zip(fm[:, 0], fm[:, -1],

@@ -2,10 +2,10 @@
 to each kind of input at each time point of its buffer, ``||dL_t*/dx_t||_2``.
 
 The loss is meta-trained (or loaded) by ``epg_common``. For every run (meta-seed x
-held-out task x agent) a fresh agent is trained by the loss with alpha = 0
-(``trainer.inner_run``: the agent ``meta_test`` trains); from its final state the loss's
-inputs ``x = trainer.loss_inputs(...)`` ``[N, F]`` are built (buffer row 0 the oldest,
-N - 1 the newest), and the gradient of the loss of one scored step ``t*``,
+held-out task x agent) a fresh agent is trained by the loss with the meta-test's alpha
+(``alpha_final``, 0 here; ``trainer.inner_run``: the agent ``meta_test`` trains); from
+its final state the loss's inputs ``x = trainer.loss_inputs(...)`` ``[N, F]`` are built
+(buffer row 0 the oldest, N - 1 the newest), and the gradient of the loss of one scored step ``t*``,
 ``trainer.loss_net.apply(phi, x, M)[j]``, is taken w.r.t. ``x``. The F columns are
 grouped into the kinds ``loss_inputs`` builds (observation: obs size; action: action
 size; termination: 1; memory: ``memory_size``; policy mean and policy log-std: action
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> dict:
     tasks, keys = epg_common.held_out(setup, env)
 
     def sensitivity(p, t, k):
-        s, _ = tr.inner_run(p, t, epg_common.run_key(k), jnp.float32(0.0))
+        s, _ = tr.inner_run(p, t, epg_common.run_key(k), jnp.float32(cfg.alpha_final))
         x = tr.loss_inputs(s.theta, s.obs_stats, s.act_stats, s.rew_stats, s.buffer)
         if x.shape != (n, int(bounds[-1])):  # static: fails while tracing
             raise RuntimeError(f"loss_inputs gives {x.shape}; the kinds {kind_list} add up "

@@ -18,10 +18,11 @@ PPO sees rewards; it has no meta-seed (its runs are tasks x agents). Final retur
 ``num_eval`` fresh episodes (10; stochastic policy) on the run's task. Writes
 ``epg_vs_ppo.json`` (per run: training return per update, NaN/None where no episode
 ended, and the final return; the meta-training curves; settings, wall times, device),
-``epg_vs_ppo.png`` (return against env steps, mean +- std over runs: all held-out tasks,
-then one panel per task (up to 4), then PPO's large budget), ``epg_vs_ppo_meta.png``
-(meta-training: members' fitness and final return per epoch, alpha) and
-``epg_vs_ppo.md``.
+section 4.3's ``spearman_ppo`` (the rank correlation of the loss's and PPO's gradients
+over the meta-test's updates, per meta-seed), ``epg_vs_ppo.png`` (return against env
+steps, mean +- std over runs: all held-out tasks, then one panel per task (up to 4),
+then PPO's large budget), ``epg_vs_ppo_meta.png`` (meta-training: members' fitness and
+final return per epoch, alpha) and ``epg_vs_ppo.md``.
 
 Scales (``--scale``, see ``epg_common``): ``smoke`` (seconds), ``cpu`` (random pendulum,
 the slow test's budget; 6-9 minutes on one core with the other busy, 4-5.5 of them
@@ -207,6 +208,7 @@ def main(argv: list[str] | None = None) -> dict:
     phi0, phi, record = epg_common.meta_train(setup, tr)
     tasks, keys = epg_common.held_out(setup, env)
     results: dict = {}
+    spearman: dict = {}  # section 4.3: rho(dL_phi, dL_PPO) per meta-seed, mean over updates
     test = epg_common.over_runs(lambda p, t, k: tr.meta_test(p, t, k, setup.num_eval))
     for name, p in (("evolved", phi), ("initial", phi0)):
         t0 = time.perf_counter()
@@ -215,8 +217,10 @@ def main(argv: list[str] | None = None) -> dict:
                          "env_steps": np.asarray(o["env_steps"][0, 0, 0]).tolist(),
                          "final_return": common.listed(o["final_return"], 2),
                          "wall_s": time.perf_counter() - t0}
+        spearman[name] = epg_common.per_seed(o["spearman_ppo"])
         epg_common.log(f"{name}: final return per meta-seed "
-                       f"{np.round(epg_common.per_seed(o['final_return']), 1).tolist()}")
+                       f"{np.round(epg_common.per_seed(o['final_return']), 1).tolist()}; "
+                       f"Spearman rho with PPO's gradient {np.round(spearman[name], 3).tolist()}")
     for name, cfg in (("ppo", ppo_equal), ("ppo-large", ppo_large)):
         t0 = time.perf_counter()
         o = ppo_runs(cfg, env, tasks, keys, setup.num_eval)
@@ -230,14 +234,19 @@ def main(argv: list[str] | None = None) -> dict:
     report = {
         "name": NAME, "settings": {**setup.settings(), "ppo_factor": args.ppo_factor},
         "device": epg_common.device(), "held_out_tasks": epg_common.tasks_json(tasks),
-        "meta_train": record, "methods": results,
+        "meta_train": record, "methods": results, "spearman_ppo": spearman,
         "wall_s": {"total": time.perf_counter() - t_start, "meta_train": record["wall_s"],
                    "meta_train_cached": record["cached"]},
     }
     md = (epg_common.meta_train_md(setup, record) + "\n\n"
           + f"Meta-test on held-out random `{setup.env_name}` tasks; final return = mean "
           f"of {setup.num_eval} episodes after training; PPO's runs are tasks x agents:\n\n"
-          + table(results, setup))
+          + table(results, setup)
+          + "\n\nSection 4.3's Spearman rank correlation between the gradients of the loss "
+          "and of PPO's objective (policy parameters, every meta-test update; mean per "
+          "meta-seed; the paper: about 0.5): "
+          + "; ".join(f"{LABELS[k]} " + ", ".join(f"{v:.3f}" for v in vs)
+                      for k, vs in spearman.items()) + ".")
     shown = {**results, "_tasks": report["held_out_tasks"]}
     common.write(args.out, NAME, report, md, {
         "": lambda p: plot(shown, setup, p),

@@ -268,3 +268,38 @@ def test_nominal_random_reacher_is_braxs_reacher():
     b = jax.jit(lambda: run(plain, plain.reset(env_key)))()
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_hopper_termination_angle_is_an_env_option():
+    """EPG's hopper ends at |torso angle| >= 0.5 (brax's at 0.2): the randomised hopper's
+    default, an env option (``healthy_angle_range``) that overrides it, and a plain brax
+    hopper keeps brax's. A hopper tilted by +-0.3 rad (at rest, the nominal task) ends
+    after one step under brax's 0.2 and not under EPG's 0.5, all else equal."""
+    assert brax_tasks.EPG_HEALTHY_ANGLE == 0.5
+    assert tuple(envs.make("hopper").unwrapped._healthy_angle_range) == (-0.2, 0.2)
+    epg_env = envs.make("hopper", randomize=True, episode_length=4)
+    brax_bound = envs.make("hopper", randomize=True, episode_length=4,
+                           healthy_angle_range=(-0.2, 0.2))
+    assert tuple(epg_env.unwrapped._healthy_angle_range) == (-0.5, 0.5)
+    assert tuple(brax_bound.unwrapped._healthy_angle_range) == (-0.2, 0.2)
+    with pytest.raises(ValueError, match=r"healthy_angle_range=0.5 .*expects 2 numbers"):
+        envs.make("hopper", randomize=True, healthy_angle_range=0.5)
+    task = HOPPER.nominal()
+
+    def tilted_step(env, angle):
+        s = env.reset(jax.random.PRNGKey(0), task=task)
+        q = s.pipeline_state.q.at[2].set(angle)
+        ps = env.unwrapped.pipeline_init(q, jnp.zeros_like(s.pipeline_state.qd))
+        s = env.step(s.replace(pipeline_state=ps), jnp.zeros(env.action_size))
+        return s.done, s.info["final_obs"][1]  # obs[1]: the torso angle after the step
+
+    def run(angles):
+        return [jax.vmap(lambda a, e=e: tilted_step(e, a))(angles) for e in (epg_env, brax_bound)]
+
+    angles = jnp.array([0.3, -0.3, 0.1])
+    (done_epg, ang_epg), (done_brax, ang_brax) = jax.jit(run).lower(angles).compile(
+        FAST_COMPILE)(angles)
+    np.testing.assert_allclose(ang_epg, angles, atol=0.02)  # still tilted after the step
+    np.testing.assert_allclose(ang_epg, ang_brax, atol=1e-6)  # the same physics and step
+    np.testing.assert_array_equal(done_epg, [0.0, 0.0, 0.0])
+    np.testing.assert_array_equal(done_brax, [1.0, 1.0, 0.0])

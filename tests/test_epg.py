@@ -1,6 +1,9 @@
 """EPG (metareward.algos.epg, nets.epg, envs.tasks): the fitness formula by hand, the
-vmapped population against members run alone, the loss's inputs and gradients, the task
-samplers, config errors, and (slow) learning on randomised pendulum."""
+outer step against a numpy version of the authors' (ranks . eps / n - l2 phi, Adam with
+beta1 = 0), the vmapped population against members run alone, the loss's inputs and
+gradients, the fixed-alpha mode of Figure 7, the Spearman metric of section 4.3, the task
+samplers, presets, config errors, and (slow) learning on randomised pendulum. (Random
+Hopper end to end: tests/test_epg_tasks.py.)"""
 
 import dataclasses
 
@@ -55,6 +58,72 @@ def test_fitness_formula_on_hand_built_returns():
     r = [np.nan, 2.0, np.nan, 4.0]
     np.testing.assert_allclose(float(epg.fitness(jnp.array(r))), _numpy_fitness(r), rtol=1e-6)
     assert np.isnan(float(epg.fitness(jnp.array([1.0, 2.0, np.nan]))))  # no final return
+
+
+def _numpy_relative_ranks(x):
+    """The authors' ``relative_ranks`` (epg/utils.py, REFERENCE_NOTES): rank / (n - 1) - 0.5."""
+    r = np.empty(len(x))
+    r[np.argsort(x)] = np.arange(len(x))
+    return r / (len(x) - 1) - 0.5
+
+
+class _NumpyAdam:
+    """The authors' Adam (epg/utils.py, as REFERENCE_NOTES describes it), ascending."""
+
+    def __init__(self, n, b1=0.0, b2=0.999, eps=1e-8):
+        self.m, self.v, self.t = np.zeros(n), np.zeros(n), 0
+        self.b1, self.b2, self.eps = b1, b2, eps
+
+    def step(self, g, lr):
+        self.t += 1
+        a = lr * np.sqrt(1 - self.b2**self.t) / (1 - self.b1**self.t)
+        self.m = self.b1 * self.m + (1 - self.b1) * g
+        self.v = self.b2 * self.v + (1 - self.b2) * g * g
+        return a * self.m / (np.sqrt(self.v) + self.eps)
+
+
+@pytest.mark.parametrize("antithetic", [False, True])
+def test_outer_step_is_the_authors_formula(antithetic):
+    """On a toy fitness (a quadratic, evaluated again in numpy) the outer ascent direction
+    is ``relative_ranks(F) . eps / n - l2 * phi`` with the noise read back from the members
+    (not from the key), and Adam with beta1 = 0 and the linear learning rate takes the
+    authors' steps. The form before issue 33 (L2 added to eq. 5's direction, divided by
+    sigma) is 1/sigma = 100 times larger in its ES term and fails the comparison; it is
+    kept as l2_form="eq5" and checked here too."""
+    P, D, sigma, l2 = 8, 6, 0.01, 0.05  # l2 large enough that its term matters here
+    rng = np.random.default_rng(0)
+    phi = jnp.asarray(rng.uniform(-1, 1, D), jnp.float32)
+    c = rng.normal(size=D)
+    cfg = dataclasses.replace(TINY, pop_size=P, sigma=sigma, l2_coef=l2, antithetic=antithetic,
+                              outer_learning_rate=1e-2, outer_learning_rate_final=1e-3,
+                              outer_decay_epochs=2)
+    assert cfg.l2_form == "code" and cfg.outer_b1 == 0.0  # the defaults
+
+    def fit(p, _):  # the member's fitness and, as aux, its perturbed parameters
+        return -jnp.sum((p - jnp.asarray(c, jnp.float32)) ** 2), p
+
+    d, _, members = es_grad(fit, phi, jax.random.PRNGKey(1), pop_size=P, sigma=sigma,
+                            antithetic=antithetic, shaping=cfg.shaping, args=jnp.zeros(P),
+                            has_aux=True)
+    members, phi_np = np.asarray(members, np.float64), np.asarray(phi, np.float64)
+    eps = (members - phi_np) / sigma  # the known noise
+    assert np.abs(eps).max() > 0.1 and (not antithetic or np.allclose(eps[: P // 2],
+                                                                      -eps[P // 2:], atol=1e-3))
+    ranks = _numpy_relative_ranks(-((members - c) ** 2).sum(1))  # the known fitness
+    want = ranks @ eps / P - l2 * phi_np
+    np.testing.assert_allclose(epg.es_ascent(d, phi, cfg), want, rtol=1e-4, atol=1e-6)
+    old = dataclasses.replace(cfg, l2_form="eq5")
+    np.testing.assert_allclose(epg.es_ascent(d, phi, old), ranks @ eps / (P * sigma) - l2 * phi_np,
+                               rtol=1e-4, atol=1e-5)
+    assert not np.allclose(epg.es_ascent(d, phi, old), want, rtol=0.1)
+    # two Adam steps (beta1 = 0; learning rate 1e-2, then halfway to 1e-3)
+    opt, adam = epg.outer_optimizer(cfg), _NumpyAdam(D)
+    state, p, p_np = opt.init(phi), phi, phi_np
+    for lr in (1e-2, 5.5e-3):
+        upd, state = opt.update(-epg.es_ascent(d, p, cfg), state, p)
+        p = p + upd
+        p_np = p_np + adam.step(ranks @ eps / P - l2 * p_np, lr)
+        np.testing.assert_allclose(p, p_np, rtol=1e-5, atol=1e-6)
 
 
 def test_member_under_vmap_equals_member_alone(trainer, tasks):
@@ -196,6 +265,65 @@ def test_outer_epoch_runs_and_reports(trainer):
     np.testing.assert_allclose(float(trainer.alpha(jnp.int32(5))), 0.0)
 
 
+def test_spearman_against_scipy():
+    """Section 4.3's rank correlation against scipy.stats.spearmanr (numpy ranks if scipy
+    is missing), ties included."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=300)
+    y = 0.5 * x + rng.normal(size=300)
+    xt, yt = np.round(x, 1), np.round(y, 0)  # many ties
+
+    def reference(a, b):
+        try:
+            from scipy.stats import spearmanr
+        except ImportError:  # average ranks by hand
+            def ranks(v):
+                order = np.argsort(v, kind="stable")
+                r = np.empty(len(v))
+                r[order] = np.arange(1, len(v) + 1)
+                for u in np.unique(v):
+                    r[v == u] = r[v == u].mean()
+                return r
+
+            return np.corrcoef(ranks(a), ranks(b))[0, 1]
+        return spearmanr(a, b).statistic
+
+    for a, b in ((x, y), (xt, yt), (x, -x**3), (x, rng.normal(size=300))):
+        np.testing.assert_allclose(float(epg.spearman(jnp.asarray(a, jnp.float32),
+                                                      jnp.asarray(b, jnp.float32))),
+                                   reference(a, b), atol=1e-5)
+    np.testing.assert_allclose(float(epg.spearman(jnp.arange(5.0), -jnp.exp(jnp.arange(5.0)))),
+                               -1.0, atol=1e-6)
+    with pytest.raises(ValueError, match="one length"):
+        epg.spearman(jnp.zeros(3), jnp.zeros(4))
+
+
+def test_fixed_alpha_mode_in_training_and_meta_test(env, tasks):
+    """Figure 7's mode: alpha_final = 0.5 with anneal_epochs = 0 keeps alpha at 0.5 in
+    every epoch and in the meta-test (whose agent is inner_run's at alpha 0.5, not 0);
+    with annealing, alpha goes 1 -> alpha_final. Every update reports section 4.3's
+    spearman_ppo, a correlation."""
+    fixed = epg.make_train(dataclasses.replace(TINY, alpha_final=0.5, anneal_epochs=0), env)
+    for e in (0, 1, 7, 1000):
+        assert float(fixed.alpha(jnp.int32(e))) == 0.5
+    annealed = epg.make_train(dataclasses.replace(TINY, alpha_final=0.5, anneal_epochs=4), env)
+    np.testing.assert_allclose([float(annealed.alpha(jnp.int32(e))) for e in (0, 2, 4, 9)],
+                               [1.0, 0.75, 0.5, 0.5])
+    phi = fixed.init_loss(jax.random.PRNGKey(0))
+    task = jax.tree.map(lambda x: x[0], tasks)
+    key = jax.random.PRNGKey(5)
+    run_key = jax.random.split(key)[0]  # what meta_test gives inner_run
+    mt = jax.jit(fixed.meta_test)(phi, task, key)
+    run = jax.jit(fixed.inner_run)
+    at_half = run(phi, task, run_key, jnp.float32(0.5))[1]
+    at_zero = run(phi, task, run_key, jnp.float32(0.0))[1]
+    np.testing.assert_allclose(mt["loss_ppo"], at_half["loss_ppo"], rtol=1e-4, atol=1e-6)
+    assert not np.allclose(mt["loss_ppo"], at_zero["loss_ppo"], rtol=1e-3)
+    rho = np.asarray(mt["spearman_ppo"])
+    assert rho.shape == (TINY.inner_updates,) and np.isfinite(rho).all()
+    assert (np.abs(rho) <= 1.0 + 1e-6).all() and np.unique(np.round(rho, 4)).size > 1
+
+
 def test_open_es_through_evosax_equals_our_es(env):
     """The evosax adapter in EPG's outer loop: evosax's Open_ES, given our Adam, sigma and
     antithetic noise, takes the same outer step as es_grad + Adam (no L2), and CMA_ES
@@ -203,7 +331,10 @@ def test_open_es_through_evosax_equals_our_es(env):
     pytest.importorskip("evosax")
     # alpha = 0 from the start: the loss decides the fitness (at alpha = 1 every
     # antithetic pair ties, and the step is zero).
-    base = dataclasses.replace(TINY, l2_coef=0.0, anneal_epochs=0)
+    # l2_form="eq5": our direction in eq. 5's units, as Open_ES's (with "code" it is sigma
+    # times smaller; Adam ignores the scale except through its eps, ~5e-6 on the smallest
+    # coordinates here).
+    base = dataclasses.replace(TINY, l2_coef=0.0, l2_form="eq5", anneal_epochs=0)
     flat = lambda t: np.concatenate([np.ravel(x) for x in jax.tree.leaves(t)])
     out = {}
     for name in ("es", "Open_ES", "CMA_ES"):
@@ -271,6 +402,25 @@ def test_bad_configs_fail_clearly(env):
         epg.Config(inner_optimizer="rmsprop")
     with pytest.raises(ValueError, match="not randomised"):
         epg.make_train(TINY, envs.make("pendulum"))
+    # the fields of issue 33: one line naming the value and what is allowed
+    for field, bad, allowed in (("alpha_final", 1.5, r"a number in \[0.0, 1.0\]"),
+                                ("alpha_final", -0.1, r"a number in \[0.0, 1.0\]"),
+                                ("alpha_final", "0.5", r"a number in"),
+                                ("l2_form", "paper", r"one of \['code', 'eq5'\]")):
+        with pytest.raises(ConfigError, match=rf"^config field {field}={bad!r} is invalid; "
+                                              rf"allowed: {allowed}") as e:
+            epg.Config(**{field: bad})
+        assert "\n" not in str(e.value)
+
+
+def test_presets():
+    """The Reacher preset is the paper's (section 4.1, Figure 5): K = 512 updates of
+    M = 128 steps, n = 32, buffer 128, 3000 epochs with alpha annealed over 500."""
+    r = epg.preset("reacher")
+    assert (r.inner_updates, r.steps_per_update, r.pop_size, r.buffer_size) == (512, 128, 32, 128)
+    assert (r.num_epochs, r.alpha_epochs, r.alpha_final) == (3000, 500, 0.0)
+    assert r.l2_form == "code" and r.l2_coef == 1e-3 and r.sigma == 0.01
+    assert epg.preset("hopper") == epg.Config() and epg.Config().inner_updates == 128
 
 
 @pytest.mark.slow

@@ -15,12 +15,16 @@ MPI process; here the whole population is one vmapped, jitted program.
   footnote 1's ``R_i = R_{i,K} + (1/K) sum_{t=0}^{K} ((t+1)/K) R_{i,t}``
   (:func:`fitness`).
 * **Outer loop** (line 14, eq. 5; :func:`Trainer.update`): ``es_grad`` over ``phi`` with
-  the population vmapped (each member its own noise, task and inner run), minus an L2
-  term, applied by Adam (``beta1 = 0``, learning rate decayed linearly, as the authors'
-  code); ``alpha`` anneals linearly from 1 to 0 over the first ``anneal_epochs`` epochs.
+  the population vmapped (each member its own noise, task and inner run); the ascent
+  direction is the authors' ``ranks . eps / n - l2 phi`` (:func:`es_ascent`, ``l2_form``),
+  applied by Adam (``beta1 = 0``, learning rate decayed linearly, as the authors' code);
+  ``alpha`` anneals linearly from 1 to ``alpha_final`` (0; Figure 7: 0.5) over the first
+  ``anneal_epochs`` epochs.
 * **Meta-test** (:func:`Trainer.meta_test`): a fresh agent trained by the frozen loss with
-  ``alpha = 0``; it never sees a reward unless the loss was configured to read them
-  (``use_reward``, the forward/backward hopper of section 4.5).
+  ``alpha = alpha_final`` (0 by default: it never sees a reward unless the loss was
+  configured to read them, ``use_reward``, the forward/backward hopper of section 4.5).
+  Per update it reports ``spearman_ppo``, section 4.3's rank correlation between the
+  gradients of the loss and of PPO's objective (:func:`spearman`).
 
 Choices the paper leaves open, or where we depart from the authors' code (see
 :class:`Config`):
@@ -58,6 +62,7 @@ from typing import Any, NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from brax.envs.base import Env, State
 from flax import struct
@@ -105,11 +110,25 @@ class Config:
     outer_decay_epochs: int = 1000
     #: Adam's beta1 for phi (code: 0, i.e. RMSProp-like steps on the ES direction).
     outer_b1: float = 0.0
-    #: L2 penalty on phi added to the outer step (code: 0.001).
+    #: L2 penalty on phi in the outer step (code: 0.001), in the units of ``l2_form``.
     l2_coef: float = 1e-3
-    #: alpha of eq. 6 goes linearly 1 -> 0 over this many epochs (None: num_epochs // 8,
-    #: the code's; the paper used 500 of 3000). 0: no PPO guidance at all.
+    #: Where the L2 term is added (:func:`es_ascent`). "code" (default, the authors'):
+    #: ``ranks . eps / n - l2_coef phi``, the ES sum *not* divided by sigma. "eq5": eq. 5's
+    #: direction ``ranks . eps / (n sigma) - l2_coef phi``, whose L2 is 1/sigma (100 at
+    #: sigma = 0.01) times weaker against the ES term (the form before issue 33). Adam
+    #: ignores the common scale (up to its eps, 1e-8), so only that ratio differs.
+    l2_form: str = "code"
+    #: alpha of eq. 6 goes linearly 1 -> ``alpha_final`` over this many epochs (None:
+    #: num_epochs // 8, the code's; the paper used 500 of 3000). 0: alpha is
+    #: ``alpha_final`` from the first epoch (with ``alpha_final = 0``: no PPO guidance).
     anneal_epochs: int | None = None
+    #: alpha after the annealing, kept to the end and used by the meta-test. 0 (default;
+    #: section 3.3, eq. 6, and 4.2: "by test time, alpha equals 0"). Figure 7 (section 4.5,
+    #: "evolved policy gradient + PPO (alpha = 0.5 in Eq. (6))"): 0.5 with
+    #: ``anneal_epochs=0``, fixed in training and meta-test. (The authors' ``fix_ppo``
+    #: annealed 1 -> 0.5 over num_epochs // 16 epochs: 0.5 with that ``anneal_epochs``.)
+    #: Above 0 the meta-test's agents see rewards through L_PPO.
+    alpha_final: float = 0.0
     # --- inner loop: a fresh agent per member trained on (1 - alpha) L_phi + alpha L_ppo ---
     #: M, env steps between inner updates (paper 128, code 64).
     steps_per_update: int = 128
@@ -148,6 +167,8 @@ class Config:
         for name in ("l2_coef", "vf_coef"):
             cfg.non_negative(name, getattr(self, name))
         cfg.in_range("outer_b1", self.outer_b1, 0.0, 1.0)
+        cfg.in_range("alpha_final", self.alpha_final, 0.0, 1.0)
+        cfg.check("l2_form", self.l2_form, self.l2_form in L2_FORMS, f"one of {list(L2_FORMS)}")
         cfg.in_range("gamma", self.gamma, 0.0, 1.0)
         cfg.in_range("gae_lambda", self.gae_lambda, 0.0, 1.0)
         if self.max_grad_norm is not None:
@@ -189,7 +210,11 @@ class Config:
         return self.num_epochs // 8 if self.anneal_epochs is None else self.anneal_epochs
 
 
-#: Settings for CPU-sized runs on the gymnax task distributions.
+#: Where the outer step's L2 term is added (:attr:`Config.l2_form`, :func:`es_ascent`).
+L2_FORMS = ("code", "eq5")
+
+#: Settings per randomised env: CPU-sized runs on the gymnax task distributions, the
+#: paper's where it gives them.
 PRESETS: dict[str, Config] = {
     # Random pendulum: 64 updates of 64 steps (4096 steps, ~20 episodes) per member.
     "pendulum": Config(
@@ -205,6 +230,17 @@ PRESETS: dict[str, Config] = {
         reward_scale=0.1,
         outer_decay_epochs=200,
         anneal_epochs=50,
+    ),
+    # Random Reacher (section 4.1, Figure 5): K = 512 updates of M = 128 steps (65536
+    # steps per member), n = 32 workers, buffer N = 128, 3000 epochs with alpha annealed
+    # over the first 500; the rest as Config() (the authors' code).
+    "reacher": Config(
+        num_epochs=3000,
+        pop_size=32,
+        steps_per_update=128,
+        inner_updates=512,
+        buffer_size=128,
+        anneal_epochs=500,
     ),
 }
 
@@ -229,6 +265,55 @@ def fitness(returns: jax.Array) -> jax.Array:
     scale = jnp.sum(w) / jnp.maximum(jnp.sum(wv), 1e-12)
     total = jnp.sum(wv * jnp.where(ok, returns, 0.0), axis=-1) * scale
     return returns[..., K] + total / K
+
+
+def spearman(x: jax.Array, y: jax.Array) -> jax.Array:
+    """Spearman's rank correlation of two vectors (section 4.3's rho between the gradients
+    of the learned loss and of PPO's objective): Pearson's correlation of their ranks,
+    ties sharing their average rank (as ``scipy.stats.spearmanr``).
+
+    Args:
+      x: a vector ``[n]`` (flattened if not).
+      y: a vector with as many entries.
+
+    Returns:
+      A scalar in [-1, 1]; NaN if either vector is constant (no ranking).
+    """
+    x, y = jnp.ravel(x), jnp.ravel(y)
+    if x.shape != y.shape or x.shape[0] < 2:
+        raise ValueError(f"spearman needs two vectors of one length >= 2, got {x.shape}, "
+                         f"{y.shape}")
+    rx = jax.scipy.stats.rankdata(x, method="average").astype(jnp.float32)
+    ry = jax.scipy.stats.rankdata(y, method="average").astype(jnp.float32)
+    rx, ry = rx - jnp.mean(rx), ry - jnp.mean(ry)
+    return jnp.sum(rx * ry) / jnp.sqrt(jnp.sum(rx * rx) * jnp.sum(ry * ry))
+
+
+def es_ascent(direction: jax.Array, phi: jax.Array, config: Config) -> jax.Array:
+    """The outer loop's ascent direction on flat ``phi`` from eq. 5's ES estimate.
+
+    Args:
+      direction: ``es_grad``'s flat direction, eq. 5's ``ranks . eps / (n sigma)`` (the
+        sum over the population of the shaped fitness times the noise).
+      phi: the flat loss parameters.
+      config: ``sigma``, ``l2_coef`` and ``l2_form``.
+
+    Returns:
+      ``l2_form="code"`` (the authors' ``theta_grad``, REFERENCE_NOTES "EPG"):
+      ``sigma * direction - l2_coef * phi = ranks . eps / n - l2_coef * phi``;
+      ``"eq5"``: ``direction - l2_coef * phi``. Adam (``beta1 = 0``) ascends it.
+    """
+    scale = config.sigma if config.l2_form == "code" else 1.0
+    return scale * direction - config.l2_coef * phi
+
+
+def outer_optimizer(config: Config) -> optax.GradientTransformation:
+    """The outer loop's optimiser (the authors' code): Adam with ``beta1 = outer_b1``
+    (0), the learning rate going linearly ``outer_learning_rate -> ..._final`` over
+    ``outer_decay_epochs`` epochs; it minimises, so it gets ``-es_ascent(...)``."""
+    lr = optax.linear_schedule(config.outer_learning_rate, config.outer_learning_rate_final,
+                               config.outer_decay_epochs)
+    return optax.adam(lr, b1=config.outer_b1)
 
 
 class Experience(NamedTuple):
@@ -283,9 +368,12 @@ class Trainer(NamedTuple):
     * ``inner_run(phi, task, key, alpha) -> (InnerState, metrics)``: the inner loop's final
       agent and per-update metrics ``[K]`` (``episode_return`` NaN where no episode
       ended, ``loss_phi``, ``loss_ppo``, ``kl`` between consecutive policies on the new
-      steps: the paper's Figure 6);
-    * ``meta_test(phi, task, key) -> metrics``: ``inner_run`` with ``alpha = 0`` plus the
-      final return (``final_return``): a fresh agent trained by the frozen loss;
+      steps: the paper's Figure 6; ``spearman_ppo``: section 4.3's Spearman correlation
+      of ``d L_phi / d theta`` and ``d L_PPO / d theta`` over the policy's parameters,
+      before the update);
+    * ``meta_test(phi, task, key) -> metrics``: ``inner_run`` with ``alpha = alpha_final``
+      (0 unless Figure 7's mode) plus the final return (``final_return``): a fresh agent
+      trained by the frozen loss;
     * ``loss_inputs(theta, obs_stats, act_stats, rew_stats, buffer) -> [N, F]``: what the
       loss reads, so that ``loss_net.apply(phi, x, M)`` scores it (sensitivity analyses,
       the paper's Figure 9);
@@ -344,10 +432,7 @@ def make_train(config: Config, env: Env) -> Trainer:
                  else optax.sgd(config.inner_learning_rate))
     if config.max_grad_norm is not None:
         inner_opt = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), inner_opt)
-    outer_lr = optax.linear_schedule(config.outer_learning_rate,
-                                     config.outer_learning_rate_final,
-                                     config.outer_decay_epochs)
-    outer_opt = optax.adam(outer_lr, b1=config.outer_b1)
+    outer_opt = outer_optimizer(config)
     strategy: EvosaxStrategy | None = None  # built below, once phi's shapes are known
 
     def init_agent(key: jax.Array) -> Params:
@@ -359,6 +444,11 @@ def make_train(config: Config, env: Env) -> Trainer:
     _agent_shapes = jax.eval_shape(init_agent, jax.random.PRNGKey(0))
     unravel_theta = ravel_pytree(jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
                                               _agent_shapes))[1]
+    # theta's entries that are the policy's (section 4.3's gradients are compared there:
+    # L_phi has none on the value net, L_PPO none on the memory)
+    policy_idx = np.flatnonzero(np.asarray(ravel_pytree(
+        {k: jax.tree.map(lambda s, k=k: np.full(s.shape, k == "policy", np.float32), v)
+         for k, v in _agent_shapes.items()})[0]))
 
     def init_loss(key: jax.Array) -> Params:
         return loss_net.init(key, jnp.zeros((N, F), jnp.float32), M)
@@ -386,11 +476,13 @@ def make_train(config: Config, env: Env) -> Trainer:
         return jnp.concatenate(cols, axis=-1) * buf.valid[:, None]
 
     def alpha(epoch: jax.Array) -> jax.Array:
-        """Eq. 6's alpha at an epoch: 1 -> 0 linearly over ``anneal_epochs``."""
-        E = config.alpha_epochs
+        """Eq. 6's alpha at an epoch: 1 -> ``alpha_final`` linearly over
+        ``anneal_epochs``, then ``alpha_final``."""
+        E, end = config.alpha_epochs, config.alpha_final
         if E == 0:
-            return jnp.zeros((), jnp.float32)
-        return jnp.clip(1.0 - epoch.astype(jnp.float32) / E, 0.0, 1.0)
+            return jnp.full((), end, jnp.float32)
+        frac = jnp.clip(1.0 - epoch.astype(jnp.float32) / E, 0.0, 1.0)
+        return end + (1.0 - end) * frac
 
     def act_fn(theta: jax.Array, stats: RunningStats):
         p = unravel_theta(theta)
@@ -431,9 +523,11 @@ def make_train(config: Config, env: Env) -> Trainer:
                          push(s.buffer.valid, jnp.ones((M,))))
         obs_n, next_n = obs_stats.normalize(traj.obs), obs_stats.normalize(traj.next_obs)
 
-        def total_loss(theta):
+        def loss_phi(theta):
             x = loss_inputs(theta, obs_stats, act_stats, rew_stats, buf)
-            l_phi = jnp.mean(loss_net.apply(phi, x, M))
+            return jnp.mean(loss_net.apply(phi, x, M))
+
+        def loss_ppo(theta):
             p = unravel_theta(theta)
             v = value.apply(p["value"], obs_n)
             v_next = jax.lax.stop_gradient(value.apply(p["value"], next_n))
@@ -445,10 +539,13 @@ def make_train(config: Config, env: Env) -> Trainer:
                                 dist.entropy(), clip_eps=config.clip_eps,
                                 vf_coef=config.vf_coef, ent_coef=0.0)
             old = (jax.lax.stop_gradient(dist.mean), jax.lax.stop_gradient(dist.log_std))
-            return (1.0 - alpha_) * l_phi + alpha_ * l_ppo, (l_phi, l_ppo, old)
+            return l_ppo, old
 
-        (_, (l_phi, l_ppo, (old_mean, old_log_std))), grads = jax.value_and_grad(
-            total_loss, has_aux=True)(s.theta)
+        # the gradient of eq. 6, (1 - alpha) dL_phi + alpha dL_ppo, from its two terms
+        l_phi, g_phi = jax.value_and_grad(loss_phi)(s.theta)
+        (l_ppo, (old_mean, old_log_std)), g_ppo = jax.value_and_grad(
+            loss_ppo, has_aux=True)(s.theta)
+        grads = (1.0 - alpha_) * g_phi + alpha_ * g_ppo
         ok = jnp.all(jnp.isfinite(grads))
         updates, opt_state = inner_opt.update(grads, s.opt_state, s.theta)
         theta = jnp.where(ok, s.theta + updates, s.theta)
@@ -463,6 +560,7 @@ def make_train(config: Config, env: Env) -> Trainer:
         s = InnerState(theta, opt_state, obs_stats, act_stats, rew_stats, buf, env_state, key)
         return s, {"episode_return": ret, "episodes": n_ep.astype(jnp.int32),
                    "loss_phi": l_phi, "loss_ppo": l_ppo, "kl": kl,
+                   "spearman_ppo": spearman(g_phi[policy_idx], g_ppo[policy_idx]),
                    "inner_nonfinite": (~ok).astype(jnp.int32)}
 
     def inner_run(phi: Params, task: Any, key: jax.Array, alpha_: jax.Array):
@@ -494,12 +592,13 @@ def make_train(config: Config, env: Env) -> Trainer:
                                   "inner_nonfinite": jnp.sum(m["inner_nonfinite"])}
 
     def meta_test(phi: Params, task: Any, key: jax.Array, num_eval: int | None = None):
-        """A fresh agent trained on ``task`` by the frozen loss ``phi`` with ``alpha = 0``
-        (no PPO guidance; rewards reach it only if the loss reads them): per-update
-        metrics ``[K]`` (with the agent's cumulative ``env_steps``) and ``final_return``
-        (mean of ``num_eval`` fresh episodes)."""
+        """A fresh agent trained on ``task`` by the frozen loss ``phi`` with ``alpha =
+        alpha_final`` (default 0: no PPO guidance, rewards reach it only if the loss reads
+        them; Figure 7: 0.5): per-update metrics ``[K]`` (with the agent's cumulative
+        ``env_steps`` and section 4.3's ``spearman_ppo``) and ``final_return`` (mean of
+        ``num_eval`` fresh episodes)."""
         k_run, k_eval = jax.random.split(key)
-        s, m = inner_run(phi, task, k_run, jnp.zeros((), jnp.float32))
+        s, m = inner_run(phi, task, k_run, jnp.full((), config.alpha_final, jnp.float32))
         final = final_returns(s, tasks.check(task), k_eval, num_eval or config.eval_episodes)
         env_steps = jnp.arange(1, K + 1, dtype=jnp.int32) * M
         return {**m, "env_steps": env_steps, "final_return": jnp.mean(final)}
@@ -537,8 +636,9 @@ def make_train(config: Config, env: Env) -> Trainer:
                 antithetic=config.antithetic, shaping=config.shaping,
                 args=(member_tasks, agent_keys), has_aux=True)
             d = ravel_pytree(direction)[0]
-            grad = -d + config.l2_coef * flat  # minimised by Adam: ascent on fitness
-            upd, opt_state = outer_opt.update(grad, state.opt_state, flat)
+            # minimised by Adam: ascent on fitness (the authors' units by default)
+            upd, opt_state = outer_opt.update(-es_ascent(d, flat, config), state.opt_state,
+                                              flat)
             step = upd
         else:  # evosax owns the search distribution; its mean is phi
             # k_noise as es_grad uses it: "Open_ES" draws the same eps as "es" would.
@@ -576,7 +676,8 @@ def make_train(config: Config, env: Env) -> Trainer:
     def evaluate(state: EpgState, key: jax.Array, num_episodes: int = 16,
                  deterministic: bool = False) -> jax.Array:
         """Meta-test returns: ``num_episodes`` fresh agents, each on its own random task,
-        trained by the current loss with ``alpha = 0``; the final return of each."""
+        trained by the current loss with ``alpha = alpha_final`` (``meta_test``); the
+        final return of each."""
         del deterministic  # the agents' evaluation follows config.deterministic_eval
         k_task, k_run = jax.random.split(key)
         ts = jax.vmap(tasks.sample)(jax.random.split(k_task, num_episodes))
@@ -620,5 +721,6 @@ def env_steps_per_epoch(config: Config, episode_length: int) -> int:
                               + config.eval_episodes * episode_length)
 
 
-__all__ = ["PRESETS", "Config", "EpgState", "Experience", "InnerState", "Trainer",
-           "env_steps_per_epoch", "fitness", "make_train", "preset"]
+__all__ = ["L2_FORMS", "PRESETS", "Config", "EpgState", "Experience", "InnerState", "Trainer",
+           "env_steps_per_epoch", "es_ascent", "fitness", "make_train", "outer_optimizer",
+           "preset", "spearman"]

@@ -38,6 +38,11 @@ from brax.envs.reacher import Reacher
 
 from metareward.envs.tasks import Task, TaskDistribution
 
+#: EPG's hopper is unhealthy (the episode ends) once ``|torso angle| >= 0.5`` (gym's
+#: ``Hopper``, ``epg/envs/mujoco/hopper.py``); brax's hopper ends at 0.2. The default of
+#: the randomised hopper's env option ``healthy_angle_range`` (``-0.5, 0.5``).
+EPG_HEALTHY_ANGLE = 0.5
+
 #: bodies of brax's hopper other than the world body: torso, thigh, leg, foot.
 HOPPER_BODIES = 4
 #: geoms of brax's hopper other than the floor: torso, thigh, leg, foot capsules.
@@ -58,8 +63,12 @@ HOPPER_GEOMS = 4
 #: * ``direction`` (): choices (1.0,): the reward is ``direction * dx/dt`` of the torso,
 #:   nothing else (no healthy bonus, no control cost).
 #:
-#: Termination is brax's hopper's (unhealthy: torso height <= 0.7, |torso angle| >= 0.2,
-#: or |state| >= 100; EPG's gym hopper used |angle| < 0.5), time limit 1000 steps.
+#: Termination is brax's hopper's (unhealthy: torso height <= 0.7, |torso angle| >=
+#: bound, or |state| >= 100), time limit 1000 steps, with the angle bound of EPG's gym
+#: hopper, :data:`EPG_HEALTHY_ANGLE` = 0.5 (brax's own hopper: 0.2). It is the env
+#: option ``healthy_angle_range`` (brax's hopper's keyword): ``make("hopper",
+#: randomize=True, healthy_angle_range=(-0.2, 0.2))`` for brax's bound; a plain
+#: ``make("hopper")`` keeps brax's 0.2.
 HOPPER = TaskDistribution(
     "random hopper",
     ranges={
@@ -230,7 +239,8 @@ class TaskPhysics:
       shapes: the shape each factor must have.
       make_sys: ``(nominal sys, task) -> the task's sys``, traceable in the task.
       env_kwargs: defaults for the brax env's constructor of a randomised env (e.g. the
-        hopper's reward terms).
+        hopper's reward terms and EPG's termination angle); env options given to
+        ``make`` override them.
       env_class: the brax env class to build, if not brax's registered one.
       reward: ``(state after a step, task) -> state`` (e.g. the direction of the hopper).
     """
@@ -285,7 +295,8 @@ PHYSICS: dict[str, TaskPhysics] = {
         shapes=dict(HOPPER.shapes),
         make_sys=hopper_sys,
         env_kwargs={"forward_reward_weight": 1.0, "healthy_reward": 0.0,
-                    "ctrl_cost_weight": 0.0},
+                    "ctrl_cost_weight": 0.0,
+                    "healthy_angle_range": (-EPG_HEALTHY_ANGLE, EPG_HEALTHY_ANGLE)},
         reward=_direction_reward,
     ),
     "reacher": TaskPhysics(
@@ -312,6 +323,7 @@ def task_physics(name: str, brax_name: str, tasks: TaskDistribution,
 
 
 __all__ = [
+    "EPG_HEALTHY_ANGLE",
     "HOPPER",
     "HOPPER_FORWARD_BACKWARD",
     "PHYSICS",
