@@ -13,10 +13,13 @@ Variants (``--variants`` picks a subset; ``metagenrl.Config`` fields in brackets
   drops both, and ``use_next_value=False``);
 * ``no-V_{t+1}``: without ``V_{t+1}``, keeping ``V_t`` (``use_next_value=False``);
 * ``inner-3``, ``inner-5``: 3 and 5 policy steps inside the meta-gradient (eq. 8,
-  ``inner_steps``); the objective batch is split into ``inner_steps + 1`` disjoint parts,
-  so its ``--windows`` windows are rounded up to a multiple of ``inner_steps + 1`` (20 ->
-  20 for 3 steps, 24 for 5; ``full`` and the input ablations use ``--windows`` rounded up
-  to a multiple of 2).
+  ``inner_steps``); the meta-gradient's batch is ``inner_steps + 1`` disjoint parts of
+  ``--windows`` windows each (the authors' training, ``--training authors``, the
+  default). With ``--training legacy`` (the first version's training,
+  ``metagenrl.LEGACY_TRAINING``) one batch of ``--windows`` windows is split into the
+  parts, so it is rounded up to a multiple of ``inner_steps + 1`` (20 -> 20 for 3 steps,
+  24 for 5; ``full`` and the input ablations then use ``--windows`` rounded up to a
+  multiple of 2). Results measured before issue 33 used the first version's training.
 
 Every variant meta-trains with the same envs, agents, steps and meta-seed(s), from the
 same initial objective (its parameter shapes do not depend on the input flags: a dropped
@@ -56,7 +59,8 @@ Scales (``--scale``; every option below overrides its scale's value):
   compilation, ``tests/fast_compile.py``, thirteen programs to compile: six
   meta-trainings, 45-60 s each, and seven meta-tests, ~25 s each);
 * ``cpu``: 2 agents (one per env) on ``pendulum`` and ``mountaincar-continuous`` for 6k
-  steps each (learning from 1.5k, DDPG annealed over 3k), meta-test on ``pendulum`` as
+  steps each (random actions for 1.5k, DDPG annealed over 3k: from step 0 with the
+  authors' training, after the 1.5k with ``--training legacy``), meta-test on ``pendulum`` as
   Figure 5b tests on a meta-training env (fresh agents), 2 seeds x 8k steps, all six
   variants. Compiling dominates: ~90 s per meta-training program (measured on one core)
   times six; brax ``inverted-pendulum`` as test env (as in ``metagenrl_heldout.py``)
@@ -65,8 +69,9 @@ Scales (``--scale``; every option below overrides its scale's value):
 * ``paper``: Figure 5's setting: 20 agents for 600k steps each on ``halfcheetah`` and
   ``walker2d`` (standing in for the paper's *Lunar*, not among our envs), meta-test on
   ``halfcheetah`` as Figure 5b (fresh agents in a meta-training env), 6 meta-seeds x 2
-  seeds x 1M steps, 100 windows per batch (Table 4's batch size; 102 for ``inner-5``); on
-  accelerators. Figure 6's out-of-distribution test: ``--test-env hopper --meta-seeds 3``.
+  seeds x 1M steps, 100 windows per batch (Table 4's batch size; with ``--training legacy``
+  102 for ``inner-5``); on accelerators. Figure 6's out-of-distribution test:
+  ``--test-env hopper --meta-seeds 3``.
 
     python experiments/metagenrl_ablations.py                          # --scale cpu
     python experiments/metagenrl_ablations.py --variants full no-V inner-3
@@ -108,19 +113,49 @@ VARIANTS: dict[str, dict[str, Any]] = {
 #: What a default run meta-tests: every variant, then the initial objective.
 METHODS = (*VARIANTS, "initial")
 SCALES = {
-    "smoke": common.Scale(envs=("pendulum",), seeds=2, steps={"pendulum": 600}, extra=dict(
-        test_env="mountaincar-continuous", agents=2, test_steps=400, learning_starts=200,
-        anneal_steps=200, windows=4, meta_seeds=1, variants=["no-V_{t+1}", "inner-3"])),
-    "cpu": common.Scale(envs=("pendulum", "mountaincar-continuous"), seeds=2,
-                        steps=dict.fromkeys(("pendulum", "mountaincar-continuous"), 6_000),
-                        extra=dict(test_env="pendulum", agents=2, test_steps=8_000,
-                                   learning_starts=1_500, anneal_steps=3_000, windows=20,
-                                   meta_seeds=1)),
-    "paper": common.Scale(envs=("halfcheetah", "walker2d"), seeds=2,
-                          steps=dict.fromkeys(("halfcheetah", "walker2d"), 600_000),
-                          extra=dict(test_env="halfcheetah", agents=20, test_steps=1_000_000,
-                                     learning_starts=10_000, anneal_steps=10_000,
-                                     windows=100, meta_seeds=6)),
+    "smoke": common.Scale(
+        envs=("pendulum",),
+        seeds=2,
+        steps={"pendulum": 600},
+        extra=dict(
+            test_env="mountaincar-continuous",
+            agents=2,
+            test_steps=400,
+            learning_starts=200,
+            anneal_steps=200,
+            windows=4,
+            meta_seeds=1,
+            variants=["no-V_{t+1}", "inner-3"],
+        ),
+    ),
+    "cpu": common.Scale(
+        envs=("pendulum", "mountaincar-continuous"),
+        seeds=2,
+        steps=dict.fromkeys(("pendulum", "mountaincar-continuous"), 6_000),
+        extra=dict(
+            test_env="pendulum",
+            agents=2,
+            test_steps=8_000,
+            learning_starts=1_500,
+            anneal_steps=3_000,
+            windows=20,
+            meta_seeds=1,
+        ),
+    ),
+    "paper": common.Scale(
+        envs=("halfcheetah", "walker2d"),
+        seeds=2,
+        steps=dict.fromkeys(("halfcheetah", "walker2d"), 600_000),
+        extra=dict(
+            test_env="halfcheetah",
+            agents=20,
+            test_steps=1_000_000,
+            learning_starts=10_000,
+            anneal_steps=10_000,
+            windows=100,
+            meta_seeds=6,
+        ),
+    ),
 }
 
 
@@ -128,18 +163,21 @@ def _round_up(n: int, k: int) -> int:
     return -(-n // k) * k
 
 
-def configs(args: argparse.Namespace, variant: str) -> tuple[metagenrl.Config,
-                                                              metagenrl.Config]:
+def configs(args: argparse.Namespace, variant: str) -> tuple[metagenrl.Config, metagenrl.Config]:
     """``(meta-train, meta-test)`` MetaGenRL configs of ``variant``: heldout's base config
-    with the variant's fields; windows per batch rounded up to a multiple of
-    ``inner_steps + 1``. The meta-test config keeps the input flags but takes one inner
-    step (Algorithm 2 never uses it), so every ``inner-*`` meta-tests like ``full``."""
+    (``--training``) with the variant's fields; with ``meta_batch="split"`` (``--training
+    legacy``) windows per batch rounded up to a multiple of ``inner_steps + 1``. The
+    meta-test config keeps the input flags but takes one inner step (Algorithm 2 never
+    uses it), so every ``inner-*`` meta-tests like ``full``."""
     change = VARIANTS[variant]
     inner = change.get("inner_steps", 1)
-    test = dataclasses.replace(heldout._base(args), batch_size=_round_up(args.windows, 2),
-                               **{k: v for k, v in change.items() if k != "inner_steps"})
-    train = dataclasses.replace(test, inner_steps=inner,
-                                batch_size=_round_up(args.windows, inner + 1))
+    base = heldout._base(args)
+    split = base.meta_batch == "split"
+    rounded = lambda k: _round_up(args.windows, k) if split else args.windows
+    test = dataclasses.replace(
+        base, batch_size=rounded(2), **{k: v for k, v in change.items() if k != "inner_steps"}
+    )
+    train = dataclasses.replace(test, inner_steps=inner, batch_size=rounded(inner + 1))
     return train, test
 
 
@@ -150,10 +188,10 @@ def _slug(variant: str) -> str:
 def _pool(runs: list[dict], meta_seeds: list[int]) -> dict:
     """One method's meta-test results of several meta-seeds as one: runs concatenated,
     seconds summed, each run's meta-seed in ``meta_seed``."""
-    out = {k: [x for r in runs for x in r[k]]
-           for k in ("episode_return", "env_steps", "final_return")}
-    out["meta_seed"] = [s for r, s in zip(runs, meta_seeds, strict=True)
-                        for _ in r["final_return"]]
+    out = {
+        k: [x for r in runs for x in r[k]] for k in ("episode_return", "env_steps", "final_return")
+    }
+    out["meta_seed"] = [s for r, s in zip(runs, meta_seeds, strict=True) for _ in r["final_return"]]
     out["seconds"] = float(sum(r["seconds"] for r in runs))
     return out
 
@@ -163,7 +201,7 @@ def end_return(curve: Any) -> float:
     (updates where an episode ended); NaN if none ended."""
     v = np.asarray(curve, float)
     v = v[np.isfinite(v)]
-    return float(v[-max(1, len(v) // 10):].mean()) if len(v) else float("nan")
+    return float(v[-max(1, len(v) // 10) :].mean()) if len(v) else float("nan")
 
 
 def table(results: dict, meta_train: dict, train_envs: list[str], steps: int) -> str:
@@ -175,8 +213,10 @@ def table(results: dict, meta_train: dict, train_envs: list[str], steps: int) ->
     for i, name in enumerate(results, start=2):
         cell = "-"
         if name in meta_train:
-            ends = [np.nanmean([end_return(c) for c in meta_train[name]["return"][e]])
-                    for e in train_envs]
+            ends = [
+                np.nanmean([end_return(c) for c in meta_train[name]["return"][e]])
+                for e in train_envs
+            ]
             cell = " / ".join("-" if np.isnan(x) else f"{x:.1f}" for x in ends)
         lines[i] += f" {cell} |"
     return "\n".join(lines)
@@ -186,8 +226,7 @@ def _label(name: str) -> str:
     return name.replace("V_{t+1}", "$V_{t+1}$")
 
 
-def plot(results: dict, meta_train: dict, train_envs: list[str], test_env: str,
-         path: Path) -> None:
+def plot(results: dict, meta_train: dict, train_envs: list[str], test_env: str, path: Path) -> None:
     """Figure 5: (a) meta-training return per variant, one panel per training env
     (mean +- std of the per-update population returns in 20 spans, meta-seeds pooled);
     (b) meta-test return per method against env steps (mean +- std over runs)."""
@@ -216,12 +255,17 @@ def plot(results: dict, meta_train: dict, train_envs: list[str], test_env: str,
         ax.set_ylabel("episode return (population)")
         ax.legend(fontsize=8)
     ax = axes[-1]
-    if not any(np.isfinite(np.asarray(r["episode_return"], float)).any()
-               for r in results.values()):
+    if not any(np.isfinite(np.asarray(r["episode_return"], float)).any() for r in results.values()):
         ax.text(0.5, 0.5, "no meta-test episode ended", ha="center", transform=ax.transAxes)
     for name, r in results.items():
-        common.curve(ax, r["env_steps"][0], r["episode_return"], _label(name),
-                     color=colors[name], linestyle="--" if name == "initial" else "-")
+        common.curve(
+            ax,
+            r["env_steps"][0],
+            r["episode_return"],
+            _label(name),
+            color=colors[name],
+            linestyle="--" if name == "initial" else "-",
+        )
     ax.set_title(f"(b) meta-test on {test_env}")
     ax.set_xlabel("env steps")
     ax.set_ylabel("training episode return")
@@ -230,34 +274,64 @@ def plot(results: dict, meta_train: dict, train_envs: list[str], test_env: str,
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scale", choices=common.SCALE_NAMES, default="cpu",
-                    help="smoke: minutes (tests); cpu: one CPU core, ~26 min; paper: "
-                         "accelerators")
-    ap.add_argument("--variants", nargs="+", default=None,
-                    help=f"variants to run (default all: {' '.join(VARIANTS)})")
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--scale",
+        choices=common.SCALE_NAMES,
+        default="cpu",
+        help="smoke: minutes (tests); cpu: one CPU core, ~26 min; paper: accelerators",
+    )
+    ap.add_argument(
+        "--variants",
+        nargs="+",
+        default=None,
+        help=f"variants to run (default all: {' '.join(VARIANTS)})",
+    )
     ap.add_argument("--train-envs", nargs="+", default=None)
     ap.add_argument("--test-env", default=None)
     ap.add_argument("--agents", type=int, default=None)
     ap.add_argument("--train-steps", type=int, default=None)
     ap.add_argument("--anneal-steps", type=int, default=None)
     ap.add_argument("--learning-starts", type=int, default=None)
-    ap.add_argument("--windows", type=int, default=None,
-                    help="windows per objective batch (rounded up per variant)")
+    ap.add_argument(
+        "--windows",
+        type=int,
+        default=None,
+        help="windows per objective batch (rounded up per variant)",
+    )
+    ap.add_argument(
+        "--training",
+        choices=heldout.TRAININGS,
+        default="authors",
+        help="authors: the authors' training details (metagenrl.Config's "
+        "defaults); legacy: the first version's (metagenrl.LEGACY_TRAINING)",
+    )
     ap.add_argument("--test-steps", type=int, default=None)
-    ap.add_argument("--seeds", type=int, default=None,
-                    help="meta-test seeds per meta-trained objective")
-    ap.add_argument("--meta-seeds", type=int, default=None,
-                    help="objectives meta-trained per variant")
+    ap.add_argument(
+        "--seeds", type=int, default=None, help="meta-test seeds per meta-trained objective"
+    )
+    ap.add_argument(
+        "--meta-seeds", type=int, default=None, help="objectives meta-trained per variant"
+    )
     ap.add_argument("--meta-seed", type=int, default=0, help="the first meta-seed")
-    ap.add_argument("--out", type=Path, default=None,
-                    help="output directory (default: experiments/results/<scale>)")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output directory (default: experiments/results/<scale>)",
+    )
     args = ap.parse_args(argv)
     scale = SCALES[args.scale]
-    defaults = {"train_envs": list(scale.envs), "seeds": scale.seeds,
-                "train_steps": scale.steps[scale.envs[0]], "variants": list(VARIANTS),
-                **scale.extra, "out": HERE / "results" / args.scale}
+    defaults = {
+        "train_envs": list(scale.envs),
+        "seeds": scale.seeds,
+        "train_steps": scale.steps[scale.envs[0]],
+        "variants": list(VARIANTS),
+        **scale.extra,
+        "out": HERE / "results" / args.scale,
+    }
     for k, v in defaults.items():
         if getattr(args, k) is None:
             setattr(args, k, v)
@@ -273,8 +347,10 @@ def main(argv: list[str] | None = None) -> dict:
     if unknown:
         raise SystemExit(f"unknown env(s) {unknown}; allowed: {', '.join(envs.names())}")
     if args.agents < len(args.train_envs):
-        raise SystemExit(f"--agents {args.agents} is fewer than the {len(args.train_envs)} "
-                         "--train-envs; every env needs at least one agent")
+        raise SystemExit(
+            f"--agents {args.agents} is fewer than the {len(args.train_envs)} "
+            "--train-envs; every env needs at least one agent"
+        )
     # Spans where no episode ended are NaN by design (nanmean of nothing).
     warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)
     warnings.filterwarnings("ignore", "Degrees of freedom", RuntimeWarning)
@@ -282,18 +358,23 @@ def main(argv: list[str] | None = None) -> dict:
     t_start = time.time()
     stamp = lambda msg: print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
     meta_seeds = list(range(args.meta_seed, args.meta_seed + args.meta_seeds))
-    with_seed = lambda s, methods: argparse.Namespace(**{**vars(args), "meta_seed": s,
-                                                         "methods": methods})
+    with_seed = lambda s, methods: argparse.Namespace(
+        **{**vars(args), "meta_seed": s, "methods": methods}
+    )
     report: dict[str, Any] = {
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "device": str(jax.devices()[0]),
-        "variants": {}, "meta_train": {}}
+        "variants": {},
+        "meta_train": {},
+    }
     results: dict[str, dict] = {}
     for variant in args.variants:
         train_cfg, test_cfg = configs(args, variant)
         report["variants"][variant] = {
-            "changes": VARIANTS[variant], "train_windows": train_cfg.batch_size,
-            "test_windows": test_cfg.batch_size}
+            "changes": VARIANTS[variant],
+            "train_windows": train_cfg.batch_size,
+            "test_windows": test_cfg.batch_size,
+        }
         log: Callable[[str], None] = lambda msg, v=variant: stamp(f"{v}: {msg}")
         curves, seconds, runs, files = [], [], [], []
         for s in meta_seeds:
@@ -309,28 +390,48 @@ def main(argv: list[str] | None = None) -> dict:
         results[variant] = _pool(runs, meta_seeds)
         report["meta_train"][variant] = {
             "return": {e: [c[e] for c in curves] for e in args.train_envs},
-            "seconds": seconds, "objective_files": files}
+            "seconds": seconds,
+            "objective_files": files,
+        }
     _, full_test = configs(args, "full")
     results["initial"] = _pool(
-        [heldout.meta_test(with_seed(s, ["initial"]), None,
-                           lambda msg: stamp(f"initial: {msg}"), full_test)["initial"]
-         for s in meta_seeds], meta_seeds)
+        [
+            heldout.meta_test(
+                with_seed(s, ["initial"]), None, lambda msg: stamp(f"initial: {msg}"), full_test
+            )["initial"]
+            for s in meta_seeds
+        ],
+        meta_seeds,
+    )
     report["meta_test"] = results
     report["seconds"] = time.time() - t_start
-    md = (f"MetaGenRL ablations (Figure 5, 6): meta-test on `{args.test_env}` "
-          f"({len(meta_seeds)} meta-seed(s) x {args.seeds} seeds, {args.test_steps} steps; "
-          f"objectives meta-trained by {args.agents} agents on "
-          f"{', '.join(args.train_envs)}, {args.train_steps} steps each; "
-          f"{report['seconds'] / 60:.1f} min on {report['device']}):\n\n"
-          + table(results, report["meta_train"], args.train_envs, args.test_steps))
+    md = (
+        f"MetaGenRL ablations (Figure 5, 6): meta-test on `{args.test_env}` "
+        f"({len(meta_seeds)} meta-seed(s) x {args.seeds} seeds, {args.test_steps} steps; "
+        f"objectives meta-trained by {args.agents} agents on "
+        f"{', '.join(args.train_envs)}, {args.train_steps} steps each; "
+        f"{report['seconds'] / 60:.1f} min on {report['device']}):\n\n"
+        + table(results, report["meta_train"], args.train_envs, args.test_steps)
+    )
     out = heldout.compact({"meta_test": results})
-    out = {**report, "meta_test": out["meta_test"], "meta_train": {
-        v: {**mt, "return": {e: [heldout._ended(c) for c in cs]
-                             for e, cs in mt["return"].items()}}
-        for v, mt in report["meta_train"].items()}}
-    common.write(args.out, NAME, heldout._json_safe(out), md, {
-        "": lambda p: plot(results, report["meta_train"], args.train_envs, args.test_env,
-                           p)})
+    out = {
+        **report,
+        "meta_test": out["meta_test"],
+        "meta_train": {
+            v: {
+                **mt,
+                "return": {e: [heldout._ended(c) for c in cs] for e, cs in mt["return"].items()},
+            }
+            for v, mt in report["meta_train"].items()
+        },
+    }
+    common.write(
+        args.out,
+        NAME,
+        heldout._json_safe(out),
+        md,
+        {"": lambda p: plot(results, report["meta_train"], args.train_envs, args.test_env, p)},
+    )
     return report
 
 

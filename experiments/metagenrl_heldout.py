@@ -7,7 +7,13 @@ Meta-training: ``--agents`` TD3 agents dealt round-robin over ``--train-envs``, 
 program (``metagenrl.make_train``), the pendulum preset's sizes (64x64 nets) with
 ``--windows`` windows of 20 steps per objective batch and ``--train-steps`` env steps per
 agent. Meta-test: ``--seeds`` fresh agents per method on ``--test-env`` for
-``--test-steps`` steps, each method's seeds in one vmapped program. Writes to ``--out``:
+``--test-steps`` steps, each method's seeds in one vmapped program. ``--training legacy``
+trains the MetaGenRL agents as this module's first version did
+(``metagenrl.LEGACY_TRAINING``: DDPG annealed after ``--learning-starts``, no policy
+gradient clipping, windows uniform over transitions, the critic on transitions, one batch
+split for the meta-gradient, the time input ``t / T``); the default is the authors'
+training (``metagenrl.Config``'s defaults; with it ``--anneal-steps`` counts from step 0).
+Results measured before issue 33 used the first version's. Writes to ``--out``:
 
 * ``metagenrl_heldout_objective.msgpack``: the meta-trained objective
   (``flax.serialization``);
@@ -61,33 +67,74 @@ from metareward.algos import metagenrl, reinforce, td3
 HERE = Path(__file__).resolve().parent
 NAME = "metagenrl_heldout"
 SCALES = {
-    "smoke": common.Scale(envs=("pendulum",), seeds=2, steps={"pendulum": 600}, extra=dict(
-        test_env="mountaincar-continuous", agents=2, test_steps=400, learning_starts=200,
-        anneal_steps=200, windows=4)),
-    "cpu": common.Scale(envs=("pendulum", "mountaincar-continuous"), seeds=3,
-                        steps=dict.fromkeys(("pendulum", "mountaincar-continuous"), 30_000),
-                        extra=dict(test_env="inverted-pendulum", agents=4, test_steps=20_000,
-                                   learning_starts=5_000, anneal_steps=10_000, windows=20)),
-    "paper": common.Scale(envs=("halfcheetah", "walker2d"), seeds=3,
-                          steps=dict.fromkeys(("halfcheetah", "walker2d"), 600_000),
-                          extra=dict(test_env="hopper", agents=20, test_steps=1_000_000,
-                                     learning_starts=10_000, anneal_steps=10_000,
-                                     windows=20)),
+    "smoke": common.Scale(
+        envs=("pendulum",),
+        seeds=2,
+        steps={"pendulum": 600},
+        extra=dict(
+            test_env="mountaincar-continuous",
+            agents=2,
+            test_steps=400,
+            learning_starts=200,
+            anneal_steps=200,
+            windows=4,
+        ),
+    ),
+    "cpu": common.Scale(
+        envs=("pendulum", "mountaincar-continuous"),
+        seeds=3,
+        steps=dict.fromkeys(("pendulum", "mountaincar-continuous"), 30_000),
+        extra=dict(
+            test_env="inverted-pendulum",
+            agents=4,
+            test_steps=20_000,
+            learning_starts=5_000,
+            anneal_steps=10_000,
+            windows=20,
+        ),
+    ),
+    "paper": common.Scale(
+        envs=("halfcheetah", "walker2d"),
+        seeds=3,
+        steps=dict.fromkeys(("halfcheetah", "walker2d"), 600_000),
+        extra=dict(
+            test_env="hopper",
+            agents=20,
+            test_steps=1_000_000,
+            learning_starts=10_000,
+            anneal_steps=10_000,
+            windows=20,
+        ),
+    ),
 }
 METHODS = ("meta-trained", "initial", "td3", "reinforce-offpolicy", "reinforce-onpolicy")
+#: ``--training``: MetaGenRL's training details, the authors' (``metagenrl.Config``'s
+#: defaults) or the first version's (``metagenrl.LEGACY_TRAINING``, issue 33).
+TRAININGS = ("authors", "legacy")
 
 
 def _base(args) -> metagenrl.Config:
-    return dataclasses.replace(metagenrl.PRESETS["pendulum"], batch_size=args.windows,
-                               learning_starts=args.learning_starts)
+    """The pendulum preset with ``--windows``, ``--learning-starts`` and, with
+    ``--training legacy``, the first version's training (``metagenrl.LEGACY_TRAINING``)."""
+    legacy = getattr(args, "training", "authors") == "legacy"
+    return dataclasses.replace(
+        metagenrl.PRESETS["pendulum"],
+        batch_size=args.windows,
+        learning_starts=args.learning_starts,
+        **(metagenrl.LEGACY_TRAINING if legacy else {}),
+    )
 
 
 def meta_train(args, log, base: metagenrl.Config | None = None) -> tuple[dict, dict, float]:
     """``base``: the config to start from (default :func:`_base`)."""
     base = _base(args) if base is None else base
-    cfg = dataclasses.replace(base, num_agents=args.agents,
-                              total_steps=args.train_steps, buffer_size=args.train_steps,
-                              anneal_steps=args.anneal_steps)
+    cfg = dataclasses.replace(
+        base,
+        num_agents=args.agents,
+        total_steps=args.train_steps,
+        buffer_size=args.train_steps,
+        anneal_steps=args.anneal_steps,
+    )
     tr = metagenrl.make_train(cfg, [envs.make(e) for e in args.train_envs])
     t0 = time.time()
     state, m = jax.jit(tr.train)(jax.random.PRNGKey(args.meta_seed))
@@ -98,8 +145,10 @@ def meta_train(args, log, base: metagenrl.Config | None = None) -> tuple[dict, d
     for e, r in curves.items():
         r = np.asarray(r, float)
         n = len(r) // 10
-        log(f"meta-train {e}: return deciles "
-            f"{[round(float(np.nanmean(r[i * n:(i + 1) * n])), 1) for i in range(10)]}")
+        log(
+            f"meta-train {e}: return deciles "
+            f"{[round(float(np.nanmean(r[i * n : (i + 1) * n])), 1) for i in range(10)]}"
+        )
     return jax.device_get(state.params["objective"]), curves, time.time() - t0
 
 
@@ -114,18 +163,32 @@ def meta_test(args, alpha, log, base: metagenrl.Config | None = None) -> dict:
     mg = metagenrl.make_train(cfg, env)
     alpha0 = mg.init(jax.random.PRNGKey(args.meta_seed)).params["objective"]
     rf = metagenrl.make_train(dataclasses.replace(cfg, objective="reinforce"), env)
-    t3 = td3.make_train(dataclasses.replace(td3.PRESETS["pendulum"], total_steps=steps,
-                                            buffer_size=steps,
-                                            learning_starts=args.learning_starts), env)
+    t3 = td3.make_train(
+        dataclasses.replace(
+            td3.PRESETS["pendulum"],
+            total_steps=steps,
+            buffer_size=steps,
+            learning_starts=args.learning_starts,
+        ),
+        env,
+    )
     on_cfg = reinforce.PRESETS["pendulum"]  # 4 envs; 250 steps each per update
-    on = reinforce.make_train(dataclasses.replace(
-        on_cfg, num_steps=max(1, min(250, steps // on_cfg.num_envs)), total_steps=steps), env)
+    on = reinforce.make_train(
+        dataclasses.replace(
+            on_cfg, num_steps=max(1, min(250, steps // on_cfg.num_envs)), total_steps=steps
+        ),
+        env,
+    )
 
     def trained(tr):
         def run(_, k):
             st, m = tr.train(k)
-            return {"episode_return": m["episode_return"], "env_steps": m["env_steps"],
-                    "final_return": jnp.mean(tr.evaluate(st, jax.random.fold_in(k, 1), 10))}
+            return {
+                "episode_return": m["episode_return"],
+                "env_steps": m["env_steps"],
+                "final_return": jnp.mean(tr.evaluate(st, jax.random.fold_in(k, 1), 10)),
+            }
+
         return run
 
     # (fn(objective, key), objective): the objective goes in as an argument, not a
@@ -145,8 +208,7 @@ def meta_test(args, alpha, log, base: metagenrl.Config | None = None) -> dict:
         out[name] = {k: np.asarray(v).tolist() for k, v in o.items()}
         out[name]["seconds"] = time.time() - t0
         f = np.asarray(o["final_return"])
-        log(f"{name:>20s}: final {np.round(f, 1)}, mean {f.mean():.1f} "
-            f"({time.time() - t0:.0f} s)")
+        log(f"{name:>20s}: final {np.round(f, 1)}, mean {f.mean():.1f} ({time.time() - t0:.0f} s)")
     return out
 
 
@@ -180,10 +242,14 @@ def compact(report: dict) -> dict:
         mt = report["meta_train"]
         out["meta_train"] = {**mt, "return": {e: _ended(r) for e, r in mt["return"].items()}}
     out["meta_test"] = {
-        name: {"episode_return": [_ended(r, st) for r, st in
-                                  zip(res["episode_return"], res["env_steps"], strict=True)],
-               **{k: v for k, v in res.items() if k not in ("episode_return", "env_steps")}}
-        for name, res in report["meta_test"].items()}
+        name: {
+            "episode_return": [
+                _ended(r, st) for r, st in zip(res["episode_return"], res["env_steps"], strict=True)
+            ],
+            **{k: v for k, v in res.items() if k not in ("episode_return", "env_steps")},
+        }
+        for name, res in report["meta_test"].items()
+    }
     return out
 
 
@@ -216,8 +282,17 @@ def plot(results: dict, path: Path, title: str) -> None:
         st = np.asarray(r["env_steps"])[0]
         bins = np.linspace(0, st[-1], 21)
         idx = np.digitize(st, bins[1:-1])
-        per_seed = np.array([[np.nanmean(np.where(idx == i, e, np.nan)) if np.any(
-            (idx == i) & ~np.isnan(e)) else np.nan for i in range(20)] for e in er])
+        per_seed = np.array(
+            [
+                [
+                    np.nanmean(np.where(idx == i, e, np.nan))
+                    if np.any((idx == i) & ~np.isnan(e))
+                    else np.nan
+                    for i in range(20)
+                ]
+                for e in er
+            ]
+        )
         mean, std = np.nanmean(per_seed, 0), np.nanstd(per_seed, 0)
         x = 0.5 * (bins[1:] + bins[:-1])
         ax.plot(x, mean, label=name)
@@ -233,8 +308,12 @@ def plot(results: dict, path: Path, title: str) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--scale", choices=common.SCALE_NAMES, default="cpu",
-                    help="smoke: seconds (tests); cpu: a 2-core CPU; paper: accelerators")
+    ap.add_argument(
+        "--scale",
+        choices=common.SCALE_NAMES,
+        default="cpu",
+        help="smoke: seconds (tests); cpu: a 2-core CPU; paper: accelerators",
+    )
     ap.add_argument("--train-envs", nargs="+", default=None)
     ap.add_argument("--test-env", default=None)
     ap.add_argument("--agents", type=int, default=None)
@@ -242,19 +321,39 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--anneal-steps", type=int, default=None)
     ap.add_argument("--learning-starts", type=int, default=None)
     ap.add_argument("--windows", type=int, default=None)
+    ap.add_argument(
+        "--training",
+        choices=TRAININGS,
+        default="authors",
+        help="authors: the authors' training details (metagenrl.Config's defaults); "
+        "legacy: the first version's (metagenrl.LEGACY_TRAINING), as in the "
+        "results measured before issue 33",
+    )
     ap.add_argument("--test-steps", type=int, default=None)
     ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--meta-seed", type=int, default=0)
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    ap.add_argument("--objective", type=Path, default=None,
-                    help="a saved objective (.msgpack): skip meta-training")
-    ap.add_argument("--out", type=Path, default=None,
-                    help="output directory (default: experiments/results/<scale>)")
+    ap.add_argument(
+        "--objective",
+        type=Path,
+        default=None,
+        help="a saved objective (.msgpack): skip meta-training",
+    )
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output directory (default: experiments/results/<scale>)",
+    )
     args = ap.parse_args(argv)
     scale = SCALES[args.scale]
-    defaults = {"train_envs": list(scale.envs), "seeds": scale.seeds,
-                "train_steps": scale.steps[scale.envs[0]], **scale.extra,
-                "out": HERE / "results" / args.scale}
+    defaults = {
+        "train_envs": list(scale.envs),
+        "seeds": scale.seeds,
+        "train_steps": scale.steps[scale.envs[0]],
+        **scale.extra,
+        "out": HERE / "results" / args.scale,
+    }
     for k, v in defaults.items():
         if getattr(args, k) is None:
             setattr(args, k, v)
@@ -268,32 +367,40 @@ def main(argv: list[str] | None = None) -> dict:
     warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)
     warnings.filterwarnings("ignore", "Degrees of freedom", RuntimeWarning)
     if args.test_env in args.train_envs:
-        ap.error(f"--test-env {args.test_env!r} is one of --train-envs {args.train_envs}; "
-                 "the point is an env outside the training set")
+        ap.error(
+            f"--test-env {args.test_env!r} is one of --train-envs {args.train_envs}; "
+            "the point is an env outside the training set"
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     log = lambda msg: print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-    report = {"settings": {k: (str(v) if isinstance(v, Path) else v)
-                           for k, v in vars(args).items()},
-              "device": str(jax.devices()[0])}
+    report = {
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "device": str(jax.devices()[0]),
+    }
     if args.objective is None:
         alpha, curves, sec = meta_train(args, log)
         (args.out / f"{NAME}_objective.msgpack").write_bytes(serialization.to_bytes(alpha))
         report["meta_train"] = {"return": curves, "seconds": sec}
     else:  # the objective's structure from a fresh one, its values from the file
-        template = metagenrl.make_train(dataclasses.replace(_base(args), num_agents=1),
-                                        envs.make(args.train_envs[0])).init(
-            jax.random.PRNGKey(args.meta_seed)).params["objective"]
+        template = (
+            metagenrl.make_train(
+                dataclasses.replace(_base(args), num_agents=1), envs.make(args.train_envs[0])
+            )
+            .init(jax.random.PRNGKey(args.meta_seed))
+            .params["objective"]
+        )
         alpha = serialization.from_bytes(template, args.objective.read_bytes())
     results = meta_test(args, alpha, log)
     report["meta_test"] = results
-    md = (f"Meta-test on `{args.test_env}` ({args.seeds} seeds, {args.test_steps} steps; "
-          f"objective meta-trained on {', '.join(args.train_envs)}):\n\n"
-          + table(results, args.test_steps))
+    md = (
+        f"Meta-test on `{args.test_env}` ({args.seeds} seeds, {args.test_steps} steps; "
+        f"objective meta-trained on {', '.join(args.train_envs)}):\n\n"
+        + table(results, args.test_steps)
+    )
     print(md)
     (args.out / f"{NAME}.md").write_text(md + "\n")
     (args.out / f"{NAME}.json").write_text(json.dumps(_json_safe(compact(report))))
-    plot(results, args.out / f"{NAME}.png",
-         f"MetaGenRL meta-test on {args.test_env}")
+    plot(results, args.out / f"{NAME}.png", f"MetaGenRL meta-test on {args.test_env}")
     return report
 
 

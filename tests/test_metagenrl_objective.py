@@ -138,7 +138,7 @@ def test_backward_in_time_causality(params, k):
     y["policy_action"] = x["policy_action"].at[0, k].set(jnp.array([-0.5, 0.6, 0.1]))
     y["time"] = x["time"].at[0, k].set(0.95)
     out2 = APPLY(params, *_args(y))
-    np.testing.assert_allclose(out2[0, k + 1:], out[0, k + 1:], atol=1e-6)
+    np.testing.assert_allclose(out2[0, k + 1 :], out[0, k + 1 :], atol=1e-6)
     np.testing.assert_allclose(out2[1:], out[1:], atol=1e-6)  # other windows untouched
     assert _max_diff(out2[0, k], out[0, k]) > 1e-5
     assert _max_diff(out2[0, 0], out[0, 0]) > 0.0  # flows back to earlier steps
@@ -147,7 +147,7 @@ def test_backward_in_time_causality(params, k):
     r = x["reward"]
     r2 = r.at[0, k].set(r[1, 0]).at[1, 0].set(r[0, k])
     out3 = APPLY(params, *_args(dict(x, reward=r2)))
-    np.testing.assert_allclose(out3[0, k + 1:], out[0, k + 1:], atol=1e-5)
+    np.testing.assert_allclose(out3[0, k + 1 :], out[0, k + 1 :], atol=1e-5)
     np.testing.assert_allclose(out3[1, 1:], out[1, 1:], atol=1e-5)
     assert _max_diff(out3[0, k], out[0, k]) > 1e-5
     assert _max_diff(out3[1, 0], out[1, 0]) > 1e-5
@@ -161,7 +161,8 @@ def test_gradients_reach_only_the_policy_action(params):
         return MODEL.apply(p, *_args(y), method="objective_sum").sum()
 
     g = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3)))(
-        params, x["value"], x["next_value"], x["policy_action"])
+        params, x["value"], x["next_value"], x["policy_action"]
+    )
     g_params, g_v, g_nv, g_pi = g
     np.testing.assert_array_equal(g_v, 0.0)
     np.testing.assert_array_equal(g_nv, 0.0)
@@ -177,8 +178,7 @@ def test_outputs_are_bounded():
     p = _init(model, 3)
     p = jax.tree.map(lambda w: 50.0 * w, p)
     x = _inputs(6, 3)
-    big = {k: 100.0 * x[k] for k in ("reward", "value", "next_value", "action",
-                                      "policy_action")}
+    big = {k: 100.0 * x[k] for k in ("reward", "value", "next_value", "action", "policy_action")}
     out = jax.jit(model.apply)(p, *_args(dict(x, **big)))
     chex.assert_tree_all_finite(out)
     assert float(jnp.max(jnp.abs(out))) <= 0.5
@@ -188,8 +188,12 @@ def test_outputs_are_bounded():
 def test_z_scored_inputs_are_affine_invariant(params):
     x = _inputs(7, 3)
     out = APPLY(params, *_args(x))
-    y = dict(x, reward=3.0 * x["reward"] + 5.0, value=2.0 * x["value"] - 1.0,
-             next_value=0.5 * x["next_value"] + 3.0)
+    y = dict(
+        x,
+        reward=3.0 * x["reward"] + 5.0,
+        value=2.0 * x["value"] - 1.0,
+        next_value=0.5 * x["next_value"] + 3.0,
+    )
     np.testing.assert_allclose(APPLY(params, *_args(y)), out, atol=1e-4)
     # ... but the reward does matter (a sign flip is not affine-positive).
     assert _max_diff(APPLY(params, *_args(dict(x, reward=-x["reward"]))), out) > 1e-4
@@ -244,8 +248,12 @@ def test_bad_shapes_raise(params, change, match):
 
 @pytest.mark.parametrize(
     ("field", "match"),
-    [({"bound": 0.0}, "bound"), ({"lstm_size": 0}, "lstm_size"),
-     ({"action_embed": ()}, "action_embed"), ({"head_hidden": (32, -1)}, "head_hidden")],
+    [
+        ({"bound": 0.0}, "bound"),
+        ({"lstm_size": 0}, "lstm_size"),
+        ({"action_embed": ()}, "action_embed"),
+        ({"head_hidden": (32, -1)}, "head_hidden"),
+    ],
 )
 def test_bad_fields_raise(field, match):
     with pytest.raises(ValueError, match=match):

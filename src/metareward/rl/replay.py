@@ -189,8 +189,9 @@ def ring_insert(buf: RingBuffer, rows: Any) -> RingBuffer:
     L = buf.num_rows
     T = jax.tree.leaves(rows)[0].shape[0]
     if L % T:
-        raise ValueError(f"a ring buffer of {L} rows takes inserts of a divisor of {L} rows, "
-                         f"got {T}")
+        raise ValueError(
+            f"a ring buffer of {L} rows takes inserts of a divisor of {L} rows, got {T}"
+        )
 
     def put(old: jax.Array, new: jax.Array) -> jax.Array:
         if new.shape[1:] != old.shape[1:]:
@@ -230,7 +231,9 @@ def ring_windows(
     whatever the buffer has there.
 
     ``done(data) -> [L, N]`` picks the episode-end flags from the buffer's rows.
-    (MetaGenRL's "windows of 20 steps inside episodes, masked".)"""
+    (MetaGenRL's ``window_sampler="transition"``: a start uniform over transitions draws
+    an episode in proportion to its length and cuts windows at its end, unlike the
+    authors' code; :func:`ring_episode_windows` draws as they do.)"""
     L, N = buf.num_rows, buf.num_envs
     k_t, k_e = jax.random.split(key)
     size = jnp.maximum(buf.size, 1)
@@ -246,6 +249,129 @@ def ring_windows(
     return windows, (in_buffer & before_end).astype(jnp.float32)
 
 
-__all__ = ["ReplayBuffer", "RingBuffer", "gather", "init", "insert", "ring_init",
-           "ring_insert", "ring_sample_indices", "ring_windows", "sample_indices",
-           "valid_mask"]
+# ----------------------------------------------------------------------------------------
+# Completed episodes of a ring buffer, for drawing windows episode-uniformly (MetaGenRL as
+# the authors' code draws them, ``louiskirsch/metagenrl``, ``ReplayBuffer.sample_time_batch``).
+
+
+@struct.dataclass
+class EpisodeIndex:
+    """The completed episodes held in a :class:`RingBuffer`, per env column (a pytree).
+
+    Kept next to the buffer and updated on every insert (:func:`episode_insert`), so a
+    draw (:func:`ring_episode_windows`) costs ``O(batch x length)``, not a scan of the
+    buffer. An episode is *held* while all its rows are valid: its record is dropped
+    when the insert that overwrites its first row happens. Records are a ring of
+    ``L`` slots per column (an episode has at least one row, so at most ``L`` are held),
+    oldest first.
+
+    Attributes:
+      start: int32 ``[L, N]``, the buffer row of each record's first step.
+      length: int32 ``[L, N]``, each record's number of steps.
+      count: int32 ``[N]``, held episodes per column (the valid records are the last
+        ``count`` before ``head``).
+      head: int32 ``[N]``, the slot the next record writes.
+      open_length: int32 ``[N]``, steps of each column's episode in progress so far.
+    """
+
+    start: jax.Array
+    length: jax.Array
+    count: jax.Array
+    head: jax.Array
+    open_length: jax.Array
+
+
+def episode_index_init(buf: RingBuffer) -> EpisodeIndex:
+    """An empty index for ``buf`` (which must be empty too)."""
+    L, N = buf.num_rows, buf.num_envs
+    zl, zn = jnp.zeros((L, N), jnp.int32), jnp.zeros((N,), jnp.int32)
+    return EpisodeIndex(start=zl, length=zl, count=zn, head=zn, open_length=zn)
+
+
+def episode_insert(index: EpisodeIndex, head: jax.Array, done: jax.Array) -> EpisodeIndex:
+    """The index after :func:`ring_insert` wrote ``T`` rows at ``head`` (the buffer's
+    ``head`` before that insert) whose episode-end flags are ``done`` (``[T, N]``).
+
+    Row by row: drops the oldest record if this row overwrites its first step, then
+    extends the episode in progress and, where ``done``, records it (if it still fits
+    in the buffer: an episode longer than ``L`` rows is never held)."""
+    L, N = index.start.shape
+    done = jnp.asarray(done) > 0
+    if done.ndim != 2 or done.shape[1] != N:
+        raise ValueError(
+            f"done must be [T, {N}] (one flag per inserted row and env), got {done.shape}"
+        )
+    cols = jnp.arange(N)
+
+    def one(idx: EpisodeIndex, xs: tuple[jax.Array, jax.Array]):
+        row, d = xs
+        oldest = (idx.head - idx.count) % L
+        pop = (idx.count > 0) & (idx.start[oldest, cols] == row)
+        count = idx.count - pop.astype(jnp.int32)
+        n = idx.open_length + 1
+        rec = d & (n <= L)
+        first = (row - n + 1) % L
+        start = idx.start.at[idx.head, cols].set(jnp.where(rec, first, idx.start[idx.head, cols]))
+        length = idx.length.at[idx.head, cols].set(jnp.where(rec, n, idx.length[idx.head, cols]))
+        out = EpisodeIndex(
+            start=start,
+            length=length,
+            count=count + rec.astype(jnp.int32),
+            head=jnp.where(rec, (idx.head + 1) % L, idx.head).astype(jnp.int32),
+            open_length=jnp.where(d, 0, n).astype(jnp.int32),
+        )
+        return out, None
+
+    rows = (head + jnp.arange(done.shape[0])) % L
+    index, _ = jax.lax.scan(one, index, (rows.astype(jnp.int32), done))
+    return index
+
+
+def ring_episode_windows(
+    key: jax.Array, buf: RingBuffer, index: EpisodeIndex, batch_size: int, length: int
+) -> tuple[Any, jax.Array]:
+    """``(windows, mask)`` like :func:`ring_windows`, drawn as the MetaGenRL authors'
+    code draws them: an episode uniformly among the completed episodes held (over all
+    env columns), then the window's start uniformly among the ``max(len - length, 0) +
+    1`` offsets that keep it inside the episode. ``mask [B, W]``: 1 on the first
+    ``min(len, length)`` steps (all of them unless the episode is shorter than the
+    window), so every valid step of a window lies in one episode. With no completed
+    episode held the mask is all zeros."""
+    L, N = buf.num_rows, buf.num_envs
+    k_e, k_r, k_o = jax.random.split(key, 3)
+    count = index.count
+    if N == 1:
+        e = jnp.zeros((batch_size,), jnp.int32)
+    else:  # a column in proportion to its episodes: uniform over all episodes
+        logits = jnp.where(count > 0, jnp.log(jnp.maximum(count, 1).astype(jnp.float32)), -jnp.inf)
+        logits = jnp.where(jnp.any(count > 0), logits, 0.0)
+        e = jax.random.categorical(k_e, logits, shape=(batch_size,)).astype(jnp.int32)
+    n_e = count[e]
+    r = jax.random.randint(k_r, (batch_size,), 0, jnp.maximum(n_e, 1))
+    slot = (index.head[e] - n_e + r) % L
+    first, n = index.start[slot, e], index.length[slot, e]
+    off = jax.random.randint(k_o, (batch_size,), 0, jnp.maximum(n - length, 0) + 1)
+    k = jnp.arange(length)
+    t = (first[:, None] + off[:, None] + k[None, :]) % L
+    windows = jax.tree.map(lambda x: x[t, e[:, None]], buf.data)
+    mask = (k[None, :] < jnp.minimum(n, length)[:, None]) & (n_e > 0)[:, None]
+    return windows, mask.astype(jnp.float32)
+
+
+__all__ = [
+    "EpisodeIndex",
+    "ReplayBuffer",
+    "RingBuffer",
+    "episode_index_init",
+    "episode_insert",
+    "gather",
+    "init",
+    "insert",
+    "ring_episode_windows",
+    "ring_init",
+    "ring_insert",
+    "ring_sample_indices",
+    "ring_windows",
+    "sample_indices",
+    "valid_mask",
+]
