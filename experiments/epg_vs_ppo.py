@@ -8,6 +8,8 @@ its physics pinned) and for each agent seed:
 * ``evolved``: ``trainer.meta_test`` with the evolved loss of each meta-seed: K updates of
   M steps (the inner budget K x M), no reward seen;
 * ``initial``: the same with each meta-seed's loss at initialisation;
+* ``zero``: the same with a loss of all zeros (no gradient, so no update: the fresh
+  random policy, the no-learning level);
 * ``ppo``: PPO (``ppo.preset(env)``) at equal samples, K x M steps, with EPG's batch:
   one env, an update every M steps (K updates), 2 minibatches of M/2 steps, the preset's
   10 epochs (the paper's PPO also updated every 128 steps, EPG's M);
@@ -45,10 +47,11 @@ import numpy as np
 
 NAME = "epg_vs_ppo"
 SCALES = epg_common.SCALES
-METHODS = ("evolved", "initial", "ppo", "ppo-large")
+METHODS = ("evolved", "initial", "zero", "ppo", "ppo-large")
 LABELS = {"evolved": "EPG, evolved loss (no reward)", "initial": "EPG, loss at initialisation",
-          "ppo": "PPO, equal samples", "ppo-large": "PPO, larger budget"}
-COLORS = {"evolved": "C3", "initial": "0.5", "ppo": "k", "ppo-large": "C0"}
+          "zero": "zero loss (no learning)", "ppo": "PPO, equal samples",
+          "ppo-large": "PPO, larger budget"}
+COLORS = {"evolved": "C3", "initial": "0.5", "zero": "C2", "ppo": "k", "ppo-large": "C0"}
 
 
 def ppo_configs(setup: epg_common.Setup, factor: int):
@@ -139,7 +142,7 @@ def plot(results: dict, setup: epg_common.Setup, path: Path) -> None:
     f_big = common.unlisted(big["final_return"])
     for i, ax in enumerate(axes[:shown + 1]):
         task = None if i == 0 else i - 1
-        for name in ("evolved", "initial", "ppo"):
+        for name in ("evolved", "initial", "zero", "ppo"):
             common.curve(ax, results[name]["env_steps"], runs(name, task), LABELS[name],
                          color=COLORS[name])
         f = f_big.ravel() if task is None else f_big[task]
@@ -148,7 +151,8 @@ def plot(results: dict, setup: epg_common.Setup, path: Path) -> None:
         ax.axhspan(f.mean() - f.std(), f.mean() + f.std(), color=COLORS["ppo-large"],
                    alpha=0.1)
         ax.set_title("all held-out tasks" if task is None else f"held-out task {task}: "
-                     + ", ".join(f"{k} {v[task]:.2f}" for k, v in results["_tasks"].items()),
+                     + ", ".join(f"{k} {np.round(v[task], 2).tolist()}"
+                                 for k, v in results["_tasks"].items()),
                      fontsize=9)
         ax.set_xlabel("environment steps")
         ax.set_ylabel("average return (training episodes)")
@@ -156,7 +160,7 @@ def plot(results: dict, setup: epg_common.Setup, path: Path) -> None:
     ax = axes[shown + 1]
     common.curve(ax, big["env_steps"], runs("ppo-large"), LABELS["ppo-large"],
                  color=COLORS["ppo-large"])
-    for name in ("evolved", "initial", "ppo"):
+    for name in ("evolved", "initial", "zero", "ppo"):
         f = common.unlisted(results[name]["final_return"]).ravel()
         ax.axhline(f.mean(), color=COLORS[name], ls="--",
                    label=f"final: {LABELS[name]} ({results[name]['env_steps'][-1]:,} steps)")
@@ -210,16 +214,20 @@ def main(argv: list[str] | None = None) -> dict:
     results: dict = {}
     spearman: dict = {}  # section 4.3: rho(dL_phi, dL_PPO) per meta-seed, mean over updates
     test = epg_common.over_runs(lambda p, t, k: tr.meta_test(p, t, k, setup.num_eval))
-    for name, p in (("evolved", phi), ("initial", phi0)):
+    zero = jax_zeros(phi0)  # no gradient, no update: the fresh random policy
+    for name, p in (("evolved", phi), ("initial", phi0), ("zero", zero)):
         t0 = time.perf_counter()
         o = jax_get(test(p, tasks, keys))
         results[name] = {"episode_return": common.listed(o["episode_return"], 2),
                          "env_steps": np.asarray(o["env_steps"][0, 0, 0]).tolist(),
                          "final_return": common.listed(o["final_return"], 2),
                          "wall_s": time.perf_counter() - t0}
+        finals = np.round(epg_common.per_seed(o["final_return"]), 1).tolist()
+        if name == "zero":  # no gradient: no rank correlation
+            epg_common.log(f"{name}: final return per meta-seed {finals}")
+            continue
         spearman[name] = epg_common.per_seed(o["spearman_ppo"])
-        epg_common.log(f"{name}: final return per meta-seed "
-                       f"{np.round(epg_common.per_seed(o['final_return']), 1).tolist()}; "
+        epg_common.log(f"{name}: final return per meta-seed {finals}; "
                        f"Spearman rho with PPO's gradient {np.round(spearman[name], 3).tolist()}")
     for name, cfg in (("ppo", ppo_equal), ("ppo-large", ppo_large)):
         t0 = time.perf_counter()
@@ -252,6 +260,13 @@ def main(argv: list[str] | None = None) -> dict:
         "": lambda p: plot(shown, setup, p),
         "_meta": lambda p: plot_meta(record, setup, p)})
     return report
+
+
+def jax_zeros(tree):
+    import jax
+    import jax.numpy as jnp
+
+    return jax.tree.map(jnp.zeros_like, tree)
 
 
 def jax_get(x):

@@ -95,7 +95,7 @@ def check_epg_report(name: str, mod, out: dict) -> None:
         for m, r in methods.items():
             f = np.array(r["final_return"], float)
             er = np.array(r["episode_return"], float)  # None (no episode ended) -> nan
-            runs = (S, T, G) if m in ("evolved", "initial") else (T, G)
+            runs = (S, T, G) if m in ("evolved", "initial", "zero") else (T, G)
             assert f.shape == runs and np.isfinite(f).all(), (m, f)
             assert er.shape == (*runs, len(r["env_steps"])), (m, er.shape)
             assert np.isfinite(er).any(), m  # a curve: some episode ended

@@ -231,6 +231,19 @@ PRESETS: dict[str, Config] = {
         outer_decay_epochs=200,
         anneal_epochs=50,
     ),
+    # Random-goal point mass (envs.pointmass, the goal in the observation): a cheap
+    # stand-in for random Reacher, 32 updates of 64 steps (2048 steps, ~41 episodes) per
+    # member; the pendulum preset's sigma and buffer otherwise (not tuned, issue 33).
+    "pointmass": Config(
+        num_epochs=500,
+        pop_size=32,
+        sigma=0.03,
+        steps_per_update=64,
+        inner_updates=32,
+        buffer_size=128,
+        outer_decay_epochs=500,
+        anneal_epochs=100,
+    ),
     # Random Reacher (section 4.1, Figure 5): K = 512 updates of M = 128 steps (65536
     # steps per member), n = 32 workers, buffer N = 128, 3000 epochs with alpha annealed
     # over the first 500; the rest as Config() (the authors' code).
