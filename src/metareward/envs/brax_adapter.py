@@ -22,7 +22,7 @@ from brax.envs.base import State, Wrapper
 from metareward.envs.brax_tasks import task_physics
 from metareward.envs.options import check_options
 from metareward.envs.spec import EnvSpec
-from metareward.envs.tasks import Task, TaskDistribution
+from metareward.envs.tasks import Task, TaskDistribution, resolve_task
 
 BACKENDS = ("mjx", "generalized", "positional", "spring")
 
@@ -98,13 +98,9 @@ class BraxEnv(Wrapper):
     def reset(self, rng: jax.Array, task: Task | None = None) -> State:
         """A new episode; a randomised env draws its task from ``rng`` unless ``task`` is
         given (an env without tasks refuses one)."""
-        if self._tasks is None:
-            if task is not None:
-                raise ValueError(f"{self._spec.name} is not randomised: it takes no task "
-                                 "(build it with make(..., randomize=True))")
+        rng, task = resolve_task(self._spec.name, self._tasks, rng, task)
+        if task is None:
             return self.env.reset(rng)
-        rng, k_task = jax.random.split(rng)
-        task = self._tasks.sample(k_task) if task is None else self._tasks.check(task)
         return self._physics.reset(self.env, self._nominal_sys, rng, task)
 
     def step(self, state: State, action: jax.Array) -> State:

@@ -23,7 +23,7 @@ from gymnax.environments import spaces
 
 from metareward.envs.options import check_options
 from metareward.envs.spec import EnvSpec
-from metareward.envs.tasks import Task, TaskDistribution
+from metareward.envs.tasks import Task, TaskDistribution, resolve_task
 
 
 class GymnaxEnv(Env):
@@ -103,13 +103,7 @@ class GymnaxEnv(Env):
     def reset(self, rng: jax.Array, task: Task | None = None) -> State:
         """A new episode; a randomised env draws its task from ``rng`` unless ``task`` is
         given (an env without tasks refuses one)."""
-        if self._tasks is None:
-            if task is not None:
-                raise ValueError(f"{self._spec.name} is not randomised: it takes no task "
-                                 "(build it with make(..., randomize=True))")
-        else:
-            rng, k_task = jax.random.split(rng)
-            task = self._tasks.sample(k_task) if task is None else self._tasks.check(task)
+        rng, task = resolve_task(self._spec.name, self._tasks, rng, task)
         rng, key = jax.random.split(rng)
         obs, env_state = self._env.reset(key, self._task_params(task))
         obs = jnp.asarray(obs, jnp.float32)

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from brax.envs.base import Env, State
 
 from metareward.envs.spec import EnvSpec
-from metareward.envs.tasks import Task, TaskDistribution
+from metareward.envs.tasks import Task, TaskDistribution, resolve_task
 
 #: EPG-style random goals: ``goal`` uniform in ``[-1, 1]^2``.
 GOALS = TaskDistribution("random-goal point mass", ranges={"goal": (-1.0, 1.0)},
@@ -99,13 +99,7 @@ class PointMassEnv(Env):
     def reset(self, rng: jax.Array, task: Task | None = None) -> State:
         """A new episode; a randomised env draws its task from ``rng`` unless ``task`` is
         given (a plain env refuses one)."""
-        if self._tasks is None:
-            if task is not None:
-                raise ValueError(f"{self._spec.name} is not randomised: it takes no task "
-                                 "(build it with make(..., randomize=True))")
-        else:
-            rng, k_task = jax.random.split(rng)
-            task = self._tasks.sample(k_task) if task is None else self._tasks.check(task)
+        rng, task = resolve_task(self._spec.name, self._tasks, rng, task)
         pos = jax.random.uniform(rng, (2,), jnp.float32, -self.start, self.start)
         vel = jnp.zeros((2,), jnp.float32)
         goal = self._goal(task)

@@ -153,3 +153,31 @@ def reset_with_task(env: Any, rng: jax.Array, task: Task | None) -> Any:
 
 
 __all__ = ["PENDULUM", "Task", "TaskDistribution", "reset_with_task"]
+
+
+def resolve_task(env_name: str, tasks: TaskDistribution | None, rng: jax.Array,
+                 task: Task | None) -> tuple[jax.Array, Task | None]:
+    """The task of a reset: for a randomised env (``tasks`` given) ``task`` checked, or one
+    drawn from ``rng`` if None; for a plain env None, refusing a given ``task``.
+
+    Args:
+      env_name: the env's name (for the message).
+      tasks: the env's task distribution, or None for a plain env.
+      rng: the reset's key.
+      task: the task asked for, or None.
+
+    Returns:
+      ``(rng, task)``: the key left for the reset itself (split off the task's draw for a
+      randomised env, ``rng`` unchanged for a plain one) and the task (None if plain).
+
+    Raises:
+      ValueError: a task given to a plain env.
+    """
+    if tasks is None:
+        if task is not None:
+            raise ValueError(f"{env_name} is not randomised: it takes no task "
+                             "(build it with make(..., randomize=True))")
+        return rng, None
+    rng, k_task = jax.random.split(rng)
+    return rng, (tasks.sample(k_task) if task is None else tasks.check(task))
+
