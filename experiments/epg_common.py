@@ -22,8 +22,8 @@ Scales:
   budgets), a tiny config (4 members, 2 epochs, 4 updates of 16 steps, buffer 32),
   2 meta-seeds, 2 tasks x 1 agent;
 * ``cpu``: random pendulum, ``epg.preset("pendulum")`` with 100 epochs (alpha annealed
-  over 25, the outer learning rate decayed over 100): the slow test's budget, 2
-  meta-seeds x 15.0M env steps; 4 held-out tasks x 2 agents;
+  over 25, the outer learning rate decayed over 100), 2 meta-seeds x 15.0M env steps;
+  4 held-out tasks x 2 agents;
 * ``paper``: random hopper (brax, MJX), ``epg.Config()`` (the paper's: 3000 epochs of 32
   members, 128 updates of 128 steps, buffer 128), 4 meta-seeds, 8 tasks x 2 agents.
 """
@@ -88,7 +88,8 @@ class Setup:
 def add_options(ap: argparse.ArgumentParser) -> None:
     """The EPG scripts' own options (besides ``common.parser``'s)."""
     ap.add_argument("--epochs", type=int, default=None,
-                    help="ES epochs of meta-training (default: the scale's config)")
+                    help="ES epochs of meta-training, the outer learning rate decayed "
+                         "over all of them (default: the scale's config)")
     ap.add_argument("--tasks", type=int, default=None, help="held-out tasks")
     ap.add_argument("--agents", type=int, default=None, help="fresh agents per held-out task")
     ap.add_argument("--retrain", action="store_true",
@@ -117,8 +118,8 @@ def resolve(args: argparse.Namespace, scales: dict[str, common.Scale]) -> Setup:
             raise SystemExit(f"--{k} must be >= 1, got {getattr(args, k)}")
     ex = scale.extra
     over = dict(ex["config"])
-    if args.epochs is not None:
-        over["num_epochs"] = args.epochs
+    if args.epochs is not None:  # the outer learning rate decays over the whole run
+        over["num_epochs"] = over["outer_decay_epochs"] = args.epochs
     try:
         cfg = dataclasses.replace(epg.preset(env_name), **over)
     except ConfigError as e:
