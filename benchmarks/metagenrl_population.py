@@ -13,8 +13,9 @@ population gradient step (critic steps every update; objective gradient, policy 
 
 ``x sequential`` = sequential time / vmap time, paired per round (> 1: vmap is faster).
 
-Cost (``--cost``): one agent, the paper's sizes (350x350 ReLU + LayerNorm nets, 100
-windows of 20 steps, 100 transitions): the objective's eq.-6 gradient
+Cost: one agent, the paper's sizes (350x350 ReLU + LayerNorm nets; the meta-gradient on
+2 x 100 windows of 20 steps, ``meta_batch="per_part"``, the default; 100 transitions for
+TD3): the objective's eq.-6 gradient
 (``Trainer.objective_gradient``: one differentiable SGD step of the policy on
 ``L_alpha`` through the LSTM, then ``d/d alpha`` of ``-Q(s, pi_{phi'}(s))``) against one TD3
 policy update (``grad -Q(s, pi(s))`` and Adam, :mod:`metareward.algos.td3`), same process.
@@ -120,6 +121,9 @@ def cost_worker(min_time: float) -> dict:
     alpha = st.params["objective"]
     k = jax.random.split(jax.random.PRNGKey(1), 6)
     B, W, L = cfg.batch_size, cfg.window, 4096
+    # the meta-gradient's own windows: (inner_steps + 1) x batch_size with the default
+    # meta_batch="per_part" (the authors' 2 x 100), the policy's batch_size with "split"
+    n_meta = B * (cfg.inner_steps + 1) if cfg.meta_batch == "per_part" else B
     rows = metagenrl.Rows(
         obs=jax.random.normal(k[0], (L, 1, 3)),
         action=jax.random.uniform(k[1], (L, 1, 1), minval=-1, maxval=1),
@@ -127,7 +131,7 @@ def cost_worker(min_time: float) -> dict:
         terminal=jnp.zeros((L, 1)), done=(jnp.arange(L) % 200 == 199)[:, None] * 1.0,
         next_obs=jax.random.normal(k[3], (L, 1, 3)), time=jnp.zeros((L, 1)))
     buf = replay.ring_insert(jax.tree.map(lambda x: x[0], st.groups[0].buffer), rows)
-    win, mask = replay.ring_windows(k[4], buf, B, W, lambda d: d.done)
+    win, mask = replay.ring_windows(k[4], buf, n_meta, W, lambda d: d.done)
     win = metagenrl.Rows(*win)
     t, e = replay.ring_sample_indices(k[5], buf, B)
     batch = metagenrl.Rows(*replay.gather(buf, t, e))
@@ -157,7 +161,7 @@ def cost_worker(min_time: float) -> dict:
         sec, n = _timed(lambda c, fn=fn: jax.block_until_ready(fn(c)), init, min_time, 10)
         out[name] = {"seconds": sec, "calls": n, "compile_s": compile_s}
     return {**out, "x_td3_policy": out["objective"]["seconds"] / out["td3-policy"]["seconds"],
-            "windows": B, "window": W, "transitions": B, **process_facts(0.0)}
+            "windows": n_meta, "window": W, "transitions": B, **process_facts(0.0)}
 
 
 def main() -> None:
