@@ -13,9 +13,10 @@ goals and agent seeds:
 * **PPO at equal samples** (2048 steps in batches of 64, ``ppo.preset("pointmass")``
   otherwise), which sees the rewards the evolved loss does not.
 
-Measured (2026-12-02, CPU, jax 0.10.2, ``python /tmp/epgpm/run.py 100 META`` with the same
-keys and settings as this test; final returns, mean of 10 episodes, averaged over goals
-and agents; less negative is better):
+Measured (2026-12-02, CPU, jax 0.10.2; ``pytest -m slow tests/test_epg_learning.py -s``
+prints the PRNGKey(0) column; the PRNGKey(1) column and the initial losses came from a
+throwaway script with this test's settings and meta-key 1; final returns, mean of 10
+episodes, averaged over goals and agents; less negative is better):
 
 =========================  =============  =============
 meta-seeds                 PRNGKey(0)     PRNGKey(1)
