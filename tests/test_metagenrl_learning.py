@@ -39,6 +39,32 @@ Meta-seed 1 has not been run with the defaults.
 The meta-trained objectives were byte-identical to the ones a script with this file's
 config and keys had produced in an earlier session.
 
+Why there is no CPU-sized version in CI's slow suite (issue 33 asks for one): a CI slow
+test can spend about 10 minutes of one core, and with the defaults MetaGenRL costs 5-7.5
+ms per agent per env step on this CPU (this file's settings, 2, 8 and 16 agents timed
+over 200 population updates after compiling; vmapping agents saves nothing on one core),
+so meta-training gets at most ~100k agent-steps against this test's 480k. Every
+setting tried at that size (2026-12-02, one core each, the other busy; a script
+meta-training with ``make_train`` and meta-testing as :func:`meta_test` and
+:func:`controls` do) left the held-out agents no better than the initial objective and
+below a policy that does nothing:
+
+- 2 agents (pendulum, mountaincar-continuous) x 30k steps, this file's other settings:
+  inverted-pendulum 3, 3, 3 (initial 3, 2, 2.2; do-nothing 24; TD3 75, 74, 71);
+- the same with 2 pendulum agents: 2, 2, 2;
+- 4 agents x 20k steps, objective learning rate 3e-3: 7, 5, 2;
+- 2 point-mass agents (goals (0.5, 0.5) and (-0.6, 0.2)) x 20k steps, DDPG annealing over
+  10k, 2k or no steps; meta-test 5k steps: -36 to -109 on a held-out goal and -31 to -58
+  even on a training goal, against do-nothing -34 to -38 and TD3 -4 to -22.
+
+After the 2 x 30k meta-training the objective's policy step did not point up the critic
+on the held-out env either: the cosine between ``-grad_phi L_alpha`` and
+``grad_phi Q(s, pi_phi(s))`` on 32 window batches of 3 DDPG-trained inverted-pendulum
+agents averaged 0.22, -0.39, 0.16 per agent (initial objective: -0.09, 0.16, 0.12), and
+its gradient norm fell to ~1e-3 while the pendulum agents collapsed after the annealing.
+The smallest budget measured to teach anything is ``experiments/metagenrl_heldout.py``'s
+``cpu`` scale (4 agents x 30k steps, 23 minutes): one agent of three (162, 2, 2).
+
 History: until ``inner_windows`` the look-ahead step of eq. 6 summed only this batch's
 10 windows (a tenth of the authors' step); the meta-gradient then barely saw the
 objective's effect, the agents collapsed as soon as the DDPG term was annealed out, and
