@@ -14,8 +14,9 @@ Controls (added by issue 33): 2 of the 3 meta-trained agents above a policy that
 nothing (zero action: 24.0 on average), the mean above it by 10, and the mean at least
 half that of TD3 agents trained with the same samples and agent keys.
 
-On one core of the project's 2-core CPU the meta-training takes 36 minutes and the
-meta-test 4 per meta-seed, so the test carries the ``accelerator`` marker, which neither
+On one core of the project's 2-core CPU the meta-training takes 36 minutes with the
+legacy training and 40 with the defaults (meta-seed 1, 2026-12-02), the meta-test and its
+controls about 7 more per meta-seed, so the test carries the ``accelerator`` marker, which neither
 the default run nor CI's ``-m slow`` run selects:
 ``pytest -m accelerator tests/test_metagenrl_learning.py`` (on a GPU, or on the CPU with
 time to spare).
