@@ -59,7 +59,6 @@ Usage::
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -141,9 +140,7 @@ class Config:
             cfg.positive_int(name, getattr(self, name))
         cfg.positive("value_learning_rate", self.value_learning_rate)
         cfg.positive("policy_learning_rate", self.policy_learning_rate)
-        cfg.check("momentum", self.momentum,
-                  isinstance(self.momentum, int | float) and 0.0 <= self.momentum < 1.0,
-                  "a number in [0, 1)")
+        cfg.in_range("momentum", self.momentum, 0.0, 1.0, hi_open=True)
         cfg.in_range("gamma", self.gamma, 0.0, 1.0)
         cfg.in_range("td_lambda", self.td_lambda, 0.0, 1.0)
         cfg.positive("temperature", self.temperature)
@@ -302,7 +299,7 @@ def make_train(config: Config, env: Env) -> Trainer:
     obs_dim = spec.obs_size
     discrete = spec.discrete
     policy = make_policy(discrete, spec.action_size, config.hidden, config.activation,
-                         False, math.log(config.action_std))
+                         False, cfg.log(config.action_std))
     value = ValueNet(config.hidden, config.activation)
     value_scale = (1.0 / (1.0 - config.gamma) if config.value_scale is None
                    else config.value_scale)

@@ -480,6 +480,8 @@ def _is_cln_kernel(path) -> bool:
 
 
 def _softplus_inv(x: float) -> float:
+    if cfg.is_traced(x):
+        return x + jnp.log(-jnp.expm1(-x))
     return x + math.log(-math.expm1(-x))
 
 
@@ -538,7 +540,7 @@ def make_train(config: Config, env: Env) -> Trainer:
         dummy_a = (jnp.zeros((1,), jnp.int32) if spec.discrete
                    else jnp.zeros((1, spec.action_size), jnp.float32))
         policy_params = policy.init(k_pi, dummy, jnp.zeros((1, D), jnp.float32))
-        if config.cln_kernel_std != _CLN_KERNEL_STD:
+        if cfg.maybe(config.cln_kernel_std != _CLN_KERNEL_STD):
             # The CLN maps' kernels are drawn from N(0, 0.01^2) (the nets' default);
             # rescaled, they are draws from N(0, cln_kernel_std^2).
             scale = config.cln_kernel_std / _CLN_KERNEL_STD

@@ -1,17 +1,69 @@
-"""Validation of algorithm configs: bad values fail before any compilation."""
+"""Validation of algorithm configs: bad values fail before any compilation.
+
+Float hyperparameters may also be JAX values, so that a sweep is one program::
+
+    sweep = lambda lr, key: ppo.make_train(replace(config, learning_rate=lr), env).train(key)
+    jax.jit(jax.vmap(sweep))(learning_rates, keys)
+
+A concrete scalar array is checked by its value; a tracer (inside ``jit``/``vmap``)
+cannot be inspected and is not checked. Fields that set shapes or program structure
+(sizes, counts, flags, names) must stay Python values.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from typing import Any
+
+import jax
+import numpy as np
 
 from metareward.errors import ConfigError  # (defined there for light imports; re-exported)
 from metareward.nets.policies import ACTIVATIONS
 
 
-def check(name: str, value: Any, ok: bool, allowed: str) -> None:
-    """Raises :class:`ConfigError` naming the field, its value and what is allowed."""
+def is_traced(*values: Any) -> bool:
+    """Whether any of ``values`` is a JAX tracer (a hyperparameter being swept inside
+    ``jit``/``vmap``), whose value cannot be checked before compiling."""
+    return any(isinstance(v, jax.core.Tracer) for v in values)
+
+
+def number(value: Any) -> Any:
+    """A concrete real scalar array as a Python float (so it is checked by value);
+    anything else unchanged."""
+    if isinstance(value, jax.Array | np.ndarray | np.floating) and not is_traced(value):
+        if value.shape == () and np.issubdtype(value.dtype, np.floating):
+            return float(value)
+    return value
+
+
+def maybe(condition: Any) -> bool:
+    """A condition that decides program structure (e.g. "is there target noise?"): its
+    value if it is concrete, ``True`` if it is traced, so that a swept value takes the
+    general branch (the special branch must be a shortcut of it, e.g. for a zero)."""
+    return is_traced(condition) or bool(condition)
+
+
+def log(value: Any) -> Any:
+    """``math.log`` of a Python number, ``jnp.log`` of a JAX value (a swept field)."""
+    if isinstance(value, jax.Array):
+        return jax.numpy.log(value)
+    return math.log(value)
+
+
+def check(name: str, value: Any, ok: Any, allowed: str) -> None:
+    """Raises :class:`ConfigError` naming the field, its value and what is allowed.
+
+    Args:
+        name: The field's name.
+        value: Its value (named in the error).
+        ok: Whether the value is allowed; not checked if it is traced.
+        allowed: What is allowed, in words.
+    """
+    if is_traced(ok):
+        return
     if not ok:
         raise ConfigError(f"config field {name}={value!r} is invalid; allowed: {allowed}")
 
@@ -25,18 +77,34 @@ def positive_int(name: str, value: Any) -> None:
     )
 
 
-def in_range(name: str, value: Any, lo: float, hi: float, *, lo_open: bool = False) -> None:
+def in_range(
+    name: str, value: Any, lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False
+) -> None:
+    """Checks ``lo <= value <= hi`` (strict at an open end); tracers pass."""
+    value = number(value)
+    if is_traced(value):
+        return
     ok = isinstance(value, int | float) and not isinstance(value, bool)
-    ok = ok and (value > lo if lo_open else value >= lo) and value <= hi
-    check(name, value, ok, f"a number in {'(' if lo_open else '['}{lo}, {hi}]")
+    ok = ok and (value > lo if lo_open else value >= lo)
+    ok = ok and (value < hi if hi_open else value <= hi)
+    interval = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+    check(name, value, ok, f"a number in {interval}")
 
 
 def non_negative(name: str, value: Any) -> None:
+    """Checks ``value >= 0``; tracers pass."""
+    value = number(value)
+    if is_traced(value):
+        return
     ok = isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
     check(name, value, ok, "a number >= 0")
 
 
 def positive(name: str, value: Any) -> None:
+    """Checks ``value > 0``; tracers pass."""
+    value = number(value)
+    if is_traced(value):
+        return
     ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
     check(name, value, ok, "a number > 0")
 

@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -459,9 +460,10 @@ def make_train(config: Config, env: Env) -> Trainer:
                                               _agent_shapes))[1]
     # theta's entries that are the policy's (section 4.3's gradients are compared there:
     # L_phi has none on the value net, L_PPO none on the memory)
-    policy_idx = np.flatnonzero(np.asarray(ravel_pytree(
-        {k: jax.tree.map(lambda s, k=k: np.full(s.shape, k == "policy", np.float32), v)
-         for k, v in _agent_shapes.items()})[0]))
+    # (numpy, in ravel_pytree's leaf order, so that a traced config can build this too)
+    policy_idx = np.flatnonzero(np.concatenate(jax.tree.leaves(
+        {k: jax.tree.map(lambda s, k=k: np.full(math.prod(s.shape), k == "policy"), v)
+         for k, v in _agent_shapes.items()})))
 
     def init_loss(key: jax.Array) -> Params:
         return loss_net.init(key, jnp.zeros((N, F), jnp.float32), M)

@@ -86,8 +86,9 @@ def _check_common(c: Any) -> None:
     cfg.in_range("gae_lambda", c.gae_lambda, 0.0, 1.0)
     for name in ("ent_coef", "vf_coef", "v_ex_coef", "r_ex_coef", "r_in_coef"):
         cfg.non_negative(name, getattr(c, name))
-    cfg.check("r_ex_coef, r_in_coef", (c.r_ex_coef, c.r_in_coef),
-              c.r_ex_coef > 0 or c.r_in_coef > 0, "at least one of them > 0")
+    if not cfg.is_traced(c.r_ex_coef, c.r_in_coef):
+        cfg.check("r_ex_coef, r_in_coef", (c.r_ex_coef, c.r_in_coef),
+                  c.r_ex_coef > 0 or c.r_in_coef > 0, "at least one of them > 0")
     cfg.positive("max_grad_norm", c.max_grad_norm)
     cfg.positive("reward_scale", c.reward_scale)
     cfg.hidden_sizes("hidden", c.hidden)

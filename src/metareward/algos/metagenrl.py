@@ -289,7 +289,8 @@ class Config:
             cfg.check(
                 "policy_grad_clip",
                 v,
-                isinstance(v, int | float) and not isinstance(v, bool) and v > 0,
+                cfg.is_traced(v) or (isinstance(cfg.number(v), int | float)
+                                     and not isinstance(v, bool) and cfg.number(v) > 0),
                 "a number > 0, or None (no clipping)",
             )
         if self.meta_batch == "split":

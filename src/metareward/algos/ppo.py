@@ -150,7 +150,7 @@ class LiveBonus(Wrapper):
 
     def __init__(self, env: Env, bonus: float):
         super().__init__(env)
-        self.bonus = float(bonus)
+        self.bonus = bonus if cfg.is_traced(bonus) else float(bonus)
 
     def step(self, state: State, action: jax.Array) -> State:
         nxt = self.env.step(state, action)
@@ -161,7 +161,7 @@ def with_live_bonus(build, config, env: Env) -> Trainer:
     """``build(env)`` (a :func:`make_onpolicy` trainer) trained on ``env`` plus
     ``config.live_bonus`` per step, with ``env`` (no bonus) as its env and for
     ``evaluate``."""
-    if not config.live_bonus:
+    if not cfg.is_traced(config.live_bonus) and not config.live_bonus:
         return build(env)
     trainer = build(LiveBonus(env, config.live_bonus))
 

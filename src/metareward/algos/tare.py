@@ -457,7 +457,13 @@ def make_train(config: Config, env: Env) -> Trainer:
                          f"(num_envs * num_steps = {batch_size})")
     venv = VmapWrapper(env, N)
     obs_dim = spec.obs_size
-    log_std = c.log_std_init if is_ppo else float(jnp.log(c.action_std))
+    if is_ppo:
+        log_std = c.log_std_init
+    elif cfg.is_traced(c.action_std):
+        log_std = jnp.log(c.action_std)
+    else:
+        with jax.ensure_compile_time_eval():  # (also when make_train is itself traced)
+            log_std = float(jnp.log(c.action_std))
     policy = make_policy(spec.discrete, spec.action_size, c.hidden, c.activation, False, log_std)
     value = ValueNet(c.hidden, c.activation)
     reward_net = make_reward_net(c.reward_net, discrete=spec.discrete,

@@ -349,7 +349,7 @@ def make_train(config: Config, env: Env) -> Trainer:
 
     def td_target(target_params: Params, batch: Rows, key: jax.Array) -> jax.Array:
         a_next = actor.apply(target_params["actor"], batch.next_obs)
-        if config.target_noise > 0:
+        if cfg.maybe(config.target_noise > 0):
             eps = config.target_noise * jax.random.normal(key, a_next.shape)
             eps = jnp.clip(eps, -config.target_noise_clip, config.target_noise_clip)
             a_next = jnp.clip(a_next + eps * half_range, low, high)

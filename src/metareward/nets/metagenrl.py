@@ -164,7 +164,8 @@ class ObjectiveLSTM(nn.Module):
                               ("head_hidden", self.head_hidden)):
             for w in widths:
                 _positive_int(f"{label} entry", w)
-        if not (self.bound > 0 and math.isfinite(self.bound)):
+        if not isinstance(self.bound, jax.core.Tracer) and not (
+                self.bound > 0 and math.isfinite(self.bound)):
             raise ValueError(f"bound must be a positive finite number, got {self.bound!r}")
         if not self.zscore_eps > 0:
             raise ValueError(f"zscore_eps must be positive, got {self.zscore_eps!r}")

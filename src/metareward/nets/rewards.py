@@ -172,7 +172,7 @@ def _check_sizes(action_size: int, hidden: int, lstm_hidden: int, bound: float) 
     ):
         if int(value) != value or value <= 0:
             raise ValueError(f"{label} must be a positive integer, got {value!r}")
-    if not bound > 0 or not math.isfinite(bound):
+    if not isinstance(bound, jax.core.Tracer) and (not bound > 0 or not math.isfinite(bound)):
         raise ValueError(f"bound must be a positive finite number, got {bound!r}")
 
 
@@ -343,7 +343,7 @@ def make_reward_net(
         action_size=int(action_size),
         hidden=int(hidden),
         lstm_hidden=int(lstm_hidden),
-        bound=float(bound),
+        bound=bound if isinstance(bound, jax.core.Tracer) else float(bound),
     )
     if name == "mlp-concat":
         return MLPConcatReward(**kw)
