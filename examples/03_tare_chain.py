@@ -139,7 +139,7 @@ def paths(s, key, n, deterministic):
     def step(carry, k):
         es, alive = carry
         pos = jnp.where(alive, jnp.argmax(es.obs, -1), -1)
-        a = trainer.act(s.params, s.obs_stats, es.obs, k, deterministic)
+        a = trainer.act(s, es.obs, k, deterministic)
         es = venv.step(es, a)
         last = jnp.where(alive * es.done > 0, jnp.argmax(es.info["final_obs"], -1), -1)
         return (es, alive * (1.0 - es.done)), (pos, last)

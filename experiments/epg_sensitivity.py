@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     def sensitivity(p, t, k):
         s, _ = tr.inner_run(p, t, epg_common.run_key(k), jnp.float32(cfg.alpha_final))
-        x = tr.loss_inputs(s.theta, s.obs_stats, s.act_stats, s.rew_stats, s.buffer)
+        x = tr.loss_inputs(s.params, s.obs_stats, s.act_stats, s.rew_stats, s.buffer)
         if x.shape != (n, int(bounds[-1])):  # static: fails while tracing
             raise RuntimeError(f"loss_inputs gives {x.shape}; the kinds {kind_list} add up "
                                f"to {(n, int(bounds[-1]))}: update kinds()")

@@ -88,7 +88,7 @@ def ppo_runs(cfg, env, tasks, keys, num_eval: int) -> dict:
         s = tr.init(k_train)
         s = s.replace(env_state=venv.reset(k_env, task=task))
         s, m = jax.lax.scan(lambda s, _: tr.update(s), s, None, length=tr.num_updates)
-        act = lambda obs, k: tr.act(s.params, s.obs_stats, obs, k)
+        act = lambda obs, k: tr.act(s, obs, k)
         final = evaluate_episodes(env, act, k_eval, num_eval, ep_len, task=task)
         return {"episode_return": m["episode_return"], "env_steps": m["env_steps"],
                 "final_return": final.mean(), "nonfinite": m["nonfinite"][-1]}

@@ -156,7 +156,7 @@ def _buffer_and_agent(trainer):
                          (jax.random.uniform(k[3], (N,)) < 0.1).astype(jnp.float32),
                          jnp.ones((N,)))
     stats = (RunningStats.create((D,)), RunningStats.create((A,)), RunningStats.create((1,)))
-    return buf, stats, trainer.inner_init(trainer.env.tasks.nominal(), k[4]).theta
+    return buf, stats, trainer.inner_init(trainer.env.tasks.nominal(), k[4]).params
 
 
 def _loss_of_rewards(trainer, phi, theta, stats, buf):
@@ -224,7 +224,7 @@ def test_memory_trains_in_the_inner_loop_and_policy_ignores_it(trainer, tasks):
     s, m = jax.jit(trainer.inner_run)(phi, task, key, jnp.float32(0.0))
     s0 = trainer.inner_init(task, key)  # the agent inner_run starts from
     assert m["loss_phi"].shape == (TINY.inner_updates,)
-    p, p1 = trainer.agent_params(s.theta), trainer.agent_params(s0.theta)
+    p, p1 = trainer.agent_params(s.params), trainer.agent_params(s0.params)
     moved = jax.tree.leaves(jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()),
                                          p["memory"], p1["memory"]))
     assert max(moved) > 0.0  # the memory trains by L_phi with the policy
@@ -256,7 +256,7 @@ def test_es_grad_with_per_member_args_and_aux():
 def test_outer_epoch_runs_and_reports(trainer):
     state = trainer.init(jax.random.PRNGKey(0))
     state, m = jax.jit(trainer.update)(state)
-    assert int(state.epoch) == 1
+    assert int(state.update_step) == 1
     assert int(m["env_steps"]) == epg.env_steps_per_epoch(TINY, 200)
     assert epg.env_steps_per_epoch(TINY, 200) == 4 * (6 * 16 + 2 * 200)  # members x (K M + eval)
     assert float(m["alpha"]) == 1.0 and np.isfinite(float(m["fitness_mean"]))

@@ -63,7 +63,7 @@ def _ppo_at_equal_samples(env, tasks, agent_keys):
         k_init, k_env, k_eval = jax.random.split(key, 3)
         s = tr.init(k_init).replace(env_state=venv.reset(k_env, task=task))
         s = jax.lax.scan(lambda s, _: tr.update(s), s, None, length=tr.num_updates)[0]
-        act = lambda obs, k: tr.act(s.params, s.obs_stats, obs, k)
+        act = lambda obs, k: tr.act(s, obs, k)
         return evaluate_episodes(env, act, k_eval, EVAL, int(env.spec.episode_length),
                                  task=task).mean()
 

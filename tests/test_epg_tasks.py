@@ -44,7 +44,7 @@ def test_one_es_epoch_on_random_hopper():
     s0 = tr.init(jax.random.PRNGKey(0))
     s1, m = jax.jit(tr.update)(s0)
     m = jax.device_get(m)
-    assert int(s1.epoch) == 1 and int(m["nonfinite"]) == 0
+    assert int(s1.update_step) == 1 and int(m["nonfinite"]) == 0
     assert int(m["inner_nonfinite_members"]) == 0
     assert np.isfinite(m["fitness_mean"]) and np.isfinite(m["fitness_max"])
     assert np.isfinite(m["episode_return"]) and float(m["alpha"]) == 0.0

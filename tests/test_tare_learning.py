@@ -91,7 +91,7 @@ def _goal_fraction(env, trainer, state, key, deterministic):
 
     def step(carry, k):
         s, reached, alive = carry
-        a = trainer.act(state.params, state.obs_stats, s.obs, k, deterministic)
+        a = trainer.act(state, s.obs, k, deterministic)
         s = venv.step(s, a)
         at_goal = jnp.argmax(s.info["final_obs"], -1) == GOAL
         return (s, reached + alive * at_goal, alive * (1.0 - s.done)), None

@@ -334,15 +334,11 @@ def make_train(config: Config, env: Env) -> Trainer:
             nonfinite=jnp.zeros((), jnp.int32),
         )
 
-    def act(
-        params: Params,
-        obs_stats: RunningStats,
-        obs: jax.Array,
-        key: jax.Array,
-        deterministic: bool = False,
-    ) -> jax.Array:
-        """Env actions of the current policy for a batch of raw observations."""
-        dist = policy.apply(params["policy"], prep(obs_stats, obs))
+    def act(state: Any, obs: jax.Array, key: jax.Array,
+            deterministic: bool = False) -> jax.Array:
+        """Env actions of the current policy for a batch of raw observations (``state``:
+        a train state or a :class:`~metareward.algos.policy.Policy`)."""
+        dist = policy.apply(state.params["policy"], prep(state.obs_stats, obs))
         raw = dist.mode() if deterministic else dist.sample(key)
         return dist.to_env(raw)
 
@@ -520,7 +516,7 @@ def make_train(config: Config, env: Env) -> Trainer:
         deterministic: bool = False,
     ) -> jax.Array:
         """Returns of ``num_episodes`` fresh episodes of the current policy."""
-        fn = lambda obs, k: act(state.params, state.obs_stats, obs, k, deterministic)
+        fn = lambda obs, k: act(state, obs, k, deterministic)
         return evaluate_episodes(env, fn, key, num_episodes, spec.episode_length)
 
     return Trainer(

@@ -576,10 +576,12 @@ def make_train(config: Config, env: Env) -> Trainer:
     unravel_theta = ravel_pytree({k: _zeros[k] for k in ("policy", "value")})[1]
     unravel_psi = ravel_pytree({k: _zeros[k] for k in ("reward_body", "eta", "rho")})[1]
 
-    def act(params: Params, obs_stats: RunningStats, obs: jax.Array, key: jax.Array,
+    def act(state: Any, obs: jax.Array, key: jax.Array,
             deterministic: bool = False) -> jax.Array:
-        """Env actions of ``pi_{theta, eta}`` (unperturbed) for raw observations."""
-        dist = policy.apply(params["policy"], prep(obs_stats, obs), params["eta"][None])
+        """Env actions of ``pi_{theta, eta}`` (unperturbed) for raw observations (``state``:
+        a train state or a :class:`~metareward.algos.policy.Policy`)."""
+        params = state.params
+        dist = policy.apply(params["policy"], prep(state.obs_stats, obs), params["eta"][None])
         raw = dist.mode() if deterministic else dist.sample(key)
         return dist.to_env(raw)
 
@@ -922,7 +924,7 @@ def make_train(config: Config, env: Env) -> Trainer:
     def evaluate(state: ClnState, key: jax.Array, num_episodes: int = 16,
                  deterministic: bool = False) -> jax.Array:
         """Returns of ``num_episodes`` fresh episodes of ``pi_{theta, eta}``."""
-        fn = lambda obs, k: act(state.params, state.obs_stats, obs, k, deterministic)
+        fn = lambda obs, k: act(state, obs, k, deterministic)
         return evaluate_episodes(env, fn, key, num_episodes, spec.episode_length)
 
     return Trainer(

@@ -344,11 +344,11 @@ class Experience(NamedTuple):
 
 @struct.dataclass
 class InnerState:
-    """One member's agent: flat parameters ``theta`` (policy, value, memory), its
+    """One member's agent: flat parameters ``params`` (``theta``: policy, value, memory), its
     optimiser state, running statistics of observations, actions and rewards, the
     experience buffer, the env state and a PRNG key."""
 
-    theta: jax.Array
+    params: jax.Array
     opt_state: optax.OptState
     obs_stats: RunningStats
     act_stats: RunningStats
@@ -361,11 +361,11 @@ class InnerState:
 @struct.dataclass
 class EpgState:
     """The outer loop's state: ``params = {"loss": phi}``, the outer Adam state, the
-    epoch counter, cumulative env steps and a PRNG key."""
+    epoch counter ``update_step``, cumulative env steps and a PRNG key."""
 
     params: Params
     opt_state: optax.OptState
-    epoch: jax.Array
+    update_step: jax.Array
     env_steps: jax.Array
     nonfinite: jax.Array
     key: jax.Array
@@ -376,7 +376,11 @@ class Trainer(NamedTuple):
 
     * ``init(key) -> EpgState`` and ``update(state) -> (state, metrics)`` (one ES epoch):
       the runner's learner protocol, so ``metareward meta-train epg`` is a chunked,
-      checkpointed run;
+      checkpointed run; ``train(key)``: ``init`` and ``num_updates`` epochs, scanned;
+    * ``act(agent, obs, key, deterministic=False)``: env actions of an inner agent
+      (an ``InnerState``, e.g. ``inner_run``'s, or its
+      :class:`~metareward.algos.policy.Policy`; EPG's train state holds a loss, not a
+      policy); ``policy_init(key)``: a fresh agent on the nominal task;
     * ``inner(phi, task, key, alpha) -> (fitness, aux)``: one member's inner loop
       (``aux``: ``returns [K + 1]`` and ``inner_nonfinite``);
     * ``inner_run(phi, task, key, alpha) -> (InnerState, metrics)``: the inner loop's final
@@ -404,6 +408,9 @@ class Trainer(NamedTuple):
     num_updates: int
     init: Callable[[jax.Array], EpgState]
     update: Callable[[EpgState], tuple[EpgState, Metrics]]
+    train: Callable[[jax.Array], tuple[EpgState, Metrics]]
+    act: Callable[..., jax.Array]
+    policy_init: Callable[[jax.Array], InnerState]
     inner: Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
     inner_run: Callable[..., tuple[InnerState, Metrics]]
     meta_test: Callable[..., Metrics]
@@ -515,7 +522,7 @@ def make_train(config: Config, env: Env) -> Trainer:
         zeros = Experience(jnp.zeros((N, O)), jnp.zeros((N, A)), jnp.zeros((N,)),
                            jnp.zeros((N,)), jnp.zeros((N,)))
         return InnerState(
-            theta=theta, opt_state=inner_opt.init(theta),
+            params=theta, opt_state=inner_opt.init(theta),
             obs_stats=RunningStats.create((O,)), act_stats=RunningStats.create((A,)),
             rew_stats=RunningStats.create((1,)), buffer=zeros,
             env_state=env.reset(k_env, task=task), key=key)
@@ -524,7 +531,7 @@ def make_train(config: Config, env: Env) -> Trainer:
         """One inner update (Algorithm 1, lines 6-12): ``M`` env steps, then one step of
         the agent's optimiser on ``(1 - alpha) L_phi + alpha L_ppo`` (eqs. 4, 6)."""
         key, k_roll = jax.random.split(s.key)
-        env_state, traj = rollout(env, s.env_state, act_fn(s.theta, s.obs_stats), k_roll, M)
+        env_state, traj = rollout(env, s.env_state, act_fn(s.params, s.obs_stats), k_roll, M)
         obs_stats = s.obs_stats.update(traj.obs)
         act_stats = s.act_stats.update(traj.action)
         rew_stats = s.rew_stats.update(traj.reward[:, None] * config.reward_scale)
@@ -557,13 +564,13 @@ def make_train(config: Config, env: Env) -> Trainer:
             return l_ppo, old
 
         # the gradient of eq. 6, (1 - alpha) dL_phi + alpha dL_ppo, from its two terms
-        l_phi, g_phi = jax.value_and_grad(loss_phi)(s.theta)
+        l_phi, g_phi = jax.value_and_grad(loss_phi)(s.params)
         (l_ppo, (old_mean, old_log_std)), g_ppo = jax.value_and_grad(
-            loss_ppo, has_aux=True)(s.theta)
+            loss_ppo, has_aux=True)(s.params)
         grads = (1.0 - alpha_) * g_phi + alpha_ * g_ppo
         ok = jnp.all(jnp.isfinite(grads))
-        updates, opt_state = inner_opt.update(grads, s.opt_state, s.theta)
-        theta = jnp.where(ok, s.theta + updates, s.theta)
+        updates, opt_state = inner_opt.update(grads, s.opt_state, s.params)
+        theta = jnp.where(ok, s.params + updates, s.params)
         opt_state = jax.tree.map(lambda a, b: jnp.where(ok, a, b), opt_state, s.opt_state)
         # KL(pi_old || pi_new) on the new steps (Figure 6); pi_old as the loss saw it.
         new = policy.apply(unravel_theta(theta)["policy"], obs_n)
@@ -585,11 +592,11 @@ def make_train(config: Config, env: Env) -> Trainer:
         return jax.lax.scan(lambda c, x: inner_step(phi, alpha_, c, x), s, None, length=K)
 
     def final_returns(s: InnerState, task: Any, key: jax.Array, num: int) -> jax.Array:
-        act = act_fn(s.theta, s.obs_stats)
+        act = act_fn(s.params, s.obs_stats)
 
         def policy_act(obs, k):
             if config.deterministic_eval:
-                p = unravel_theta(s.theta)
+                p = unravel_theta(s.params)
                 dist = policy.apply(p["policy"], s.obs_stats.normalize(obs))
                 return dist.to_env(dist.mode())
             return act(obs, k)[1]
@@ -627,7 +634,7 @@ def make_train(config: Config, env: Env) -> Trainer:
         else:
             outer_state = outer_opt.init(flat)
         return EpgState(params={"loss": phi}, opt_state=outer_state,
-                        epoch=jnp.zeros((), jnp.int32), env_steps=jnp.zeros((), jnp.int32),
+                        update_step=jnp.zeros((), jnp.int32), env_steps=jnp.zeros((), jnp.int32),
                         nonfinite=jnp.zeros((), jnp.int32), key=key)
 
     steps_per_epoch = env_steps_per_epoch(config, ep_len)
@@ -642,7 +649,7 @@ def make_train(config: Config, env: Env) -> Trainer:
         if config.antithetic:  # pairs +eps / -eps share task and agent (common random numbers)
             member_tasks = jax.tree.map(lambda x: jnp.concatenate([x, x]), member_tasks)
             agent_keys = jnp.concatenate([agent_keys, agent_keys])
-        a = alpha(state.epoch)
+        a = alpha(state.update_step)
         flat, _ = ravel_pytree(state.params["loss"])
         if strategy is None:
             direction, fit, aux = es_grad(
@@ -684,9 +691,24 @@ def make_train(config: Config, env: Env) -> Trainer:
             "nonfinite": state.nonfinite + (~ok),
         }
         state = EpgState(params={"loss": unravel_phi(new_flat)}, opt_state=opt_state,
-                         epoch=state.epoch + 1, env_steps=env_steps,
+                         update_step=state.update_step + 1, env_steps=env_steps,
                          nonfinite=state.nonfinite + (~ok), key=key)
         return state, metrics
+
+    def train(key: jax.Array) -> tuple[EpgState, Metrics]:
+        state = init(key)
+        return jax.lax.scan(lambda s, _: update(s), state, None, length=config.num_epochs)
+
+    def act(agent: Any, obs: jax.Array, key: jax.Array,
+            deterministic: bool = False) -> jax.Array:
+        """Env actions of an inner agent (``InnerState`` or its ``Policy``: what is read
+        is ``params``, the flat ``theta``, and ``obs_stats``) for raw observations."""
+        if isinstance(agent, EpgState):
+            raise TypeError("EPG's train state holds the learned loss, not a policy: act "
+                            "with an inner agent (the InnerState of inner_run)")
+        dist = policy.apply(unravel_theta(agent.params)["policy"],
+                            agent.obs_stats.normalize(obs))
+        return dist.to_env(dist.mode() if deterministic else dist.sample(key))
 
     def evaluate(state: EpgState, key: jax.Array, num_episodes: int = 16,
                  deterministic: bool = False) -> jax.Array:
@@ -702,7 +724,8 @@ def make_train(config: Config, env: Env) -> Trainer:
 
     return Trainer(
         config=config, env=env, spec=spec, loss_net=loss_net, policy=policy,
-        num_updates=config.num_epochs, init=init, update=update, inner=inner,
+        num_updates=config.num_epochs, init=init, update=update, train=train, act=act,
+        policy_init=lambda key: inner_init(tasks.nominal(), key), inner=inner,
         inner_run=inner_run, meta_test=meta_test, evaluate=evaluate, loss_inputs=loss_inputs,
         alpha=alpha, init_loss=init_loss, agent_params=unravel_theta,
         inner_init=lambda task, key: inner_init(tasks.check(task), key),

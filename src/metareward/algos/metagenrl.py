@@ -84,6 +84,7 @@ from jax.flatten_util import ravel_pytree
 from metareward.algos import config as cfg
 from metareward.algos import td3
 from metareward.algos.onpolicy import check_env, obs_preprocessor
+from metareward.algos.policy import Policy
 from metareward.axes import local_members, mean_members, sum_members
 from metareward.envs.spec import EnvSpec
 from metareward.envs.wrappers import VmapWrapper
@@ -427,8 +428,9 @@ class Group(NamedTuple):
 class Trainer(NamedTuple):
     """MetaGenRL bound to a config and its envs; all functions pure and jittable.
 
-    Beyond the :class:`~metareward.algos.registry.Learner` protocol (``init``,
-    ``update``, ``train``, ``evaluate``: agent 0 of the first env):
+    Beyond the :class:`~metareward.algos.registry.Learner` protocol (``env``: the first
+    of ``envs``; ``act`` and ``evaluate``: agent 0 of the first env, or ``agent`` of
+    ``group``):
 
     * ``objective``: the :class:`~metareward.nets.ObjectiveLSTM` module;
     * ``per_step_objective(alpha, actor_params, batch, mask, values, group) -> [B, W]``;
@@ -447,12 +449,15 @@ class Trainer(NamedTuple):
     """
 
     config: Config
+    env: Env
+    envs: tuple[Env, ...]
     groups: tuple[Group, ...]
     objective: ObjectiveLSTM
     num_updates: int
     init: Callable[[jax.Array], MetaGenRLState]
     update: Callable[[MetaGenRLState], tuple[MetaGenRLState, Metrics]]
     train: Callable[[jax.Array], tuple[MetaGenRLState, Metrics]]
+    act: Callable[..., jax.Array]
     evaluate: Callable[..., jax.Array]
     per_step_objective: Callable[..., jax.Array]
     objective_gradient: Callable[..., Any]
@@ -884,7 +889,7 @@ def make_train(config: Config, env: Env | Sequence[Env]) -> Trainer:
 
         def step(state: State, k: jax.Array):
             k_a, k_u = jax.random.split(k)
-            a = tr.act(params, state.obs, k_a)
+            a = tr.act(Policy(params), state.obs, k_a)
             u = jax.random.uniform(k_u, a.shape, minval=low, maxval=high)
             a = jnp.where(random_phase, u, a)
             nxt = env1.step(state, a)
@@ -1048,6 +1053,14 @@ def make_train(config: Config, env: Env | Sequence[Env]) -> Trainer:
         state = init(key)
         return jax.lax.scan(lambda s, _: update(s), state, None, length=num_updates)
 
+    def act(state: Any, obs: jax.Array, key: jax.Array, deterministic: bool = False,
+            group: int = 0, agent: int = 0) -> jax.Array:
+        """Env actions of agent ``agent`` of env ``group`` for raw observations of that
+        env: ``pi_phi(s)``, plus TD3's exploration noise unless ``deterministic``
+        (``state``: a train state or its :class:`~metareward.algos.policy.Policy`)."""
+        params = jax.tree.map(lambda x: x[agent], state.params["agents"][group])
+        return groups[group].td3.act(Policy(params), obs, key, deterministic)
+
     def evaluate(
         state: MetaGenRLState,
         key: jax.Array,
@@ -1060,8 +1073,8 @@ def make_train(config: Config, env: Env | Sequence[Env]) -> Trainer:
         deterministic policy ``pi_phi(s)``."""
         del deterministic
         grp = groups[group]
-        params = jax.tree.map(lambda x: x[agent], state.params["agents"][group])
-        fn = lambda obs, k: grp.td3.act(params, obs, k, True)
+        pol = Policy(jax.tree.map(lambda x: x[agent], state.params["agents"][group]))
+        fn = lambda obs, k: grp.td3.act(pol, obs, k, True)
         return evaluate_episodes(grp.env, fn, key, num_episodes, grp.spec.episode_length)
 
     def meta_test(alpha: Params, task: Any, key: jax.Array, num_eval: int | None = None) -> Metrics:
@@ -1087,12 +1100,15 @@ def make_train(config: Config, env: Env | Sequence[Env]) -> Trainer:
 
     return Trainer(
         config=config,
+        env=groups[0].env,
+        envs=tuple(g.env for g in groups),
         groups=groups,
         objective=objective,
         num_updates=num_updates,
         init=init,
         update=update,
         train=train,
+        act=act,
         evaluate=evaluate,
         per_step_objective=per_step_objective,
         objective_gradient=objective_gradient,

@@ -185,14 +185,11 @@ def make_onpolicy(
         )
 
     def act(
-        params: Params,
-        obs_stats: RunningStats,
-        obs: jax.Array,
-        key: jax.Array,
-        deterministic: bool = False,
+        state: Any, obs: jax.Array, key: jax.Array, deterministic: bool = False
     ) -> jax.Array:
-        """Env actions of the current policy for a batch of raw observations."""
-        dist = policy.apply(params["policy"], prep(obs_stats, obs))
+        """Env actions of the current policy for a batch of raw observations (``state``:
+        a train state or a :class:`~metareward.algos.policy.Policy`)."""
+        dist = policy.apply(state.params["policy"], prep(state.obs_stats, obs))
         raw = dist.mode() if deterministic else dist.sample(key)
         return dist.to_env(raw)
 
@@ -287,7 +284,7 @@ def make_onpolicy(
         deterministic: bool = False,
     ) -> jax.Array:
         """Returns of ``num_episodes`` fresh episodes of the current policy."""
-        fn = lambda obs, k: act(state.params, state.obs_stats, obs, k, deterministic)
+        fn = lambda obs, k: act(state, obs, k, deterministic)
         return evaluate_episodes(env, fn, key, num_episodes, spec.episode_length)
 
     return Trainer(

@@ -168,7 +168,7 @@ def with_live_bonus(build, config, env: Env) -> Trainer:
     def evaluate(state, key: jax.Array, num_episodes: int = 16,
                  deterministic: bool = False) -> jax.Array:
         """Returns (the env's own, without the bonus) of ``num_episodes`` fresh episodes."""
-        fn = lambda obs, k: trainer.act(state.params, state.obs_stats, obs, k, deterministic)
+        fn = lambda obs, k: trainer.act(state, obs, k, deterministic)
         return evaluate_episodes(env, fn, key, num_episodes, trainer.spec.episode_length)
 
     return trainer._replace(env=env, evaluate=evaluate)

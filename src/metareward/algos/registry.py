@@ -24,7 +24,27 @@ from brax.envs.base import Env
 
 
 class Learner(Protocol):
-    """What the chunked runner needs from ``make_train(config, env)``.
+    """What every ``make_train(config, env)`` returns: the learner contract.
+
+    Fields: ``config`` and ``env`` (the first env of a multi-env learner; all of them in
+    ``envs``), ``num_updates`` (updates in a full run), and pure, jittable functions:
+
+    * ``init(key) -> state``; ``update(state) -> (state, metrics)``: one update;
+    * ``train(key) -> (state, metrics)``: ``init`` then ``num_updates`` updates in one
+      ``lax.scan`` (metrics stacked over updates), so ``jax.vmap(train)`` runs seeds
+      and, with float hyperparameters as JAX values, sweeps as one program;
+    * ``act(state, obs, key, deterministic=False) -> actions`` for a batch of raw
+      observations; it reads only ``state.params`` and ``state.obs_stats`` (where the
+      learner normalises observations), so a :class:`~metareward.algos.policy.Policy`
+      acts like the state it came from (EPG acts with an inner agent's state, its
+      ``policy_init(key)`` builds one);
+    * ``evaluate(state, key, num_episodes, deterministic) -> returns``.
+
+    States follow one convention: ``params`` (a dict of the parameters of each net),
+    ``key``, ``update_step`` (updates done), ``env_steps`` (transitions collected) and
+    ``nonfinite`` (steps skipped for a non-finite loss or gradient).
+
+    What the chunked runner needs of it:
 
     ``init(key) -> state`` and ``update(state) -> (state, metrics)`` are pure and
     jittable; ``state`` is a pytree holding *everything* that changes during training
@@ -52,11 +72,19 @@ class Learner(Protocol):
     ``update``).
     """
 
+    config: Any
+    env: Env
     num_updates: int
 
     def init(self, key: jax.Array) -> Any: ...
 
     def update(self, state: Any) -> tuple[Any, dict[str, jax.Array]]: ...
+
+    def train(self, key: jax.Array) -> tuple[Any, dict[str, jax.Array]]: ...
+
+    def act(
+        self, state: Any, obs: jax.Array, key: jax.Array, deterministic: bool = ...
+    ) -> jax.Array: ...
 
     def evaluate(
         self, state: Any, key: jax.Array, num_episodes: int = ..., deterministic: bool = ...

@@ -547,10 +547,11 @@ def make_train(config: Config, env: Env) -> Trainer:
     unravel_theta = ravel_pytree({k: _zeros[k] for k in ("policy", "value", "value_ex")})[1]
     unravel_values = ravel_pytree({"value": _zeros["value"], "value_ex": _zeros["value_ex"]})[1]
 
-    def act(params: Params, obs_stats: RunningStats, obs: jax.Array, key: jax.Array,
+    def act(state: Any, obs: jax.Array, key: jax.Array,
             deterministic: bool = False) -> jax.Array:
-        """Env actions of the current policy for a batch of raw observations."""
-        dist = policy.apply(params["policy"], prep(obs_stats, obs))
+        """Env actions of the current policy for a batch of raw observations (``state``:
+        a train state or a :class:`~metareward.algos.policy.Policy`)."""
+        dist = policy.apply(state.params["policy"], prep(state.obs_stats, obs))
         raw = dist.mode() if deterministic else dist.sample(key)
         return dist.to_env(raw)
 
@@ -1010,7 +1011,7 @@ def make_train(config: Config, env: Env) -> Trainer:
     def evaluate(state: TareState, key: jax.Array, num_episodes: int = 16,
                  deterministic: bool = False) -> jax.Array:
         """Extrinsic returns of ``num_episodes`` fresh episodes of the policy."""
-        fn = lambda obs, k: act(state.params, state.obs_stats, obs, k, deterministic)
+        fn = lambda obs, k: act(state, obs, k, deterministic)
         return evaluate_episodes(env, fn, key, num_episodes, spec.episode_length)
 
     return Trainer(

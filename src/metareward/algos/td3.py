@@ -337,10 +337,12 @@ def make_train(config: Config, env: Env) -> Trainer:
     def q_values(critic_params: Params, obs: jax.Array, action: jax.Array) -> jax.Array:
         return jax.vmap(lambda p: critic.apply(p, obs, action))(critic_params)
 
-    def act(params: Params, obs: jax.Array, key: jax.Array,
+    def act(state: Any, obs: jax.Array, key: jax.Array,
             deterministic: bool = False) -> jax.Array:
         """Env actions for raw observations: ``mu(s)``, plus clipped Gaussian exploration
-        noise unless ``deterministic``."""
+        noise unless ``deterministic`` (``state``: a train state or a
+        :class:`~metareward.algos.policy.Policy`; what is read: ``params``)."""
+        params = state.params
         mu = actor.apply(params["actor"], flatten_obs(obs))
         if deterministic:
             return mu
@@ -404,7 +406,7 @@ def make_train(config: Config, env: Env) -> Trainer:
 
         def policy_act(obs: jax.Array, k: jax.Array):
             k_a, k_u = jax.random.split(k)
-            a = act(params, obs, k_a)
+            a = act(state, obs, k_a)
             u = jax.random.uniform(k_u, a.shape, minval=low, maxval=high)
             a = jnp.where(random_phase, u, a)
             return a, a, jnp.zeros(a.shape[:-1], jnp.float32)
@@ -464,7 +466,7 @@ def make_train(config: Config, env: Env) -> Trainer:
         accepted for the Learner protocol and ignored: evaluation always acts with
         ``mu(s)``, as in the TD3 and MetaGenRL code."""
         del deterministic
-        fn = lambda obs, k: act(state.params, obs, k, True)
+        fn = lambda obs, k: act(state, obs, k, True)
         return evaluate_episodes(env, fn, key, num_episodes, spec.episode_length)
 
     return Trainer(
