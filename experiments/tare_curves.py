@@ -49,7 +49,7 @@ SCALES = {
 
 def base_config(learner: str, env_name: str):
     """``(module, config)`` of a learner on an env before ``total_steps``."""
-    from metareward.algos import awr, ppo, tare
+    from metareward.algos import awr, ppo, preset, tare
 
     if learner == "ppo":
         if env_name.startswith("chain"):  # the PPO-TARE chain preset's batch, policy
@@ -65,7 +65,7 @@ def base_config(learner: str, env_name: str):
                                    value_steps=50, policy_steps=100,
                                    policy_learning_rate=1e-3, normalize_obs=False)
         return awr, awr.PRESETS.get(env_name, awr.Config())
-    cfg = tare.preset(env_name, inner="awr" if learner == "awr-tare" else "ppo")
+    cfg = preset("tare-awr" if learner == "awr-tare" else "tare", env_name)
     if learner == "ppo-tare-frozen":
         cfg = dataclasses.replace(cfg, hypergrad_coef=0.0)
     return tare, cfg

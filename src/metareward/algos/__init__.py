@@ -2,8 +2,9 @@
 registered by name (:mod:`metareward.algos.registry`) for the ``metareward`` command."""
 
 from metareward.algos import a2c, awr, cln, epg, lirpg, metagenrl, ppo, reinforce, tare, td3
-from metareward.algos.config import ConfigError
+from metareward.algos.config import ConfigError, DefaultConfigWarning
 from metareward.algos.onpolicy import Trainer, TrainState, check_finite
+from metareward.algos.policy import Policy, load_policy, save_policy, take_seed
 from metareward.algos.registry import (
     AlgoSpec,
     Learner,
@@ -113,10 +114,28 @@ register_algorithm(
     description="MetaGenRL: a learned LSTM objective trained through TD3 critics (Kirsch+ 2020)",
 )
 
+
+def preset(algorithm: str, env_name: str):
+    """The config of registered ``algorithm`` for ``env_name``: its tuned preset, or the
+    paper defaults (with a :class:`DefaultConfigWarning`); ``ConfigError`` for an env name
+    that is not registered, ``ValueError`` for an unknown algorithm.
+
+    Args:
+        algorithm: A registered algorithm (:func:`algorithm_names`), e.g. ``"ddpg"``.
+        env_name: A registered env (``metareward.envs.names()``).
+
+    Returns:
+        The algorithm's config for that env.
+    """
+    return get_algorithm(algorithm).default_config(env_name)
+
+
 __all__ = [
     "AlgoSpec",
     "ConfigError",
+    "DefaultConfigWarning",
     "Learner",
+    "Policy",
     "TrainState",
     "Trainer",
     "a2c",
@@ -127,10 +146,14 @@ __all__ = [
     "epg",
     "get_algorithm",
     "lirpg",
+    "load_policy",
     "metagenrl",
     "ppo",
+    "preset",
     "register_algorithm",
     "reinforce",
+    "save_policy",
+    "take_seed",
     "tare",
     "td3",
 ]

@@ -186,8 +186,10 @@ PRESETS: dict[str, Config] = {
 
 
 def preset(env_name: str) -> Config:
-    """The tuned config for ``env_name`` if there is one, else the paper defaults."""
-    return PRESETS.get(env_name, Config())
+    """The tuned config for ``env_name`` if there is one, else the paper defaults (with a
+    :class:`~metareward.algos.config.DefaultConfigWarning`); ``ConfigError`` for an env
+    name that is not registered (see :func:`metareward.algos.config.preset`)."""
+    return cfg.preset(PRESETS, Config(), env_name, "awr")
 
 
 class Rows(NamedTuple):

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -118,6 +119,50 @@ def hidden_sizes(name: str, value: Sequence[int]) -> None:
 
 def activation_name(name: str, value: str) -> None:
     check(name, value, value in ACTIVATIONS, f"one of {sorted(ACTIVATIONS)}")
+
+
+class DefaultConfigWarning(UserWarning):
+    """A config was asked for an env without a preset: the paper's defaults are used."""
+
+
+def preset(presets: Mapping[str, Any], default: Any, env_name: str, algorithm: str) -> Any:
+    """The preset of ``algorithm`` for ``env_name``, or its paper defaults (with a
+    :class:`DefaultConfigWarning`) for a registered env without one.
+
+    Args:
+        presets: The algorithm's presets, by env name.
+        default: Its paper defaults (``Config()``).
+        env_name: A registered env's name, or a comma-separated list of them (a
+            multi-env learner: the first one's preset).
+        algorithm: The algorithm's name, for messages.
+
+    Returns:
+        ``presets[env_name]`` (of the first name), else ``default``.
+
+    Raises:
+        ConfigError: a name that is not a registered env (a typo such as ``"cartpol"``);
+            the message lists the envs with presets.
+    """
+    from metareward.envs import registry as env_registry
+
+    names = [n.strip() for n in str(env_name).split(",")]
+    known = set(env_registry.names())
+    for name in names:
+        if name not in known:
+            raise ConfigError(
+                f"unknown env {name!r} for a {algorithm} preset; envs with {algorithm} "
+                f"presets: {sorted(presets)} (every env: metareward.envs.names())"
+            )
+    if names[0] in presets:
+        return presets[names[0]]
+    warnings.warn(
+        f"no {algorithm} preset for env {names[0]!r}: using the paper defaults "
+        f"({type(default).__module__}.{type(default).__qualname__}()); envs with presets: "
+        f"{sorted(presets)}",
+        DefaultConfigWarning,
+        stacklevel=3,
+    )
+    return default
 
 
 def replace(config: Any, **changes: Any) -> Any:

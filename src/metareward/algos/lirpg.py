@@ -246,8 +246,10 @@ A2C_PRESETS: dict[str, A2CConfig] = {
 
 
 def preset(env_name: str) -> Config:
-    """The PPO-flavour config for ``env_name`` if there is one, else the paper defaults."""
-    return PRESETS.get(env_name, Config())
+    """The tuned config for ``env_name`` if there is one, else the paper defaults (with a
+    :class:`~metareward.algos.config.DefaultConfigWarning`); ``ConfigError`` for an env
+    name that is not registered (see :func:`metareward.algos.config.preset`)."""
+    return cfg.preset(PRESETS, Config(), env_name, "lirpg")
 
 
 @struct.dataclass

@@ -114,9 +114,12 @@ class AlgoSpec:
     multi_env: bool = False
 
     def default_config(self, env_name: str) -> Any:
-        """The tuned preset for ``env_name`` if there is one, else the paper defaults."""
-        preset = self.presets.get(env_name)
-        return preset if preset is not None else self.config()
+        """The tuned preset for ``env_name`` if there is one, else the paper defaults
+        (with a warning); ``ConfigError`` for an unknown env (see
+        :func:`metareward.algos.config.preset`)."""
+        from metareward.algos.config import preset
+
+        return preset(self.presets, self.config(), env_name, self.name)
 
 
 _ALGOS: dict[str, AlgoSpec] = {}

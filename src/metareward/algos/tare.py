@@ -254,7 +254,7 @@ class Config:
 
 @dataclasses.dataclass(frozen=True)
 class AWRConfig(Config):
-    """AWR-TARE (``inner="awr"``): the same fields, with AWR's defaults (ReLU nets)."""
+    """AWR-TARE (registered as ``tare-awr``): the same fields, with AWR's defaults (ReLU nets)."""
 
     inner: str = "awr"
     num_envs: int = 8
@@ -298,13 +298,11 @@ AWR_PRESETS: dict[str, AWRConfig] = {
 AWR_PRESETS["chain-truncating"] = AWR_PRESETS["chain"]
 
 
-def preset(env_name: str, inner: str = "ppo") -> Config:
-    """The config for ``env_name`` and ``inner`` if there is one, else the defaults."""
-    if inner not in INNERS:
-        raise ValueError(f"inner must be one of {list(INNERS)}, got {inner!r}")
-    if inner == "ppo":
-        return PRESETS.get(env_name, Config())
-    return AWR_PRESETS.get(env_name, AWRConfig())
+def preset(env_name: str) -> Config:
+    """The tuned config for ``env_name`` if there is one, else the paper defaults (with a
+    :class:`~metareward.algos.config.DefaultConfigWarning`); ``ConfigError`` for an env
+    name that is not registered (see :func:`metareward.algos.config.preset`)."""
+    return cfg.preset(PRESETS, Config(), env_name, "tare")
 
 
 @struct.dataclass
