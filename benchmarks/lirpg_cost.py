@@ -138,6 +138,7 @@ def lookahead_cosines(seeds: int, at: list[int]) -> list[dict]:
 
     from metareward import envs
     from metareward.algos import lirpg
+    from metareward.rl.grads import clip_by_global_norm
 
     env = envs.make("cartpole", reward_delay=10)
     cfg = lirpg.preset("cartpole")
@@ -153,7 +154,7 @@ def lookahead_cosines(seeds: int, at: list[int]) -> list[dict]:
 
     @jax.jit
     def eta_step(eta, opt_eta, g, outer_loss):  # the trainer's intrinsic update
-        g, _, ok = lirpg._clip(g, cfg.max_grad_norm)
+        g, _, ok = clip_by_global_norm(g, cfg.max_grad_norm)
         ok = ok & jnp.isfinite(outer_loss)
         upd, new_opt = intrinsic_opt.update(jnp.where(ok, g, 0.0), opt_eta, eta)
         return jnp.where(ok, eta + upd, eta), new_opt

@@ -1,7 +1,8 @@
 """The learner contract (:class:`metareward.algos.registry.Learner`), checked on every
 registered algorithm: the same fields, the same state conventions, ``train`` as ``init``
 plus ``num_updates`` updates, ``act`` on a train state or its ``Policy``, and float
-hyperparameters that can be traced (a sweep is one program).
+hyperparameters that can be traced (a sweep is one program; one test per algorithm, so
+that each learner is traced once).
 
 Shapes only (``jax.eval_shape``): what each learner computes is tested in its own file.
 """
@@ -55,6 +56,17 @@ def test_learner_contract(name):
     assert shapes(final) == shapes(state)
     assert stacked["env_steps"].shape == (learner.num_updates,)
 
+    # Hyperparameters as data: every float field at once as a JAX value, make_train
+    # builds and train traces (validation skips tracers; nothing converts them).
+    floats = {f.name: jnp.float32(getattr(config, f.name)) for f in dataclasses.fields(config)
+              if type(getattr(config, f.name)) is float}
+    assert floats, name
+    make_train = get_algorithm(name).make_train
+    traced = jax.eval_shape(
+        lambda values, key: make_train(dataclasses.replace(config, **values), env).train(key),
+        floats, KEY)
+    assert shapes(traced) == shapes((final, stacked))
+
     # act: on the state that acts (EPG: an inner agent) and on its Policy alike
     agent = jax.eval_shape(getattr(learner, "policy_init", None) or learner.init, KEY)
     spec = learner.env.spec
@@ -69,19 +81,3 @@ def test_learner_contract(name):
     assert returns.shape == (2,)
 
 
-@pytest.mark.parametrize("name", sorted(tiny.CASES))
-def test_float_hyperparameters_can_be_traced(name):
-    """Every float field at once as a JAX value: ``make_train`` builds and ``train``
-    traces (validation skips tracers; nothing converts them to Python numbers)."""
-    config, env = tiny.config_and_env(name)
-    floats = {f.name: jnp.float32(getattr(config, f.name)) for f in dataclasses.fields(config)
-              if type(getattr(config, f.name)) is float}
-    assert floats, name
-    make_train = get_algorithm(name).make_train
-
-    def run(values, key):
-        return make_train(dataclasses.replace(config, **values), env).train(key)
-
-    traced = jax.eval_shape(run, floats, KEY)
-    plain = jax.eval_shape(make_train(config, env).train, KEY)
-    assert shapes(traced) == shapes(plain)

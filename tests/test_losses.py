@@ -68,3 +68,11 @@ def test_a2c_loss_hand_computed():
     # The advantage is a constant for the policy gradient.
     g = jax.grad(lambda a: a2c_loss(LOGP, a, V, TGT, ENT, vf_coef=0.0, ent_coef=0.0)[0])(ADV)
     np.testing.assert_array_equal(g, jnp.zeros(2))
+
+
+def test_a2c_loss_can_pass_gradients_to_the_advantages():
+    """``stop_advantage_gradient=False``: ``d L / d A_i = -log pi_i / n`` (here
+    ``log pi = (0, -1.1)``, ``n = 2``)."""
+    g = jax.grad(lambda a: a2c_loss(LOGP, a, V, TGT, ENT, vf_coef=0.0, ent_coef=0.0,
+                                    stop_advantage_gradient=False)[0])(ADV)
+    np.testing.assert_allclose(g, [0.0, 0.55], rtol=1e-6)

@@ -41,21 +41,22 @@ def observations(learner):
 
 
 def actions(learner, state):
+    """Stochastic and deterministic actions (run op by op: nothing to compile, and the
+    same in the fresh process)."""
     obs = observations(learner)
-    return np.stack([np.asarray(jax.jit(learner.act, static_argnums=3)(state, obs, ACT_KEY, d))
-                     for d in (False, True)])
+    return np.stack([np.asarray(learner.act(state, obs, ACT_KEY, d)) for d in (False, True)])
 
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     """Each learner's policy saved, with the actions the state gave."""
     out = tmp_path_factory.mktemp("policies")
-    expected = {}
+    expected, made = {}, {}
     for name in NAMES:
-        learner, state = trained(name)
+        learner, state = made[name] = trained(name)
         save_policy(out / f"{name}.msgpack", learner, state)
         expected[name] = actions(learner, state)
-    return out, expected
+    return out, expected, made
 
 
 def test_take_seed_takes_one_seed():
@@ -72,12 +73,12 @@ def test_take_seed_takes_one_seed():
 
 
 def test_policy_acts_as_the_state(saved):
-    learner, state = trained("ppo")
-    np.testing.assert_array_equal(actions(learner, state), actions(learner, policy_of(state)))
+    for learner, state in saved[2].values():
+        np.testing.assert_array_equal(actions(learner, state), actions(learner, policy_of(state)))
 
 
 def test_saved_policy_acts_identically_in_a_fresh_process(saved, tmp_path):
-    out, expected = saved
+    out, expected, _ = saved
     script = textwrap.dedent(f"""
         import sys, jax, numpy as np
         sys.path.insert(0, {str(tiny.__file__.rsplit('/', 1)[0])!r})
@@ -88,9 +89,7 @@ def test_saved_policy_acts_identically_in_a_fresh_process(saved, tmp_path):
             p = load_policy({str(out)!r} + f"/{{name}}.msgpack")
             assert p.algorithm == name, p.algorithm
             obs = jax.random.normal(OBS_KEY, (5, *p.learner.env.spec.obs_shape))
-            act = jax.jit(p.learner.act, static_argnums=3)
-            got[name] = np.stack([np.asarray(act(p.policy, obs, ACT_KEY, d))
-                                  for d in (False, True)])
+            got[name] = np.stack([np.asarray(p.act(obs, ACT_KEY, d)) for d in (False, True)])
         np.savez({str(tmp_path / "got.npz")!r}, **got)
     """)
     p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
@@ -102,7 +101,7 @@ def test_saved_policy_acts_identically_in_a_fresh_process(saved, tmp_path):
 
 
 def test_loaded_policy_evaluates(saved):
-    out, _ = saved
+    out = saved[0]
     p = load_policy(out / "ppo.msgpack")
     returns = p.evaluate(jax.random.PRNGKey(0), 2, deterministic=True)
     assert returns.shape == (2,) and np.all(np.isfinite(returns))
@@ -127,3 +126,11 @@ def test_save_and_load_errors(saved, tmp_path):
         save_policy(blocker / "p.msgpack", learner, take_seed(states, 0))
     assert isinstance(policy_of(take_seed(states, 0)), Policy)
     assert get_algorithm("ppo").config is type(learner.config)
+
+
+@pytest.mark.parametrize("name", ["ppo", "td3", "metagenrl"])
+def test_evaluate_on_a_seed_batched_state_says_what_to_do(name):
+    learner = tiny.build(name)
+    states = jax.eval_shape(jax.vmap(learner.init), jax.random.split(jax.random.PRNGKey(0), 3))
+    with pytest.raises(ValueError, match=r"batched over 3 seeds: take one with .*take_seed"):
+        learner.evaluate(states, jax.random.PRNGKey(0), 2)

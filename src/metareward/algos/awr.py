@@ -72,6 +72,7 @@ from jax.flatten_util import ravel_pytree
 
 from metareward.algos import config as cfg
 from metareward.algos.onpolicy import check_env, obs_preprocessor
+from metareward.algos.policy import check_one_seed
 from metareward.envs.spec import EnvSpec
 from metareward.envs.wrappers import VmapWrapper
 from metareward.nets.policies import ValueNet, make_policy
@@ -81,6 +82,7 @@ from metareward.rl.losses import awr_policy_loss, awr_weights
 from metareward.rl.normalize import RunningStats
 from metareward.rl.replay import ReplayBuffer
 from metareward.rl.rollout import episode_metrics, evaluate_episodes, rollout
+from metareward.rl.stats import masked_mean_std
 
 Params = Any
 Metrics = dict[str, jax.Array]
@@ -269,14 +271,6 @@ def td_lambda_targets(
     return gae(rewards, values, next_values, dones, truncations, gamma, td_lambda)[1]
 
 
-def _masked_mean_std(x: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
-    m = mask.astype(x.dtype)
-    n = jnp.maximum(jnp.sum(m), 1.0)
-    mean = jnp.sum(x * m) / n
-    var = jnp.sum(jnp.square(x - mean) * m) / n
-    return mean, jnp.sqrt(var)
-
-
 def make_train(config: Config, env: Env) -> Trainer:
     """Binds AWR to a single env (batched here with ``config.num_envs``).
 
@@ -456,7 +450,7 @@ def make_train(config: Config, env: Env) -> Trainer:
         # Policy step: advantages under the updated V, exponentiated and clipped.
         values, tgt = targets_normalized(new_value, obs_n, next_n, d)
         adv = tgt - values
-        adv_mean, adv_std = _masked_mean_std(adv, valid)
+        adv_mean, adv_std = masked_mean_std(adv, valid)
         if config.normalize_advantages:
             adv = (adv - adv_mean) / (adv_std + 1e-5)
         raw_w = jnp.exp(adv / config.temperature)
@@ -518,6 +512,7 @@ def make_train(config: Config, env: Env) -> Trainer:
         deterministic: bool = False,
     ) -> jax.Array:
         """Returns of ``num_episodes`` fresh episodes of the current policy."""
+        check_one_seed(state)
         fn = lambda obs, k: act(state, obs, k, deterministic)
         return evaluate_episodes(env, fn, key, num_episodes, spec.episode_length)
 

@@ -123,8 +123,8 @@ from flax import struct
 from jax.flatten_util import ravel_pytree
 
 from metareward.algos import config as cfg
-from metareward.algos.lirpg import _clip
-from metareward.algos.onpolicy import batch_geometry, check_env, obs_preprocessor
+from metareward.algos.onpolicy import PPOBase, batch_geometry, check_env, obs_preprocessor
+from metareward.algos.policy import check_one_seed
 from metareward.envs.spec import EnvSpec
 from metareward.envs.wrappers import VmapWrapper
 from metareward.meta import unrolled_hypergrad
@@ -141,9 +141,11 @@ from metareward.nets.cln import (
 )
 from metareward.rl import replay
 from metareward.rl.gae import discounted_cumsum, gae, td_errors
+from metareward.rl.grads import clip_by_global_norm
 from metareward.rl.losses import ppo_loss
 from metareward.rl.normalize import RunningStats
 from metareward.rl.rollout import episode_metrics, episodic_sum, evaluate_episodes, rollout
+from metareward.rl.stats import standardize
 
 Params = Any
 Metrics = dict[str, jax.Array]
@@ -155,7 +157,7 @@ REWARD_CLIPS = ("none", "joint", "separate")
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(PPOBase):
     """CLN bilevel intrinsic rewards on PPO.
 
     PPO defaults are the paper's setup (OpenAI baselines' ppo2 MuJoCo settings, 4 env
@@ -163,31 +165,11 @@ class Config:
     hyperparameters, so those defaults are ours (see :data:`PRESETS` for tuned ones).
     """
 
-    # --- PPO (the policy theta, the CLN best-response maps, V_in and V_ex) ---
+    # --- PPO (PPOBase: the policy theta, the CLN best-response maps, V_in and V_ex) ---
     num_envs: int = 4
-    num_steps: int = 2048
-    total_steps: int = 1_000_000
-    num_epochs: int = 10
-    num_minibatches: int = 32
-    learning_rate: float = 3e-4
     #: Linear decay of the policy's Adam step size to 0, as ppo2's MuJoCo defaults
     #: (``lr=lambda f: 3e-4 * f``); the reward's step size stays constant.
     anneal_lr: bool = True
-    adam_eps: float = 1e-5
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    clip_eps: float = 0.2
-    vf_clip_eps: float | None = None
-    ent_coef: float = 0.0
-    vf_coef: float = 0.5
-    max_grad_norm: float = 0.5
-    normalize_obs: bool = True
-    normalize_advantages: bool = True
-    reward_scale: float = 1.0
-    hidden: tuple[int, ...] = (64, 64)
-    activation: str = "tanh"
-    squash: bool = False
-    log_std_init: float = 0.0
     #: Hidden layers of the policy that are CLN layers (negative counts from the end).
     cln_layers: tuple[int, ...] = (-1,)
     # --- the intrinsic reward r_{phi, eta} ---
@@ -239,31 +221,23 @@ class Config:
     reward_clip: str = "none"
 
     def __post_init__(self) -> None:
-        for name in ("num_envs", "num_steps", "total_steps", "num_epochs", "num_minibatches",
-                     "reward_steps", "segment_length", "reward_buffer_size",
+        super().__post_init__()
+        for name in ("reward_steps", "segment_length", "reward_buffer_size",
                      "reward_batch_size"):
             cfg.positive_int(name, getattr(self, name))
         cfg.check("warmup_updates", self.warmup_updates,
                   isinstance(self.warmup_updates, int) and self.warmup_updates >= 0,
                   "an int >= 0")
-        for name in ("learning_rate", "reward_learning_rate", "adam_eps", "clip_eps",
-                     "max_grad_norm", "reward_scale", "noise_std", "cln_kernel_std"):
+        for name in ("reward_learning_rate", "noise_std", "cln_kernel_std"):
             cfg.positive(name, getattr(self, name))
-        for name in ("ent_coef", "vf_coef", "hypergrad_coef", "entropy_coef",
-                     "regularizer_coef"):
+        for name in ("hypergrad_coef", "entropy_coef", "regularizer_coef"):
             cfg.non_negative(name, getattr(self, name))
-        cfg.in_range("gamma", self.gamma, 0.0, 1.0)
-        cfg.in_range("gae_lambda", self.gae_lambda, 0.0, 1.0)
-        if self.vf_clip_eps is not None:
-            cfg.positive("vf_clip_eps", self.vf_clip_eps)
         if self.lookahead_lr is not None:
             cfg.positive("lookahead_lr", self.lookahead_lr)
         cfg.check("terms", self.terms, self.terms in TERMS, f"one of {list(TERMS)}")
         cfg.check("reward_clip", self.reward_clip, self.reward_clip in REWARD_CLIPS,
                   f"one of {list(REWARD_CLIPS)}")
-        cfg.hidden_sizes("hidden", self.hidden)
         cfg.hidden_sizes("reward_hidden", self.reward_hidden)
-        cfg.activation_name("activation", self.activation)
         cfg.activation_name("reward_activation", self.reward_activation)
         cfg.check("cln_layers", self.cln_layers, isinstance(self.cln_layers, tuple | list),
                   "a tuple of hidden-layer indices, e.g. (-1,)")
@@ -276,7 +250,7 @@ class Config:
         cfg.check("reward_buffer_size", self.reward_buffer_size,
                   self.reward_buffer_size >= self.num_envs * self.num_steps,
                   f">= one rollout, num_envs * num_steps = {self.num_envs * self.num_steps}")
-        for name in ("hidden", "reward_hidden", "cln_layers"):
+        for name in ("reward_hidden", "cln_layers"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
 
 
@@ -642,7 +616,7 @@ def make_train(config: Config, env: Env) -> Trainer:
     def normalise(adv: jax.Array) -> jax.Array:
         if not config.normalize_advantages:
             return adv
-        return (adv - adv.mean()) / (adv.std() + 1e-8)
+        return standardize(adv)
 
     cols = jnp.arange(N)
 
@@ -737,7 +711,7 @@ def make_train(config: Config, env: Env) -> Trainer:
         the policy's Adam with its current state or SGD with ``lookahead_lr``; gradient
         clipped as in the real step. ``adv`` per entry."""
         grads = jax.grad(lambda th: in_loss(th, cond, adv, mb)[0])(theta)
-        grads = _clip(grads, config.max_grad_norm)[0]
+        grads = clip_by_global_norm(grads, config.max_grad_norm)[0]
         if config.lookahead_lr is not None:
             return theta - config.lookahead_lr * grads
         updates, _ = lookahead_opt.update(grads, opt_state, theta)
@@ -832,10 +806,10 @@ def make_train(config: Config, env: Env) -> Trainer:
              "rho": jnp.zeros_like(rp["rho"])})[0]
         reg_norm = jnp.sqrt(jnp.sum(reg_flat**2))
         if config.reward_clip == "joint":
-            flat, norm, ok = _clip(hyper + reg_flat, config.max_grad_norm)
+            flat, norm, ok = clip_by_global_norm(hyper + reg_flat, config.max_grad_norm)
         elif config.reward_clip == "separate":
-            hyper, _, ok_h = _clip(hyper, config.max_grad_norm)
-            reg_flat, _, ok_r = _clip(reg_flat, config.max_grad_norm)
+            hyper, _, ok_h = clip_by_global_norm(hyper, config.max_grad_norm)
+            reg_flat, _, ok_r = clip_by_global_norm(reg_flat, config.max_grad_norm)
             flat, ok = hyper + reg_flat, ok_h & ok_r
             norm = jnp.sqrt(jnp.sum(flat**2))
         else:  # "none"
@@ -862,7 +836,7 @@ def make_train(config: Config, env: Env) -> Trainer:
         theta, opt_theta, nonfinite = carry
         mb, cond, adv = x
         (loss, aux), grads = jax.value_and_grad(in_loss, has_aux=True)(theta, cond, adv, mb)
-        grads, norm, ok = _clip(grads, config.max_grad_norm)
+        grads, norm, ok = clip_by_global_norm(grads, config.max_grad_norm)
         ok = ok & jnp.isfinite(loss)
         updates, new_opt = policy_opt.update(grads, opt_theta, theta)
         theta = jnp.where(ok, theta + updates, theta)
@@ -926,6 +900,7 @@ def make_train(config: Config, env: Env) -> Trainer:
     def evaluate(state: ClnState, key: jax.Array, num_episodes: int = 16,
                  deterministic: bool = False) -> jax.Array:
         """Returns of ``num_episodes`` fresh episodes of ``pi_{theta, eta}``."""
+        check_one_seed(state)
         fn = lambda obs, k: act(state, obs, k, deterministic)
         return evaluate_episodes(env, fn, key, num_episodes, spec.episode_length)
 

@@ -70,6 +70,7 @@ from flax import struct
 from jax.flatten_util import ravel_pytree
 
 from metareward.algos import config as cfg
+from metareward.algos.policy import check_one_seed
 from metareward.axes import gather_members, local_members
 from metareward.envs.spec import EnvSpec
 from metareward.meta import es_grad
@@ -81,6 +82,7 @@ from metareward.rl.gae import gae
 from metareward.rl.losses import ppo_loss
 from metareward.rl.normalize import RunningStats
 from metareward.rl.rollout import evaluate_episodes, rollout
+from metareward.rl.stats import standardize
 
 Params = Any
 Metrics = dict[str, jax.Array]
@@ -557,7 +559,7 @@ def make_train(config: Config, env: Env) -> Trainer:
             v_next = jax.lax.stop_gradient(value.apply(p["value"], next_n))
             adv, ret = gae(traj.reward * config.reward_scale, jax.lax.stop_gradient(v), v_next,
                            traj.done, traj.truncation, config.gamma, config.gae_lambda)
-            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+            adv = standardize(adv)
             dist = policy.apply(p["policy"], obs_n)
             l_ppo, _ = ppo_loss(dist.log_prob(traj.action), traj.log_prob, adv, v, v, ret,
                                 dist.entropy(), clip_eps=config.clip_eps,
@@ -717,6 +719,7 @@ def make_train(config: Config, env: Env) -> Trainer:
         """Meta-test returns: ``num_episodes`` fresh agents, each on its own random task,
         trained by the current loss with ``alpha = alpha_final`` (``meta_test``); the
         final return of each."""
+        check_one_seed(state)
         del deterministic  # the agents' evaluation follows config.deterministic_eval
         k_task, k_run = jax.random.split(key)
         ts = jax.vmap(tasks.sample)(jax.random.split(k_task, num_episodes))

@@ -56,16 +56,25 @@ from flax import struct
 from jax.flatten_util import ravel_pytree
 
 from metareward.algos import config as cfg
-from metareward.algos.onpolicy import batch_geometry, check_env, obs_preprocessor
+from metareward.algos.onpolicy import (
+    A2CBase,
+    PPOBase,
+    batch_geometry,
+    check_env,
+    obs_preprocessor,
+)
+from metareward.algos.policy import check_one_seed
 from metareward.envs.spec import EnvSpec
 from metareward.envs.wrappers import VmapWrapper
 from metareward.meta import unrolled_hypergrad
 from metareward.nets.policies import ValueNet, make_policy
 from metareward.nets.rewards import IntrinsicReward
 from metareward.rl.gae import discounted_cumsum, gae, td_errors
-from metareward.rl.losses import ppo_loss
+from metareward.rl.grads import clip_by_global_norm
+from metareward.rl.losses import a2c_loss, ppo_loss
 from metareward.rl.normalize import RunningStats
 from metareward.rl.rollout import episode_metrics, episodic_sum, evaluate_episodes, rollout
+from metareward.rl.stats import standardize
 
 Params = Any
 Metrics = dict[str, jax.Array]
@@ -75,31 +84,22 @@ Metrics = dict[str, jax.Array]
 LOOKAHEADS = ("exact", "constant_second_moment")
 
 
-def _check_common(c: Any) -> None:
+def _check_lirpg_fields(c: Any) -> None:
+    """The checks of the fields both flavours add to their on-policy base."""
     cfg.check("lookahead", c.lookahead, c.lookahead in LOOKAHEADS,
               f"one of {', '.join(map(repr, LOOKAHEADS))}")
-    for name in ("num_envs", "num_steps", "total_steps"):
-        cfg.positive_int(name, getattr(c, name))
-    cfg.positive("learning_rate", c.learning_rate)
     cfg.positive("intrinsic_learning_rate", c.intrinsic_learning_rate)
-    cfg.in_range("gamma", c.gamma, 0.0, 1.0)
-    cfg.in_range("gae_lambda", c.gae_lambda, 0.0, 1.0)
-    for name in ("ent_coef", "vf_coef", "v_ex_coef", "r_ex_coef", "r_in_coef"):
+    for name in ("v_ex_coef", "r_ex_coef", "r_in_coef"):
         cfg.non_negative(name, getattr(c, name))
     if not cfg.is_traced(c.r_ex_coef, c.r_in_coef):
         cfg.check("r_ex_coef, r_in_coef", (c.r_ex_coef, c.r_in_coef),
                   c.r_ex_coef > 0 or c.r_in_coef > 0, "at least one of them > 0")
-    cfg.positive("max_grad_norm", c.max_grad_norm)
-    cfg.positive("reward_scale", c.reward_scale)
-    cfg.hidden_sizes("hidden", c.hidden)
     cfg.hidden_sizes("reward_hidden", c.reward_hidden)
-    cfg.activation_name("activation", c.activation)
-    object.__setattr__(c, "hidden", tuple(c.hidden))
     object.__setattr__(c, "reward_hidden", tuple(c.reward_hidden))
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(PPOBase):
     """LIRPG on PPO. Defaults: the authors' delayed-MuJoCo settings (``ppo2``,
     ``run_mujoco.py``): 1 env x 2048 steps, 10 epochs of 32 minibatches, Adam (eps 1e-5)
     with constant policy lr 3e-4 and intrinsic lr 1e-4, gamma 0.99, lambda 0.95, clip
@@ -125,47 +125,23 @@ class Config:
     361.1 +- 143.9 (two seeds at 276 and 169); on delayed pendulum (1M steps) authors'
     -809 +- 433, exact -1074 +- 371. So the authors' choice is the default."""
 
-    num_envs: int = 1
-    num_steps: int = 2048
-    total_steps: int = 1_000_000
-    num_epochs: int = 10
-    num_minibatches: int = 32
-    learning_rate: float = 3e-4
-    intrinsic_learning_rate: float = 1e-4
+    # (PPOBase's fields, with the authors' constant learning rate and clipped value loss)
     anneal_lr: bool = False
-    adam_eps: float = 1e-5
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    clip_eps: float = 0.2
     vf_clip_eps: float | None = 0.2
-    ent_coef: float = 0.0
-    vf_coef: float = 0.5
+    intrinsic_learning_rate: float = 1e-4
     v_ex_coef: float = 0.5
-    max_grad_norm: float = 0.5
     r_ex_coef: float = 0.0
     r_in_coef: float = 1.0
-    normalize_obs: bool = True
-    normalize_advantages: bool = True
-    reward_scale: float = 1.0
-    hidden: tuple[int, ...] = (64, 64)
     reward_hidden: tuple[int, ...] = (64, 64)
-    activation: str = "tanh"
-    squash: bool = False
-    log_std_init: float = 0.0
     lookahead: str = "constant_second_moment"
 
     def __post_init__(self) -> None:
-        _check_common(self)
-        cfg.positive_int("num_epochs", self.num_epochs)
-        cfg.positive_int("num_minibatches", self.num_minibatches)
-        cfg.positive("adam_eps", self.adam_eps)
-        cfg.positive("clip_eps", self.clip_eps)
-        if self.vf_clip_eps is not None:
-            cfg.positive("vf_clip_eps", self.vf_clip_eps)
+        super().__post_init__()
+        _check_lirpg_fields(self)
 
 
 @dataclasses.dataclass(frozen=True)
-class A2CConfig:
+class A2CConfig(A2CBase):
     """LIRPG on A2C. Defaults: the authors' Atari settings (``a2c.py``,
     ``run_atari.py``): 16 envs x 5 steps, RMSProp (decay 0.99, eps 1e-5, TensorFlow's
     accumulator start 1) at 7e-4 for both policy and intrinsic reward, linearly
@@ -178,37 +154,16 @@ class A2CConfig:
     the mean square ``ms``; ``"constant_second_moment"`` holds ``sqrt(nu + eps)``
     constant."""
 
-    num_envs: int = 16
-    num_steps: int = 5
-    total_steps: int = 1_000_000
-    learning_rate: float = 7e-4
     intrinsic_learning_rate: float = 7e-4
-    anneal_lr: bool = True
-    rms_decay: float = 0.99
-    rms_eps: float = 1e-5
-    rms_initial_scale: float = 1.0
-    gamma: float = 0.99
-    gae_lambda: float = 1.0
-    ent_coef: float = 0.01
-    vf_coef: float = 0.5
     v_ex_coef: float = 0.1
-    max_grad_norm: float = 0.5
     r_ex_coef: float = 1.0
     r_in_coef: float = 0.01
-    normalize_obs: bool = True
-    reward_scale: float = 1.0
-    hidden: tuple[int, ...] = (64, 64)
     reward_hidden: tuple[int, ...] = (64, 64)
-    activation: str = "tanh"
-    squash: bool = False
-    log_std_init: float = 0.0
     lookahead: str = "exact"
 
     def __post_init__(self) -> None:
-        _check_common(self)
-        cfg.in_range("rms_decay", self.rms_decay, 0.0, 1.0, lo_open=True)
-        cfg.positive("rms_eps", self.rms_eps)
-        cfg.non_negative("rms_initial_scale", self.rms_initial_scale)
+        super().__post_init__()
+        _check_lirpg_fields(self)
 
 
 #: Settings for the small gymnax envs (used by the tests and the benchmark).
@@ -344,15 +299,6 @@ def _optimizers(config: Any, num_steps: int) -> tuple[optax.GradientTransformati
                       initial_scale=config.rms_initial_scale)
         for v in (config.learning_rate, config.intrinsic_learning_rate)
     )
-
-
-def _clip(grads: jax.Array, max_norm: float) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Global-norm clipping of a flat gradient (differentiable), its norm, and whether
-    it is finite; a non-finite gradient becomes zero."""
-    norm = jnp.sqrt(jnp.sum(grads**2))
-    ok = jnp.isfinite(norm)
-    scale = jnp.minimum(1.0, max_norm / (norm + 1e-6))
-    return jnp.where(ok, grads * scale, 0.0), norm, ok
 
 
 def _denominator(config: Any, opt_state: Any) -> jax.Array:
@@ -500,20 +446,16 @@ def make_train(config: Config | A2CConfig, env: Env) -> Trainer:
         dist = policy.apply(p["policy"], obs)
         logp = dist.log_prob(action)
         v = value.apply(p["value"], obs)
+        if config.normalize_advantages:
+            adv = standardize(adv)
         if is_ppo:
-            if config.normalize_advantages:
-                adv = (adv - adv.mean()) / (adv.std() + 1e-8)
             return ppo_loss(logp, b.log_prob[t_idx, e_idx], adv, v, b.v_mix[t_idx, e_idx], ret,
                             dist.entropy(), clip_eps=config.clip_eps, vf_coef=config.vf_coef,
                             ent_coef=config.ent_coef, vf_clip_eps=config.vf_clip_eps)
         # A2C (the authors' a2c.py): -E[A_mix log pi] with A_mix depending on eta, so no
-        # stop-gradient on it (unlike metareward.rl.a2c_loss); V_mix regresses on the
-        # eta-dependent returns.
-        policy_loss = -jnp.mean(logp * adv)
-        value_loss = 0.5 * jnp.mean((v - ret) ** 2)
-        ent = jnp.mean(dist.entropy())
-        loss = policy_loss + config.vf_coef * value_loss - config.ent_coef * ent
-        return loss, {"policy_loss": policy_loss, "value_loss": value_loss, "entropy": ent}
+        # stop-gradient on it; V_mix regresses on the eta-dependent returns.
+        return a2c_loss(logp, adv, v, ret, dist.entropy(), vf_coef=config.vf_coef,
+                        ent_coef=config.ent_coef, stop_advantage_gradient=False)
 
     def lookahead(theta: jax.Array, opt_state: Any, eta: jax.Array, b: Batch,
                   t_idx: jax.Array, e_idx: jax.Array):
@@ -527,7 +469,7 @@ def make_train(config: Config | A2CConfig, env: Env) -> Trainer:
         adv, ret = mixed_advantage(eta, b, t_idx, e_idx)
         (loss, aux), grads = jax.value_and_grad(inner_loss, has_aux=True)(
             theta, adv, ret, b, t_idx, e_idx)
-        grads, norm, ok = _clip(grads, config.max_grad_norm)
+        grads, norm, ok = clip_by_global_norm(grads, config.max_grad_norm)
         ok = ok & jnp.isfinite(loss)
         updates, new_opt = policy_opt.update(grads, opt_state, theta)
         if config.lookahead == "constant_second_moment":
@@ -547,8 +489,8 @@ def make_train(config: Config | A2CConfig, env: Env) -> Trainer:
         logp_new = policy.apply(unravel_theta(theta_new)["policy"], obs).log_prob(action)
         v_ex = value.apply(unravel_eta(eta)["value_ex"], obs)
         adv = b.adv_ex[t_idx, e_idx]
-        if is_ppo and config.normalize_advantages:
-            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        if config.normalize_advantages:
+            adv = standardize(adv)
         loss, aux = ppo_loss(
             logp_new, b.log_prob[t_idx, e_idx], adv, v_ex, b.v_ex[t_idx, e_idx],
             b.ret_ex[t_idx, e_idx], jnp.zeros_like(logp_new),
@@ -583,7 +525,7 @@ def make_train(config: Config | A2CConfig, env: Env) -> Trainer:
         g_eta, ((new_theta, new_opt_theta, stats), outer_aux) = meta_gradient(
             theta, opt_theta, eta, b, t_idx, e_idx)
         meta_norm = jnp.sqrt(jnp.sum(g_eta[:n_reward] ** 2))
-        g_eta, eta_norm, ok_eta = _clip(g_eta, config.max_grad_norm)
+        g_eta, eta_norm, ok_eta = clip_by_global_norm(g_eta, config.max_grad_norm)
         ok_eta = ok_eta & jnp.isfinite(outer_aux["outer_loss"])
         g_eta = jnp.where(ok_eta, g_eta, 0.0)
         upd, new_opt_eta = intrinsic_opt.update(g_eta, opt_eta, eta)
@@ -621,6 +563,7 @@ def make_train(config: Config | A2CConfig, env: Env) -> Trainer:
     def evaluate(state: LirpgState, key: jax.Array, num_episodes: int = 16,
                  deterministic: bool = False) -> jax.Array:
         """Returns (true, undelayed) of ``num_episodes`` fresh episodes of the policy."""
+        check_one_seed(state)
         fn = lambda obs, k: act(state, obs, k, deterministic)
         return evaluate_episodes(env, fn, key, num_episodes, spec.episode_length)
 

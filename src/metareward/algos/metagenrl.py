@@ -84,7 +84,7 @@ from jax.flatten_util import ravel_pytree
 from metareward.algos import config as cfg
 from metareward.algos import td3
 from metareward.algos.onpolicy import check_env, obs_preprocessor
-from metareward.algos.policy import Policy
+from metareward.algos.policy import Policy, check_one_seed
 from metareward.axes import local_members, mean_members, sum_members
 from metareward.envs.spec import EnvSpec
 from metareward.envs.wrappers import VmapWrapper
@@ -94,6 +94,7 @@ from metareward.rl import replay
 from metareward.rl.gae import discounted_cumsum
 from metareward.rl.replay import RingBuffer
 from metareward.rl.rollout import evaluate_episodes
+from metareward.rl.stats import masked_mean
 
 Params = Any
 Metrics = dict[str, jax.Array]
@@ -478,10 +479,6 @@ class Trainer(NamedTuple):
     population_name: str = "agents per env"
 
 
-def _masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
-    return jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)
-
-
 def _td3_config(config: Config) -> td3.Config:
     return td3.Config(
         num_envs=1,
@@ -648,8 +645,8 @@ def make_train(config: Config, env: Env | Sequence[Env]) -> Trainer:
         delta = batch.reward + config.gamma * vn - v
         disc = config.gamma * config.gae_lambda * (1.0 - batch.done) * mask
         adv = discounted_cumsum((delta * mask).T, disc.T).T  # backward over each window
-        mu = _masked_mean(adv, mask)
-        sd = jnp.sqrt(_masked_mean(jnp.square(adv - mu), mask))
+        mu = masked_mean(adv, mask)
+        sd = jnp.sqrt(masked_mean(jnp.square(adv - mu), mask))
         adv = jax.lax.stop_gradient((adv - mu) / (sd + 1e-8))
         return -logp * adv * mask
 
@@ -659,7 +656,7 @@ def make_train(config: Config, env: Env | Sequence[Env]) -> Trainer:
         """``mean Q_1(s, pi_phi(s))`` over the valid steps of a window batch."""
         tr = group.td3
         q1 = jax.tree.map(lambda x: x[0], critic_params)
-        return _masked_mean(tr.critic.apply(q1, obs, tr.actor.apply(actor_params, obs)), mask)
+        return masked_mean(tr.critic.apply(q1, obs, tr.actor.apply(actor_params, obs)), mask)
 
     def objective_gradient(
         alpha: Params,
@@ -773,8 +770,8 @@ def make_train(config: Config, env: Env | Sequence[Env]) -> Trainer:
             if config.critic_batch == "transitions":
                 return tr.critic_loss(c_unravel(f), batch, y)
             q = tr.q_values(c_unravel(f), batch.obs, batch.action)  # [C, B, W]
-            loss = sum(_masked_mean(jnp.square(q[i] - y), c_mask) for i in range(q.shape[0]))
-            return loss, {"critic_loss": loss, "q_mean": _masked_mean(q[0], c_mask)}
+            loss = sum(masked_mean(jnp.square(q[i] - y), c_mask) for i in range(q.shape[0]))
+            return loss, {"critic_loss": loss, "q_mean": masked_mean(q[0], c_mask)}
 
         c_flat, c_opt, ok_c, _, c_aux = td3.clipped_step(
             critic_loss, critic_opt, c_flat, agents.critic_opt_state, None
@@ -810,7 +807,7 @@ def make_train(config: Config, env: Env | Sequence[Env]) -> Trainer:
 
             def loss(f):
                 ap = a_unravel(f)
-                l_mean = _masked_mean(per_step_objective(alpha, ap, win, mask, values, group), mask)
+                l_mean = masked_mean(per_step_objective(alpha, ap, win, mask, values, group), mask)
                 q = q_objective(ap, critic_params, win.obs, mask, group)
                 return p * l_mean - (1.0 - p) * q, {"objective_value": l_mean, "q_pi": q}
 
@@ -844,7 +841,7 @@ def make_train(config: Config, env: Env | Sequence[Env]) -> Trainer:
                     "q_pi": a_aux["q_pi"],
                     "objective_grad_norm": g_norm,
                     "objective_q_gain": gain,
-                    "action_saturation": _masked_mean(sat, mask),
+                    "action_saturation": masked_mean(sat, mask),
                     "policy_grad_norm": a_aux["grad_norm"],
                 },
             )
@@ -1073,6 +1070,7 @@ def make_train(config: Config, env: Env | Sequence[Env]) -> Trainer:
     ) -> jax.Array:
         """Returns of ``num_episodes`` episodes of agent ``agent`` of env ``group``'s
         deterministic policy ``pi_phi(s)``."""
+        check_one_seed(state)
         del deterministic
         grp = groups[group]
         pol = Policy(jax.tree.map(lambda x: x[agent], state.params["agents"][group]))

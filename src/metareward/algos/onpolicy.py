@@ -9,8 +9,9 @@ GAE, then epochs of minibatch gradient steps, all inside one jitted ``update``.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -20,6 +21,8 @@ from brax.envs.base import Env, State
 from flax import struct
 from jax.flatten_util import ravel_pytree
 
+from metareward.algos import config as cfg
+from metareward.algos.policy import check_one_seed
 from metareward.envs.spec import EnvSpec
 from metareward.envs.wrappers import VmapWrapper
 from metareward.nets.policies import ValueNet, make_policy
@@ -29,6 +32,111 @@ from metareward.rl.rollout import episode_metrics, evaluate_episodes, rollout
 
 Params = Any
 Metrics = dict[str, jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class BaseConfig:
+    """The fields every on-policy learner shares (PPO, A2C, REINFORCE, LIRPG, CLN), with
+    PPO's defaults (Schulman et al. 2017, Table 3, and OpenAI baselines' ppo2); each
+    learner's ``Config`` derives from it (or from :class:`PPOBase` / :class:`A2CBase`)
+    and overrides the defaults its paper uses.
+
+    Validation runs in ``__post_init__``: a subclass adds its own checks after calling
+    ``super().__post_init__()``. Float fields may be JAX values (a sweep,
+    :mod:`metareward.algos.config`).
+    """
+
+    #: Envs stepped in parallel.
+    num_envs: int = 1
+    #: Steps of each env per rollout (the batch is ``num_envs * num_steps``).
+    num_steps: int = 2048
+    #: Env steps of the whole run.
+    total_steps: int = 1_000_000
+    learning_rate: float = 3e-4
+    #: Linear decay of the learning rate to 0 over the run.
+    anneal_lr: bool = True
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    ent_coef: float = 0.0
+    vf_coef: float = 0.5
+    #: Global-norm gradient clipping.
+    max_grad_norm: float | None = 0.5
+    normalize_obs: bool = True
+    #: Standardise the advantages of each minibatch (:func:`metareward.rl.stats.normalize`).
+    normalize_advantages: bool = True
+    #: The reward the learner trains on is ``reward_scale`` times the env's.
+    reward_scale: float = 1.0
+    hidden: tuple[int, ...] = (64, 64)
+    activation: str = "tanh"
+    #: Continuous actions: a tanh-squashed Gaussian instead of a clipped one.
+    squash: bool = False
+    log_std_init: float = 0.0
+
+    #: Whether ``max_grad_norm=None`` (no clipping) is allowed.
+    optional_grad_clip: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        for name in ("num_envs", "num_steps", "total_steps"):
+            cfg.positive_int(name, getattr(self, name))
+        cfg.positive("learning_rate", self.learning_rate)
+        cfg.in_range("gamma", self.gamma, 0.0, 1.0)
+        cfg.in_range("gae_lambda", self.gae_lambda, 0.0, 1.0)
+        cfg.non_negative("ent_coef", self.ent_coef)
+        cfg.non_negative("vf_coef", self.vf_coef)
+        if self.max_grad_norm is not None or not self.optional_grad_clip:
+            cfg.positive("max_grad_norm", self.max_grad_norm)
+        cfg.positive("reward_scale", self.reward_scale)
+        cfg.hidden_sizes("hidden", self.hidden)
+        cfg.activation_name("activation", self.activation)
+        object.__setattr__(self, "hidden", tuple(self.hidden))
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOBase(BaseConfig):
+    """:class:`BaseConfig` plus PPO's optimisation: ``num_epochs`` of ``num_minibatches``
+    Adam steps per rollout on the clipped surrogate (Schulman et al. 2017, eq. 7)."""
+
+    num_epochs: int = 10
+    num_minibatches: int = 32
+    adam_eps: float = 1e-5
+    clip_eps: float = 0.2
+    #: Clip of the value loss around the rollout's values (ppo2's); ``None``: unclipped.
+    vf_clip_eps: float | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        cfg.positive_int("num_epochs", self.num_epochs)
+        cfg.positive_int("num_minibatches", self.num_minibatches)
+        cfg.positive("adam_eps", self.adam_eps)
+        cfg.positive("clip_eps", self.clip_eps)
+        if self.vf_clip_eps is not None:
+            cfg.positive("vf_clip_eps", self.vf_clip_eps)
+
+
+@dataclasses.dataclass(frozen=True)
+class A2CBase(BaseConfig):
+    """:class:`BaseConfig` plus A2C's optimisation, with OpenAI baselines' a2c defaults
+    (Atari): 16 envs x 5 steps, RMSProp lr 7e-4 (decay 0.99, eps 1e-5) linearly annealed,
+    entropy 0.01, n-step returns (``gae_lambda=1``), advantages not normalised.
+    ``rms_initial_scale=1`` starts RMSProp's second-moment accumulator at 1 as
+    TensorFlow's RMSProp (used by baselines) does; PyTorch starts at 0, which makes the
+    first steps very large."""
+
+    num_envs: int = 16
+    num_steps: int = 5
+    learning_rate: float = 7e-4
+    gae_lambda: float = 1.0
+    ent_coef: float = 0.01
+    normalize_advantages: bool = False
+    rms_decay: float = 0.99
+    rms_eps: float = 1e-5
+    rms_initial_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        cfg.in_range("rms_decay", self.rms_decay, 0.0, 1.0, lo_open=True)
+        cfg.positive("rms_eps", self.rms_eps)
+        cfg.non_negative("rms_initial_scale", self.rms_initial_scale)
 
 
 @struct.dataclass
@@ -284,6 +392,7 @@ def make_onpolicy(
         deterministic: bool = False,
     ) -> jax.Array:
         """Returns of ``num_episodes`` fresh episodes of the current policy."""
+        check_one_seed(state)
         fn = lambda obs, k: act(state, obs, k, deterministic)
         return evaluate_episodes(env, fn, key, num_episodes, spec.episode_length)
 

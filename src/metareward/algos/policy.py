@@ -79,6 +79,23 @@ def num_seeds(state: Any) -> int:
     return int(sizes.pop())
 
 
+def check_one_seed(state: Any, what: str = "evaluate") -> None:
+    """``ValueError`` if ``state`` is seed-batched (its ``update_step`` has an axis), for
+    functions that take one seed's state; a :class:`Policy` is not checked.
+
+    Args:
+        state: A train state.
+        what: The function's name, for the message.
+    """
+    step = getattr(state, "update_step", None)
+    if step is not None and np.ndim(step) > 0:
+        raise ValueError(
+            f"{what} takes one seed's state; this one is batched over {np.shape(step)[0]} "
+            f"seeds: take one with metareward.algos.take_seed(state, i), or "
+            f"jax.vmap({what}) over the seeds"
+        )
+
+
 def take_seed(state: Any, index: int) -> Any:
     """Seed ``index`` of a seed-batched state (every leaf's leading axis indexed).
 
@@ -263,5 +280,13 @@ def load_policy(path: str | os.PathLike[str]) -> LoadedPolicy:
                         config=config)
 
 
-__all__ = ["LoadedPolicy", "Policy", "load_policy", "num_seeds", "policy_of", "save_policy",
-           "take_seed"]
+__all__ = [
+    "LoadedPolicy",
+    "Policy",
+    "check_one_seed",
+    "load_policy",
+    "num_seeds",
+    "policy_of",
+    "save_policy",
+    "take_seed",
+]

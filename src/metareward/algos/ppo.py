@@ -21,13 +21,15 @@ import optax
 from brax.envs.base import Env, State, Wrapper
 
 from metareward.algos import config as cfg
-from metareward.algos.onpolicy import Batch, LossFn, Trainer, make_onpolicy
+from metareward.algos.onpolicy import Batch, LossFn, PPOBase, Trainer, make_onpolicy
+from metareward.algos.policy import check_one_seed
 from metareward.rl.losses import ppo_loss
 from metareward.rl.rollout import evaluate_episodes
+from metareward.rl.stats import standardize
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(PPOBase):
     """PPO hyperparameters. Defaults are the paper's MuJoCo settings (Table 3: horizon
     2048, Adam 3e-4, 10 epochs, minibatch 64, gamma 0.99, lambda 0.95, clip 0.2) with the
     details of OpenAI baselines' ppo2 (Adam eps 1e-5, gradient-norm clip 0.5, value
@@ -41,48 +43,11 @@ class Config:
     Training metrics and :func:`evaluate` report the env's own return, without it.
     """
 
-    num_envs: int = 1
-    num_steps: int = 2048
-    total_steps: int = 1_000_000
-    num_epochs: int = 10
-    num_minibatches: int = 32
-    learning_rate: float = 3e-4
-    anneal_lr: bool = True
-    adam_eps: float = 1e-5
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    clip_eps: float = 0.2
-    vf_clip_eps: float | None = None
-    ent_coef: float = 0.0
-    vf_coef: float = 0.5
-    max_grad_norm: float = 0.5
-    normalize_obs: bool = True
-    normalize_advantages: bool = True
-    reward_scale: float = 1.0
-    hidden: tuple[int, ...] = (64, 64)
-    activation: str = "tanh"
-    squash: bool = False
-    log_std_init: float = 0.0
     live_bonus: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("num_envs", "num_steps", "total_steps", "num_epochs", "num_minibatches"):
-            cfg.positive_int(name, getattr(self, name))
-        cfg.positive("learning_rate", self.learning_rate)
-        cfg.positive("adam_eps", self.adam_eps)
-        cfg.in_range("gamma", self.gamma, 0.0, 1.0)
-        cfg.in_range("gae_lambda", self.gae_lambda, 0.0, 1.0)
-        cfg.positive("clip_eps", self.clip_eps)
-        if self.vf_clip_eps is not None:
-            cfg.positive("vf_clip_eps", self.vf_clip_eps)
-        cfg.non_negative("ent_coef", self.ent_coef)
-        cfg.non_negative("vf_coef", self.vf_coef)
-        cfg.positive("max_grad_norm", self.max_grad_norm)
-        cfg.positive("reward_scale", self.reward_scale)
-        cfg.hidden_sizes("hidden", self.hidden)
-        cfg.activation_name("activation", self.activation)
+        super().__post_init__()
         cfg.non_negative("live_bonus", self.live_bonus)
-        object.__setattr__(self, "hidden", tuple(self.hidden))
 
 
 #: Settings tuned for the small gymnax envs (used by the tests and the quick start).
@@ -126,7 +91,7 @@ def make_loss(config: Config):
             dist = policy.apply(params["policy"], b.obs)
             adv = b.advantage
             if config.normalize_advantages:
-                adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+                adv = standardize(adv)
             return ppo_loss(
                 dist.log_prob(b.action),
                 b.log_prob,
@@ -170,6 +135,7 @@ def with_live_bonus(build, config, env: Env) -> Trainer:
     def evaluate(state, key: jax.Array, num_episodes: int = 16,
                  deterministic: bool = False) -> jax.Array:
         """Returns (the env's own, without the bonus) of ``num_episodes`` fresh episodes."""
+        check_one_seed(state)
         fn = lambda obs, k: trainer.act(state, obs, k, deterministic)
         return evaluate_episodes(env, fn, key, num_episodes, trainer.spec.episode_length)
 

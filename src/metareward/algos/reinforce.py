@@ -25,54 +25,35 @@ MetaGenRL.
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import flax.linen as nn
 import optax
 from brax.envs.base import Env
 
 from metareward.algos import config as cfg
-from metareward.algos.onpolicy import Batch, LossFn, Trainer, make_onpolicy
+from metareward.algos.onpolicy import BaseConfig, Batch, LossFn, Trainer, make_onpolicy
 from metareward.rl.losses import a2c_loss
+from metareward.rl.stats import standardize
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    """On-policy REINFORCE (GAE) hyperparameters; defaults from Spinning Up's VPG."""
+class Config(BaseConfig):
+    """On-policy REINFORCE (GAE) hyperparameters; defaults from Spinning Up's VPG (one env
+    x 4000 steps, Adam 3e-4 constant, lambda 0.97, no gradient clipping)."""
 
-    num_envs: int = 1
     num_steps: int = 4000
-    total_steps: int = 1_000_000
-    learning_rate: float = 3e-4
     anneal_lr: bool = False
+    gae_lambda: float = 0.97
+    max_grad_norm: float | None = None
     #: Full-batch gradient steps per rollout (1: the plain on-policy estimator).
     num_epochs: int = 1
-    gamma: float = 0.99
-    gae_lambda: float = 0.97
-    ent_coef: float = 0.0
-    vf_coef: float = 0.5
-    max_grad_norm: float | None = None
-    normalize_obs: bool = True
-    normalize_advantages: bool = True
-    reward_scale: float = 1.0
-    hidden: tuple[int, ...] = (64, 64)
-    activation: str = "tanh"
-    squash: bool = False
-    log_std_init: float = 0.0
+
+    optional_grad_clip: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        for name in ("num_envs", "num_steps", "total_steps", "num_epochs"):
-            cfg.positive_int(name, getattr(self, name))
-        cfg.positive("learning_rate", self.learning_rate)
-        cfg.in_range("gamma", self.gamma, 0.0, 1.0)
-        cfg.in_range("gae_lambda", self.gae_lambda, 0.0, 1.0)
-        cfg.non_negative("ent_coef", self.ent_coef)
-        cfg.non_negative("vf_coef", self.vf_coef)
-        cfg.positive("reward_scale", self.reward_scale)
-        if self.max_grad_norm is not None:
-            cfg.positive("max_grad_norm", self.max_grad_norm)
-        cfg.hidden_sizes("hidden", self.hidden)
-        cfg.activation_name("activation", self.activation)
-        object.__setattr__(self, "hidden", tuple(self.hidden))
+        super().__post_init__()
+        cfg.positive_int("num_epochs", self.num_epochs)
 
 
 PRESETS: dict[str, Config] = {
@@ -99,7 +80,7 @@ def make_loss(config: Config):
             dist = policy.apply(params["policy"], b.obs)
             adv = b.advantage
             if config.normalize_advantages:
-                adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+                adv = standardize(adv)
             return a2c_loss(dist.log_prob(b.action), adv, value.apply(params["value"], b.obs),
                             b.target, dist.entropy(), vf_coef=config.vf_coef,
                             ent_coef=config.ent_coef)

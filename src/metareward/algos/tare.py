@@ -101,9 +101,8 @@ from flax import struct
 from jax.flatten_util import ravel_pytree
 
 from metareward.algos import config as cfg
-from metareward.algos.awr import _masked_mean_std
-from metareward.algos.lirpg import _clip
 from metareward.algos.onpolicy import check_env, obs_preprocessor
+from metareward.algos.policy import check_one_seed
 from metareward.envs.spec import EnvSpec
 from metareward.envs.wrappers import VmapWrapper
 from metareward.meta import implicit_hypergrad
@@ -112,9 +111,11 @@ from metareward.nets.policies import ValueNet, make_policy
 from metareward.nets.rewards import REWARD_NETS, make_reward_net
 from metareward.rl import replay
 from metareward.rl.gae import discounted_cumsum, gae, td_errors
+from metareward.rl.grads import clip_by_global_norm
 from metareward.rl.losses import awr_policy_loss, awr_weights, ppo_loss
 from metareward.rl.normalize import RunningStats
 from metareward.rl.rollout import episode_metrics, evaluate_episodes, rollout
+from metareward.rl.stats import masked_mean_std, standardize
 
 Params = Any
 Metrics = dict[str, jax.Array]
@@ -417,13 +418,9 @@ def eq11_loss(log_prob: jax.Array, old_log_prob: jax.Array, adv: jax.Array,
     return loss, {"surrogate": surrogate, "kl": kl}
 
 
-def _normalize(x: jax.Array) -> jax.Array:
-    return (x - x.mean()) / (x.std() + 1e-8)
-
-
 def _valid_mean_std(x: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Mean and std of ``x [L, n]`` over the rows where ``valid [L]``."""
-    return _masked_mean_std(x, jnp.broadcast_to(valid[:, None], x.shape))
+    return masked_mean_std(x, jnp.broadcast_to(valid[:, None], x.shape))
 
 
 def _flat(x: jax.Array) -> jax.Array:
@@ -575,7 +572,7 @@ def make_train(config: Config, env: Env) -> Trainer:
         dist = policy.apply(unravel_policy(pol), _flat(seg.obs))
         adv = _flat(adv)
         if c.normalize_advantages:
-            adv = _normalize(adv)
+            adv = standardize(adv)
         logp = dist.log_prob(_flat(seg.action))
         return eq11_loss(logp, _flat(seg.log_prob), adv, dist.entropy(), kl_coef, ent_coef)
 
@@ -675,7 +672,7 @@ def make_train(config: Config, env: Env) -> Trainer:
         """One Adam step of ``phi`` on the clipped hypergradient; a non-finite one is
         skipped. Returns ``(phi, opt_phi, ok, metrics)``."""
         g, aux, info = hypergradient(pol, phi, seg_tr, seg_va, *idx)
-        g, norm, ok = _clip(c.hypergrad_coef * g, c.reward_max_grad_norm)
+        g, norm, ok = clip_by_global_norm(c.hypergrad_coef * g, c.reward_max_grad_norm)
         ok = ok & jnp.isfinite(aux["ex_objective"])
         upd, new_opt = reward_opt.update(g, opt_phi, phi)
         phi = jnp.where(ok, phi + upd, phi)
@@ -814,7 +811,7 @@ def make_train(config: Config, env: Env) -> Trainer:
                 v_ex = value.apply(p["value_ex"], batch["obs"])
                 adv = batch["adv"]
                 if c.normalize_advantages:
-                    adv = _normalize(adv)
+                    adv = standardize(adv)
                 if c.policy_objective == "clipped":
                     loss, aux = ppo_loss(logp, batch["log_prob"], adv, v, batch["v"],
                                          batch["target"], dist.entropy(), clip_eps=c.clip_eps,
@@ -830,7 +827,7 @@ def make_train(config: Config, env: Env) -> Trainer:
                 return loss + c.vf_coef * v_ex_loss, {**aux, "value_ex_loss": v_ex_loss}
 
             (loss, aux), g = jax.value_and_grad(loss_fn, has_aux=True)(theta)
-            g, norm, ok = _clip(g, c.max_grad_norm)
+            g, norm, ok = clip_by_global_norm(g, c.max_grad_norm)
             ok = ok & jnp.isfinite(loss)
             upd, opt = theta_opt.update(g, opt, theta)
             theta = jnp.where(ok, theta + upd, theta)
@@ -1009,6 +1006,7 @@ def make_train(config: Config, env: Env) -> Trainer:
     def evaluate(state: TareState, key: jax.Array, num_episodes: int = 16,
                  deterministic: bool = False) -> jax.Array:
         """Extrinsic returns of ``num_episodes`` fresh episodes of the policy."""
+        check_one_seed(state)
         fn = lambda obs, k: act(state, obs, k, deterministic)
         return evaluate_episodes(env, fn, key, num_episodes, spec.episode_length)
 

@@ -55,6 +55,7 @@ from jax.flatten_util import ravel_pytree
 
 from metareward.algos import config as cfg
 from metareward.algos.onpolicy import check_env, obs_preprocessor
+from metareward.algos.policy import check_one_seed
 from metareward.envs.spec import EnvSpec
 from metareward.envs.wrappers import VmapWrapper
 from metareward.nets.policies import DeterministicPolicy, QNetwork
@@ -467,6 +468,7 @@ def make_train(config: Config, env: Env) -> Trainer:
         deterministic (exploration noise is a training device), so ``deterministic`` is
         accepted for the Learner protocol and ignored: evaluation always acts with
         ``mu(s)``, as in the TD3 and MetaGenRL code."""
+        check_one_seed(state)
         del deterministic
         fn = lambda obs, k: act(state, obs, k, True)
         return evaluate_episodes(env, fn, key, num_episodes, spec.episode_length)

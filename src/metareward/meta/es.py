@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from metareward.axes import gather_members, local_members, sum_members
-from metareward.meta.solvers import _check_count, _check_scalar
+from metareward.meta.util import check_count, check_scalar
 
 PyTree = Any
 SHAPINGS = ("none", "centered_ranks")
@@ -66,10 +66,10 @@ def es_grad(
     vmapped batch); memory: ``pop_size`` copies of ``params`` and of the noise. Works
     under ``jit`` and ``vmap`` (``pop_size`` static, ``sigma`` may be traced).
     """
-    _check_count("pop_size", pop_size, 2)
+    check_count("pop_size", pop_size, 2)
     if antithetic and pop_size % 2:
         raise ValueError(f"antithetic sampling needs an even pop_size, got {pop_size}")
-    _check_scalar("sigma", sigma, positive=True)
+    check_scalar("sigma", sigma, positive=True)
     if shaping not in SHAPINGS:
         raise ValueError(f"shaping must be one of {list(SHAPINGS)}, got {shaping!r}")
     flat, unravel = ravel_pytree(params)

@@ -13,17 +13,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from metareward.meta.solvers import (
-    CGInfo,
-    _axpy,
-    _check_count,
-    _check_scalar,
-    _is_zero,
-    _vdot,
-    cg_solve,
-    hvp,
-    neumann_solve,
-)
+from metareward.meta.solvers import CGInfo, cg_solve, hvp, neumann_solve
+from metareward.meta.util import check_count, check_scalar, is_zero, tree_axpy, tree_vdot
 
 PyTree = Any
 SOLVERS = ("cg", "neumann")
@@ -57,7 +48,7 @@ def unrolled_hypergrad(
     updates; ~4x with ``remat``). Memory grows linearly with ``K``: every step's
     intermediates are kept (with ``remat``, only each ``params_k``).
     """
-    _check_count("num_steps", num_steps, 1)
+    check_count("num_steps", num_steps, 1)
 
     def total(h: PyTree):
         def step(p, k):
@@ -120,8 +111,8 @@ def implicit_hypergrad(
     """
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {list(SOLVERS)}, got {solver!r}")
-    _check_count("maxiter", maxiter, 1)
-    _check_scalar("damping", damping, positive=False)
+    check_count("maxiter", maxiter, 1)
+    check_scalar("damping", damping, positive=False)
     h_loss = inner_loss if hessian_loss is None else hessian_loss
 
     if has_aux:
@@ -136,13 +127,13 @@ def implicit_hypergrad(
         x, info = cg_solve(matvec, g_p, maxiter=maxiter, tol=tol, damping=damping,
                            restarts=restarts, return_info=True)
     else:
-        damped = matvec if _is_zero(damping) else (lambda v: _axpy(damping, v, matvec(v)))
+        damped = matvec if is_zero(damping) else (lambda v: tree_axpy(damping, v, matvec(v)))
         x = neumann_solve(damped, g_p, steps=maxiter, alpha=neumann_alpha)
         info = None
         if return_info:  # one more matvec, only when asked
             r = jax.tree.map(jnp.subtract, g_p, damped(x))
-            info = CGInfo(jnp.int32(maxiter), jnp.sqrt(_vdot(r, r)), jnp.zeros((), bool),
-                          damping=jnp.asarray(damping, jnp.result_type(_vdot(r, r))))
+            info = CGInfo(jnp.int32(maxiter), jnp.sqrt(tree_vdot(r, r)), jnp.zeros((), bool),
+                          damping=jnp.asarray(damping, jnp.result_type(tree_vdot(r, r))))
 
     # (d2_{h,p} inner) x: the directional derivative of d_h inner along x in params.
     mixed = jax.jvp(lambda p: jax.grad(inner_loss, argnums=1)(p, hparams), (params,), (x,))[1]

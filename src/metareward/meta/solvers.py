@@ -12,44 +12,15 @@ fix the program (``maxiter``, ``steps``) must be Python ints.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from metareward.meta.util import check_count, check_scalar, is_zero, tree_axpy, tree_vdot
+
 PyTree = Any
-
-
-def _vdot(a: PyTree, b: PyTree) -> jax.Array:
-    return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
-
-
-def _axpy(alpha: jax.Array, x: PyTree, y: PyTree) -> PyTree:
-    return jax.tree.map(lambda a, b: alpha * a + b, x, y)
-
-
-def _check_count(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be a Python int >= {minimum}, got {value!r}")
-
-
-def _check_scalar(name: str, value: Any, *, positive: bool) -> None:
-    """Checks ``value > 0`` (or ``>= 0``) when it is concrete; a tracer passes unchecked."""
-    if isinstance(value, jax.core.Tracer):
-        return
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a real number, got {value!r}") from None
-    ok = v > 0 if positive else v >= 0
-    if not ok or v != v:
-        raise ValueError(f"{name} must be {'> 0' if positive else '>= 0'}, got {value!r}")
-
-
-def _is_zero(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and value == 0
 
 
 def hvp(f: Callable[[PyTree], jax.Array], params: PyTree, v: PyTree) -> PyTree:
@@ -118,22 +89,22 @@ def cg_solve(
     ``lax.while_loop``, so it is not reverse-differentiable itself (the hypergradients
     in :mod:`metareward.meta` do not need that).
     """
-    _check_count("maxiter", maxiter, 1)
-    _check_count("restarts", restarts, 0)
-    _check_scalar("tol", tol, positive=False)
-    _check_scalar("damping", damping, positive=False)
-    rr0 = _vdot(b, b)
+    check_count("maxiter", maxiter, 1)
+    check_count("restarts", restarts, 0)
+    check_scalar("tol", tol, positive=False)
+    check_scalar("damping", damping, positive=False)
+    rr0 = tree_vdot(b, b)
     dtype = jnp.result_type(rr0)
     d0 = jnp.asarray(damping, dtype)
 
     def attempt(d: jax.Array):
         def A(v: PyTree) -> PyTree:
-            return _axpy(d, v, matvec(v))
+            return tree_axpy(d, v, matvec(v))
 
         return _cg(A, b, rr0, maxiter=maxiter, tol=tol)
 
     if restarts == 0:
-        A = matvec if _is_zero(damping) else (lambda v: _axpy(damping, v, matvec(v)))
+        A = matvec if is_zero(damping) else (lambda v: tree_axpy(damping, v, matvec(v)))
         x, i, rr, neg, q = _cg(A, b, rr0, maxiter=maxiter, tol=tol)
         d_used = d0
     else:
@@ -168,14 +139,14 @@ def _cg(A: Callable[[PyTree], PyTree], b: PyTree, rr0: jax.Array, *, maxiter: in
     def body(c):
         i, x, r, p, rr, _, qmin = c
         ap = A(p)
-        pap = _vdot(p, ap)
-        q = pap / jnp.maximum(_vdot(p, p), jnp.finfo(rr.dtype).tiny)
+        pap = tree_vdot(p, ap)
+        q = pap / jnp.maximum(tree_vdot(p, p), jnp.finfo(rr.dtype).tiny)
         neg = ~(pap > 0)  # also catches a NaN curvature
         alpha = jnp.where(neg, 0.0, rr / jnp.where(neg, 1.0, pap))
-        x = _axpy(alpha, p, x)
-        r = _axpy(-alpha, ap, r)
-        rr_new = _vdot(r, r)
-        p = _axpy(rr_new / jnp.where(rr > 0, rr, 1.0), p, r)
+        x = tree_axpy(alpha, p, x)
+        r = tree_axpy(-alpha, ap, r)
+        rr_new = tree_vdot(r, r)
+        p = tree_axpy(rr_new / jnp.where(rr > 0, rr, 1.0), p, r)
         return i + 1, x, r, p, rr_new, neg, jnp.minimum(qmin, jnp.where(jnp.isnan(q), -inf, q))
 
     init = (jnp.int32(0), x0, b, b, rr0, jnp.zeros((), bool), inf)
@@ -194,12 +165,12 @@ def neumann_solve(
     ``steps`` matvecs; memory: two pytrees like ``b``. Works under ``jit`` and ``vmap``
     (``steps`` static, ``alpha`` may be traced) and is differentiable (``lax.scan``).
     """
-    _check_count("steps", steps, 0)
-    _check_scalar("alpha", alpha, positive=True)
+    check_count("steps", steps, 0)
+    check_scalar("alpha", alpha, positive=True)
 
     def body(carry, _):
         p, acc = carry
-        p = _axpy(-alpha, matvec(p), p)
+        p = tree_axpy(-alpha, matvec(p), p)
         return (p, jax.tree.map(jnp.add, acc, p)), None
 
     (_, acc), _ = jax.lax.scan(body, (b, b), None, length=steps)

@@ -63,12 +63,32 @@ def a2c_loss(
     *,
     vf_coef: float | jax.Array,
     ent_coef: float | jax.Array,
+    stop_advantage_gradient: bool = True,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Advantage actor-critic loss (Mnih et al. 2016, A3C/A2C).
+    """Advantage actor-critic loss (Mnih et al. 2016, "Asynchronous Methods for Deep
+    Reinforcement Learning", Algorithm S3).
 
     ``L = -E[log pi(a|s) sg(A)] + c_v 0.5 E[(V - target)^2] - c_e E[H]``.
+
+    Args:
+        log_prob: ``log pi(a|s)`` of the taken actions.
+        advantages: ``A``.
+        values: ``V(s)``.
+        targets: The value targets.
+        entropy: The policy's entropy at each ``s``.
+        vf_coef: ``c_v``.
+        ent_coef: ``c_e``.
+        stop_advantage_gradient: Treat ``A`` as a constant (``sg``, the paper's policy
+            gradient: ``A`` is computed from ``V``, whose own loss is the second term).
+            ``False`` lets gradients reach ``A``, e.g. a learned reward it was built
+            from (a meta-gradient through the policy loss).
+
+    Returns:
+        ``(loss, aux)``; aux holds ``policy_loss``, ``value_loss`` and ``entropy``.
     """
-    policy_loss = -jnp.mean(log_prob * jax.lax.stop_gradient(advantages))
+    if stop_advantage_gradient:
+        advantages = jax.lax.stop_gradient(advantages)
+    policy_loss = -jnp.mean(log_prob * advantages)
     value_loss = 0.5 * jnp.mean((values - targets) ** 2)
     ent = jnp.mean(entropy)
     loss = policy_loss + vf_coef * value_loss - ent_coef * ent
