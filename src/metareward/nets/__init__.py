@@ -37,6 +37,7 @@ from metareward.nets.rewards import (
     LSTMMulReward,
     MLPConcatReward,
     MLPMulReward,
+    PerStep,
     make_reward_net,
 )
 
@@ -62,6 +63,7 @@ __all__ = [
     "MLPConcatReward",
     "MLPMulReward",
     "ObjectiveLSTM",
+    "PerStep",
     "QNetwork",
     "RewardBody",
     "TanhGaussian",

@@ -315,6 +315,25 @@ class LSTMMulReward(_RewardNetBase):
         return BoundedHead(self.bound, name="head")(h)
 
 
+class PerStep(nn.Module):
+    """A per-step reward ``net(obs, action) -> [...]`` (LIRPG's signature, any flax module)
+    called with TARE's time-major signature ``(obs, action, reward, t, done) -> [T, *B]``,
+    ignoring ``reward``, ``t`` and ``done``: one reward module then serves LIRPG
+    (``lirpg.make_train(..., reward_net=net)``) and TARE
+    (``tare.make_train(..., reward_net=PerStep(net))``).
+
+    Discrete actions arrive as integer indices, as LIRPG passes them; the wrapped
+    module's parameters sit under ``"net"``.
+    """
+
+    net: nn.Module
+
+    def __call__(
+        self, obs: jax.Array, action: jax.Array, reward: jax.Array, t: jax.Array, done: jax.Array
+    ) -> jax.Array:
+        return self.net(obs, action)
+
+
 REWARD_NETS: tuple[str, ...] = ("mlp-concat", "mlp-mul", "lstm-f", "lstm-b", "lstm-b-mul")
 
 
@@ -366,5 +385,6 @@ __all__ = [
     "LSTMMulReward",
     "MLPConcatReward",
     "MLPMulReward",
+    "PerStep",
     "make_reward_net",
 ]

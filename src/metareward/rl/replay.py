@@ -29,11 +29,42 @@ rows, as in a rollout.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from flax import struct
+
+
+class Row(NamedTuple):
+    """The one row type the off-policy learners store (AWR, TD3/DDPG, TARE's AWR flavour,
+    MetaGenRL): one env step of every env, leading axis ``[N]`` (``[T, N]`` for a
+    rollout's rows, ``[L, N]`` in the buffer).
+
+    Attributes:
+      obs: Flattened observations (raw: a learner normalises when it reads them).
+      action: Actions as the learner stores them (AWR: policy-space; TD3: env-space).
+      reward: Rewards, scaled by the learner's ``reward_scale``.
+      done: 1 where the episode ended at this step (terminal or time limit).
+      truncation: 1 where it ended by the time limit (a bootstrap, not a terminal).
+      next_obs: The observation the step reached, before any auto-reset
+        (``info["final_obs"]``).
+      time: Optional: the step's time ``t / T`` in its episode (MetaGenRL's objective
+        reads it); ``None`` (no leaf) for the learners that do not.
+    """
+
+    obs: jax.Array
+    action: jax.Array
+    reward: jax.Array
+    done: jax.Array
+    truncation: jax.Array
+    next_obs: jax.Array
+    time: jax.Array | None = None
+
+    @property
+    def terminal(self) -> jax.Array:
+        """``done * (1 - truncation)``: 1 where the episode truly ended (no bootstrap)."""
+        return self.done * (1.0 - self.truncation.astype(self.done.dtype))
 
 
 @struct.dataclass
@@ -362,6 +393,7 @@ __all__ = [
     "EpisodeIndex",
     "ReplayBuffer",
     "RingBuffer",
+    "Row",
     "episode_index_init",
     "episode_insert",
     "gather",

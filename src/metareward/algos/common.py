@@ -1,0 +1,80 @@
+"""The two stages every learner ends with, written once.
+
+Each learner's ``make_train`` builds its own ``init``, ``update`` and ``act``; the
+functions here derive the rest of the learner contract
+(:class:`metareward.algos.registry.Learner`) from them:
+
+* :func:`scan_train`: ``train(key) = lax.scan(update, init(key))`` over the run;
+* :func:`episode_evaluator`: ``evaluate(state, key, num_episodes, deterministic)``,
+  returns of fresh episodes of ``act``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+from brax.envs.base import Env
+
+from metareward.algos.policy import check_one_seed
+from metareward.rl.rollout import evaluate_episodes
+
+Metrics = dict[str, jax.Array]
+
+
+def scan_train(
+    init: Callable[[jax.Array], Any],
+    update: Callable[[Any], tuple[Any, Metrics]],
+    num_updates: int,
+) -> Callable[[jax.Array], tuple[Any, Metrics]]:
+    """A learner's whole run as one program.
+
+    Args:
+        init: ``init(key) -> state``.
+        update: ``update(state) -> (state, metrics)``.
+        num_updates: Updates in the run (static).
+
+    Returns:
+        ``train(key) -> (state, metrics)``: ``init`` then ``num_updates`` updates in one
+        ``lax.scan``, metrics stacked over updates (``jax.vmap(train)`` runs seeds, or a
+        sweep over float hyperparameters, as one program).
+    """
+
+    def train(key: jax.Array) -> tuple[Any, Metrics]:
+        state = init(key)
+        return jax.lax.scan(lambda s, _: update(s), state, None, length=num_updates)
+
+    return train
+
+
+def episode_evaluator(
+    env: Env, act: Callable[..., jax.Array], episode_length: int
+) -> Callable[..., jax.Array]:
+    """Evaluation of a learner's policy on fresh episodes.
+
+    Args:
+        env: The (single, unbatched) env to evaluate on: the env's own reward, without
+            what a learner adds for training (a live bonus, a delay is the env's).
+        act: ``act(state, obs, key, deterministic) -> env actions``.
+        episode_length: Steps of an episode at most.
+
+    Returns:
+        ``evaluate(state, key, num_episodes=16, deterministic=False) -> [num_episodes]``:
+        returns of ``num_episodes`` fresh episodes under ``act`` (its mode if
+        ``deterministic``). A state batched over seeds fails in one line (take one with
+        :func:`metareward.algos.policy.take_seed`, or ``jax.vmap`` the call).
+    """
+
+    def evaluate(
+        state: Any, key: jax.Array, num_episodes: int = 16, deterministic: bool = False
+    ) -> jax.Array:
+        """Returns of ``num_episodes`` fresh episodes of the current policy."""
+        check_one_seed(state)
+        fn = lambda obs, k: act(state, obs, k, deterministic)
+        return evaluate_episodes(env, fn, key, num_episodes, episode_length)
+
+    return evaluate
+
+
+__all__ = ["episode_evaluator", "scan_train"]
