@@ -8,16 +8,26 @@ envs, one RMSProp step per rollout.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
+import jax
 import optax
 from brax.envs.base import Env
 
 from metareward.algos import config as cfg
-from metareward.algos.onpolicy import A2CBase, Batch, LossFn, Trainer, make_onpolicy
-from metareward.algos.ppo import with_live_bonus
+from metareward.algos import onpolicy
+from metareward.algos.onpolicy import (
+    A2CBase,
+    Batch,
+    LossFn,
+    Objective,
+    Trainer,
+    make_onpolicy,
+    with_live_bonus,
+)
 from metareward.rl.losses import a2c_loss
-from metareward.rl.stats import standardize
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,28 +61,21 @@ def preset(env_name: str) -> Config:
     return cfg.preset(PRESETS, Config(), env_name, "a2c")
 
 
-def make_loss(config: Config):
+def objective(config: Any) -> Objective:
+    """A2C's minibatch loss (Mnih et al. 2016, Algorithm S3): the policy gradient of the
+    advantages, the value regression and the entropy bonus
+    (:func:`metareward.rl.losses.a2c_loss`). REINFORCE uses it too."""
+
+    def loss(dist, values: jax.Array, adv: jax.Array, b: Batch):
+        return a2c_loss(dist.log_prob(b.action), adv, values, b.target, dist.entropy(),
+                        vf_coef=config.vf_coef, ent_coef=config.ent_coef)
+
+    return loss
+
+
+def make_loss(config: Config) -> Callable[[nn.Module, nn.Module], LossFn]:
     """The A2C loss of ``config`` as a function of the policy and value modules."""
-
-    def factory(policy: nn.Module, value: nn.Module) -> LossFn:
-        def loss(params, b: Batch):
-            dist = policy.apply(params["policy"], b.obs)
-            adv = b.advantage
-            if config.normalize_advantages:
-                adv = standardize(adv)
-            return a2c_loss(
-                dist.log_prob(b.action),
-                adv,
-                value.apply(params["value"], b.obs),
-                b.target,
-                dist.entropy(),
-                vf_coef=config.vf_coef,
-                ent_coef=config.ent_coef,
-            )
-
-        return loss
-
-    return factory
+    return onpolicy.make_loss(config, objective(config))
 
 
 def make_train(config: Config, env: Env) -> Trainer:
@@ -104,4 +107,4 @@ def make_train(config: Config, env: Env) -> Trainer:
     )
 
 
-__all__ = ["PRESETS", "Config", "make_loss", "make_train", "preset"]
+__all__ = ["PRESETS", "Config", "make_loss", "make_train", "objective", "preset"]

@@ -10,6 +10,7 @@ GAE, then epochs of minibatch gradient steps, all inside one jitted ``update``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any, ClassVar, NamedTuple
 
@@ -17,18 +18,19 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
-from brax.envs.base import Env, State
+from brax.envs.base import Env, State, Wrapper
 from flax import struct
 from jax.flatten_util import ravel_pytree
 
 from metareward.algos import config as cfg
-from metareward.algos.policy import check_one_seed
+from metareward.algos.common import episode_evaluator, scan_train
 from metareward.envs.spec import EnvSpec
 from metareward.envs.wrappers import VmapWrapper
 from metareward.nets.policies import ValueNet, make_policy
 from metareward.rl.gae import gae
 from metareward.rl.normalize import RunningStats
-from metareward.rl.rollout import episode_metrics, evaluate_episodes, rollout
+from metareward.rl.rollout import episode_metrics, rollout
+from metareward.rl.stats import standardize
 
 Params = Any
 Metrics = dict[str, jax.Array]
@@ -143,14 +145,15 @@ class A2CBase(BaseConfig):
 class TrainState:
     """Everything a learner carries between updates (a pytree).
 
-    ``params = {"policy": ..., "value": ...}``; ``obs_stats`` is the running observation
+    ``params = {"policy": ..., "value": ...}``; ``opt_state = {"agent": ...}``, the state
+    of the one optimiser over both (flattened); ``obs_stats`` is the running observation
     normaliser (learner state, not env state); ``update_step`` counts updates and
     ``env_steps`` transitions collected; ``nonfinite`` counts gradient steps skipped
     because the loss or gradient was not finite.
     """
 
     params: Params
-    opt_state: optax.OptState
+    opt_state: dict[str, optax.OptState]
     obs_stats: RunningStats
     env_state: State
     key: jax.Array
@@ -238,6 +241,233 @@ def obs_preprocessor(
     return flatten_obs, prep
 
 
+class Parts(NamedTuple):
+    """The static parts of an on-policy learner, built once by :func:`make_onpolicy`; the
+    stages below are pure functions of these and a :class:`TrainState`."""
+
+    config: Any
+    env: Env
+    venv: VmapWrapper
+    spec: EnvSpec
+    policy: nn.Module
+    value: nn.Module
+    loss_fn: LossFn
+    optimizer: optax.GradientTransformation
+    max_grad_norm: float
+    num_epochs: int
+    num_minibatches: int
+    batch_size: int
+    mb_size: int
+    flatten_obs: Callable[[jax.Array], jax.Array]
+    prep: Callable[[RunningStats, jax.Array], jax.Array]
+
+
+def init_state(parts: Parts, key: jax.Array) -> TrainState:
+    """Fresh parameters, optimiser and normaliser states, and reset envs.
+
+    Args:
+        parts: The learner's static parts.
+        key: PRNG key.
+
+    Returns:
+        The initial :class:`TrainState` (``opt_state = {"agent": ...}``: one optimiser
+        over the flattened policy and value parameters).
+    """
+    k_pi, k_v, k_env, key = jax.random.split(key, 4)
+    dummy = jnp.zeros((1, parts.spec.obs_size), jnp.float32)
+    params = {"policy": parts.policy.init(k_pi, dummy), "value": parts.value.init(k_v, dummy)}
+    return TrainState(
+        params=params,
+        opt_state={"agent": parts.optimizer.init(ravel_pytree(params)[0])},
+        obs_stats=RunningStats.create((parts.spec.obs_size,)),
+        env_state=parts.venv.reset(k_env),
+        key=key,
+        update_step=jnp.zeros((), jnp.int32),
+        env_steps=jnp.zeros((), jnp.int32),
+        nonfinite=jnp.zeros((), jnp.int32),
+    )
+
+
+def act(
+    parts: Parts, state: Any, obs: jax.Array, key: jax.Array, deterministic: bool = False
+) -> jax.Array:
+    """Env actions of the current policy for a batch of raw observations.
+
+    Args:
+        parts: The learner's static parts.
+        state: A train state or a :class:`~metareward.algos.policy.Policy`.
+        obs: Raw observations ``[B, *obs_shape]``.
+        key: PRNG key (unused if ``deterministic``).
+        deterministic: Act with the distribution's mode.
+
+    Returns:
+        Env actions ``[B, ...]``.
+    """
+    dist = parts.policy.apply(state.params["policy"], parts.prep(state.obs_stats, obs))
+    raw = dist.mode() if deterministic else dist.sample(key)
+    return dist.to_env(raw)
+
+
+def collect(
+    parts: Parts, state: TrainState, key: jax.Array
+) -> tuple[State, Any, Batch, RunningStats]:
+    """Rollout of ``num_steps`` steps of every env under the current policy, then GAE
+    (Schulman et al. 2016) on the scaled rewards.
+
+    Args:
+        parts: The learner's static parts.
+        state: The current train state.
+        key: PRNG key of the rollout.
+
+    Returns:
+        ``(env_state, traj, data, obs_stats)``: the envs after the rollout, the
+        time-major transitions, the flattened :class:`Batch` ``[batch_size, ...]``
+        (observations normalised with the statistics *before* this rollout) and the
+        statistics updated with the rollout's observations.
+    """
+    c, params, stats = parts.config, state.params, state.obs_stats
+
+    def policy_act(obs: jax.Array, k: jax.Array):
+        dist = parts.policy.apply(params["policy"], parts.prep(stats, obs))
+        raw = dist.sample(k)
+        return raw, dist.to_env(raw), dist.log_prob(raw)
+
+    env_state, traj = rollout(parts.venv, state.env_state, policy_act, key, c.num_steps)
+    obs_n = parts.prep(stats, traj.obs)
+    values = parts.value.apply(params["value"], obs_n)
+    next_values = parts.value.apply(params["value"], parts.prep(stats, traj.next_obs))
+    adv, targets = gae(traj.reward * c.reward_scale, values, next_values, traj.done,
+                       traj.truncation, c.gamma, c.gae_lambda)
+    new_stats = stats.update(parts.flatten_obs(traj.obs)) if c.normalize_obs else stats
+    data = Batch(obs_n, traj.action, traj.log_prob, values, adv, targets)
+    data = jax.tree.map(lambda x: x.reshape((parts.batch_size, *x.shape[2:])), data)
+    return env_state, traj, data, new_stats
+
+
+SgdCarry = tuple[jax.Array, optax.OptState, jax.Array]
+
+
+def sgd_step(
+    parts: Parts, unravel: Callable[[jax.Array], Params], carry: SgdCarry, mb: Batch
+) -> tuple[SgdCarry, Metrics]:
+    """One clipped gradient step on a minibatch; a step whose loss or gradient is not
+    finite feeds the optimiser a zero gradient and leaves the parameters unchanged.
+
+    Args:
+        parts: The learner's static parts.
+        unravel: Flat vector to parameter dict.
+        carry: ``(flat_params, opt_state, nonfinite)``.
+        mb: A minibatch.
+
+    Returns:
+        The new carry and the step's metrics (``loss``, ``grad_norm`` and the loss's aux).
+    """
+    flat, opt_state, nonfinite = carry
+    loss_flat = lambda f: parts.loss_fn(unravel(f), mb)
+    (loss, aux), grads = jax.value_and_grad(loss_flat, has_aux=True)(flat)
+    # Gradient-norm clipping is done here (not by optax) so that the norm is computed
+    # once and also serves the finiteness check.
+    grad_norm = jnp.sqrt(jnp.sum(grads**2))
+    ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    scale = jnp.minimum(1.0, parts.max_grad_norm / (grad_norm + 1e-6))
+    grads = jnp.where(ok, grads * scale, 0.0)
+    updates, opt_state = parts.optimizer.update(grads, opt_state, flat)
+    flat = jnp.where(ok, flat + updates, flat)
+    metrics = {"loss": loss, "grad_norm": grad_norm, **aux}
+    return (flat, opt_state, nonfinite + (~ok)), metrics
+
+
+def optimise(
+    parts: Parts, params: Params, carry: tuple[optax.OptState, jax.Array], data: Batch,
+    key: jax.Array,
+) -> tuple[Params, optax.OptState, jax.Array, Metrics]:
+    """``num_epochs`` passes of ``num_minibatches`` shuffled minibatch steps.
+
+    The optimiser works on one flat vector of all parameters: on a CPU the cost of a small
+    network's update is the number of kernels, one per leaf otherwise.
+
+    Args:
+        parts: The learner's static parts.
+        params: Parameter dict before the update.
+        carry: ``(opt_state, nonfinite)`` before the update.
+        data: The rollout's :class:`Batch`, ``[batch_size, ...]``.
+        key: PRNG key of the shuffles.
+
+    Returns:
+        ``(params, opt_state, nonfinite, metrics)``, metrics averaged over the steps.
+    """
+    bs, n_mb = parts.batch_size, parts.num_minibatches
+
+    def epoch(c, k):
+        perm = jax.random.permutation(k, bs)
+        mbs = jax.tree.map(lambda x: x[perm].reshape((n_mb, parts.mb_size, *x.shape[1:])), data)
+        return jax.lax.scan(step, c, mbs)
+
+    flat, unravel = ravel_pytree(params)
+    step = functools.partial(sgd_step, parts, unravel)
+    (flat, opt_state, nonfinite), losses = jax.lax.scan(
+        epoch, (flat, *carry), jax.random.split(key, parts.num_epochs))
+    return unravel(flat), opt_state, nonfinite, jax.tree.map(jnp.mean, losses)
+
+
+def update(parts: Parts, state: TrainState) -> tuple[TrainState, Metrics]:
+    """One update: :func:`collect` then :func:`optimise`.
+
+    Args:
+        parts: The learner's static parts.
+        state: The current train state.
+
+    Returns:
+        ``(state, metrics)``.
+    """
+    key, k_roll, k_sgd = jax.random.split(state.key, 3)
+    env_state, traj, data, new_stats = collect(parts, state, k_roll)
+    params, opt_state, nonfinite, metrics = optimise(
+        parts, state.params, (state.opt_state["agent"], state.nonfinite), data, k_sgd)
+    metrics.update(episode_metrics(traj))
+    env_steps = state.env_steps + parts.batch_size
+    metrics.update(env_steps=env_steps, nonfinite=nonfinite)
+    new_state = TrainState(
+        params=params,
+        opt_state={"agent": opt_state},
+        obs_stats=new_stats,
+        env_state=env_state,
+        key=key,
+        update_step=state.update_step + 1,
+        env_steps=env_steps,
+        nonfinite=nonfinite,
+    )
+    return new_state, metrics
+
+
+#: ``objective(dist, values, advantages, batch) -> (loss, aux)``: an on-policy loss given
+#: the policy's distribution and the value predictions on a minibatch, and its
+#: advantages (standardised where the config says so).
+Objective = Callable[[Any, jax.Array, jax.Array, Batch], tuple[jax.Array, Metrics]]
+
+
+def make_loss(config: Any, objective: Objective) -> Callable[[nn.Module, nn.Module], LossFn]:
+    """The minibatch loss of an on-policy learner as a function of its modules.
+
+    Args:
+        config: Has ``normalize_advantages``.
+        objective: The learner's loss given distribution, values and advantages.
+
+    Returns:
+        ``factory(policy, value) -> loss(params, batch)``, as :func:`make_onpolicy` takes.
+    """
+
+    def factory(policy: nn.Module, value: nn.Module) -> LossFn:
+        def loss(params: Params, b: Batch) -> tuple[jax.Array, Metrics]:
+            dist = policy.apply(params["policy"], b.obs)
+            adv = standardize(b.advantage) if config.normalize_advantages else b.advantage
+            return objective(dist, value.apply(params["value"], b.obs), adv, b)
+
+        return loss
+
+    return factory
+
+
 def make_onpolicy(
     config: Any,
     env: Env,
@@ -250,152 +480,38 @@ def make_onpolicy(
 ) -> Trainer:
     """Builds the jittable functions of an on-policy learner.
 
-    ``config`` must have the fields of :class:`metareward.algos.ppo.Config` that are not
-    PPO-specific: ``num_envs, num_steps, total_steps, gamma, gae_lambda, normalize_obs,
-    reward_scale, hidden, activation`` (and ``squash, log_std_init`` for continuous
-    actions).
+    ``config`` must have the fields of :class:`BaseConfig`.
 
     ``optimizer`` works on the flattened parameter vector
     (``jax.flatten_util.ravel_pytree``) and gets gradients already clipped to global norm
     ``max_grad_norm`` (``clip_by_global_norm`` semantics). A step whose loss or gradient
     is not finite is skipped: parameters unchanged, a zero gradient fed to the optimizer,
     and ``TrainState.nonfinite`` incremented.
+
+    Args:
+        config: The learner's config.
+        env: A single env (batched here with ``config.num_envs``).
+        make_loss: ``make_loss(policy, value) -> loss(params, batch)``.
+        optimizer: The optimiser of the flat parameter vector.
+        max_grad_norm: Global-norm clip of each step's gradient.
+        num_epochs: Passes over each rollout.
+        num_minibatches: Minibatches per pass.
+
+    Returns:
+        The learner (:class:`Trainer`).
     """
     spec = check_env(env)
     batch_size, num_updates, mb_size = batch_geometry(config, num_minibatches)
-    venv = VmapWrapper(env, config.num_envs)
-    policy = make_policy(
-        spec.discrete,
-        spec.action_size,
-        config.hidden,
-        config.activation,
-        getattr(config, "squash", False),
-        getattr(config, "log_std_init", 0.0),
-    )
+    policy = make_policy(spec.discrete, spec.action_size, config.hidden, config.activation,
+                         getattr(config, "squash", False), getattr(config, "log_std_init", 0.0))
     value = ValueNet(tuple(config.hidden), config.activation)
-    loss_fn = make_loss(policy, value)
-    obs_dim = spec.obs_size
     flatten_obs, prep = obs_preprocessor(spec, config.normalize_obs)
-
-    def init(key: jax.Array) -> TrainState:
-        k_pi, k_v, k_env, key = jax.random.split(key, 4)
-        dummy = jnp.zeros((1, obs_dim), jnp.float32)
-        params = {"policy": policy.init(k_pi, dummy), "value": value.init(k_v, dummy)}
-        return TrainState(
-            params=params,
-            opt_state=optimizer.init(ravel_pytree(params)[0]),
-            obs_stats=RunningStats.create((obs_dim,)),
-            env_state=venv.reset(k_env),
-            key=key,
-            update_step=jnp.zeros((), jnp.int32),
-            env_steps=jnp.zeros((), jnp.int32),
-            nonfinite=jnp.zeros((), jnp.int32),
-        )
-
-    def act(
-        state: Any, obs: jax.Array, key: jax.Array, deterministic: bool = False
-    ) -> jax.Array:
-        """Env actions of the current policy for a batch of raw observations (``state``:
-        a train state or a :class:`~metareward.algos.policy.Policy`)."""
-        dist = policy.apply(state.params["policy"], prep(state.obs_stats, obs))
-        raw = dist.mode() if deterministic else dist.sample(key)
-        return dist.to_env(raw)
-
-    def make_sgd_step(unravel: Callable[[jax.Array], Params]):
-        def sgd_step(
-            carry: tuple[jax.Array, optax.OptState, jax.Array], mb: Batch
-        ) -> tuple[tuple[jax.Array, optax.OptState, jax.Array], Metrics]:
-            flat, opt_state, nonfinite = carry
-            loss_flat = lambda f: loss_fn(unravel(f), mb)
-            (loss, aux), grads = jax.value_and_grad(loss_flat, has_aux=True)(flat)
-            # Gradient-norm clipping is done here (not by optax) so that the norm is
-            # computed once and also serves the finiteness check: a non-finite step
-            # feeds the optimizer a zero gradient and leaves the parameters unchanged.
-            grad_norm = jnp.sqrt(jnp.sum(grads**2))
-            ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-            scale = jnp.minimum(1.0, max_grad_norm / (grad_norm + 1e-6))
-            grads = jnp.where(ok, grads * scale, 0.0)
-            updates, opt_state = optimizer.update(grads, opt_state, flat)
-            flat = jnp.where(ok, flat + updates, flat)
-            metrics = {"loss": loss, "grad_norm": grad_norm, **aux}
-            return (flat, opt_state, nonfinite + (~ok)), metrics
-
-        return sgd_step
-
-    def update(state: TrainState) -> tuple[TrainState, Metrics]:
-        key, k_roll, k_sgd = jax.random.split(state.key, 3)
-        params, stats = state.params, state.obs_stats
-
-        def policy_act(obs: jax.Array, k: jax.Array):
-            dist = policy.apply(params["policy"], prep(stats, obs))
-            raw = dist.sample(k)
-            return raw, dist.to_env(raw), dist.log_prob(raw)
-
-        env_state, traj = rollout(venv, state.env_state, policy_act, k_roll, config.num_steps)
-        obs_n = prep(stats, traj.obs)
-        values = value.apply(params["value"], obs_n)
-        next_values = value.apply(params["value"], prep(stats, traj.next_obs))
-        adv, targets = gae(
-            traj.reward * config.reward_scale,
-            values,
-            next_values,
-            traj.done,
-            traj.truncation,
-            config.gamma,
-            config.gae_lambda,
-        )
-        new_stats = stats.update(flatten_obs(traj.obs)) if config.normalize_obs else stats
-        data = Batch(obs_n, traj.action, traj.log_prob, values, adv, targets)
-        data = jax.tree.map(lambda x: x.reshape((batch_size, *x.shape[2:])), data)
-
-        def epoch(carry, k):
-            perm = jax.random.permutation(k, batch_size)
-            mbs = jax.tree.map(
-                lambda x: x[perm].reshape((num_minibatches, mb_size, *x.shape[1:])), data
-            )
-            return jax.lax.scan(sgd_step, carry, mbs)
-
-        # The optimizer works on one flat vector of all parameters: on a CPU the cost of
-        # a small network's update is the number of kernels, one per leaf otherwise.
-        flat, unravel = ravel_pytree(params)
-        sgd_step = make_sgd_step(unravel)
-        (flat, opt_state, nonfinite), losses = jax.lax.scan(
-            epoch,
-            (flat, state.opt_state, state.nonfinite),
-            jax.random.split(k_sgd, num_epochs),
-        )
-        new_params = unravel(flat)
-        metrics = jax.tree.map(jnp.mean, losses)
-        metrics.update(episode_metrics(traj))
-        env_steps = state.env_steps + batch_size
-        metrics.update(env_steps=env_steps, nonfinite=nonfinite)
-        new_state = TrainState(
-            params=new_params,
-            opt_state=opt_state,
-            obs_stats=new_stats,
-            env_state=env_state,
-            key=key,
-            update_step=state.update_step + 1,
-            env_steps=env_steps,
-            nonfinite=nonfinite,
-        )
-        return new_state, metrics
-
-    def train(key: jax.Array) -> tuple[TrainState, Metrics]:
-        state = init(key)
-        return jax.lax.scan(lambda s, _: update(s), state, None, length=num_updates)
-
-    def evaluate(
-        state: TrainState,
-        key: jax.Array,
-        num_episodes: int = 16,
-        deterministic: bool = False,
-    ) -> jax.Array:
-        """Returns of ``num_episodes`` fresh episodes of the current policy."""
-        check_one_seed(state)
-        fn = lambda obs, k: act(state, obs, k, deterministic)
-        return evaluate_episodes(env, fn, key, num_episodes, spec.episode_length)
-
+    parts = Parts(config, env, VmapWrapper(env, config.num_envs), spec, policy, value,
+                  make_loss(policy, value), optimizer, max_grad_norm, num_epochs,
+                  num_minibatches, batch_size, mb_size, flatten_obs, prep)
+    init = functools.partial(init_state, parts)
+    step = functools.partial(update, parts)
+    act_fn = functools.partial(act, parts)
     return Trainer(
         config=config,
         env=env,
@@ -404,11 +520,44 @@ def make_onpolicy(
         value=value,
         num_updates=num_updates,
         init=init,
-        update=update,
-        train=train,
-        act=act,
-        evaluate=evaluate,
+        update=step,
+        train=scan_train(init, step, num_updates),
+        act=act_fn,
+        evaluate=episode_evaluator(env, act_fn, spec.episode_length),
     )
+
+
+class LiveBonus(Wrapper):
+    """Adds ``bonus`` to every step's reward (after the inner env's reward delay; episode
+    statistics in ``info`` come from inside and stay the env's own)."""
+
+    def __init__(self, env: Env, bonus: float):
+        super().__init__(env)
+        self.bonus = bonus if cfg.is_traced(bonus) else float(bonus)
+
+    def step(self, state: State, action: jax.Array) -> State:
+        nxt = self.env.step(state, action)
+        return nxt.replace(reward=nxt.reward + self.bonus)
+
+
+def with_live_bonus(build: Callable[[Env], Trainer], config: Any, env: Env) -> Trainer:
+    """A learner trained on ``env`` plus ``config.live_bonus`` per step (LIRPG's
+    "PPO-bonus"/"A2C-bonus" baselines, Zheng et al. 2018, section 3), with ``env``'s own
+    reward (no bonus) for ``env`` and ``evaluate``.
+
+    Args:
+        build: ``build(env) -> Trainer`` (a :func:`make_onpolicy` learner).
+        config: Has ``live_bonus`` (a constant; ``0``: none).
+        env: The env without the bonus.
+
+    Returns:
+        The learner.
+    """
+    if not cfg.is_traced(config.live_bonus) and not config.live_bonus:
+        return build(env)
+    trainer = build(LiveBonus(env, config.live_bonus))
+    evaluate = episode_evaluator(env, trainer.act, trainer.spec.episode_length)
+    return trainer._replace(env=env, evaluate=evaluate)
 
 
 def check_finite(metrics: Metrics) -> None:
@@ -427,3 +576,9 @@ def check_finite(metrics: Metrics) -> None:
             f"({int(counts.max())} gradient step(s) skipped); lower the learning rate "
             "or check the reward scale"
         )
+
+
+__all__ = ["A2CBase", "BaseConfig", "Batch", "LiveBonus", "LossFn", "Objective", "PPOBase",
+           "Parts", "TrainState", "Trainer", "act", "batch_geometry", "check_env",
+           "check_finite", "collect", "init_state", "make_loss", "make_onpolicy",
+           "obs_preprocessor", "optimise", "sgd_step", "update", "with_live_bonus"]

@@ -14,18 +14,26 @@ Usage::
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
 import optax
-from brax.envs.base import Env, State, Wrapper
+from brax.envs.base import Env
 
 from metareward.algos import config as cfg
-from metareward.algos.onpolicy import Batch, LossFn, PPOBase, Trainer, make_onpolicy
-from metareward.algos.policy import check_one_seed
+from metareward.algos import onpolicy
+from metareward.algos.onpolicy import (
+    Batch,
+    LiveBonus,
+    LossFn,
+    Objective,
+    PPOBase,
+    Trainer,
+    make_onpolicy,
+    with_live_bonus,
+)
 from metareward.rl.losses import ppo_loss
-from metareward.rl.rollout import evaluate_episodes
-from metareward.rl.stats import standardize
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,63 +91,21 @@ def preset(env_name: str) -> Config:
     return cfg.preset(PRESETS, Config(), env_name, "ppo")
 
 
-def make_loss(config: Config):
+def objective(config: Config) -> Objective:
+    """PPO's minibatch loss: the clipped surrogate (Schulman et al. 2017, eq. 7), the value
+    loss and the entropy bonus (eq. 9), :func:`metareward.rl.losses.ppo_loss`."""
+
+    def loss(dist, values: jax.Array, adv: jax.Array, b: Batch):
+        return ppo_loss(dist.log_prob(b.action), b.log_prob, adv, values, b.value, b.target,
+                        dist.entropy(), clip_eps=config.clip_eps, vf_coef=config.vf_coef,
+                        ent_coef=config.ent_coef, vf_clip_eps=config.vf_clip_eps)
+
+    return loss
+
+
+def make_loss(config: Config) -> Callable[[nn.Module, nn.Module], LossFn]:
     """The PPO loss of ``config`` as a function of the policy and value modules."""
-
-    def factory(policy: nn.Module, value: nn.Module) -> LossFn:
-        def loss(params, b: Batch):
-            dist = policy.apply(params["policy"], b.obs)
-            adv = b.advantage
-            if config.normalize_advantages:
-                adv = standardize(adv)
-            return ppo_loss(
-                dist.log_prob(b.action),
-                b.log_prob,
-                adv,
-                value.apply(params["value"], b.obs),
-                b.value,
-                b.target,
-                dist.entropy(),
-                clip_eps=config.clip_eps,
-                vf_coef=config.vf_coef,
-                ent_coef=config.ent_coef,
-                vf_clip_eps=config.vf_clip_eps,
-            )
-
-        return loss
-
-    return factory
-
-
-class LiveBonus(Wrapper):
-    """Adds ``bonus`` to every step's reward (after the inner env's reward delay; episode
-    statistics in ``info`` come from inside and stay the env's own)."""
-
-    def __init__(self, env: Env, bonus: float):
-        super().__init__(env)
-        self.bonus = bonus if cfg.is_traced(bonus) else float(bonus)
-
-    def step(self, state: State, action: jax.Array) -> State:
-        nxt = self.env.step(state, action)
-        return nxt.replace(reward=nxt.reward + self.bonus)
-
-
-def with_live_bonus(build, config, env: Env) -> Trainer:
-    """``build(env)`` (a :func:`make_onpolicy` trainer) trained on ``env`` plus
-    ``config.live_bonus`` per step, with ``env`` (no bonus) as its env and for
-    ``evaluate``."""
-    if not cfg.is_traced(config.live_bonus) and not config.live_bonus:
-        return build(env)
-    trainer = build(LiveBonus(env, config.live_bonus))
-
-    def evaluate(state, key: jax.Array, num_episodes: int = 16,
-                 deterministic: bool = False) -> jax.Array:
-        """Returns (the env's own, without the bonus) of ``num_episodes`` fresh episodes."""
-        check_one_seed(state)
-        fn = lambda obs, k: trainer.act(state, obs, k, deterministic)
-        return evaluate_episodes(env, fn, key, num_episodes, trainer.spec.episode_length)
-
-    return trainer._replace(env=env, evaluate=evaluate)
+    return onpolicy.make_loss(config, objective(config))
 
 
 def make_train(config: Config, env: Env) -> Trainer:
@@ -174,5 +140,5 @@ def make_train(config: Config, env: Env) -> Trainer:
     )
 
 
-__all__ = ["PRESETS", "Config", "LiveBonus", "make_loss", "make_train", "preset",
-           "with_live_bonus"]
+__all__ = ["PRESETS", "Config", "LiveBonus", "make_loss", "make_train", "objective",
+           "preset", "with_live_bonus"]

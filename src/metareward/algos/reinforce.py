@@ -25,16 +25,16 @@ MetaGenRL.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import ClassVar
 
 import flax.linen as nn
 import optax
 from brax.envs.base import Env
 
+from metareward.algos import a2c, onpolicy
 from metareward.algos import config as cfg
-from metareward.algos.onpolicy import BaseConfig, Batch, LossFn, Trainer, make_onpolicy
-from metareward.rl.losses import a2c_loss
-from metareward.rl.stats import standardize
+from metareward.algos.onpolicy import BaseConfig, LossFn, Trainer, make_onpolicy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,22 +72,10 @@ def preset(env_name: str) -> Config:
     return cfg.preset(PRESETS, Config(), env_name, "reinforce")
 
 
-def make_loss(config: Config):
-    """REINFORCE with GAE (eq. 3) plus the value regression, as a function of the modules."""
-
-    def factory(policy: nn.Module, value: nn.Module) -> LossFn:
-        def loss(params, b: Batch):
-            dist = policy.apply(params["policy"], b.obs)
-            adv = b.advantage
-            if config.normalize_advantages:
-                adv = standardize(adv)
-            return a2c_loss(dist.log_prob(b.action), adv, value.apply(params["value"], b.obs),
-                            b.target, dist.entropy(), vf_coef=config.vf_coef,
-                            ent_coef=config.ent_coef)
-
-        return loss
-
-    return factory
+def make_loss(config: Config) -> Callable[[nn.Module, nn.Module], LossFn]:
+    """REINFORCE with GAE (eq. 3) plus the value regression, as a function of the modules:
+    A2C's loss (:func:`metareward.algos.a2c.objective`) on full-batch rollouts."""
+    return onpolicy.make_loss(config, a2c.objective(config))
 
 
 def make_train(config: Config, env: Env) -> Trainer:
