@@ -21,13 +21,13 @@ from brax.envs.base import State, Wrapper
 
 from metareward.envs.brax_tasks import task_physics
 from metareward.envs.options import check_options
-from metareward.envs.spec import EnvSpec
+from metareward.envs.spec import EnvSpec, SpecMixin
 from metareward.envs.tasks import Task, TaskDistribution, resolve_task
 
 BACKENDS = ("mjx", "generalized", "positional", "spring")
 
 
-class BraxEnv(Wrapper):
+class BraxEnv(SpecMixin, Wrapper):
     """A brax env with a :class:`EnvSpec` (observation shape, action bounds).
 
     Args:
@@ -81,19 +81,6 @@ class BraxEnv(Wrapper):
         self._spec = EnvSpec(
             name, tuple(shape), False, int(env.action_size), low, high, int(episode_length)
         )
-
-    @property
-    def spec(self) -> EnvSpec:
-        return self._spec
-
-    @property
-    def auto_resets(self) -> bool:
-        return False
-
-    @property
-    def tasks(self) -> TaskDistribution | None:
-        """The task distribution of a randomised env, else None."""
-        return self._tasks
 
     def reset(self, rng: jax.Array, task: Task | None = None) -> State:
         """A new episode; a randomised env draws its task from ``rng`` unless ``task`` is

@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 from brax.envs.base import Env, State
 
-from metareward.envs.spec import EnvSpec
+from metareward.envs.spec import EnvSpec, SpecMixin
 
 NUM_STATES = 11
 START = 5
@@ -43,7 +43,7 @@ GOAL = NUM_STATES - 1
 LEFT, RIGHT = 0, 1
 
 
-class ChainEnv(Env):
+class ChainEnv(SpecMixin, Env):
     """The chain of TARE's Figure 4 (see the module docstring).
 
     Args:
@@ -78,14 +78,6 @@ class ChainEnv(Env):
         self.length = length
         self.step_limit_truncates = bool(step_limit_truncates)
         self._spec = EnvSpec(name, (NUM_STATES,), True, 2, episode_length=length)
-
-    @property
-    def spec(self) -> EnvSpec:
-        return self._spec
-
-    @property
-    def auto_resets(self) -> bool:
-        return False
 
     def reset(self, rng: jax.Array) -> State:
         pos = jnp.int32(START)

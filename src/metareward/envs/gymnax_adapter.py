@@ -22,11 +22,11 @@ from brax.envs.base import Env, State
 from gymnax.environments import spaces
 
 from metareward.envs.options import check_options
-from metareward.envs.spec import EnvSpec
+from metareward.envs.spec import EnvSpec, SpecMixin
 from metareward.envs.tasks import Task, TaskDistribution, resolve_task
 
 
-class GymnaxEnv(Env):
+class GymnaxEnv(SpecMixin, Env):
     """Adapter from a gymnax environment to brax's ``Env``.
 
     Args:
@@ -74,10 +74,6 @@ class GymnaxEnv(Env):
             )
 
     @property
-    def spec(self) -> EnvSpec:
-        return self._spec
-
-    @property
     def gymnax_env(self) -> Any:
         """The wrapped gymnax environment."""
         return self._env
@@ -86,11 +82,6 @@ class GymnaxEnv(Env):
     def gymnax_params(self) -> Any:
         """The gymnax ``EnvParams`` in use."""
         return self._params
-
-    @property
-    def tasks(self) -> TaskDistribution | None:
-        """The task distribution of a randomised env, else None."""
-        return self._tasks
 
     def _task_params(self, task: Any) -> Any:
         return self._params if task is None else self._params.replace(**task)

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from brax.envs.base import Env, State
 
-from metareward.envs.spec import EnvSpec
+from metareward.envs.spec import EnvSpec, SpecMixin
 from metareward.envs.tasks import Task, TaskDistribution, resolve_task
 
 #: EPG-style random goals: ``goal`` uniform in ``[-1, 1]^2``.
@@ -35,7 +35,7 @@ GOALS = TaskDistribution("random-goal point mass", ranges={"goal": (-1.0, 1.0)},
                          shapes={"goal": (2,)})
 
 
-class PointMassEnv(Env):
+class PointMassEnv(SpecMixin, Env):
     """The point mass of the module docstring.
 
     Args:
@@ -79,19 +79,6 @@ class PointMassEnv(Env):
         length = 50 if episode_length is None else int(episode_length)
         self._spec = EnvSpec(name, (6,), False, 2, action_low=(-1.0, -1.0),
                              action_high=(1.0, 1.0), episode_length=length)
-
-    @property
-    def spec(self) -> EnvSpec:
-        return self._spec
-
-    @property
-    def tasks(self) -> TaskDistribution | None:
-        """The task distribution of a randomised env, else None."""
-        return self._tasks
-
-    @property
-    def auto_resets(self) -> bool:
-        return False
 
     def _goal(self, task: Task | None) -> jax.Array:
         return jnp.asarray(self.goal, jnp.float32) if task is None else task["goal"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,3 +35,28 @@ class EnvSpec:
         for d in self.obs_shape:
             n *= d
         return n
+
+
+class SpecMixin:
+    """What the metareward env classes share: ``spec`` (the :class:`EnvSpec` each sets as
+    ``self._spec`` when built), ``tasks`` (its task distribution, ``self._tasks``; ``None``
+    for a fixed env) and ``auto_resets`` (``False``: the registry adds the auto-reset
+    wrapper; an env that resets by itself overrides it)."""
+
+    _spec: EnvSpec
+    _tasks: Any = None
+
+    @property
+    def spec(self) -> EnvSpec:
+        """The env's static description."""
+        return self._spec
+
+    @property
+    def tasks(self) -> Any:
+        """The task distribution of a randomised env, else None."""
+        return self._tasks
+
+    @property
+    def auto_resets(self) -> bool:
+        """Whether the env resets itself at an episode's end."""
+        return False

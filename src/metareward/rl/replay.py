@@ -67,18 +67,10 @@ class Row(NamedTuple):
         return self.done * (1.0 - self.truncation.astype(self.done.dtype))
 
 
-@struct.dataclass
-class ReplayBuffer:
-    """Time-major transitions of ``N`` envs (a pytree).
-
-    Attributes:
-      data: pytree of arrays with leading axes ``[L, N, ...]``, oldest row first.
-      size: int32 scalar, number of valid rows (``0 <= size <= L``); the valid rows are
-        the last ``size``.
-    """
+class _Shape:
+    """The static sizes of a buffer's ``data`` (``[L, N, ...]`` leaves)."""
 
     data: Any
-    size: jax.Array
 
     @property
     def num_rows(self) -> int:
@@ -89,6 +81,20 @@ class ReplayBuffer:
     def num_envs(self) -> int:
         """Number of env columns ``N`` (static)."""
         return jax.tree.leaves(self.data)[0].shape[1]
+
+
+@struct.dataclass
+class ReplayBuffer(_Shape):
+    """Time-major transitions of ``N`` envs (a pytree).
+
+    Attributes:
+      data: pytree of arrays with leading axes ``[L, N, ...]``, oldest row first.
+      size: int32 scalar, number of valid rows (``0 <= size <= L``); the valid rows are
+        the last ``size``.
+    """
+
+    data: Any
+    size: jax.Array
 
 
 def init(example_row: Any, num_rows: int) -> ReplayBuffer:
@@ -178,7 +184,7 @@ def gather(buf: ReplayBuffer, t_idx: jax.Array, e_idx: jax.Array) -> Any:
 
 
 @struct.dataclass
-class RingBuffer:
+class RingBuffer(_Shape):
     """Time-major transitions of ``N`` envs in a circular buffer (a pytree).
 
     Attributes:
@@ -196,14 +202,6 @@ class RingBuffer:
     data: Any
     size: jax.Array
     head: jax.Array
-
-    @property
-    def num_rows(self) -> int:
-        return jax.tree.leaves(self.data)[0].shape[0]
-
-    @property
-    def num_envs(self) -> int:
-        return jax.tree.leaves(self.data)[0].shape[1]
 
 
 def ring_init(example_row: Any, num_rows: int) -> RingBuffer:
