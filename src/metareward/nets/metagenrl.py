@@ -34,6 +34,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from metareward.nets.rewards import scan_lstm
+
 
 def relu_square(x: jax.Array) -> jax.Array:
     """The authors' mixed activation (B.1: "ReLU activations for half of the units and
@@ -218,16 +220,8 @@ class ObjectiveLSTM(nn.Module):
 
         # Backward-in-time LSTM over the concatenated embeddings.
         x = jnp.concatenate([act, other], axis=-1)
-        scan = nn.scan(
-            _MaskedLSTMStep,
-            variable_broadcast="params",
-            split_rngs={"params": False},
-            in_axes=1,
-            out_axes=1,
-            reverse=True,
-        )
-        zeros = jnp.zeros((x.shape[0], self.lstm_size), x.dtype)
-        _, h = scan(self.lstm_size, name="lstm")((zeros, zeros), (x, valid))  # [B, W, lstm]
+        h = scan_lstm(_MaskedLSTMStep, self.lstm_size, x, valid, axis=1, reverse=True,
+                      name="lstm")  # [B, W, lstm]
 
         # Bounded scalar head.
         h = _dense_stack(h, self.head_hidden, True, "head")
@@ -235,19 +229,17 @@ class ObjectiveLSTM(nn.Module):
         out = self.bound * jnp.tanh(out / self.bound)
         return jnp.where(valid, out, 0.0)
 
-    def objective_sum(
-        self,
-        reward: jax.Array,
-        value: jax.Array,
-        next_value: jax.Array,
-        time: jax.Array,
-        action: jax.Array,
-        policy_action: jax.Array,
-        mask: jax.Array,
-    ) -> jax.Array:
-        """``sum_t l_t`` over the valid steps of each window -> ``[B]`` (same arguments as
-        ``__call__``; masked steps contribute exactly 0)."""
-        return jnp.sum(self(reward, value, next_value, time, action, policy_action, mask), 1)
+    def objective_sum(self, *inputs: jax.Array) -> jax.Array:
+        """``sum_t l_t`` over the valid steps of each window -> ``[B]``.
+
+        Args:
+            *inputs: ``(reward, value, next_value, time, action, policy_action, mask)``,
+                as ``__call__`` takes them.
+
+        Returns:
+            ``[B]``; masked steps contribute exactly 0.
+        """
+        return jnp.sum(self(*inputs), 1)
 
 
 def check_objective_inputs(

@@ -128,6 +128,33 @@ class _MaskedLSTMStep(nn.Module):
         return nn.OptimizedLSTMCell(self.features, name="cell")(carry, x)
 
 
+def scan_lstm(
+    step: type[nn.Module], features: int, x: jax.Array, mask: jax.Array, *, axis: int,
+    reverse: bool, name: str,
+) -> jax.Array:
+    """An LSTM layer as ``nn.scan`` of ``step`` over ``axis`` of ``x`` from a zero carry;
+    call it inside a compact module (its parameters are that module's ``name``).
+
+    Args:
+        step: The step module, ``step(features)(carry, (x_t, mask_t)) -> (carry, h_t)``
+            (how the mask acts on the carry is the step's).
+        features: The LSTM's hidden size.
+        x: Inputs ``[..., F]`` with the time axis at ``axis``.
+        mask: The per-step mask, ``x``'s shape without its last axis.
+        axis: The time axis (0: time-major).
+        reverse: Run from the last step to the first.
+        name: The scan's parameter scope.
+
+    Returns:
+        The hidden states, ``x``'s shape with ``features`` last.
+    """
+    scan = nn.scan(step, variable_broadcast="params", split_rngs={"params": False},
+                   in_axes=axis, out_axes=axis, reverse=reverse)
+    batch = x.shape[:axis] + x.shape[axis + 1 : -1]
+    zeros = jnp.zeros((*batch, features), x.dtype)
+    return scan(features, name=name)((zeros, zeros), (x, mask))[1]
+
+
 class EpisodicLSTM(nn.Module):
     """A time-major LSTM layer (``jax.lax.scan`` through ``nn.scan``) that never carries
     state across an episode boundary.
@@ -151,17 +178,8 @@ class EpisodicLSTM(nn.Module):
         else:
             reset = jnp.concatenate([jnp.zeros_like(done[:1]), done[:-1]], axis=0)
         keep = 1.0 - reset
-        scan = nn.scan(
-            _MaskedLSTMStep,
-            variable_broadcast="params",
-            split_rngs={"params": False},
-            in_axes=0,
-            out_axes=0,
-            reverse=self.backward,
-        )
-        zeros = jnp.zeros((*x.shape[1:-1], self.features), x.dtype)
-        _, h = scan(self.features, name="scan")((zeros, zeros), (x, keep))
-        return h
+        return scan_lstm(_MaskedLSTMStep, self.features, x, keep, axis=0,
+                         reverse=self.backward, name="scan")
 
 
 def _check_sizes(action_size: int, hidden: int, lstm_hidden: int, bound: float) -> None:
@@ -387,4 +405,5 @@ __all__ = [
     "MLPMulReward",
     "PerStep",
     "make_reward_net",
+    "scan_lstm",
 ]
