@@ -131,74 +131,60 @@ def lookahead_cosines(seeds: int, at: list[int]) -> list[dict]:
     """Rows ``{"step", "cosine_per_seed", "cosine_mean", "norm_ratio_mean"}``: at each
     policy step in ``at`` (1 = the first), the cosine between the exact and the authors'
     meta-gradients (intrinsic-reward parameters) along an authors'-look-ahead run."""
+    import functools
+
     import jax
     import jax.flatten_util
-    import jax.numpy as jnp
     import numpy as np
 
     from metareward import envs
     from metareward.algos import lirpg
-    from metareward.rl.grads import clip_by_global_norm
 
     env = envs.make("cartpole", reward_delay=10)
     cfg = lirpg.preset("cartpole")
     assert cfg.lookahead == "constant_second_moment"
-    trainer = lirpg.make_train(cfg, env)
-    exact = lirpg.make_train(dataclasses.replace(cfg, lookahead="exact"), env)
-    mg, mg_exact = jax.jit(trainer.meta_gradient), jax.jit(exact.meta_gradient)
-    prepare, N = jax.jit(trainer.prepare), cfg.num_envs
-    n_mb = cfg.num_epochs * cfg.num_minibatches
-    _, intrinsic_opt = lirpg._optimizers(cfg, trainer.num_updates * n_mb)
+    parts = lirpg.make_parts(cfg, env)
+    exact = lirpg.make_parts(dataclasses.replace(cfg, lookahead="exact"), env)
+    mg = jax.jit(functools.partial(lirpg.meta_gradient, parts))
+    mg_exact = jax.jit(functools.partial(lirpg.meta_gradient, exact))
+    collect = jax.jit(functools.partial(lirpg.collect, parts))
+    eta_step = jax.jit(functools.partial(lirpg.reward_step, parts))  # the intrinsic update
     batch_size = cfg.num_envs * cfg.num_steps
     mb_size = batch_size // cfg.num_minibatches
-
-    @jax.jit
-    def eta_step(eta, opt_eta, g, outer_loss):  # the trainer's intrinsic update
-        g, _, ok = clip_by_global_norm(g, cfg.max_grad_norm)
-        ok = ok & jnp.isfinite(outer_loss)
-        upd, new_opt = intrinsic_opt.update(jnp.where(ok, g, 0.0), opt_eta, eta)
-        return jnp.where(ok, eta + upd, eta), new_opt
 
     cos: dict[int, list[float]] = {a: [] for a in at}
     ratio: dict[int, list[float]] = {a: [] for a in at}
     for seed in range(seeds):
-        state = trainer.init(jax.random.PRNGKey(42 + seed))
+        state = lirpg.init_state(parts, jax.random.PRNGKey(42 + seed))
         n_reward = jax.flatten_util.ravel_pytree(state.params["reward"])[0].size
         key, step = jax.random.PRNGKey(1000 + seed), 0
         while step < max(at):
-            state, batch = prepare(state)
-            theta, eta = trainer.split_params(state.params)
-            opt_theta, opt_eta = state.opt_state
+            next_key, k_roll, _ = jax.random.split(state.key, 3)  # as lirpg.update
+            state, batch, _ = collect(state, k_roll)
+            state = state.replace(key=next_key)
+            theta, eta = lirpg.split_params(state.params)
+            opt_theta, opt_eta = state.opt_state["agent"], state.opt_state["reward"]
             for _ in range(cfg.num_epochs):
                 key, k = jax.random.split(key)
                 perm = jax.random.permutation(k, batch_size).reshape(-1, mb_size)
                 for idx in perm:
-                    t_idx, e_idx = idx // N, idx % N
-                    g, ((new_theta, new_opt, _), aux) = mg(theta, opt_theta, eta, batch,
-                                                           t_idx, e_idx)
+                    mb = lirpg.minibatch(batch, idx)
+                    g, ((new_theta, new_opt, _), aux) = mg(theta, opt_theta, eta, batch, mb)
                     step += 1
                     if step in cos:
-                        ge = mg_exact(theta, opt_theta, eta, batch, t_idx, e_idx)[0]
+                        ge = mg_exact(theta, opt_theta, eta, batch, mb)[0]
                         a, b = np.asarray(g[:n_reward]), np.asarray(ge[:n_reward])
                         na, nb = np.linalg.norm(a), np.linalg.norm(b)
                         cos[step].append(float(a @ b / (na * nb)))
                         ratio[step].append(float(na / nb))
-                    eta, opt_eta = eta_step(eta, opt_eta, g, aux["outer_loss"])
+                    eta, opt_eta = eta_step(eta, opt_eta, g, aux["outer_loss"])[:2]
                     theta, opt_theta = new_theta, new_opt
-            state = state.replace(params=_unravel(state.params, theta, eta),
-                                  opt_state=(opt_theta, opt_eta))
+            state = state.replace(
+                params={**parts.unravel_theta(theta), **parts.unravel_eta(eta)},
+                opt_state={"agent": opt_theta, "reward": opt_eta})
             print(f"seed {seed} policy step {step}", file=sys.stderr, flush=True)
     return [{"step": a, "cosine_per_seed": cos[a], "cosine_mean": float(np.mean(cos[a])),
              "norm_ratio_mean": float(np.mean(ratio[a]))} for a in at]
-
-
-def _unravel(params, theta, eta) -> dict:
-    """``params`` with ``theta`` and ``eta`` (flat) put back."""
-    from jax.flatten_util import ravel_pytree
-
-    th = ravel_pytree({"policy": params["policy"], "value": params["value"]})[1](theta)
-    et = ravel_pytree({"reward": params["reward"], "value_ex": params["value_ex"]})[1](eta)
-    return {**th, **et}
 
 
 def main() -> None:

@@ -3,6 +3,7 @@ definition, the three hypergradient modes against finite differences and dense p
 references, the eq. 21 regulariser against a numpy evaluation, and the plumbing."""
 
 import dataclasses
+import functools
 import io
 import json
 
@@ -19,6 +20,7 @@ from metareward.algos import check_finite, cln, ppo
 from metareward.nets.cln import (
     CLNMLP,
     ConditionalLayerNorm,
+    RewardBody,
     make_cln_policy,
     reward_head,
 )
@@ -183,11 +185,12 @@ def tiny(terms="best-response", **kw):
     stratified minibatch: its time indices ``[8, N]`` and env columns ``[1, N]``."""
     config = cln.Config(**{**TINY, "terms": terms, **kw})
     trainer = cln.make_train(config, envs.make("pendulum"))
-    state, batch, basis = jax.jit(trainer.prepare)(trainer.init(jax.random.PRNGKey(0)))
-    theta, _ = trainer.split_params(state.params)
+    state, batch, basis = jax.jit(lambda s: cln.collect(trainer.parts, s)[:3])(
+        trainer.init(jax.random.PRNGKey(0)))
+    theta, _ = cln.split_params(state.params)
     keys = jax.random.split(jax.random.PRNGKey(4), 4)
     theta = theta + 0.05 * jax.random.normal(keys[0], theta.shape)
-    opt = state.opt_state[0]
+    opt = state.opt_state["agent"]
     adam = optax.adam(config.learning_rate, eps=config.adam_eps)
     for k in keys[1:]:
         opt = adam.update(0.1 * jax.random.normal(k, theta.shape), opt, theta)[1]
@@ -198,6 +201,11 @@ def tiny(terms="best-response", **kw):
         jax.random.split(jax.random.PRNGKey(6), N)).T
     return (trainer, batch, basis, theta, opt, state.params["eta"], state.params["rho"], z,
             ti, jnp.arange(N)[None])
+
+
+def _hypergrad(tr):
+    """The trainer's :func:`cln.hypergradient`, jitted."""
+    return jax.jit(functools.partial(cln.hypergradient, tr.parts))
 
 
 def _fd_check(f, x, g, rng, n=4, eps=1e-5, rel=2e-3, abs_=1e-7, label=""):
@@ -213,19 +221,19 @@ def test_best_response_hypergradient_matches_finite_differences():
     """Eq. 15: d/d eta of -J_ex(theta, eta + sigma z) through the CLN map, and (with a
     learned sigma) d/d rho, against central differences in float64."""
     tr, b, basis, theta, opt, eta, rho, z, ti, _ = tiny(learn_noise_std=True)
-    mb = tr.minibatch(b, basis, ti)
-    g_eta, g_rho, terms = jax.jit(tr.hypergradient)(theta, opt, eta, rho, z, mb)
+    mb = cln.minibatch(b, basis, ti)
+    g_eta, g_rho, terms = _hypergrad(tr)(theta, opt, eta, rho, z, mb)
     assert set(terms) == {"eq15"} and float(jnp.linalg.norm(g_eta)) > 1e-5
     np.testing.assert_array_equal(terms["eq15"], g_eta)
     with jax.enable_x64(True):
         th, mb64, z64 = to64((theta, mb, z))
-        J = lambda e, r: -tr.ex_objective(th, e + jax.nn.softplus(r) * z64, mb64)[0]
+        J = lambda e, r: -cln.ex_objective(tr.parts, th, e + jax.nn.softplus(r) * z64, mb64)[0]
         rng = np.random.default_rng(0)
         _fd_check(jax.jit(lambda e: J(e, to64(rho))), to64(eta), g_eta, rng, label="eta")
         _fd_check(jax.jit(lambda r: J(to64(eta), r)), to64(rho), g_rho, rng, label="rho")
     # A fixed sigma gets no gradient.
     tr2 = cln.make_train(dataclasses.replace(tr.config, learn_noise_std=False), tr.env)
-    g_rho2 = tr2.hypergradient(theta, opt, eta, rho, z, mb)[1]
+    g_rho2 = cln.hypergradient(tr2.parts, theta, opt, eta, rho, z, mb)[1]
     assert np.all(np.asarray(g_rho2) == 0.0)
 
 
@@ -234,8 +242,8 @@ def test_intrinsic_advantages_equal_a_numpy_gae_of_the_perturbed_reward():
     r_{phi, eta + eps_e}(s, a) with V_in's TD part, one perturbation per env column."""
     tr, b, basis, _, _, eta, _, z, _, _ = tiny()
     eta_cols = eta + 0.3 * z
-    got = np.asarray(tr.in_advantages(eta_cols, basis))
-    state = tr.init(jax.random.PRNGKey(0))  # prepare does not change the reward params
+    got = np.asarray(cln.in_advantages(eta_cols, basis))
+    state = tr.init(jax.random.PRNGKey(0))  # collect does not change the reward params
     feats = tr.reward_body.apply(state.params["reward_body"], b.obs, b.action)
     r = np.asarray(reward_head(feats, eta_cols[None], b.action, discrete=False,
                                action_size=1), np.float64)
@@ -249,7 +257,7 @@ def test_intrinsic_advantages_equal_a_numpy_gae_of_the_perturbed_reward():
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
     # the batched form ([..., N, D] -> [..., T, N]) and the per-entry form agree
     many = jnp.stack([eta_cols, eta_cols + 0.1])
-    np.testing.assert_allclose(tr.in_advantages(many, basis)[0], got, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(cln.in_advantages(many, basis)[0], got, rtol=1e-6, atol=1e-6)
 
 
 def _dense_terms(tr, b, basis, theta, eta, rho, z, ti, ei, lr):
@@ -260,13 +268,13 @@ def _dense_terms(tr, b, basis, theta, eta, rho, z, ti, ei, lr):
     eq. 11 = lr * grad_theta' J_ex . d^2 L_in / (d theta d eta_adv)."""
     sig = jax.nn.softplus(rho)
 
-    mb = tr.minibatch(b, basis, ti)
+    mb = cln.minibatch(b, basis, ti)
 
     def L_in(th, e_cond, e_adv):
-        adv = tr.in_advantages(e_adv + sig * z, basis)[ti, ei]
-        return tr.in_loss(th, e_cond + sig * z, adv, mb)[0]
+        adv = cln.in_advantages(e_adv + sig * z, basis)[ti, ei]
+        return cln.in_loss(tr.parts, th, e_cond + sig * z, adv, mb)[0]
 
-    J_ex = lambda th, e: tr.ex_objective(th, e + sig * z, mb)[0]
+    J_ex = lambda th, e: cln.ex_objective(tr.parts, th, e + sig * z, mb)[0]
     theta1 = theta - lr * jax.grad(L_in)(theta, eta, eta)
     gJ = jax.grad(J_ex)(theta1, eta)
     mixed_cond = jax.jacfwd(jax.grad(L_in), argnums=1)(theta, eta, eta)  # [P, D]
@@ -283,8 +291,8 @@ def test_lookahead_modes_equal_their_equations(terms):
     lr = 0.05
     tr, b, basis, theta, opt, eta, rho, z, ti, ei = tiny(terms, lookahead_lr=lr,
                                                          max_grad_norm=1e6)
-    mb = tr.minibatch(b, basis, ti)
-    g_eta, _, terms_out = jax.jit(tr.hypergradient)(theta, opt, eta, rho, z, mb)
+    mb = cln.minibatch(b, basis, ti)
+    g_eta, _, terms_out = _hypergrad(tr)(theta, opt, eta, rho, z, mb)
     with jax.enable_x64(True):
         ref = _dense_terms(tr, *to64((b, basis, theta, eta, rho, z)), ti, ei, lr)
     for k in ("eq9", "eq10", "eq11"):
@@ -301,8 +309,8 @@ def test_all_terms_with_the_adam_lookahead_match_finite_differences():
     """"all" with the default look-ahead (one step of the policy's Adam, clipped) is the
     total derivative of -J_ex(theta'(eta), eta)."""
     tr, b, basis, theta, opt, eta, rho, z, ti, ei = tiny("all")
-    mb = tr.minibatch(b, basis, ti)
-    g_eta, _, terms = jax.jit(tr.hypergradient)(theta, opt, eta, rho, z, mb)
+    mb = cln.minibatch(b, basis, ti)
+    g_eta, _, terms = _hypergrad(tr)(theta, opt, eta, rho, z, mb)
     np.testing.assert_allclose(g_eta, terms["eq9"] + terms["eq10"] + terms["eq11"], rtol=1e-5,
                                atol=1e-9)
     with jax.enable_x64(True):
@@ -311,13 +319,13 @@ def test_all_terms_with_the_adam_lookahead_match_finite_differences():
         adam = optax.adam(tr.config.learning_rate, eps=tr.config.adam_eps, eps_root=1e-16)
 
         def total(e):
-            adv = tr.in_advantages(e + sig * z64, basis64)[ti, ei]
+            adv = cln.in_advantages(e + sig * z64, basis64)[ti, ei]
             cond = e + sig * z64
-            grads = jax.grad(lambda th: tr.in_loss(th, cond, adv, mb64)[0])(th64)
+            grads = jax.grad(lambda th: cln.in_loss(tr.parts, th, cond, adv, mb64)[0])(th64)
             norm = jnp.sqrt(jnp.sum(grads**2))
             grads = grads * jnp.minimum(1.0, tr.config.max_grad_norm / (norm + 1e-6))
             upd, _ = adam.update(grads, opt64, th64)
-            return -tr.ex_objective(th64 + upd, cond, mb64)[0]
+            return -cln.ex_objective(tr.parts, th64 + upd, cond, mb64)[0]
 
         _fd_check(jax.jit(total), to64(eta), g_eta, np.random.default_rng(1), label="all")
 
@@ -335,7 +343,7 @@ def test_regularizer_equals_eq21_on_a_hand_built_segment():
                        action=jnp.asarray(rng.normal(size=(B, K, 1)), jnp.float32),
                        r_ex=jnp.asarray(rng.normal(size=(B, K)), jnp.float32))
     rp = {"reward_body": state.params["reward_body"], "eta": state.params["eta"]}
-    got = float(tr.regularizer(rp, state.obs_stats, seg))
+    got = float(cln.regularizer(tr.parts, rp, state.obs_stats, seg))
     # numpy: the body MLP (tanh), then the last layer eta = [W, b]
     p = jax.tree.map(lambda a: np.asarray(a, np.float64), rp["reward_body"]["params"]["MLP_0"])
     h = np.concatenate([np.asarray(seg.obs), np.asarray(seg.action)], -1).astype(np.float64)
@@ -359,7 +367,7 @@ def test_segments_are_consecutive_rows_of_one_env():
     marks = jnp.stack(jnp.meshgrid(jnp.arange(L), jnp.arange(N), indexing="ij"), -1)
     buf = buf.replace(data={**buf.data, "obs": jnp.concatenate(
         [marks.astype(jnp.float32), jnp.zeros((L, N, 1))], -1)}, size=jnp.int32(20))
-    seg = tr.sample_segments(buf, jax.random.PRNGKey(3))
+    seg = cln.sample_segments(tr.parts, buf, jax.random.PRNGKey(3))
     t, e = np.asarray(seg.obs[..., 0]), np.asarray(seg.obs[..., 1])
     K = config.segment_length
     assert seg.obs.shape == (config.reward_batch_size, K, 3)
@@ -382,15 +390,15 @@ def test_regularizer_normalises_with_the_statistics_of_the_advantages():
     tr = cln.make_train(config, envs.make("pendulum"))
     state = tr.init(jax.random.PRNGKey(0))
     new_state, metrics = jax.jit(tr.update)(state)
-    _, batch, _ = tr.prepare(state)
-    seg = tr.sample_segments(new_state.reward_buffer, jax.random.PRNGKey(1))
+    _, batch, _, _, _ = cln.collect(tr.parts, state)
+    seg = cln.sample_segments(tr.parts, new_state.reward_buffer, jax.random.PRNGKey(1))
     raw = new_state.reward_buffer.data["obs"][:, 0]
     np.testing.assert_array_equal(seg.obs, jnp.broadcast_to(raw, seg.obs.shape))
     # The rollout (advantages, V targets) was normalised with the old statistics ...
     np.testing.assert_allclose(batch.obs[:, 0], state.obs_stats.normalize(raw), rtol=1e-6)
     rp = {"reward_body": state.params["reward_body"], "eta": state.params["eta"]}
-    old = float(tr.regularizer(rp, state.obs_stats, seg))
-    new = float(tr.regularizer(rp, new_state.obs_stats, seg))
+    old = float(cln.regularizer(tr.parts, rp, state.obs_stats, seg))
+    new = float(cln.regularizer(tr.parts, rp, new_state.obs_stats, seg))
     assert abs(new - old) > 0.05 * old, (old, new)  # the two normalisations differ here
     # ... and so was eq. 21's batch.
     assert float(metrics["reg_loss"]) == pytest.approx(old, rel=1e-5), (old, new)
@@ -456,9 +464,59 @@ def test_discrete_actions_train_and_keep_eta_shape():
     state, metrics = jax.jit(trainer.train)(jax.random.PRNGKey(0))
     check_finite(metrics)
     assert state.params["eta"].shape == ((8 + 1) * 2,)
-    r = trainer.intrinsic_reward(state.params, state.obs_stats, jnp.zeros((5, 4)),
+    r = cln.intrinsic_reward(trainer.parts, state.params, state.obs_stats, jnp.zeros((5, 4)),
                                  jnp.array([0, 1, 0, 1, 1]))
     assert r.shape == (5,) and np.all(np.isfinite(np.asarray(r)))
+
+
+class TinyBody(nn.Module):
+    """A user-defined reward body: ``body(obs, action) -> [..., 3]`` features."""
+
+    @nn.compact
+    def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
+        return jnp.sin(nn.Dense(3)(jnp.concatenate([obs, action], axis=-1)))
+
+
+class ScalarBody(nn.Module):
+    """Not a reward body: one number per transition, no feature axis."""
+
+    @nn.compact
+    def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
+        return nn.Dense(1)(obs)[..., 0]
+
+
+def test_any_flax_module_can_be_the_reward_body():
+    """``make_train(config, env, reward_body=...)``: a user's flax module gives the reward's
+    features (eta then has ``(3 + 1)`` entries) and one update trains with finite metrics;
+    the default (``None``) is the config's MLP, the same as passing it explicitly."""
+    config = cln.Config(**{**TINY, "total_steps": 32})
+    env = envs.make("pendulum")
+    trainer = cln.make_train(config, env, reward_body=TinyBody())
+    assert isinstance(trainer.reward_body, TinyBody) and trainer.parts.num_features == 3
+    state = trainer.init(jax.random.PRNGKey(0))
+    assert state.params["eta"].shape == (3 + 1,)
+    assert set(state.params["reward_body"]["params"]) == {"Dense_0"}
+    new_state, metrics = jax.jit(trainer.update)(state)
+    check_finite(jax.tree.map(lambda x: x[None], metrics))
+    assert int(new_state.nonfinite) == 0
+    episodic = {"episode_return", "episode_return_std", "episode_length", "intrinsic_return"}
+    for k, v in metrics.items():  # no episode ends in 16 steps: those metrics are NaN
+        assert k in episodic or np.all(np.isfinite(np.asarray(v))), k
+    assert {"reg_loss", "hypergrad_norm", "loss"} <= set(metrics)
+    assert not np.array_equal(new_state.params["reward_body"]["params"]["Dense_0"]["kernel"],
+                              state.params["reward_body"]["params"]["Dense_0"]["kernel"])
+    r = cln.intrinsic_reward(trainer.parts, new_state.params, new_state.obs_stats,
+                             jnp.zeros((5, 3)), jnp.zeros((5, 1)))
+    assert r.shape == (5,) and np.all(np.isfinite(np.asarray(r)))
+    # The default body, and the same module passed explicitly, initialise alike.
+    default = cln.make_train(config, env)
+    explicit = cln.make_train(config, env, reward_body=RewardBody(False, (8, 8), "tanh"))
+    assert default.reward_body == explicit.reward_body
+    for a, b in zip(jax.tree.leaves(default.init(jax.random.PRNGKey(0)).params),
+                    jax.tree.leaves(explicit.init(jax.random.PRNGKey(0)).params), strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="must return features"):
+        cln.make_train(config, env, reward_body=ScalarBody())
 
 
 def test_runs_through_the_driver_with_its_metrics(tmp_path):

@@ -7,6 +7,7 @@ import functools
 import io
 import json
 
+import flax.linen as nn
 import jax
 import jax.flatten_util
 import jax.numpy as jnp
@@ -17,6 +18,7 @@ from brax.envs.base import Wrapper
 
 from metareward import envs
 from metareward.algos import a2c, check_finite, lirpg, ppo
+from metareward.nets import IntrinsicReward
 from metareward.rl import evaluate_episodes
 from metareward.runtime import driver
 
@@ -40,23 +42,28 @@ SMALL = {
 
 
 def fixed_batch(name, warmup=3, **changes):
-    """A trainer, a rollout from its initial policy, one minibatch's indices, and theta and
-    the optimiser state after ``warmup`` policy steps on it (warm moments, a policy that
-    differs from the behaviour policy); ``changes`` replace config fields."""
+    """The learner's parts, a rollout from its initial policy, one minibatch of it, and
+    theta and the optimiser state after ``warmup`` policy steps on it (warm moments, a
+    policy that differs from the behaviour policy); ``changes`` replace config fields."""
     env_name, config = SMALL[name]
     config = dataclasses.replace(config, **changes)
-    trainer = lirpg.make_train(config, envs.make(env_name, reward_delay=3))
-    state, batch = jax.jit(trainer.prepare)(trainer.init(jax.random.PRNGKey(0)))
+    parts = lirpg.make_parts(config, envs.make(env_name, reward_delay=3))
+    state = lirpg.init_state(parts, jax.random.PRNGKey(0))
+    k_roll = jax.random.split(state.key, 3)[1]  # the rollout key of the first update
+    state, batch, _ = jax.jit(functools.partial(lirpg.collect, parts))(state, k_roll)
     n = config.num_envs * config.num_steps
     mb = n // getattr(config, "num_minibatches", 1)
-    idx = jax.random.permutation(jax.random.PRNGKey(1), n)[:mb]
-    t_idx, e_idx = idx // config.num_envs, idx % config.num_envs
-    theta, eta = trainer.split_params(state.params)
-    opt = state.opt_state[0]
-    step = jax.jit(trainer.lookahead)
+    mb = lirpg.minibatch(batch, jax.random.permutation(jax.random.PRNGKey(1), n)[:mb])
+    theta, eta = lirpg.split_params(state.params)
+    opt = state.opt_state["agent"]
+    step = jax.jit(functools.partial(lirpg.lookahead, parts))
     for _ in range(warmup):
-        theta, opt, _ = step(theta, opt, eta, batch, t_idx, e_idx)
-    return trainer, state, batch, t_idx, e_idx, theta, opt, eta, step
+        theta, opt, _ = step(theta, opt, eta, batch, mb)
+    return parts, state, batch, mb, theta, opt, eta, step
+
+
+def jit_meta_gradient(parts):
+    return jax.jit(functools.partial(lirpg.meta_gradient, parts))
 
 
 def to64(tree):
@@ -68,22 +75,20 @@ def to64(tree):
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_meta_gradient_matches_central_finite_differences(name):
     """``lookahead="exact"``: the meta-gradient is the derivative of J_ex(theta'(eta))."""
-    trainer, state, batch, t_idx, e_idx, theta, opt, eta, step = fixed_batch(
-        name, lookahead="exact")
-    g, ((theta_new, _, stats), _) = jax.jit(trainer.meta_gradient)(
-        theta, opt, eta, batch, t_idx, e_idx)
+    parts, state, batch, mb, theta, opt, eta, step = fixed_batch(name, lookahead="exact")
+    g, ((theta_new, _, stats), _) = jit_meta_gradient(parts)(theta, opt, eta, batch, mb)
     n_reward = jax.flatten_util.ravel_pytree(state.params["reward"])[0].size
     assert bool(stats["ok"]) and float(jnp.linalg.norm(g[:n_reward])) > 1e-6
     # The primal look-ahead is the step the policy actually takes.
-    np.testing.assert_allclose(theta_new, step(theta, opt, eta, batch, t_idx, e_idx)[0],
+    np.testing.assert_allclose(theta_new, step(theta, opt, eta, batch, mb)[0],
                                rtol=1e-6, atol=1e-7)
 
     def J(e):  # outer(theta'(eta), eta), the function whose gradient g is
-        th = trainer.lookahead(th64, opt64, e, b64, t_idx, e_idx)[0]
-        return trainer.outer_loss(th, e, b64, t_idx, e_idx)[0]
+        th = lirpg.lookahead(parts, th64, opt64, e, b64, mb64)[0]
+        return lirpg.outer_loss(parts, th, e, mb64.rows)[0]
 
     with jax.enable_x64(True):
-        th64, opt64, b64, eta64 = to64((theta, opt, batch, eta))
+        th64, opt64, b64, mb64, eta64 = to64((theta, opt, batch, mb, eta))
         J64 = jax.jit(J)
         rng = np.random.default_rng(0)
         for i in range(4):
@@ -111,32 +116,30 @@ def test_authors_lookahead_matches_finite_differences_with_the_second_moment_fix
     at its value for the current eta; and it is not the exact meta-gradient. (The PPO
     flavour, Adam; the policy type does not enter the look-ahead.)"""
     name = "ppo-cartpole"
-    trainer, state, batch, t_idx, e_idx, theta, opt, eta, _ = fixed_batch(name)
-    config = trainer.config
+    parts, state, batch, mb, theta, opt, eta, _ = fixed_batch(name)
+    config = parts.config
     assert config.lookahead == "constant_second_moment" and not config.anneal_lr
-    g, ((theta_new, _, stats), _) = jax.jit(trainer.meta_gradient)(
-        theta, opt, eta, batch, t_idx, e_idx)
+    g, ((theta_new, _, stats), _) = jit_meta_gradient(parts)(theta, opt, eta, batch, mb)
     assert bool(stats["ok"])
     n_reward = jax.flatten_util.ravel_pytree(state.params["reward"])[0].size
     # The step taken is the exact mode's step.
-    exact = lirpg.make_train(dataclasses.replace(config, lookahead="exact"), trainer.env)
-    g_exact, ((theta_exact, _, _), _) = jax.jit(exact.meta_gradient)(
-        theta, opt, eta, batch, t_idx, e_idx)
+    exact = lirpg.make_parts(dataclasses.replace(config, lookahead="exact"), parts.env)
+    g_exact, ((theta_exact, _, _), _) = jit_meta_gradient(exact)(theta, opt, eta, batch, mb)
     np.testing.assert_allclose(theta_new, theta_exact, rtol=1e-6, atol=1e-7)
 
     def fixed(e, nu_fixed):
         """``(J_ex(theta'), theta', nu(e))`` with theta' one Adam step by hand (optax's
         b1 = 0.9, b2 = 0.999), its first moment from the look-ahead's (clipped) gradient
         at e, its second moment ``nu_fixed``."""
-        st = _adam_state(trainer.lookahead(th64, opt64, e, b64, t_idx, e_idx)[1])
+        st = _adam_state(lirpg.lookahead(parts, th64, opt64, e, b64, mb64)[1])
         t = st.count.astype(jnp.float64)
         mu_hat = st.mu / (1 - 0.9**t)
         denom = jnp.sqrt(nu_fixed / (1 - 0.999**t)) + config.adam_eps
         th = th64 - config.learning_rate * mu_hat / denom
-        return trainer.outer_loss(th, e, b64, t_idx, e_idx)[0], th, st.nu
+        return lirpg.outer_loss(parts, th, e, mb64.rows)[0], th, st.nu
 
     with jax.enable_x64(True):
-        th64, opt64, b64, eta64 = to64((theta, opt, batch, eta))
+        th64, opt64, b64, mb64, eta64 = to64((theta, opt, batch, mb, eta))
         fixed64 = jax.jit(fixed)
         nu0 = fixed64(eta64, _adam_state(opt64).nu)[2]  # the second moment at eta
         # The hand-written step is the step taken.
@@ -164,13 +167,13 @@ def test_a2c_authors_lookahead_is_exact_and_constant_mode_is_an_option():
     is "exact"; "constant_second_moment" gives the same step, another meta-gradient."""
     assert lirpg.A2CConfig().lookahead == "exact"
     assert lirpg.Config().lookahead == "constant_second_moment"
-    trainer, state, batch, t_idx, e_idx, theta, opt, eta, _ = fixed_batch(
+    parts, state, batch, mb, theta, opt, eta, _ = fixed_batch(
         "a2c-pendulum", rms_initial_scale=0.0)  # nu small: the denominator matters
-    const = lirpg.make_train(dataclasses.replace(trainer.config,
+    const = lirpg.make_parts(dataclasses.replace(parts.config,
                                                  lookahead="constant_second_moment"),
-                             trainer.env)
-    g, ((th, _, _), _) = jax.jit(trainer.meta_gradient)(theta, opt, eta, batch, t_idx, e_idx)
-    gc, ((thc, _, _), _) = jax.jit(const.meta_gradient)(theta, opt, eta, batch, t_idx, e_idx)
+                             parts.env)
+    g, ((th, _, _), _) = jit_meta_gradient(parts)(theta, opt, eta, batch, mb)
+    gc, ((thc, _, _), _) = jit_meta_gradient(const)(theta, opt, eta, batch, mb)
     np.testing.assert_allclose(th, thc, rtol=1e-6, atol=1e-7)
     n_reward = jax.flatten_util.ravel_pytree(state.params["reward"])[0].size
     assert float(jnp.linalg.norm(g[:n_reward] - gc[:n_reward])) > 0.05 * float(
@@ -182,13 +185,101 @@ def test_zero_intrinsic_coefficient_gives_zero_meta_gradient():
     SMALL["ppo-cartpole-ex"] = ("cartpole", dataclasses.replace(config, r_ex_coef=1.0,
                                                                 r_in_coef=0.0))
     try:
-        trainer, state, batch, t_idx, e_idx, theta, opt, eta, _ = fixed_batch("ppo-cartpole-ex")
+        parts, state, batch, mb, theta, opt, eta, _ = fixed_batch("ppo-cartpole-ex")
     finally:
         del SMALL["ppo-cartpole-ex"]
-    g, _ = jax.jit(trainer.meta_gradient)(theta, opt, eta, batch, t_idx, e_idx)
+    g, _ = jit_meta_gradient(parts)(theta, opt, eta, batch, mb)
     n_reward = jax.flatten_util.ravel_pytree(state.params["reward"])[0].size
     assert np.all(np.asarray(g[:n_reward]) == 0.0)
     assert float(jnp.linalg.norm(g[n_reward:])) > 0  # V_ex still learns
+
+
+@pytest.mark.parametrize("name", ["ppo-cartpole", "a2c-pendulum"])
+def test_lookahead_and_meta_gradient_take_parameter_pytrees(name):
+    """The look-ahead, the meta-gradient and the intrinsic step on parameter dicts
+    (``{"policy", "value"}``, ``{"reward", "value_ex"}``, an optimiser state of their
+    structure) give what they give on the learner's flat vectors (PPO flavour: Adam with
+    the authors' constant second moment; A2C flavour: RMSProp, exact)."""
+    parts, state, batch, mb, theta, opt, eta, step = fixed_batch(name)
+    theta_tree, eta_tree = parts.unravel_theta(theta), parts.unravel_eta(eta)
+    assert set(theta_tree) == {"policy", "value"} and set(eta_tree) == {"reward", "value_ex"}
+    # The (warm) optimiser state with each flat moment as a dict of theta's structure.
+    opt_tree = jax.tree.map(
+        lambda x: parts.unravel_theta(x) if x.shape == theta.shape else x, opt)
+    ravel = lambda t: jax.flatten_util.ravel_pytree(t)[0]
+    close = functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-7)
+
+    th_flat, _, stats_flat = step(theta, opt, eta, batch, mb)
+    th_tree, opt_new, stats_tree = step(theta_tree, opt_tree, eta_tree, batch, mb)
+    assert jax.tree.structure(th_tree) == jax.tree.structure(theta_tree)
+    assert jax.tree.structure(opt_new) == jax.tree.structure(opt_tree)
+    assert bool(stats_tree["ok"]) and float(jnp.linalg.norm(ravel(th_tree) - ravel(theta))) > 0
+    close(ravel(th_tree), th_flat)
+    close(stats_tree["loss"], stats_flat["loss"])
+
+    mg = jit_meta_gradient(parts)
+    g_flat, ((thf, _, _), aux_flat) = mg(theta, opt, eta, batch, mb)
+    g_tree, ((tht, _, _), aux_tree) = mg(theta_tree, opt_tree, eta_tree, batch, mb)
+    assert jax.tree.structure(g_tree) == jax.tree.structure(eta_tree)
+    assert float(jnp.linalg.norm(ravel(g_tree["reward"]))) > 1e-6
+    close(ravel(g_tree), g_flat, atol=1e-6)
+    close(ravel(tht), thf)
+    close(aux_tree["outer_loss"], aux_flat["outer_loss"])
+
+    opt_eta = state.opt_state["reward"]
+    opt_eta_tree = jax.tree.map(
+        lambda x: parts.unravel_eta(x) if x.shape == eta.shape else x, opt_eta)
+    reward_step = jax.jit(functools.partial(lirpg.reward_step, parts))
+    eta_flat = reward_step(eta, opt_eta, g_flat, aux_flat["outer_loss"])[0]
+    eta_new = reward_step(eta_tree, opt_eta_tree, g_tree, aux_tree["outer_loss"])[0]
+    assert jax.tree.structure(eta_new) == jax.tree.structure(eta_tree)
+    close(ravel(eta_new), eta_flat, atol=1e-6)
+
+
+class TinyReward(nn.Module):
+    """A user's intrinsic reward ``net(obs, action) -> [...]``: one linear layer on
+    ``[obs, action]`` (a discrete action as its index), squashed by tanh."""
+
+    @nn.compact
+    def __call__(self, obs, action):
+        if action.ndim < obs.ndim:
+            action = action[..., None].astype(obs.dtype)
+        x = jnp.concatenate([obs, action], -1)
+        return jnp.tanh(nn.Dense(1, name="head")(x)[..., 0])
+
+
+@pytest.mark.parametrize("name", ["ppo-pendulum", "a2c-cartpole"])
+def test_a_user_defined_reward_net_is_trained(name):
+    """``make_train(config, env, reward_net=net)``: any flax module with
+    ``IntrinsicReward``'s signature is LIRPG's intrinsic reward; it trains (finite
+    metrics, its parameters move) and the default stays ``IntrinsicReward``."""
+    env_name, config = SMALL[name]
+    env = envs.make(env_name, reward_delay=3)
+    assert isinstance(lirpg.make_train(config, env).reward_net, IntrinsicReward)
+    net = TinyReward()
+    trainer = lirpg.make_train(config, env, reward_net=net)
+    assert trainer.reward_net is net
+    state0 = trainer.init(jax.random.PRNGKey(0))
+    assert set(state0.params["reward"]["params"]) == {"head"}
+    assert jax.tree.structure(state0.params["reward"]) == jax.tree.structure(
+        net.init(jax.random.PRNGKey(1), jnp.zeros((1, trainer.spec.obs_size)),
+                 jnp.zeros((1,), jnp.int32) if trainer.spec.discrete
+                 else jnp.zeros((1, trainer.spec.action_size))))
+    state, metrics = jax.jit(lambda s: jax.lax.scan(lambda c, _: trainer.update(c), s, None,
+                                                    length=2))(state0)
+    check_finite(metrics)
+    episodic = ("episode_return", "episode_return_std", "episode_length", "intrinsic_return")
+    assert all(np.isfinite(np.asarray(m)).all() for k, m in metrics.items()
+               if k not in episodic), metrics
+    assert int(state.nonfinite) == 0 and float(metrics["meta_grad_norm"][-1]) > 0
+    for a, b in zip(jax.tree.leaves(state0.params["reward"]),
+                    jax.tree.leaves(state.params["reward"]), strict=True):
+        assert a.shape == b.shape and not np.array_equal(a, b)
+    r = trainer.intrinsic_reward(state.params, state.obs_stats,
+                                 jnp.zeros((3, trainer.spec.obs_size)),
+                                 jnp.zeros((3,), jnp.int32) if trainer.spec.discrete
+                                 else jnp.zeros((3, trainer.spec.action_size)))
+    assert r.shape == (3,) and np.all(np.abs(np.asarray(r)) < 1)
 
 
 def test_zero_intrinsic_coefficient_updates_the_policy_as_ppo():

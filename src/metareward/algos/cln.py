@@ -100,6 +100,27 @@ Choices the paper leaves open (see each field's comment in :class:`Config`):
 * ``intrinsic_return`` is logged in the env's reward units (divided by ``reward_scale``)
   so that it compares with ``episode_return`` (the paper's Figure 6).
 
+The module reads as Algorithm 1; every stage takes the static :class:`Parts` first
+(``trainer.parts``):
+
+* :func:`init` (:func:`init_params`): the initialisation lines;
+* :func:`collect`: lines 2-3, the rollout of ``pi_{theta, eta}`` and ``D_r``, with the
+  intrinsic advantage basis (:func:`advantage_basis`, :func:`in_advantages`);
+* :func:`reward_iterations`: lines 4-12, ``N_r`` :func:`reward_step` s, each the noise
+  (line 5), ``J_ex`` (line 6, :func:`ex_objective`), eq. 21 on a batch of ``D_r`` (line 7,
+  :func:`sample_segments`, :func:`regularizer`), ``g^eta`` (line 8,
+  :func:`hypergradient`, through :func:`lookahead` for ``"lirpg"`` / ``"all"``), ``g_r``
+  (line 9; :func:`reward_gradients`) and the Adam step (lines 10-11,
+  :func:`clip_reward_gradients`);
+* :func:`policy_iterations`: lines 13-17 on the updated reward (:func:`relabel`), epochs
+  (:func:`policy_epoch`) of :func:`policy_step` s on ``J_in(theta, eta + eps')``
+  (:func:`in_loss`);
+* :func:`update`: one iteration, lines 2-17.
+
+``make_train(config, env, reward_body=...)`` takes any flax module ``body(obs, action) ->
+[..., F]`` (as :class:`metareward.nets.RewardBody`) for the reward's body ``phi``; the
+default is the config's MLP.
+
 Usage::
 
     env = metareward.envs.make("pendulum")
@@ -110,6 +131,7 @@ Usage::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -123,8 +145,8 @@ from flax import struct
 from jax.flatten_util import ravel_pytree
 
 from metareward.algos import config as cfg
+from metareward.algos.common import episode_evaluator, scan_train
 from metareward.algos.onpolicy import PPOBase, batch_geometry, check_env, obs_preprocessor
-from metareward.algos.policy import check_one_seed
 from metareward.envs.spec import EnvSpec
 from metareward.envs.wrappers import VmapWrapper
 from metareward.meta import unrolled_hypergrad
@@ -144,7 +166,7 @@ from metareward.rl.gae import discounted_cumsum, gae, td_errors
 from metareward.rl.grads import clip_by_global_norm
 from metareward.rl.losses import ppo_loss
 from metareward.rl.normalize import RunningStats
-from metareward.rl.rollout import episode_metrics, episodic_sum, evaluate_episodes, rollout
+from metareward.rl.rollout import episode_metrics, episodic_sum, rollout
 from metareward.rl.stats import standardize
 
 Params = Any
@@ -313,13 +335,15 @@ class ClnState:
     policy (best-response maps included) with the critic ``[V_in, V_ex]`` (``"value"``,
     two heads); the reward side is ``phi`` (``"reward_body"``), ``eta`` (flat last layer)
     and ``rho`` (``sigma = softplus(rho)``, per entry of ``eta``). ``opt_state`` holds
-    the two Adam states (flat vectors); ``reward_buffer`` is ``D_r`` (raw observations,
-    actions and scaled extrinsic rewards, time-major); ``intrinsic_return`` each env's
-    running sum of ``r_in`` over its current episode.
+    the two Adam states, keyed by what they step: ``"agent"`` the flat ``theta`` (policy
+    and critic together, :func:`split_params`), ``"reward"`` the flat
+    ``psi = [phi, eta, rho]``; ``reward_buffer`` is ``D_r`` (raw observations, actions
+    and scaled extrinsic rewards, time-major); ``intrinsic_return`` each env's running
+    sum of ``r_in`` over its current episode.
     """
 
     params: Params
-    opt_state: tuple[optax.OptState, optax.OptState]
+    opt_state: dict[str, optax.OptState]
     obs_stats: RunningStats
     env_state: State
     reward_buffer: replay.ReplayBuffer
@@ -387,29 +411,49 @@ class Segments(NamedTuple):
     r_ex: jax.Array
 
 
+class Parts(NamedTuple):
+    """The static parts of a CLN learner, built once by :func:`make_parts`; every stage
+    function of this module takes them first.
+
+    ``config`` and the env's ``spec``; ``venv`` the env batched over ``num_envs``; the
+    nets: ``policy`` (``pi_{theta, eta}`` with its CLN maps), ``value`` (the critic
+    ``[V_in, V_ex]``), ``reward_body`` (``phi``: any flax module ``body(obs, action) ->
+    [..., num_features]``); the Adams of ``theta`` (``policy_opt``; ``lookahead_opt`` the
+    same with ``eps_root > 0``, differentiable) and of ``psi`` (``reward_opt``); the
+    observation preprocessing (``flatten_obs``, ``prep(stats, obs)``); the sizes
+    (``head_size`` is ``D``, the length of ``eta``; ``buffer_rows`` the rows of ``D_r``);
+    and the unravellers of the flat ``theta`` and ``psi`` (:func:`split_params`).
+    """
+
+    config: Config
+    spec: EnvSpec
+    venv: Env
+    policy: nn.Module
+    value: nn.Module
+    reward_body: nn.Module
+    policy_opt: optax.GradientTransformation
+    lookahead_opt: optax.GradientTransformation
+    reward_opt: optax.GradientTransformation
+    flatten_obs: Callable[[jax.Array], jax.Array]
+    prep: Callable[[RunningStats, jax.Array], jax.Array]
+    num_features: int
+    head_size: int
+    buffer_rows: int
+    batch_size: int
+    num_updates: int
+    unravel_theta: Callable[[jax.Array], Params] | None = None
+    unravel_psi: Callable[[jax.Array], Params] | None = None
+
+
 class Trainer(NamedTuple):
     """CLN bound to a config and an env; all functions pure and jittable.
 
-    Beyond ``init / update / train / act / evaluate``:
-
-    * ``intrinsic_reward(params, obs_stats, obs, action)``: ``r_{phi, eta}`` on raw
-      observations;
-    * ``prepare(state) -> (state, batch, basis)``: collect a rollout (and fill ``D_r``);
-      ``basis`` an :class:`AdvBasis`;
-    * ``minibatch(batch, basis, t_idx)``: the entries ``(t_idx[i, n], n)`` of a rollout
-      (``t_idx [..., N]``) as a :class:`Minibatch`;
-    * ``ex_objective(theta, cond, minibatch)``: ``J_ex``, PPO's clipped surrogate of
-      ``pi_{theta, cond}`` with ``cond [N, D]`` one conditioning vector per env column
-      (``theta`` flat, see ``split_params``);
-    * ``in_advantages(eta_cols, basis)``: intrinsic GAE ``[..., T, N]`` with the
-      reward's last layer ``eta_cols`` (``[D]`` or ``[..., N, D]``, per env column);
-    * ``in_loss(theta, cond, adv, minibatch)``: the policy's PPO loss on intrinsic
-      advantages (``adv`` per entry) plus the two value losses;
-    * ``hypergradient(theta, opt_state, eta, rho, z, minibatch)``: ``(g_eta, g_rho,
-      terms)`` of the configured mode for standard-normal noise ``z [N, D]``, with
-      ``terms`` the per-equation gradients (``{"eq15"}`` or ``{"eq9", "eq10", "eq11"}``);
-    * ``regularizer(reward_params, obs_stats, segments)``: eq. 21 on ``Segments``;
-    * ``sample_segments(buffer, key)``: a batch of ``Segments`` from ``D_r``.
+    Beyond the learner contract (``init / update / train / act / evaluate``) it holds the
+    nets (``policy``, ``value``, ``reward_body``: the module that gives the reward's
+    features, the config's MLP or the one passed to :func:`make_train`) and ``parts``, the
+    :class:`Parts` that the module's stage functions take first, e.g.
+    ``cln.hypergradient(trainer.parts, theta, opt_state, eta, rho, z, minibatch)`` or
+    ``cln.intrinsic_reward(trainer.parts, params, obs_stats, obs, action)``.
     """
 
     config: Config
@@ -418,22 +462,13 @@ class Trainer(NamedTuple):
     policy: nn.Module
     value: nn.Module
     reward_body: nn.Module
+    parts: Parts
     num_updates: int
     init: Callable[[jax.Array], ClnState]
     update: Callable[[ClnState], tuple[ClnState, Metrics]]
     train: Callable[[jax.Array], tuple[ClnState, Metrics]]
     act: Callable[..., jax.Array]
     evaluate: Callable[..., jax.Array]
-    intrinsic_reward: Callable[..., jax.Array]
-    prepare: Callable[..., Any]
-    split_params: Callable[[Params], tuple[jax.Array, jax.Array]]
-    ex_objective: Callable[..., tuple[jax.Array, Metrics]]
-    in_advantages: Callable[..., jax.Array]
-    in_loss: Callable[..., tuple[jax.Array, Metrics]]
-    minibatch: Callable[..., Minibatch]
-    hypergradient: Callable[..., tuple[jax.Array, jax.Array, dict[str, jax.Array]]]
-    regularizer: Callable[..., jax.Array]
-    sample_segments: Callable[..., Segments]
     #: Metrics that, like ``episode_return``, describe the episodes that ended in an
     #: update (NaN when none did): the runner treats them alike.
     episode_metric_names: tuple[str, ...] = ("intrinsic_return",)
@@ -447,6 +482,9 @@ def segment_return_loss(r_ex: jax.Array, r_in: jax.Array) -> jax.Array:
 
 #: The nets' initial standard deviation of the CLN maps' kernels.
 _CLN_KERNEL_STD = ConditionalLayerNorm.kernel_std
+#: The entries of ``params`` in the flat policy side ``theta`` and reward side ``psi``.
+_THETA_KEYS = ("policy", "value")
+_PSI_KEYS = ("reward_body", "eta", "rho")
 
 
 def _is_cln_kernel(path) -> bool:
@@ -461,16 +499,861 @@ def _softplus_inv(x: float) -> float:
     return x + math.log(-math.expm1(-x))
 
 
-def make_train(config: Config, env: Env) -> Trainer:
-    """Binds CLN to a single env, batched here with ``config.num_envs``. Bad configs or
-    env/config mismatches raise here, before anything is compiled."""
+def _dummy_inputs(spec: EnvSpec) -> tuple[jax.Array, jax.Array]:
+    """A batch of one observation and one (policy-space) action, for initialising nets."""
+    dummy = jnp.zeros((1, spec.obs_size), jnp.float32)
+    dummy_a = (jnp.zeros((1,), jnp.int32) if spec.discrete
+               else jnp.zeros((1, spec.action_size), jnp.float32))
+    return dummy, dummy_a
+
+
+def _head(parts: Parts, features: jax.Array, eta: jax.Array, action: jax.Array) -> jax.Array:
+    return reward_head(features, eta, action, discrete=parts.spec.discrete,
+                       action_size=parts.spec.action_size)
+
+
+def _normalise(config: Config, adv: jax.Array) -> jax.Array:
+    return standardize(adv) if config.normalize_advantages else adv
+
+
+# --- Parameters -----------------------------------------------------------------------------
+
+
+def split_params(params: Params) -> tuple[jax.Array, jax.Array]:
+    """The two sides of the bilevel problem as flat vectors.
+
+    Args:
+        params: ``{"policy", "value", "reward_body", "eta", "rho"}`` (:class:`ClnState`).
+
+    Returns:
+        ``(theta, psi)``: the policy side (policy and critic) and the reward side
+        ``[phi, eta, rho]``, each raveled (``Parts.unravel_theta / unravel_psi`` invert).
+    """
+    theta = ravel_pytree({k: params[k] for k in _THETA_KEYS})[0]
+    psi = ravel_pytree({k: params[k] for k in _PSI_KEYS})[0]
+    return theta, psi
+
+
+def init_params(parts: Parts, k_pi: jax.Array, k_v: jax.Array) -> Params:
+    """Algorithm 1's initialisation: the policy ``theta`` (its CLN maps ``w*(eta)``,
+    eqs. 18-20, drawn with ``cln_kernel_std``), the critic, and the intrinsic reward
+    ``{phi, eta}`` with ``rho = softplus^-1(noise_std)``.
+
+    Args:
+        parts: The learner's static parts.
+        k_pi: The policy's key (the reward's keys are folded from it).
+        k_v: The critic's key.
+
+    Returns:
+        ``{"policy", "value", "reward_body", "eta", "rho"}``.
+    """
+    config, spec, D = parts.config, parts.spec, parts.head_size
+    k_body, k_eta = jax.random.split(jax.random.fold_in(k_pi, 1))
+    dummy, dummy_a = _dummy_inputs(spec)
+    policy_params = parts.policy.init(k_pi, dummy, jnp.zeros((1, D), jnp.float32))
+    if cfg.maybe(config.cln_kernel_std != _CLN_KERNEL_STD):
+        # The CLN maps' kernels are drawn from N(0, 0.01^2) (the nets' default);
+        # rescaled, they are draws from N(0, cln_kernel_std^2).
+        scale = config.cln_kernel_std / _CLN_KERNEL_STD
+        policy_params = jax.tree_util.tree_map_with_path(
+            lambda path, a: a * scale if _is_cln_kernel(path) else a, policy_params)
+    return {
+        "policy": policy_params,
+        "value": parts.value.init(k_v, dummy),
+        "reward_body": parts.reward_body.init(k_body, dummy, dummy_a),
+        "eta": init_reward_head(k_eta, parts.num_features, spec.discrete, spec.action_size),
+        "rho": jnp.full((D,), _softplus_inv(config.noise_std), jnp.float32),
+    }
+
+
+def init(parts: Parts, key: jax.Array) -> ClnState:
+    """The learner's first state: parameters, both Adams, an empty ``D_r``, reset envs.
+
+    Args:
+        parts: The learner's static parts.
+        key: The run's key.
+
+    Returns:
+        A :class:`ClnState` with ``opt_state = {"agent": Adam(theta), "reward": Adam(psi)}``.
+    """
+    spec, N = parts.spec, parts.config.num_envs
+    k_pi, k_v, k_env, key = jax.random.split(key, 4)
+    params = init_params(parts, k_pi, k_v)
+    theta, psi = split_params(params)
+    env_state = parts.venv.reset(k_env)
+    _, dummy_a = _dummy_inputs(spec)
+    row = {"obs": jnp.zeros((N, *spec.obs_shape), jnp.float32),
+           "action": jnp.zeros((N, *dummy_a.shape[1:]), dummy_a.dtype),
+           "r_ex": jnp.zeros((N,), jnp.float32)}
+    return ClnState(
+        params=params,
+        opt_state={"agent": parts.policy_opt.init(theta), "reward": parts.reward_opt.init(psi)},
+        obs_stats=RunningStats.create((spec.obs_size,)),
+        env_state=env_state,
+        reward_buffer=replay.init(row, parts.buffer_rows),
+        key=key,
+        update_step=jnp.zeros((), jnp.int32),
+        env_steps=jnp.zeros((), jnp.int32),
+        nonfinite=jnp.zeros((), jnp.int32),
+        intrinsic_return=jnp.zeros((N,), jnp.float32),
+    )
+
+
+# --- Acting and collecting (Algorithm 1, lines 2-3) -----------------------------------------
+
+
+def act(parts: Parts, state: Any, obs: jax.Array, key: jax.Array,
+        deterministic: bool = False) -> jax.Array:
+    """Env actions of ``pi_{theta, eta}`` (unperturbed).
+
+    Args:
+        parts: The learner's static parts.
+        state: A train state or a :class:`~metareward.algos.policy.Policy` (reads
+            ``params`` and ``obs_stats``).
+        obs: Raw observations ``[..., obs]``.
+        key: Sampling key.
+        deterministic: Take the distribution's mode.
+
+    Returns:
+        Env actions.
+    """
+    params = state.params
+    dist = parts.policy.apply(params["policy"], parts.prep(state.obs_stats, obs),
+                              params["eta"][None])
+    raw = dist.mode() if deterministic else dist.sample(key)
+    return dist.to_env(raw)
+
+
+def intrinsic_reward(parts: Parts, params: Params, obs_stats: RunningStats, obs: jax.Array,
+                     action: jax.Array) -> jax.Array:
+    """The intrinsic reward ``r_{phi, eta}(s, a)`` (section 3.3: the body ``phi``, then
+    the last layer ``eta``).
+
+    Args:
+        parts: The learner's static parts.
+        params: The learner's params (reads ``reward_body`` and ``eta``).
+        obs_stats: The observation statistics to normalise with.
+        obs: Raw observations ``[..., obs]``.
+        action: Raw (policy-space) actions.
+
+    Returns:
+        Rewards ``[...]``.
+    """
+    feats = parts.reward_body.apply(params["reward_body"], parts.prep(obs_stats, obs), action)
+    return _head(parts, feats, params["eta"], action)
+
+
+def collect(parts: Parts, state: ClnState
+            ) -> tuple[ClnState, Batch, AdvBasis, jax.Array, Metrics]:
+    """Algorithm 1, lines 2-3: a rollout of ``pi_{theta, eta}`` (unperturbed) added to
+    ``D_r``, with its values, extrinsic GAE and the intrinsic advantage basis.
+
+    Args:
+        parts: The learner's static parts.
+        state: The learner's state.
+
+    Returns:
+        ``(state, batch, basis, key, metrics)``: the state with the envs stepped, ``D_r``
+        filled and the observation statistics updated with the rollout (the batch is
+        normalised with the old ones); the :class:`Batch` (``ret_in`` the unperturbed
+        intrinsic lambda-returns); its :class:`AdvBasis`; the key for the rest of the
+        update; the rollout's metrics.
+    """
+    config, T = parts.config, parts.config.num_steps
+    key, k_roll, k_rest = jax.random.split(state.key, 3)
+    params, stats, prep = state.params, state.obs_stats, parts.prep
+    cond = params["eta"][None]
+
+    def policy_act(obs: jax.Array, k: jax.Array):
+        dist = parts.policy.apply(params["policy"], prep(stats, obs), cond)
+        raw = dist.sample(k)
+        return raw, dist.to_env(raw), dist.log_prob(raw)
+
+    env_state, traj = rollout(parts.venv, state.env_state, policy_act, k_roll, T)
+    obs_n, next_n = prep(stats, traj.obs), prep(stats, traj.next_obs)
+    vals = parts.value.apply(params["value"], obs_n)
+    next_vals = parts.value.apply(params["value"], next_n)
+    v_in, v_ex = vals[..., 0], vals[..., 1]
+    next_in, next_ex = next_vals[..., 0], next_vals[..., 1]
+    r_ex = traj.reward * config.reward_scale
+    adv_ex, ret_ex = gae(r_ex, v_ex, next_ex, traj.done, traj.truncation, config.gamma,
+                         config.gae_lambda)
+    td_in = td_errors(jnp.zeros_like(r_ex), v_in, next_in, traj.done, traj.truncation,
+                      config.gamma)
+    discount = config.gamma * config.gae_lambda * (1.0 - traj.done)
+    feats = parts.reward_body.apply(params["reward_body"], obs_n, traj.action)
+    r_in = _head(parts, feats, params["eta"], traj.action)
+    batch = Batch(obs_n, traj.action, traj.log_prob, discount, td_in, v_in, v_in, v_ex,
+                  adv_ex, ret_ex)
+    basis = advantage_basis(parts, feats, batch)
+    batch = batch._replace(ret_in=v_in + in_advantages(params["eta"], basis))
+    buffer = replay.insert(state.reward_buffer,
+                           {"obs": traj.obs, "action": traj.action, "r_ex": r_ex})
+
+    run_in, intrinsic_return = episodic_sum(state.intrinsic_return,
+                                            r_in / config.reward_scale, traj.done)
+    metrics = {
+        **episode_metrics(traj),
+        "intrinsic_return": intrinsic_return,
+        "r_in_mean": jnp.mean(r_in),
+        "r_in_std": jnp.std(r_in),
+        "r_ex_mean": jnp.mean(r_ex),
+    }
+    new_stats = stats.update(parts.flatten_obs(traj.obs)) if config.normalize_obs else stats
+    state = state.replace(obs_stats=new_stats, env_state=env_state, key=key,
+                          reward_buffer=buffer, intrinsic_return=run_in)
+    return state, batch, basis, k_rest, metrics
+
+
+# --- Intrinsic advantages of any perturbed reward ---------------------------------------------
+
+
+def advantage_basis(parts: Parts, feats: jax.Array, b: Batch) -> AdvBasis:
+    """GAE of the reward's design vectors and of the intrinsic TD part.
+
+    The reward is linear in its last layer (``r = Phi . eta``, section 3.3) and GAE is
+    linear in the rewards, so ``A_in(eta) = GAE(Phi) . eta + GAE(td_in)`` exactly, for
+    any (perturbed, Algorithm 1 lines 5 and 14) ``eta``.
+
+    Args:
+        parts: The learner's static parts.
+        feats: The reward body's features of the rollout ``[T, N, F]``.
+        b: The rollout.
+
+    Returns:
+        The :class:`AdvBasis`.
+    """
+    phi = reward_design(feats, b.action, discrete=parts.spec.discrete,
+                        action_size=parts.spec.action_size)  # [T, N, D]
+    disc = b.gae_discount
+    return AdvBasis(discounted_cumsum(phi, jnp.broadcast_to(disc[..., None], phi.shape)),
+                    discounted_cumsum(b.td_in, disc))
+
+
+def in_advantages(eta_cols: jax.Array, basis: AdvBasis) -> jax.Array:
+    """Intrinsic GAE of the reward with last layer ``eta_cols`` (the advantages of
+    ``J_in``, eq. 3 / Algorithm 1 line 15).
+
+    Args:
+        eta_cols: ``[D]``, one last layer for all env columns, or ``[..., N, D]``, one per
+            env column.
+        basis: The rollout's :class:`AdvBasis` (``phi_gae [T, N, D]``).
+
+    Returns:
+        Advantages ``[..., T, N]``.
+    """
+    if eta_cols.ndim == 1:  # one last layer for all columns: a matrix-vector product
+        return basis.phi_gae @ eta_cols + basis.td_gae
+    N, D = basis.phi_gae.shape[-2:]
+    eta_cols = jnp.broadcast_to(eta_cols, (*eta_cols.shape[:-2], N, D))
+    return jnp.einsum("tnd,...nd->...tn", basis.phi_gae, eta_cols) + basis.td_gae
+
+
+def adv_at(eta_cols: jax.Array, mb: Minibatch) -> jax.Array:
+    """:func:`in_advantages` at a minibatch's entries only: ``D`` multiply-adds per entry.
+
+    Args:
+        eta_cols: ``[N, D]``, one last layer per env column.
+        mb: The minibatch ``[..., N]`` (its ``phi_gae``, ``td_gae``).
+
+    Returns:
+        Advantages ``[..., N]``.
+    """
+    return jnp.sum(mb.phi_gae * eta_cols, axis=-1) + mb.td_gae
+
+
+def minibatch(b: Batch, basis: AdvBasis, t_idx: jax.Array) -> Minibatch:
+    """The entries ``(t_idx[i, n], n)`` of a rollout.
+
+    Args:
+        b: The rollout ``[T, N]``.
+        basis: Its :class:`AdvBasis`.
+        t_idx: Time steps of each env column, ``[..., N]``.
+
+    Returns:
+        A :class:`Minibatch` of shape ``[..., N]``.
+    """
+    cols = jnp.arange(t_idx.shape[-1])
+
+    def g(x):
+        return x[t_idx, cols]
+
+    return Minibatch(
+        obs=g(b.obs), action=g(b.action), log_prob=g(b.log_prob), v_in=g(b.v_in),
+        ret_in=g(b.ret_in), adv_ex=g(b.adv_ex), ret_ex=g(b.ret_ex),
+        phi_gae=g(basis.phi_gae), td_gae=g(basis.td_gae))
+
+
+def split_minibatches(b: Batch, basis: AdvBasis, key: jax.Array, num: int) -> Minibatch:
+    """The rollout as ``num`` stratified minibatches (the ``N_r`` reward iterations' and
+    the ``N_p`` policy iterations' batches, Algorithm 1 lines 4 and 13).
+
+    Each env column's time steps are permuted on their own and dealt out evenly, so every
+    minibatch holds ``T / num`` transitions of every column. The conditioning then
+    broadcasts over the column axis (no per-sample gather), and the minibatch is still a
+    uniform sample of the rollout, stratified by column.
+
+    Args:
+        b: The rollout ``[T, N]``.
+        basis: Its :class:`AdvBasis`.
+        key: Permutation key.
+        num: Minibatches (divides ``T``).
+
+    Returns:
+        A :class:`Minibatch` ``[num, T / num, N]``.
+    """
+    T, N = b.log_prob.shape
+    perm = jax.vmap(lambda k: jax.random.permutation(k, T))(jax.random.split(key, N))
+    return minibatch(b, basis, perm.T.reshape(num, T // num, N))
+
+
+def _rows(mb: Minibatch, *extra: jax.Array) -> tuple[Minibatch, ...]:
+    """A minibatch ``[..., N]`` (and per-entry arrays ``extra`` of its batch shape)
+    flattened row-major to ``[B]``, so that entry ``j`` belongs to env column ``j % N``:
+    the policy then tiles each column's conditioning (``tile=True``) instead of
+    broadcasting it over a ``[..., N]`` layout (on a CPU the 2-D batch layout cost
+    ~15% of a pendulum iteration, in transposes within the weight gradients)."""
+    nb = mb.log_prob.ndim
+
+    def flat(x):
+        return None if x is None else x.reshape(-1, *x.shape[nb:])
+
+    return (jax.tree.map(flat, mb), *(flat(x) for x in extra))
+
+
+# --- The two objectives ---------------------------------------------------------------------
+
+
+def ex_objective(parts: Parts, theta: jax.Array, cond: jax.Array, mb: Minibatch
+                 ) -> tuple[jax.Array, Metrics]:
+    """``J_ex`` of ``pi_{theta, cond[n]}`` (Algorithm 1, line 6): PPO's clipped surrogate
+    with the rollout's log-probs and normalised extrinsic GAE (the policy-gradient
+    objective of eqs. 9 and 15).
+
+    Args:
+        parts: The learner's static parts.
+        theta: The flat policy side.
+        cond: ``[N, D]``, one conditioning vector per env column.
+        mb: A minibatch ``[..., N]``.
+
+    Returns:
+        ``(J_ex, {"ex_objective": J_ex})``.
+    """
+    config = parts.config
+    p = parts.unravel_theta(theta)
+    (mb,) = _rows(mb)
+    logp = parts.policy.apply(p["policy"], mb.obs, cond, tile=True).log_prob(mb.action)
+    adv = _normalise(config, mb.adv_ex)
+    ratio = jnp.exp(logp - mb.log_prob)
+    clipped = jnp.clip(ratio, 1.0 - config.clip_eps, 1.0 + config.clip_eps)
+    j = jnp.mean(jnp.minimum(ratio * adv, clipped * adv))
+    return j, {"ex_objective": j}
+
+
+def in_loss(parts: Parts, theta: jax.Array, cond: jax.Array, adv: jax.Array, mb: Minibatch
+            ) -> tuple[jax.Array, Metrics]:
+    """``-J_in(theta, cond)`` (Algorithm 1, line 15) plus the value losses.
+
+    PPO's clipped surrogate of ``pi_{theta, cond[n]}`` on intrinsic advantages, plus
+    ``vf_coef`` times the ``V_in`` and ``V_ex`` losses, minus the entropy bonus.
+
+    Args:
+        parts: The learner's static parts.
+        theta: The flat policy side.
+        cond: ``[N, D]``, one conditioning vector per env column.
+        adv: Intrinsic advantages, one per entry of ``mb``.
+        mb: A minibatch ``[..., N]``.
+
+    Returns:
+        ``(loss, aux)`` with PPO's auxiliaries and ``value_ex_loss``.
+    """
+    config = parts.config
+    p = parts.unravel_theta(theta)
+    mb, adv = _rows(mb, adv)
+    dist = parts.policy.apply(p["policy"], mb.obs, cond, tile=True)
+    vals = parts.value.apply(p["value"], mb.obs)
+    loss, aux = ppo_loss(
+        dist.log_prob(mb.action), mb.log_prob, _normalise(config, adv), vals[..., 0], mb.v_in,
+        mb.ret_in, dist.entropy(), clip_eps=config.clip_eps, vf_coef=config.vf_coef,
+        ent_coef=config.ent_coef, vf_clip_eps=config.vf_clip_eps)
+    v_ex_loss = 0.5 * jnp.mean(jnp.square(vals[..., 1] - mb.ret_ex))
+    return loss + config.vf_coef * v_ex_loss, {**aux, "value_ex_loss": v_ex_loss}
+
+
+# --- The reward iterations (Algorithm 1, lines 4-12) ----------------------------------------
+
+
+def lookahead(parts: Parts, theta: jax.Array, opt_state: Any, cond: jax.Array,
+              adv: jax.Array, mb: Minibatch) -> jax.Array:
+    """``theta'``: one policy step on a minibatch (section 3.2.1, eq. 4, the inner update
+    that eqs. 10-11 differentiate through), gradient clipped as in the real step.
+
+    Args:
+        parts: The learner's static parts.
+        theta: The flat policy side.
+        opt_state: The policy's Adam state (used unless ``lookahead_lr`` is set).
+        cond: ``[N, D]`` conditioning.
+        adv: Intrinsic advantages per entry.
+        mb: A minibatch ``[..., N]``.
+
+    Returns:
+        ``theta'``: the policy's Adam step with its current state, or SGD with
+        ``lookahead_lr``.
+    """
+    config = parts.config
+    grads = jax.grad(lambda th: in_loss(parts, th, cond, adv, mb)[0])(theta)
+    grads = clip_by_global_norm(grads, config.max_grad_norm)[0]
+    if config.lookahead_lr is not None:
+        return theta - config.lookahead_lr * grads
+    updates, _ = parts.lookahead_opt.update(grads, opt_state, theta)
+    return theta + updates
+
+
+def hypergradient(parts: Parts, theta: jax.Array, opt_state: Any, eta: jax.Array,
+                  rho: jax.Array, z: jax.Array, mb: Minibatch
+                  ) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
+    """``g^eta`` (Algorithm 1, line 8; section 3.2, eqs. 8-15): the gradient of ``-J_ex``
+    on a minibatch with the perturbation ``eps = softplus(rho) * z`` (line 5), for the
+    terms of ``Config.terms``.
+
+    "best-response" is eq. 15 (through the CLN map at the current ``theta``); "lirpg"
+    eq. 11 and "all" eqs. 9 + 10 + 11, through one :func:`lookahead` step, each place
+    where ``eta`` enters given its own copy so that one reverse pass yields every term.
+
+    Args:
+        parts: The learner's static parts.
+        theta: The flat policy side.
+        opt_state: The policy's Adam state (the look-ahead's).
+        eta: The reward's last layer ``[D]``.
+        rho: ``sigma = softplus(rho)`` ``[D]``; gets gradient only with ``learn_noise_std``.
+        z: Standard-normal noise ``[N, D]``, one draw per env column.
+        mb: A minibatch ``[..., N]``.
+
+    Returns:
+        ``(g_eta, g_rho, terms)`` with ``terms`` the per-equation gradients
+        (``{"eq15"}`` or ``{"eq9", "eq10", "eq11"}``).
+    """
+    learn_sigma = parts.config.learn_noise_std
+
+    def sigma(r):
+        s = jax.nn.softplus(r)
+        return s if learn_sigma else jax.lax.stop_gradient(s)
+
+    if parts.config.terms == "best-response":
+        def loss(h):
+            cond = h["eta"] + sigma(h["rho"]) * z
+            return -ex_objective(parts, theta, cond, mb)[0]
+
+        g = jax.grad(loss)({"eta": eta, "rho": rho})
+        return g["eta"], g["rho"], {"eq15": g["eta"]}
+
+    def inner(carry, h, _k):
+        th, os = carry
+        adv = adv_at(h["adv"] + sigma(h["rho_adv"]) * z, mb)
+        cond = h["cin"] + sigma(h["rho_cin"]) * z
+        return lookahead(parts, th, os, cond, adv, mb), os
+
+    def outer(carry, h):
+        cond = h["cout"] + sigma(h["rho_cout"]) * z
+        return -ex_objective(parts, carry[0], cond, mb)[0]
+
+    h3 = {"adv": eta, "cin": eta, "cout": eta, "rho_adv": rho, "rho_cin": rho,
+          "rho_cout": rho}
+    g = unrolled_hypergrad(inner, outer, (theta, opt_state), h3, 1)
+    terms = {"eq9": g["cout"], "eq10": g["cin"], "eq11": g["adv"]}
+    if parts.config.terms == "lirpg":
+        return g["adv"], g["rho_adv"], terms
+    return (g["adv"] + g["cin"] + g["cout"], g["rho_adv"] + g["rho_cin"] + g["rho_cout"],
+            terms)
+
+
+def sample_segments(parts: Parts, buf: replay.ReplayBuffer, key: jax.Array) -> Segments:
+    """A batch from ``D_r`` for eq. 21 (Algorithm 1, line 7): ``reward_batch_size``
+    segments of ``K`` consecutive rows of one env, uniform over the valid start rows.
+    Segments may span an episode boundary: eq. 21 compares sums of per-transition
+    rewards, so it stays defined.
+
+    Args:
+        parts: The learner's static parts.
+        buf: ``D_r``.
+        key: Sampling key.
+
+    Returns:
+        :class:`Segments` ``[B_r, K]``.
+    """
+    K, B_r, N = parts.config.segment_length, parts.config.reward_batch_size, buf.num_envs
+    k_t, k_e = jax.random.split(key)
+    L = buf.num_rows
+    n_starts = jnp.maximum(buf.size - K + 1, 1)
+    t0 = L - jnp.maximum(buf.size, K) + jax.random.randint(k_t, (B_r,), 0, n_starts)
+    e = jax.random.randint(k_e, (B_r,), 0, N)
+    t = t0[:, None] + jnp.arange(K)[None, :]
+    data = jax.tree.map(lambda x: x[t, e[:, None]], buf.data)
+    return Segments(data["obs"], data["action"], data["r_ex"])
+
+
+def regularizer(parts: Parts, reward_params: Params, obs_stats: RunningStats,
+                seg: Segments) -> jax.Array:
+    """``L_r`` of eq. 21 on segments (Algorithm 1, line 7):
+    ``mean_b (sum_k r_ex - sum_k r_{phi, eta})^2``.
+
+    The reward runs on the segments flattened to ``[B * K]`` (a 2-D batch cost ~5 ms
+    more per paper-batch iteration on a CPU, in transposes within the body's weight
+    gradients).
+
+    Args:
+        parts: The learner's static parts.
+        reward_params: ``{"reward_body", "eta"}``.
+        obs_stats: The statistics to normalise the observations with (the rollout's).
+        seg: :class:`Segments` from ``D_r``.
+
+    Returns:
+        The loss (a scalar).
+    """
+    B, K = seg.r_ex.shape
+    obs = seg.obs.reshape(B * K, *seg.obs.shape[2:])
+    action = seg.action.reshape(B * K, *seg.action.shape[2:])
+    feats = parts.reward_body.apply(reward_params["reward_body"],
+                                    parts.prep(obs_stats, obs), action)
+    r_in = _head(parts, feats, reward_params["eta"], action).reshape(B, K)
+    return segment_return_loss(seg.r_ex, r_in)
+
+
+def noise_entropy(rho: jax.Array) -> jax.Array:
+    """Entropy of the factorised Gaussian perturbation ``N(0, softplus(rho)^2)`` (Self-Tuning
+    Networks' entropy term, subtracted from the hyper loss when sigma is learned).
+
+    Args:
+        rho: ``[D]``.
+
+    Returns:
+        The entropy (a scalar).
+    """
+    return jnp.sum(jnp.log(jax.nn.softplus(rho) * math.sqrt(2 * math.pi * math.e)))
+
+
+def reward_gradients(parts: Parts, psi: jax.Array, theta: jax.Array, opt_theta: Any,
+                     stats: RunningStats, buf: replay.ReplayBuffer, coef: jax.Array,
+                     key: jax.Array, mb: Minibatch
+                     ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, Metrics]:
+    """The two gradients of one reward iteration (Algorithm 1, lines 5-9), kept apart
+    until clipped: ``lambda g^eta`` (and ``g^rho`` minus the entropy's) and
+    ``g_r^{phi, eta}`` of eq. 21.
+
+    Args:
+        parts: The learner's static parts.
+        psi: The flat reward side ``[phi, eta, rho]``.
+        theta: The flat policy side.
+        opt_theta: The policy's Adam state.
+        stats: The statistics the rollout was normalised with.
+        buf: ``D_r``.
+        coef: ``lambda`` (0 during the warm-up).
+        key: The iteration's key (noise, segments).
+        mb: The iteration's minibatch of the rollout.
+
+    Returns:
+        ``(hyper, reg_flat, reg, g_eta, terms)``: the two gradients flat over ``psi``,
+        eq. 21's value, ``g^eta`` and its per-equation terms.
+    """
+    config = parts.config
+    k_z, k_seg = jax.random.split(key)
+    rp = parts.unravel_psi(psi)
+    z = jax.random.normal(k_z, (config.num_envs, parts.head_size))
+    g_eta, g_rho, terms = hypergradient(parts, theta, opt_theta, rp["eta"], rp["rho"], z, mb)
+    seg = sample_segments(parts, buf, k_seg)
+    reg, g_reg = jax.value_and_grad(functools.partial(regularizer, parts))(
+        {"reward_body": rp["reward_body"], "eta": rp["eta"]}, stats, seg)
+    g_ent = (jax.grad(noise_entropy)(rp["rho"]) if config.learn_noise_std
+             else jnp.zeros_like(g_rho))
+    hyper = ravel_pytree({"reward_body": jax.tree.map(jnp.zeros_like, g_reg["reward_body"]),
+                          "eta": coef * g_eta,
+                          "rho": coef * g_rho - config.entropy_coef * g_ent})[0]
+    reg_flat = config.regularizer_coef * ravel_pytree(
+        {"reward_body": g_reg["reward_body"], "eta": g_reg["eta"],
+         "rho": jnp.zeros_like(rp["rho"])})[0]
+    return hyper, reg_flat, reg, g_eta, terms
+
+
+def clip_reward_gradients(config: Config, hyper: jax.Array, reg_flat: jax.Array
+                          ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The reward side's step direction ``lambda g^eta + g_r`` (Algorithm 1, lines 10-11)
+    clipped as ``Config.reward_clip`` says (the paper does not clip: ``"none"``).
+
+    Args:
+        config: The config (``reward_clip``, ``max_grad_norm``).
+        hyper: The hypergradient's part, flat over ``psi``.
+        reg_flat: The regulariser's part, flat over ``psi``.
+
+    Returns:
+        ``(flat, norm, ok)``: the direction (zero if not finite), the norm logged as
+        ``reward_grad_norm`` (of the sum before the clip; for ``"separate"`` of the sum of
+        the clipped parts), and whether the direction was finite.
+    """
+    if config.reward_clip == "joint":
+        return clip_by_global_norm(hyper + reg_flat, config.max_grad_norm)
+    if config.reward_clip == "separate":
+        hyper, _, ok_h = clip_by_global_norm(hyper, config.max_grad_norm)
+        reg_flat, _, ok_r = clip_by_global_norm(reg_flat, config.max_grad_norm)
+        flat, ok = hyper + reg_flat, ok_h & ok_r
+        return flat, jnp.sqrt(jnp.sum(flat**2)), ok
+    flat = hyper + reg_flat  # "none"
+    norm = jnp.sqrt(jnp.sum(flat**2))
+    ok = jnp.isfinite(norm)
+    return jnp.where(ok, flat, 0.0), norm, ok
+
+
+def reward_step(parts: Parts, theta: jax.Array, opt_theta: Any, stats: RunningStats,
+                buf: replay.ReplayBuffer, coef: jax.Array, carry: tuple, x: tuple
+                ) -> tuple[tuple, Metrics]:
+    """One reward iteration (Algorithm 1, lines 5-11) on one of the ``N_r`` disjoint
+    minibatches of the rollout: ``psi <- Adam(lambda g^eta + g_r)``, skipped if not
+    finite.
+
+    Args:
+        parts: The learner's static parts.
+        theta: The flat policy side.
+        opt_theta: The policy's Adam state.
+        stats: The statistics the rollout was normalised with.
+        buf: ``D_r``.
+        coef: ``lambda`` (0 during the warm-up).
+        carry: ``(psi, opt_psi, nonfinite)``.
+        x: ``(key, minibatch)``.
+
+    Returns:
+        The new carry and the iteration's metrics.
+    """
+    psi, opt_psi, nonfinite = carry
+    key, mb = x
+    hyper, reg_flat, reg, g_eta, terms = reward_gradients(
+        parts, psi, theta, opt_theta, stats, buf, coef, key, mb)
+    reg_norm = jnp.sqrt(jnp.sum(reg_flat**2))
+    flat, norm, ok = clip_reward_gradients(parts.config, hyper, reg_flat)
+    ok = ok & jnp.isfinite(reg)
+    updates, new_opt = parts.reward_opt.update(flat, opt_psi, psi)
+    new_psi = jnp.where(ok, psi + updates, psi)
+    metrics = {
+        "reg_loss": reg,
+        "reward_grad_norm": norm,
+        "reg_grad_norm": reg_norm,
+        "hypergrad_norm": jnp.sqrt(jnp.sum(g_eta**2)),
+        **{f"hypergrad_{k}": jnp.sqrt(jnp.sum(v**2)) for k, v in terms.items()},
+    }
+    return (new_psi, new_opt, nonfinite + (~ok)), metrics
+
+
+def reward_iterations(parts: Parts, carry: tuple, theta: jax.Array, opt_theta: Any,
+                      stats: RunningStats, buf: replay.ReplayBuffer, coef: jax.Array,
+                      b: Batch, basis: AdvBasis, k_perm: jax.Array, k_reward: jax.Array
+                      ) -> tuple[tuple, Metrics]:
+    """Algorithm 1, lines 4-12: ``N_r = reward_steps`` :func:`reward_step` s, one
+    stratified minibatch of the rollout each, at the current ``theta``.
+
+    Args:
+        parts: The learner's static parts.
+        carry: ``(psi, opt_psi, nonfinite)``.
+        theta: The flat policy side.
+        opt_theta: The policy's Adam state.
+        stats: The statistics the rollout was normalised with.
+        buf: ``D_r``.
+        coef: ``lambda`` (0 during the warm-up).
+        b: The rollout.
+        basis: Its :class:`AdvBasis`.
+        k_perm: The minibatches' key.
+        k_reward: The iterations' keys' key.
+
+    Returns:
+        The final carry and the iterations' metrics stacked.
+    """
+    n_r = parts.config.reward_steps
+    r_mbs = split_minibatches(b, basis, k_perm, n_r)
+    step = functools.partial(reward_step, parts, theta, opt_theta, stats, buf, coef)
+    return jax.lax.scan(step, carry, (jax.random.split(k_reward, n_r), r_mbs))
+
+
+# --- The policy iterations (Algorithm 1, lines 13-17) ---------------------------------------
+
+
+def relabel(parts: Parts, reward_params: Params, b: Batch) -> tuple[Batch, AdvBasis]:
+    """The rollout under the updated reward (after lines 4-12): its advantage basis from
+    the updated body ``phi`` and ``V_in``'s targets ``v_in + A_in(eta)``.
+
+    Args:
+        parts: The learner's static parts.
+        reward_params: ``{"reward_body", "eta", ...}``.
+        b: The rollout.
+
+    Returns:
+        ``(batch, basis)``.
+    """
+    feats = parts.reward_body.apply(reward_params["reward_body"], b.obs, b.action)
+    basis = advantage_basis(parts, feats, b)
+    return b._replace(ret_in=b.v_in + in_advantages(reward_params["eta"], basis)), basis
+
+
+def policy_step(parts: Parts, carry: tuple, x: tuple) -> tuple[tuple, Metrics]:
+    """One policy iteration (Algorithm 1, lines 15-16) on a minibatch:
+    ``theta <- Adam(g^theta)``, ``g^theta`` of ``J_in(theta, eta + eps')`` (skipped if
+    not finite).
+
+    Args:
+        parts: The learner's static parts.
+        carry: ``(theta, opt_theta, nonfinite)``.
+        x: ``(minibatch, cond, adv)``: the conditioning ``eta + eps'`` ``[N, D]`` and the
+            intrinsic advantages of the reward with last layer ``cond``, per entry.
+
+    Returns:
+        The new carry and the step's metrics.
+    """
+    theta, opt_theta, nonfinite = carry
+    mb, cond, adv = x
+    (loss, aux), grads = jax.value_and_grad(functools.partial(in_loss, parts), has_aux=True)(
+        theta, cond, adv, mb)
+    grads, norm, ok = clip_by_global_norm(grads, parts.config.max_grad_norm)
+    ok = ok & jnp.isfinite(loss)
+    updates, new_opt = parts.policy_opt.update(grads, opt_theta, theta)
+    theta = jnp.where(ok, theta + updates, theta)
+    return (theta, new_opt, nonfinite + (~ok)), {"loss": loss, "grad_norm": norm, **aux}
+
+
+def policy_epoch(parts: Parts, b: Batch, basis: AdvBasis, eta: jax.Array, sigma: jax.Array,
+                 carry: tuple, x: tuple) -> tuple[tuple, Metrics]:
+    """One epoch of policy iterations: the rollout in ``num_minibatches`` stratified
+    minibatches, each with its own noise ``eps' = sigma z`` (Algorithm 1, line 14).
+
+    Args:
+        parts: The learner's static parts.
+        b: The rollout (relabelled).
+        basis: Its :class:`AdvBasis` under the updated reward.
+        eta: The reward's last layer.
+        sigma: The perturbation's standard deviation.
+        carry: ``(theta, opt_theta, nonfinite)``.
+        x: ``(key, z)``: the permutation key and noise ``[M, N, D]``.
+
+    Returns:
+        The new carry and the epoch's metrics.
+    """
+    k, z_e = x
+    mbs = split_minibatches(b, basis, k, parts.config.num_minibatches)
+    # Every minibatch's perturbed advantages in one vectorised op before the scan
+    # (the scan's steps then carry no design vectors).
+    cond = eta + sigma * z_e  # [M, N, D]
+    adv = jax.vmap(adv_at)(cond, mbs)  # [M, T / M, N]
+    mbs = mbs._replace(phi_gae=None, td_gae=None)
+    return jax.lax.scan(functools.partial(policy_step, parts), carry, (mbs, cond, adv))
+
+
+def policy_iterations(parts: Parts, carry: tuple, b: Batch, basis: AdvBasis,
+                      eta: jax.Array, sigma: jax.Array, k_perm: jax.Array,
+                      k_noise: jax.Array) -> tuple[tuple, Metrics]:
+    """Algorithm 1, lines 13-17: ``N_p`` = epochs x minibatches :func:`policy_step` s.
+
+    Args:
+        parts: The learner's static parts.
+        carry: ``(theta, opt_theta, nonfinite)``.
+        b: The rollout, relabelled (:func:`relabel`).
+        basis: Its :class:`AdvBasis` under the updated reward.
+        eta: The reward's last layer.
+        sigma: The perturbation's standard deviation.
+        k_perm: The epochs' permutation keys' key.
+        k_noise: The perturbations' key.
+
+    Returns:
+        The final carry and the steps' metrics stacked ``[E, M]``.
+    """
+    c = parts.config
+    E, M, N = c.num_epochs, c.num_minibatches, c.num_envs
+    z = jax.random.normal(k_noise, (E, M, N, parts.head_size))
+    epoch = functools.partial(policy_epoch, parts, b, basis, eta, sigma)
+    return jax.lax.scan(epoch, carry, (jax.random.split(k_perm, E), z))
+
+
+# --- One iteration of Algorithm 1 -----------------------------------------------------------
+
+
+def update(parts: Parts, state: ClnState) -> tuple[ClnState, Metrics]:
+    """One iteration of Algorithm 1 (lines 2-17): collect, reward iterations, policy
+    iterations.
+
+    Args:
+        parts: The learner's static parts.
+        state: The learner's state.
+
+    Returns:
+        ``(state, metrics)``: the policy side's and reward side's metrics averaged over
+        their iterations, the rollout's, ``noise_std``, ``env_steps``, ``nonfinite``.
+    """
+    config = parts.config
+    # The statistics the rollout's observations (and so the intrinsic advantages and
+    # V targets) are normalised with; collect() folds the rollout into new ones, which
+    # the next rollout uses. The regulariser must normalise with the same ones as the
+    # advantages, or eq. 21 fits a reward on inputs the policy phase never sees.
+    rollout_stats = state.obs_stats
+    state, b, basis, key, roll_metrics = collect(parts, state)
+    theta, psi = split_params(state.params)
+    opt_theta, opt_psi = state.opt_state["agent"], state.opt_state["reward"]
+    k_rperm, k_reward, k_perm, k_noise = jax.random.split(key, 4)
+    coef = jnp.where(state.update_step >= config.warmup_updates, config.hypergrad_coef, 0.0)
+
+    (psi, opt_psi, nonfinite), r_metrics = reward_iterations(
+        parts, (psi, opt_psi, state.nonfinite), theta, opt_theta, rollout_stats,
+        state.reward_buffer, coef, b, basis, k_rperm, k_reward)
+    rp = parts.unravel_psi(psi)
+    eta, sigma = rp["eta"], jax.nn.softplus(rp["rho"])
+
+    # On the updated reward: its advantages for any perturbed last layer come from one
+    # basis (the reward's body is fixed now).
+    b, basis = relabel(parts, rp, b)
+    (theta, opt_theta, nonfinite), p_metrics = policy_iterations(
+        parts, (theta, opt_theta, nonfinite), b, basis, eta, sigma, k_perm, k_noise)
+
+    params = {**parts.unravel_theta(theta), **rp}
+    env_steps = state.env_steps + parts.batch_size
+    metrics = {**jax.tree.map(jnp.mean, p_metrics), **jax.tree.map(jnp.mean, r_metrics),
+               **roll_metrics, "noise_std": jnp.mean(sigma), "env_steps": env_steps,
+               "nonfinite": nonfinite}
+    state = state.replace(params=params, opt_state={"agent": opt_theta, "reward": opt_psi},
+                          update_step=state.update_step + 1, env_steps=env_steps,
+                          nonfinite=nonfinite)
+    return state, metrics
+
+
+# --- Assembly -------------------------------------------------------------------------------
+
+
+def _feature_size(body: nn.Module, spec: EnvSpec) -> int:
+    """``F``, the reward body's feature size, from its output on one dummy transition."""
+    dummy, dummy_a = _dummy_inputs(spec)
+    out = jax.eval_shape(lambda k: body.init_with_output(k, dummy, dummy_a)[0],
+                         jax.random.PRNGKey(0))
+    if out.ndim != 2 or out.shape[0] != 1:
+        raise ValueError("reward_body(obs [1, obs], action [1, ...]) must return features "
+                         f"[1, F], got shape {tuple(out.shape)}")
+    return int(out.shape[-1])
+
+
+def make_parts(config: Config, env: Env, reward_body: nn.Module | None = None) -> Parts:
+    """Validates ``config`` against ``env`` and builds the learner's static parts.
+
+    Args:
+        config: A CLN :class:`Config`.
+        env: A single (unbatched) env, batched here with ``config.num_envs``.
+        reward_body: The reward's body ``phi``: any flax module ``body(obs, action) ->
+            [..., F]`` (the signature of :class:`metareward.nets.RewardBody`) on
+            normalised observations and raw (policy-space) actions; ``None`` builds the
+            config's MLP (``reward_hidden``, ``reward_activation``).
+
+    Returns:
+        The :class:`Parts`.
+
+    Raises:
+        TypeError: ``config`` is not a CLN config.
+        ValueError: the config does not fit the env or the batch geometry.
+    """
     if not isinstance(config, Config):
         raise TypeError(f"expected metareward.algos.cln.Config, got {type(config).__name__}")
     spec = check_env(env)
-    T, N = config.num_steps, config.num_envs
-    E, M = config.num_epochs, config.num_minibatches
+    T, N, E, M = config.num_steps, config.num_envs, config.num_epochs, config.num_minibatches
     batch_size, num_updates, _ = batch_geometry(config, M)
-    K, B_r = config.segment_length, config.reward_batch_size
     for name in ("num_minibatches", "reward_steps"):  # stratified minibatches
         if T % getattr(config, name):
             raise ValueError(f"num_steps = {T} must be divisible by {name} = "
@@ -482,438 +1365,62 @@ def make_train(config: Config, env: Env) -> Trainer:
                          f"num_steps={T} rows of {N} envs")
     lr = (optax.linear_schedule(config.learning_rate, 0.0, num_updates * E * M)
           if config.anneal_lr else config.learning_rate)
-    policy_opt = optax.adam(lr, eps=config.adam_eps)
-    # The same Adam for the differentiable look-ahead, with eps_root > 0 so that the
-    # derivative of sqrt(nu) stays finite where a gradient entry is exactly zero.
-    lookahead_opt = optax.adam(lr, eps=config.adam_eps, eps_root=1e-16)
-    reward_opt = optax.adam(config.reward_learning_rate, eps=config.adam_eps)
-    venv = VmapWrapper(env, N)
-    obs_dim = spec.obs_size
-    policy = make_cln_policy(spec.discrete, spec.action_size, config.hidden, config.activation,
-                             config.cln_layers, config.squash, config.log_std_init)
-    value = ValueHeads(config.hidden, config.activation, 2)  # [V_in, V_ex]
-    body = RewardBody(spec.discrete, config.reward_hidden, config.reward_activation)
-    F = config.reward_hidden[-1]
-    D = reward_head_size(F, spec.discrete, spec.action_size)
+    if reward_body is None:
+        reward_body = RewardBody(spec.discrete, config.reward_hidden, config.reward_activation)
+    F = _feature_size(reward_body, spec)
     flatten_obs, prep = obs_preprocessor(spec, config.normalize_obs)
-    mode = config.terms
-    learn_sigma = config.learn_noise_std
+    parts = Parts(
+        config=config, spec=spec, venv=VmapWrapper(env, N),
+        policy=make_cln_policy(spec.discrete, spec.action_size, config.hidden,
+                               config.activation, config.cln_layers, config.squash,
+                               config.log_std_init),
+        value=ValueHeads(config.hidden, config.activation, 2),  # [V_in, V_ex]
+        reward_body=reward_body,
+        policy_opt=optax.adam(lr, eps=config.adam_eps),
+        # The same Adam for the differentiable look-ahead, with eps_root > 0 so that the
+        # derivative of sqrt(nu) stays finite where a gradient entry is exactly zero.
+        lookahead_opt=optax.adam(lr, eps=config.adam_eps, eps_root=1e-16),
+        reward_opt=optax.adam(config.reward_learning_rate, eps=config.adam_eps),
+        flatten_obs=flatten_obs, prep=prep, num_features=F,
+        head_size=reward_head_size(F, spec.discrete, spec.action_size),
+        buffer_rows=buffer_rows, batch_size=batch_size, num_updates=num_updates)
+    key = jax.random.PRNGKey(0)
+    shapes = jax.eval_shape(functools.partial(init_params, parts), key, key)
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    return parts._replace(
+        unravel_theta=ravel_pytree({k: zeros[k] for k in _THETA_KEYS})[1],
+        unravel_psi=ravel_pytree({k: zeros[k] for k in _PSI_KEYS})[1])
 
-    def head(features: jax.Array, eta: jax.Array, action: jax.Array) -> jax.Array:
-        return reward_head(features, eta, action, discrete=spec.discrete,
-                           action_size=spec.action_size)
 
-    def split_params(params: Params) -> tuple[jax.Array, jax.Array]:
-        """``(theta, psi)`` flat: policy side and reward side."""
-        theta = ravel_pytree({k: params[k] for k in ("policy", "value")})[0]
-        psi = ravel_pytree({k: params[k] for k in ("reward_body", "eta", "rho")})[0]
-        return theta, psi
+def make_train(config: Config, env: Env, reward_body: nn.Module | None = None) -> Trainer:
+    """Binds CLN to a single env, batched here with ``config.num_envs``. Bad configs or
+    env/config mismatches raise here, before anything is compiled.
 
-    def init(key: jax.Array) -> ClnState:
-        k_pi, k_v, k_env, key = jax.random.split(key, 4)
-        k_body, k_eta = jax.random.split(jax.random.fold_in(k_pi, 1))
-        dummy = jnp.zeros((1, obs_dim), jnp.float32)
-        dummy_a = (jnp.zeros((1,), jnp.int32) if spec.discrete
-                   else jnp.zeros((1, spec.action_size), jnp.float32))
-        policy_params = policy.init(k_pi, dummy, jnp.zeros((1, D), jnp.float32))
-        if cfg.maybe(config.cln_kernel_std != _CLN_KERNEL_STD):
-            # The CLN maps' kernels are drawn from N(0, 0.01^2) (the nets' default);
-            # rescaled, they are draws from N(0, cln_kernel_std^2).
-            scale = config.cln_kernel_std / _CLN_KERNEL_STD
-            policy_params = jax.tree_util.tree_map_with_path(
-                lambda path, a: a * scale if _is_cln_kernel(path) else a, policy_params)
-        params = {
-            "policy": policy_params,
-            "value": value.init(k_v, dummy),
-            "reward_body": body.init(k_body, dummy, dummy_a),
-            "eta": init_reward_head(k_eta, F, spec.discrete, spec.action_size),
-            "rho": jnp.full((D,), _softplus_inv(config.noise_std), jnp.float32),
-        }
-        theta, psi = split_params(params)
-        env_state = venv.reset(k_env)
-        row = {"obs": jnp.zeros((N, *spec.obs_shape), jnp.float32),
-               "action": jnp.zeros((N, *dummy_a.shape[1:]), dummy_a.dtype),
-               "r_ex": jnp.zeros((N,), jnp.float32)}
-        return ClnState(
-            params=params,
-            opt_state=(policy_opt.init(theta), reward_opt.init(psi)),
-            obs_stats=RunningStats.create((obs_dim,)),
-            env_state=env_state,
-            reward_buffer=replay.init(row, buffer_rows),
-            key=key,
-            update_step=jnp.zeros((), jnp.int32),
-            env_steps=jnp.zeros((), jnp.int32),
-            nonfinite=jnp.zeros((), jnp.int32),
-            intrinsic_return=jnp.zeros((N,), jnp.float32),
-        )
+    Args:
+        config: A CLN :class:`Config`.
+        env: A single (unbatched) env.
+        reward_body: The reward's body ``phi`` (see :func:`make_parts`); ``None``: the
+            config's MLP.
 
-    _shapes = jax.eval_shape(init, jax.random.PRNGKey(0)).params
-    _zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), _shapes)
-    unravel_theta = ravel_pytree({k: _zeros[k] for k in ("policy", "value")})[1]
-    unravel_psi = ravel_pytree({k: _zeros[k] for k in ("reward_body", "eta", "rho")})[1]
-
-    def act(state: Any, obs: jax.Array, key: jax.Array,
-            deterministic: bool = False) -> jax.Array:
-        """Env actions of ``pi_{theta, eta}`` (unperturbed) for raw observations (``state``:
-        a train state or a :class:`~metareward.algos.policy.Policy`)."""
-        params = state.params
-        dist = policy.apply(params["policy"], prep(state.obs_stats, obs), params["eta"][None])
-        raw = dist.mode() if deterministic else dist.sample(key)
-        return dist.to_env(raw)
-
-    def intrinsic_reward(params: Params, obs_stats: RunningStats, obs: jax.Array,
-                         action: jax.Array) -> jax.Array:
-        """``r_{phi, eta}(s, a)`` for raw observations and raw (policy-space) actions."""
-        feats = body.apply(params["reward_body"], prep(obs_stats, obs), action)
-        return head(feats, params["eta"], action)
-
-    def prepare(state: ClnState):
-        """Algorithm 1, lines 2-3: a rollout of ``pi_{theta, eta}`` and ``D_r`` filled."""
-        key, k_roll, k_rest = jax.random.split(state.key, 3)
-        params, stats = state.params, state.obs_stats
-        cond = params["eta"][None]
-
-        def policy_act(obs: jax.Array, k: jax.Array):
-            dist = policy.apply(params["policy"], prep(stats, obs), cond)
-            raw = dist.sample(k)
-            return raw, dist.to_env(raw), dist.log_prob(raw)
-
-        env_state, traj = rollout(venv, state.env_state, policy_act, k_roll, T)
-        obs_n, next_n = prep(stats, traj.obs), prep(stats, traj.next_obs)
-        vals = value.apply(params["value"], obs_n)
-        next_vals = value.apply(params["value"], next_n)
-        v_in, v_ex = vals[..., 0], vals[..., 1]
-        next_in, next_ex = next_vals[..., 0], next_vals[..., 1]
-        r_ex = traj.reward * config.reward_scale
-        adv_ex, ret_ex = gae(r_ex, v_ex, next_ex, traj.done, traj.truncation, config.gamma,
-                             config.gae_lambda)
-        td_in = td_errors(jnp.zeros_like(r_ex), v_in, next_in, traj.done, traj.truncation,
-                          config.gamma)
-        discount = config.gamma * config.gae_lambda * (1.0 - traj.done)
-        feats = body.apply(params["reward_body"], obs_n, traj.action)
-        r_in = head(feats, params["eta"], traj.action)
-        batch = Batch(obs_n, traj.action, traj.log_prob, discount, td_in, v_in, v_in, v_ex,
-                      adv_ex, ret_ex)
-        basis = advantage_basis(feats, batch)
-        batch = batch._replace(ret_in=v_in + in_advantages(params["eta"], basis))
-        buffer = replay.insert(state.reward_buffer,
-                               {"obs": traj.obs, "action": traj.action, "r_ex": r_ex})
-
-        run_in, intrinsic_return = episodic_sum(state.intrinsic_return,
-                                                r_in / config.reward_scale, traj.done)
-        metrics = {
-            **episode_metrics(traj),
-            "intrinsic_return": intrinsic_return,
-            "r_in_mean": jnp.mean(r_in),
-            "r_in_std": jnp.std(r_in),
-            "r_ex_mean": jnp.mean(r_ex),
-        }
-        new_stats = stats.update(flatten_obs(traj.obs)) if config.normalize_obs else stats
-        state = state.replace(obs_stats=new_stats, env_state=env_state, key=key,
-                              reward_buffer=buffer, intrinsic_return=run_in)
-        return state, batch, basis, k_rest, metrics
-
-    def normalise(adv: jax.Array) -> jax.Array:
-        if not config.normalize_advantages:
-            return adv
-        return standardize(adv)
-
-    cols = jnp.arange(N)
-
-    def minibatch(b: Batch, basis: AdvBasis, t_idx: jax.Array) -> Minibatch:
-        """The entries ``(t_idx[i, n], n)`` of a rollout (``t_idx [..., N]``: time steps of
-        each env column), gathered into a :class:`Minibatch` of shape ``[..., N]``."""
-        def g(x):
-            return x[t_idx, cols]
-
-        return Minibatch(
-            obs=g(b.obs), action=g(b.action), log_prob=g(b.log_prob), v_in=g(b.v_in),
-            ret_in=g(b.ret_in), adv_ex=g(b.adv_ex), ret_ex=g(b.ret_ex),
-            phi_gae=g(basis.phi_gae), td_gae=g(basis.td_gae))
-
-    def split_minibatches(b: Batch, basis: AdvBasis, key: jax.Array, num: int) -> Minibatch:
-        """The rollout as ``num`` stratified minibatches (leading axis ``num``, then
-        ``[T / num, N]``): each env column's time steps permuted on their own and dealt
-        out evenly, so every minibatch holds ``T / num`` transitions of every column. The
-        conditioning then broadcasts over the column axis (no per-sample gather), and the
-        minibatch is still a uniform sample of the rollout, stratified by column."""
-        perm = jax.vmap(lambda k: jax.random.permutation(k, T))(jax.random.split(key, N))
-        return minibatch(b, basis, perm.T.reshape(num, T // num, N))
-
-    def rows(mb: Minibatch, *extra: jax.Array) -> tuple[Minibatch, ...]:
-        """A minibatch ``[..., N]`` (and per-entry arrays ``extra`` of its batch shape)
-        flattened row-major to ``[B]``, so that entry ``j`` belongs to env column ``j % N``:
-        the policy then tiles each column's conditioning (``tile=True``) instead of
-        broadcasting it over a ``[..., N]`` layout (on a CPU the 2-D batch layout cost
-        ~15% of a pendulum iteration, in transposes within the weight gradients)."""
-        nb = mb.log_prob.ndim
-
-        def flat(x):
-            return None if x is None else x.reshape(-1, *x.shape[nb:])
-
-        return (jax.tree.map(flat, mb), *(flat(x) for x in extra))
-
-    def ex_objective(theta: jax.Array, cond: jax.Array, mb: Minibatch):
-        """``J_ex`` of ``pi_{theta, cond[n]}`` on a minibatch ``[..., N]`` (``cond [N, D]``,
-        one conditioning vector per env column): PPO's clipped surrogate with the rollout's
-        log-probs and normalised extrinsic GAE (the policy-gradient objective of eqs. 9
-        and 15)."""
-        p = unravel_theta(theta)
-        (mb,) = rows(mb)
-        logp = policy.apply(p["policy"], mb.obs, cond, tile=True).log_prob(mb.action)
-        adv = normalise(mb.adv_ex)
-        ratio = jnp.exp(logp - mb.log_prob)
-        clipped = jnp.clip(ratio, 1.0 - config.clip_eps, 1.0 + config.clip_eps)
-        j = jnp.mean(jnp.minimum(ratio * adv, clipped * adv))
-        return j, {"ex_objective": j}
-
-    def advantage_basis(feats: jax.Array, b: Batch) -> AdvBasis:
-        """GAE of the reward's design vectors and of the intrinsic TD part: the reward is
-        linear in its last layer (``r = Phi . eta``) and GAE is linear in the rewards, so
-        ``A_in(eta) = GAE(Phi) . eta + GAE(td_in)`` exactly, for any (perturbed) ``eta``."""
-        phi = reward_design(feats, b.action, discrete=spec.discrete,
-                            action_size=spec.action_size)  # [T, N, D]
-        disc = b.gae_discount
-        return AdvBasis(discounted_cumsum(phi, jnp.broadcast_to(disc[..., None], phi.shape)),
-                        discounted_cumsum(b.td_in, disc))
-
-    def in_advantages(eta_cols: jax.Array, basis: AdvBasis) -> jax.Array:
-        """Intrinsic GAE ``[..., T, N]`` of the reward with last layer ``eta_cols`` (``[D]``,
-        or ``[..., N, D]``: one per env column)."""
-        if eta_cols.ndim == 1:  # one last layer for all columns: a matrix-vector product
-            return basis.phi_gae @ eta_cols + basis.td_gae
-        eta_cols = jnp.broadcast_to(eta_cols, (*eta_cols.shape[:-2], N, D))
-        return jnp.einsum("tnd,...nd->...tn", basis.phi_gae, eta_cols) + basis.td_gae
-
-    def adv_at(eta_cols: jax.Array, mb: Minibatch) -> jax.Array:
-        """:func:`in_advantages` at a minibatch's entries only (``eta_cols [N, D]``): ``D``
-        multiply-adds per entry."""
-        return jnp.sum(mb.phi_gae * eta_cols, axis=-1) + mb.td_gae
-
-    def in_loss(theta: jax.Array, cond: jax.Array, adv: jax.Array, mb: Minibatch):
-        """``-J_in`` of ``pi_{theta, cond[n]}`` (PPO's clipped surrogate on intrinsic
-        advantages ``adv``, one per entry) plus ``vf_coef`` times the ``V_in`` and
-        ``V_ex`` losses, minus the entropy bonus (Algorithm 1, line 15)."""
-        p = unravel_theta(theta)
-        mb, adv = rows(mb, adv)
-        dist = policy.apply(p["policy"], mb.obs, cond, tile=True)
-        vals = value.apply(p["value"], mb.obs)
-        loss, aux = ppo_loss(
-            dist.log_prob(mb.action), mb.log_prob, normalise(adv), vals[..., 0], mb.v_in,
-            mb.ret_in, dist.entropy(), clip_eps=config.clip_eps, vf_coef=config.vf_coef,
-            ent_coef=config.ent_coef, vf_clip_eps=config.vf_clip_eps)
-        v_ex_loss = 0.5 * jnp.mean(jnp.square(vals[..., 1] - mb.ret_ex))
-        return loss + config.vf_coef * v_ex_loss, {**aux, "value_ex_loss": v_ex_loss}
-
-    def lookahead(theta: jax.Array, opt_state: Any, cond: jax.Array, adv: jax.Array,
-                  mb: Minibatch) -> jax.Array:
-        """``theta'``: one policy step on a minibatch (Algorithm 1's inner update, eq. 4),
-        the policy's Adam with its current state or SGD with ``lookahead_lr``; gradient
-        clipped as in the real step. ``adv`` per entry."""
-        grads = jax.grad(lambda th: in_loss(th, cond, adv, mb)[0])(theta)
-        grads = clip_by_global_norm(grads, config.max_grad_norm)[0]
-        if config.lookahead_lr is not None:
-            return theta - config.lookahead_lr * grads
-        updates, _ = lookahead_opt.update(grads, opt_state, theta)
-        return theta + updates
-
-    def hypergradient(theta: jax.Array, opt_state: Any, eta: jax.Array, rho: jax.Array,
-                      z: jax.Array, mb: Minibatch):
-        """``(g_eta, g_rho, terms)``: the gradient of ``-J_ex`` on a minibatch for the
-        mode's terms, with the perturbation ``eps = softplus(rho) * z`` (``z [N, D]``, one
-        per env column; ``rho`` receives gradient only with ``learn_noise_std``)."""
-
-        def sigma(r):
-            s = jax.nn.softplus(r)
-            return s if learn_sigma else jax.lax.stop_gradient(s)
-
-        if mode == "best-response":
-            def loss(h):
-                cond = h["eta"] + sigma(h["rho"]) * z
-                return -ex_objective(theta, cond, mb)[0]
-
-            g = jax.grad(loss)({"eta": eta, "rho": rho})
-            return g["eta"], g["rho"], {"eq15": g["eta"]}
-
-        def inner(carry, h, _k):
-            th, os = carry
-            adv = adv_at(h["adv"] + sigma(h["rho_adv"]) * z, mb)
-            cond = h["cin"] + sigma(h["rho_cin"]) * z
-            return lookahead(th, os, cond, adv, mb), os
-
-        def outer(carry, h):
-            cond = h["cout"] + sigma(h["rho_cout"]) * z
-            return -ex_objective(carry[0], cond, mb)[0]
-
-        h3 = {"adv": eta, "cin": eta, "cout": eta, "rho_adv": rho, "rho_cin": rho,
-              "rho_cout": rho}
-        g = unrolled_hypergrad(inner, outer, (theta, opt_state), h3, 1)
-        terms = {"eq9": g["cout"], "eq10": g["cin"], "eq11": g["adv"]}
-        if mode == "lirpg":
-            return g["adv"], g["rho_adv"], terms
-        return (g["adv"] + g["cin"] + g["cout"], g["rho_adv"] + g["rho_cin"] + g["rho_cout"],
-                terms)
-
-    def sample_segments(buf: replay.ReplayBuffer, key: jax.Array) -> Segments:
-        """``reward_batch_size`` segments of ``K`` consecutive rows of one env, uniform
-        over the valid start rows (Algorithm 1, line 7). Segments may span an episode
-        boundary: eq. 21 compares sums of per-transition rewards, so it stays defined."""
-        k_t, k_e = jax.random.split(key)
-        L = buf.num_rows
-        n_starts = jnp.maximum(buf.size - K + 1, 1)
-        t0 = L - jnp.maximum(buf.size, K) + jax.random.randint(k_t, (B_r,), 0, n_starts)
-        e = jax.random.randint(k_e, (B_r,), 0, N)
-        t = t0[:, None] + jnp.arange(K)[None, :]
-        data = jax.tree.map(lambda x: x[t, e[:, None]], buf.data)
-        return Segments(data["obs"], data["action"], data["r_ex"])
-
-    def regularizer(reward_params: Params, obs_stats: RunningStats, seg: Segments):
-        """Eq. 21 on segments: ``mean_b (sum_k r_ex - sum_k r_{phi, eta})^2``;
-        ``reward_params = {"reward_body", "eta"}``. The reward runs on the segments flattened
-        to ``[B * K]`` (a 2-D batch cost ~5 ms more per paper-batch iteration on a CPU, in
-        transposes within the body's weight gradients)."""
-        B, K = seg.r_ex.shape
-        obs = seg.obs.reshape(B * K, *seg.obs.shape[2:])
-        action = seg.action.reshape(B * K, *seg.action.shape[2:])
-        feats = body.apply(reward_params["reward_body"], prep(obs_stats, obs), action)
-        r_in = head(feats, reward_params["eta"], action).reshape(B, K)
-        return segment_return_loss(seg.r_ex, r_in)
-
-    def entropy(rho: jax.Array) -> jax.Array:
-        """Entropy of the factorised Gaussian perturbation (STN)."""
-        return jnp.sum(jnp.log(jax.nn.softplus(rho) * math.sqrt(2 * math.pi * math.e)))
-
-    def reward_step(carry, x, theta: jax.Array, opt_theta: Any, stats: RunningStats,
-                    buf: replay.ReplayBuffer, coef: jax.Array):
-        """One reward iteration (Algorithm 1, lines 5-11) on one of the ``N_r`` disjoint
-        minibatches of the rollout."""
-        psi, opt_psi, nonfinite = carry
-        key, mb = x
-        k_z, k_seg = jax.random.split(key)
-        rp = unravel_psi(psi)
-        z = jax.random.normal(k_z, (N, D))
-        g_eta, g_rho, terms = hypergradient(theta, opt_theta, rp["eta"], rp["rho"], z, mb)
-        seg = sample_segments(buf, k_seg)
-        reg, g_reg = jax.value_and_grad(regularizer)(
-            {"reward_body": rp["reward_body"], "eta": rp["eta"]}, stats, seg)
-        g_ent = jax.grad(entropy)(rp["rho"]) if learn_sigma else jnp.zeros_like(g_rho)
-        # The two gradients of Algorithm 1, lines 10-11, kept apart until clipped.
-        hyper = ravel_pytree({"reward_body": jax.tree.map(jnp.zeros_like, g_reg["reward_body"]),
-                              "eta": coef * g_eta,
-                              "rho": coef * g_rho - config.entropy_coef * g_ent})[0]
-        reg_flat = config.regularizer_coef * ravel_pytree(
-            {"reward_body": g_reg["reward_body"], "eta": g_reg["eta"],
-             "rho": jnp.zeros_like(rp["rho"])})[0]
-        reg_norm = jnp.sqrt(jnp.sum(reg_flat**2))
-        if config.reward_clip == "joint":
-            flat, norm, ok = clip_by_global_norm(hyper + reg_flat, config.max_grad_norm)
-        elif config.reward_clip == "separate":
-            hyper, _, ok_h = clip_by_global_norm(hyper, config.max_grad_norm)
-            reg_flat, _, ok_r = clip_by_global_norm(reg_flat, config.max_grad_norm)
-            flat, ok = hyper + reg_flat, ok_h & ok_r
-            norm = jnp.sqrt(jnp.sum(flat**2))
-        else:  # "none"
-            flat = hyper + reg_flat
-            norm = jnp.sqrt(jnp.sum(flat**2))
-            ok = jnp.isfinite(norm)
-            flat = jnp.where(ok, flat, 0.0)
-        ok = ok & jnp.isfinite(reg)
-        updates, new_opt = reward_opt.update(flat, opt_psi, psi)
-        new_psi = jnp.where(ok, psi + updates, psi)
-        metrics = {
-            "reg_loss": reg,
-            "reward_grad_norm": norm,
-            "reg_grad_norm": reg_norm,
-            "hypergrad_norm": jnp.sqrt(jnp.sum(g_eta**2)),
-            **{f"hypergrad_{k}": jnp.sqrt(jnp.sum(v**2)) for k, v in terms.items()},
-        }
-        return (new_psi, new_opt, nonfinite + (~ok)), metrics
-
-    def policy_step(carry, x):
-        """One policy iteration (Algorithm 1, lines 14-16) on a minibatch, with its own
-        perturbation ``eps'`` in the conditioning ``cond = eta + eps'`` and in the
-        intrinsic advantages ``adv`` (of the reward with last layer ``cond``)."""
-        theta, opt_theta, nonfinite = carry
-        mb, cond, adv = x
-        (loss, aux), grads = jax.value_and_grad(in_loss, has_aux=True)(theta, cond, adv, mb)
-        grads, norm, ok = clip_by_global_norm(grads, config.max_grad_norm)
-        ok = ok & jnp.isfinite(loss)
-        updates, new_opt = policy_opt.update(grads, opt_theta, theta)
-        theta = jnp.where(ok, theta + updates, theta)
-        return (theta, new_opt, nonfinite + (~ok)), {"loss": loss, "grad_norm": norm, **aux}
-
-    def update(state: ClnState) -> tuple[ClnState, Metrics]:
-        # The statistics the rollout's observations (and so the intrinsic advantages and
-        # V targets) are normalised with; prepare() folds the rollout into new ones, which
-        # the next rollout uses. The regulariser must normalise with the same ones as the
-        # advantages, or eq. 21 fits a reward on inputs the policy phase never sees.
-        rollout_stats = state.obs_stats
-        state, b, basis, key, roll_metrics = prepare(state)
-        theta, psi = split_params(state.params)
-        opt_theta, opt_psi = state.opt_state
-        k_rperm, k_reward, k_perm, k_noise = jax.random.split(key, 4)
-        coef = jnp.where(state.update_step >= config.warmup_updates, config.hypergrad_coef, 0.0)
-
-        # Reward iterations (lines 4-12), one minibatch of the rollout each.
-        r_mbs = split_minibatches(b, basis, k_rperm, config.reward_steps)
-        (psi, opt_psi, nonfinite), r_metrics = jax.lax.scan(
-            lambda c, x: reward_step(c, x, theta, opt_theta, rollout_stats,
-                                     state.reward_buffer, coef),
-            (psi, opt_psi, state.nonfinite),
-            (jax.random.split(k_reward, config.reward_steps), r_mbs))
-        rp = unravel_psi(psi)
-        eta, sigma = rp["eta"], jax.nn.softplus(rp["rho"])
-
-        # Policy iterations (lines 13-17) on the updated reward: its advantages for any
-        # perturbed last layer come from one basis (the reward's body is fixed now).
-        basis = advantage_basis(body.apply(rp["reward_body"], b.obs, b.action), b)
-        b = b._replace(ret_in=b.v_in + in_advantages(eta, basis))  # V_in targets
-        z = jax.random.normal(k_noise, (E, M, N, D))
-
-        def epoch(carry, x):
-            k, z_e = x
-            mbs = split_minibatches(b, basis, k, M)
-            # Every minibatch's perturbed advantages in one vectorised op before the scan
-            # (the scan's steps then carry no design vectors).
-            cond = eta + sigma * z_e  # [M, N, D]
-            adv = jax.vmap(adv_at)(cond, mbs)  # [M, T / M, N]
-            mbs = mbs._replace(phi_gae=None, td_gae=None)
-            return jax.lax.scan(policy_step, carry, (mbs, cond, adv))
-
-        (theta, opt_theta, nonfinite), p_metrics = jax.lax.scan(
-            epoch, (theta, opt_theta, nonfinite), (jax.random.split(k_perm, E), z))
-
-        params = {**unravel_theta(theta), **rp}
-        env_steps = state.env_steps + batch_size
-        metrics = {**jax.tree.map(jnp.mean, p_metrics), **jax.tree.map(jnp.mean, r_metrics),
-                   **roll_metrics, "noise_std": jnp.mean(sigma), "env_steps": env_steps,
-                   "nonfinite": nonfinite}
-        state = state.replace(params=params, opt_state=(opt_theta, opt_psi),
-                              update_step=state.update_step + 1, env_steps=env_steps,
-                              nonfinite=nonfinite)
-        return state, metrics
-
-    def train(key: jax.Array) -> tuple[ClnState, Metrics]:
-        state = init(key)
-        return jax.lax.scan(lambda s, _: update(s), state, None, length=num_updates)
-
-    def evaluate(state: ClnState, key: jax.Array, num_episodes: int = 16,
-                 deterministic: bool = False) -> jax.Array:
-        """Returns of ``num_episodes`` fresh episodes of ``pi_{theta, eta}``."""
-        check_one_seed(state)
-        fn = lambda obs, k: act(state, obs, k, deterministic)
-        return evaluate_episodes(env, fn, key, num_episodes, spec.episode_length)
-
+    Returns:
+        The :class:`Trainer`.
+    """
+    parts = make_parts(config, env, reward_body)
+    init_fn = functools.partial(init, parts)
+    update_fn = functools.partial(update, parts)
+    act_fn = functools.partial(act, parts)
     return Trainer(
-        config=config, env=env, spec=spec, policy=policy, value=value, reward_body=body,
-        num_updates=num_updates, init=init, update=update, train=train, act=act,
-        evaluate=evaluate, intrinsic_reward=intrinsic_reward,
-        prepare=lambda s: prepare(s)[:3], split_params=split_params, ex_objective=ex_objective,
-        in_advantages=in_advantages, in_loss=in_loss, hypergradient=hypergradient,
-        minibatch=minibatch,
-        regularizer=regularizer, sample_segments=sample_segments,
-    )
+        config=config, env=env, spec=parts.spec, policy=parts.policy, value=parts.value,
+        reward_body=parts.reward_body, parts=parts, num_updates=parts.num_updates,
+        init=init_fn, update=update_fn, train=scan_train(init_fn, update_fn, parts.num_updates),
+        act=act_fn, evaluate=episode_evaluator(env, act_fn, parts.spec.episode_length))
 
 
 __all__ = ["PRESETS", "REWARD_CLIPS", "TERMS", "AdvBasis", "Batch", "ClnState", "Config",
-           "Minibatch", "Segments", "Trainer", "make_train", "preset", "segment_return_loss"]
+           "Minibatch", "Parts", "Segments", "Trainer", "act", "adv_at", "advantage_basis",
+           "clip_reward_gradients", "collect", "ex_objective", "hypergradient", "in_advantages",
+           "in_loss", "init", "init_params", "intrinsic_reward", "lookahead", "make_parts",
+           "make_train", "minibatch", "noise_entropy", "policy_epoch", "policy_iterations",
+           "policy_step", "preset", "regularizer", "relabel", "reward_gradients",
+           "reward_iterations", "reward_step", "sample_segments", "segment_return_loss",
+           "split_minibatches", "split_params", "update"]
