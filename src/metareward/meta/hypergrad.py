@@ -62,6 +62,47 @@ def unrolled_hypergrad(
     return jax.grad(total, has_aux=has_aux)(hparams)
 
 
+def _inverse_hvp(
+    h_loss: Callable[[PyTree, PyTree], jax.Array],
+    params: PyTree,
+    hparams: PyTree,
+    g_p: PyTree,
+    *,
+    solver: str,
+    maxiter: int,
+    tol: float,
+    damping: float,
+    restarts: int,
+    neumann_alpha: float,
+    return_info: bool,
+) -> tuple[PyTree, CGInfo | None]:
+    """``(x, info)``: ``x ~= [d2_{p,p} h_loss(params, hparams) + damping I]^-1 g_p``, the
+    inverse-Hessian-vector product of :func:`implicit_hypergrad` (its arguments, same
+    meaning), by conjugate gradients (:func:`cg_solve`) or a truncated Neumann series
+    (:func:`neumann_solve`); Hessian-vector products by :func:`hvp`.
+
+    ``info``: CG's :class:`CGInfo`; for Neumann, ``None`` unless ``return_info`` (then
+    ``maxiter`` iterations, the residual of the damped system at ``x`` at the cost of one
+    more Hessian-vector product, and no curvature check).
+    """
+
+    def matvec(v: PyTree) -> PyTree:
+        return hvp(lambda p: h_loss(p, hparams), params, v)
+
+    if solver == "cg":
+        x, info = cg_solve(matvec, g_p, maxiter=maxiter, tol=tol, damping=damping,
+                           restarts=restarts, return_info=True)
+    else:
+        damped = matvec if is_zero(damping) else (lambda v: tree_axpy(damping, v, matvec(v)))
+        x = neumann_solve(damped, g_p, steps=maxiter, alpha=neumann_alpha)
+        info = None
+        if return_info:  # one more matvec, only when asked
+            r = jax.tree.map(jnp.subtract, g_p, damped(x))
+            info = CGInfo(jnp.int32(maxiter), jnp.sqrt(tree_vdot(r, r)), jnp.zeros((), bool),
+                          damping=jnp.asarray(damping, jnp.result_type(tree_vdot(r, r))))
+    return x, info
+
+
 def implicit_hypergrad(
     inner_loss: Callable[[PyTree, PyTree], jax.Array],
     outer_loss: Callable[[PyTree, PyTree], Any],
@@ -120,20 +161,9 @@ def implicit_hypergrad(
     else:
         (g_p, g_h), aux = jax.grad(outer_loss, argnums=(0, 1))(params, hparams), None
 
-    def matvec(v: PyTree) -> PyTree:
-        return hvp(lambda p: h_loss(p, hparams), params, v)
-
-    if solver == "cg":
-        x, info = cg_solve(matvec, g_p, maxiter=maxiter, tol=tol, damping=damping,
-                           restarts=restarts, return_info=True)
-    else:
-        damped = matvec if is_zero(damping) else (lambda v: tree_axpy(damping, v, matvec(v)))
-        x = neumann_solve(damped, g_p, steps=maxiter, alpha=neumann_alpha)
-        info = None
-        if return_info:  # one more matvec, only when asked
-            r = jax.tree.map(jnp.subtract, g_p, damped(x))
-            info = CGInfo(jnp.int32(maxiter), jnp.sqrt(tree_vdot(r, r)), jnp.zeros((), bool),
-                          damping=jnp.asarray(damping, jnp.result_type(tree_vdot(r, r))))
+    x, info = _inverse_hvp(h_loss, params, hparams, g_p, solver=solver, maxiter=maxiter,
+                           tol=tol, damping=damping, restarts=restarts,
+                           neumann_alpha=neumann_alpha, return_info=return_info)
 
     # (d2_{h,p} inner) x: the directional derivative of d_h inner along x in params.
     mixed = jax.jvp(lambda p: jax.grad(inner_loss, argnums=1)(p, hparams), (params,), (x,))[1]

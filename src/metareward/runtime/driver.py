@@ -843,209 +843,272 @@ def _interruptible(fn: Callable[[], Any], sig: _Signals) -> tuple[bool, Any]:
     return True, box["value"]
 
 
+class _Session:
+    """One session of a run (a ``start`` or a ``resume``) and its mutable bookkeeping:
+    where the run is (``update``, ``env_steps``, ``wall``), the last checkpoint written
+    (``saved_update``) and how the session ends (``status``). :func:`_execute` calls
+    :meth:`start`, :meth:`run_chunks`, :meth:`stop_if_signalled`, :meth:`evaluate`, and
+    always :meth:`close` (the summary), whatever stopped it.
+
+    Process 0 writes the run directory: config (read here), metrics, checkpoints,
+    summary, plot, wandb. Every process takes part in the collectives that get it the
+    metrics and states to write."""
+
+    def __init__(self, plan: Plan, rd: RunDir, compiled: Compiled, *, stream: TextIO | None,
+                 progress: bool):
+        self._out = stream or sys.stdout
+        self.procs, self.main = distributed.process_count(), distributed.is_main()
+        self._tag = "" if self.procs == 1 else (
+            f"[process {distributed.process_index()}/{self.procs}] ")
+        self.plan, self.rd, self.compiled = plan, rd, compiled
+        self.opts = plan.options
+        episodic = getattr(plan.learner, "episode_metric_names", ())
+        self.episodic = dict(episodic) if isinstance(episodic, Mapping) else tuple(episodic)
+        self.total, self.K = plan.num_updates, plan.chunk_updates
+        self.record = rd.load_config() if self.main else {}
+        run_id = self.record.get("run_id") or self.record.get("wandb_id")
+        self.ckpt = (Checkpointer(rd.checkpoints, primary_only=self.procs > 1, run_id=run_id)
+                     if self.main else None)
+        self.wb: WandbLogger | None = None
+        self.status = "failed"
+        self.started = False  # a resume that fails before it has a state keeps the last summary
+        self.failing = False
+        self.update = self.env_steps = 0
+        self.wall = self.loop_time = 0.0
+        self.compile_time = compiled.compile_time
+        self.last_return: float | None = None
+        self.saved_update: int | None = None
+        self.local: list[int] = []
+        self.bar = Progress(enabled=progress and self.main)
+
+    def say(self, *a: Any) -> None:
+        print(self._tag + " ".join(map(str, a)), file=self._out, flush=True)
+
+    def start(self, resume: bool) -> Any:
+        """Says what runs where, clears unfinished saves, and returns the state to train
+        from: the newest good checkpoint's (``resume``) or a fresh one (also when a
+        resumed run never wrote a checkpoint); opens wandb."""
+        progs, rd, main = self.compiled.programs, self.rd, self.main
+        mesh = progs.mesh
+        self.say(
+            f"{self.plan.algo.name} on {self.plan.env_name}: {self.opts.seeds} seed(s), "
+            f"{self.total} updates in {math.ceil(self.total / self.K)} chunk(s) of {self.K}"
+        )
+        self.say(f"run directory: {rd.path}" + ("" if main else " (written by process 0)"))
+        if mesh is not None:
+            self.say(f"sharded over {sharding.describe(mesh)}")
+        self.local = _local_seeds(progs.keys)
+        if self.procs > 1:
+            self.say(f"this process holds seed(s) {self.local}")
+        if self.ckpt is not None:  # this process holds the run's lock: no save is running
+            for name in self.ckpt.remove_unfinished():
+                self.say(f"removed {rd.checkpoints / name}, a save that never finished")
+        restored = _restore(self.ckpt, progs) if resume else None
+        if restored is not None:
+            self.update, state, meta = restored
+            self.wall = float(meta.get("wall_time", 0.0))
+            self.env_steps = int(meta.get("env_steps", 0))
+            if main:
+                rd.truncate_metrics(self.update)
+            self.say(f"resuming from the checkpoint of update {self.update} "
+                     f"({self.env_steps:,} env steps)")
+        else:
+            if resume:
+                self.say("no checkpoint was written before the run stopped: starting it over "
+                         "from update 0")
+                if main:
+                    rd.truncate_metrics(0)
+            state = self.compiled.init(progs.keys)
+        self.started = True
+        self.saved_update = self.update if restored is not None else None
+
+        if self.opts.wandb != "off" and main:
+            self.wb = WandbLogger(
+                self.opts.wandb, rd.path, self.record.get("wandb_id", uuid.uuid4().hex[:12]),
+                rd.path.name, self.record,
+            )
+        self.say(f"compiled in {self.compile_time:.1f} s")
+        return state
+
+    def save(self, upd: int, st: Any, steps: int) -> None:
+        """Checkpoints ``st`` as update ``upd`` (once: a no-op if that one was saved)."""
+        if self.saved_update == upd:
+            return
+        host = distributed.gather(st)  # (a collective: every process calls it)
+        if self.ckpt is not None:
+            self.ckpt.save(upd, host, {"update": upd, "env_steps": steps,
+                                       "wall_time": self.wall})
+        self.saved_update = upd
+
+    def run_chunks(self, state: Any, sig: _Signals) -> tuple[Any, bool]:
+        """Trains ``state`` to the end or to a signal, chunk by chunk: ``(state, stop)``,
+        ``stop`` when the processes agreed to stop at a signal.
+
+        Pipelined: chunk c+1 is dispatched (jax runs it asynchronously) before the host
+        logs and checkpoints chunk c, so host work overlaps the computation."""
+        total, K, procs = self.total, self.K, self.procs
+        chunk_fn = self.compiled.chunk
+        self.bar.update(self.update, total, self.env_steps, 0.0, None)
+        loop_start = last_done = time.perf_counter()
+        wall_start = self.wall
+        # Stop at a signal. Several processes must stop at the same chunk: the flag
+        # they act on is the one all of them agreed on after the previous chunk.
+        stop = False
+
+        def launch(st: Any, upd: int) -> tuple[int, Any] | None:
+            if upd >= total or stop or (procs == 1 and sig.received is not None):
+                return None
+            n = min(K, total - upd)
+            return n, chunk_fn(st, np.int32(n))
+
+        pending = launch(state, self.update)
+        while pending is not None:
+            n, (new_state, metrics, params_ok) = pending
+            chunk, done = self.update // K, self.update + n
+            pending = launch(new_state, done)
+            metrics, params_ok = distributed.gather((metrics, params_ok))
+            if procs > 1:
+                stop = distributed.any_process(sig.received is not None)
+            now = time.perf_counter()
+            dt, last_done = now - last_done, now
+            self._check_finite(state, metrics, n, params_ok)
+            self.update, state = done, new_state
+            self.wall = wall_start + (now - loop_start)
+            self._log_chunk(state, metrics, n, chunk, dt)
+        self.bar.close()
+        self.loop_time = time.perf_counter() - loop_start
+        return state, stop
+
+    def _check_finite(self, state: Any, metrics: dict[str, np.ndarray], n: int,
+                      params_ok: Any) -> None:
+        """Raises :class:`NonFiniteError` if the chunk after ``state`` (the last good
+        one, checkpointed first) produced a non-finite metric or parameter."""
+        bad = _first_nonfinite(metrics, n, np.asarray(params_ok), self.episodic)
+        if bad is not None:
+            what, u, s, value = bad
+            self.save(self.update, state, self.env_steps)  # the state before this chunk is good
+            self.status = "nonfinite"
+            at_steps = int(np.asarray(metrics["env_steps"])[u, s])
+            raise NonFiniteError(
+                f"non-finite {what}"
+                + (f" ({value})" if value is not None else "")
+                + f" at update {self.update + u + 1} (env step {at_steps:,}) of seed {s}. "
+                f"The last good checkpoint is update {self.saved_update} in "
+                f"{self.rd.checkpoints}. Lower the learning rate or check the reward scale."
+            )
+
+    def _log_chunk(self, state: Any, metrics: dict[str, np.ndarray], n: int, chunk: int,
+                   dt: float) -> None:
+        """Chunk ``chunk``'s records (``metrics.jsonl``, wandb; the other processes' own
+        line at a checkpoint boundary), its checkpoint at a boundary, the progress bar."""
+        opts, update, total = self.opts, self.update, self.total
+        recs = _chunk_records(metrics, n, chunk, update, self.episodic)
+        sps = sum(r["env_steps"] for r in recs) - self.env_steps * opts.seeds
+        sps /= max(dt, 1e-9)
+        self.env_steps = recs[0]["env_steps"]
+        for r in recs:
+            r["wall_time"] = round(self.wall, 4)
+            r["steps_per_sec"] = round(sps, 1)
+        rets = [r["return_mean"] for r in recs if r.get("return_mean") is not None]
+        if rets:
+            self.last_return = float(np.mean(rets))
+        boundary = (chunk + 1) % opts.checkpoint_every == 0 or update == total
+        if self.main:
+            self.rd.append_metrics(recs)
+            if self.wb is not None:
+                self.wb.log(recs)
+        elif boundary:  # the other processes log their own seeds' part
+            mine = [recs[i]["return_mean"] for i in self.local
+                    if recs[i].get("return_mean") is not None]
+            ret = f"{np.mean(mine):.1f}" if mine else "-"
+            self.say(f"update {update}/{total}, {self.env_steps:,} env steps per seed: "
+                     f"return {ret} over seed(s) {self.local}")
+        if boundary:
+            self.save(update, state, self.env_steps)
+        faults.point("after-chunk", chunk)
+        self.bar.update(update, total, self.env_steps, sps, self.last_return)
+
+    def stop_if_signalled(self, state: Any, sig: _Signals, stop: bool) -> None:
+        """After the chunks: at a signal, checkpoints and raises :class:`RunInterrupted`;
+        else the run has finished."""
+        signum = sig.received
+        if signum is not None or stop:
+            self.save(self.update, state, self.env_steps)
+            self.status = "interrupted"
+            raise RunInterrupted(signum or signal.SIGTERM, self.rd.path, self.update)
+        self.status = "finished"
+
+    def evaluate(self, state: Any, sig: _Signals) -> np.ndarray | None:
+        """The final evaluation (``eval.json``): ``[seeds]`` mean returns, or ``None``
+        (none asked for, or not process 0). Process 0 evaluates every seed on its own
+        device (several processes: the gathered state), with the program compiled
+        before training; a signal abandons it (:class:`RunInterrupted`)."""
+        eval_returns = None
+        if self.opts.eval_episodes > 0:
+            host = distributed.gather(state)
+            if self.main:
+                done, ev = _interruptible(
+                    lambda: np.asarray(self.compiled.evaluate(host, _eval_keys(self.plan))),
+                    sig)
+                if not done:
+                    raise RunInterrupted(sig.received, self.rd.path, self.update,
+                                         during_eval=True)
+                rec = write_eval(self.rd, self.update, self.env_steps, ev, False)
+                eval_returns = np.asarray(rec["per_seed"])
+                self.say(
+                    f"evaluation, {self.opts.eval_episodes} episodes per seed: "
+                    f"{rec['mean']:.1f} +- {rec['std']:.1f} over seeds"
+                )
+        return eval_returns
+
+    def close(self) -> None:
+        """The end of the session, however it ended: the last checkpoint, then the
+        summary (:func:`_finish`). While an error is on its way out (``failing``), a
+        second one here (the same full disk) is a warning: the first is the cause."""
+        self.bar.close()
+        summary = {
+            "status": self.status,
+            "update": self.update,
+            "num_updates": self.total,
+            "env_steps": self.env_steps,
+            "wall_time": round(self.wall, 3),
+            "loop_time": round(self.loop_time, 3),
+            "compile_time": round(self.compile_time, 3),
+            "last_return": self.last_return,
+        }
+        for step in (lambda: self.ckpt is not None and self.ckpt.close(),
+                     lambda: _finish(self.rd, self.main and self.started, self.wb,
+                                     self.status, summary)):
+            try:
+                step()
+            except OSError as e:
+                if not self.failing:
+                    raise
+                print(f"warning: {e}", file=sys.stderr)
+
+
 def _execute(
     plan: Plan, rd: RunDir, compiled: Compiled, *, resume: bool, stream: TextIO | None,
     progress: bool,
 ) -> RunResult:
-    out = stream or sys.stdout
-    procs, main = distributed.process_count(), distributed.is_main()
-    tag = "" if procs == 1 else f"[process {distributed.process_index()}/{procs}] "
-    say = lambda *a: print(tag + " ".join(map(str, a)), file=out, flush=True)
-    opts, learner = plan.options, plan.learner
-    episodic = getattr(learner, "episode_metric_names", ())
-    episodic = dict(episodic) if isinstance(episodic, Mapping) else tuple(episodic)
-    total, K = plan.num_updates, plan.chunk_updates
-    num_chunks = math.ceil(total / K)
-    # Process 0 writes the run directory: config (read here), metrics, checkpoints,
-    # summary, plot, wandb. Every process takes part in the collectives that get it the
-    # metrics and states to write.
-    record = rd.load_config() if main else {}
-    run_id = record.get("run_id") or record.get("wandb_id")
-    ckpt = (Checkpointer(rd.checkpoints, primary_only=procs > 1, run_id=run_id)
-            if main else None)
-    wb = None
-    status = "failed"
-    started = False  # a resume that fails before it has a state keeps the last summary
-    failing = False
-    update = env_steps = 0
-    wall = loop_time = 0.0
-    compile_time = compiled.compile_time
-    last_return: float | None = None
-    bar = Progress(enabled=progress and main)
-
+    """One session of a run, from its state (restored or new) to the end or a stop,
+    written so that a crash or SIGKILL at any moment leaves a run that resumes exactly."""
+    run = _Session(plan, rd, compiled, stream=stream, progress=progress)
     with _Signals(sys.stderr) as sig:
         try:
-            progs = compiled.programs
-            mesh = progs.mesh
-            say(
-                f"{plan.algo.name} on {plan.env_name}: {opts.seeds} seed(s), {total} updates "
-                f"in {num_chunks} chunk(s) of {K}"
-            )
-            say(f"run directory: {rd.path}" + ("" if main else " (written by process 0)"))
-            if mesh is not None:
-                say(f"sharded over {sharding.describe(mesh)}")
-            local = _local_seeds(progs.keys)
-            if procs > 1:
-                say(f"this process holds seed(s) {local}")
-            if ckpt is not None:  # this process holds the run's lock: no save is running
-                for name in ckpt.remove_unfinished():
-                    say(f"removed {rd.checkpoints / name}, a save that never finished")
-            restored = _restore(ckpt, progs) if resume else None
-            if restored is not None:
-                update, state, meta = restored
-                wall = float(meta.get("wall_time", 0.0))
-                env_steps = int(meta.get("env_steps", 0))
-                if main:
-                    rd.truncate_metrics(update)
-                say(f"resuming from the checkpoint of update {update} ({env_steps:,} env steps)")
-            else:
-                if resume:
-                    say("no checkpoint was written before the run stopped: starting it over "
-                        "from update 0")
-                    if main:
-                        rd.truncate_metrics(0)
-                state = compiled.init(progs.keys)
-            started = True
-            saved_update = update if restored is not None else None
-
-            if opts.wandb != "off" and main:
-                wb = WandbLogger(
-                    opts.wandb, rd.path, record.get("wandb_id", uuid.uuid4().hex[:12]),
-                    rd.path.name, record,
-                )
-
-            chunk_fn = compiled.chunk
-            say(f"compiled in {compile_time:.1f} s")
-
-            def save(upd: int, st: Any, steps: int) -> None:
-                nonlocal saved_update
-                if saved_update == upd:
-                    return
-                host = distributed.gather(st)  # (a collective: every process calls it)
-                if ckpt is not None:
-                    ckpt.save(upd, host, {"update": upd, "env_steps": steps, "wall_time": wall})
-                saved_update = upd
-
-            bar.update(update, total, env_steps, 0.0, None)
-            loop_start = last_done = time.perf_counter()
-            wall_start = wall
-            # Stop at a signal. Several processes must stop at the same chunk: the flag
-            # they act on is the one all of them agreed on after the previous chunk.
-            stop = False
-
-            def launch(st: Any, upd: int) -> tuple[int, Any] | None:
-                if upd >= total or stop or (procs == 1 and sig.received is not None):
-                    return None
-                n = min(K, total - upd)
-                return n, chunk_fn(st, np.int32(n))
-
-            # Pipelined: chunk c+1 is dispatched (jax runs it asynchronously) before the
-            # host logs and checkpoints chunk c, so host work overlaps the computation.
-            pending = launch(state, update)
-            while pending is not None:
-                n, (new_state, metrics, params_ok) = pending
-                chunk, done = update // K, update + n
-                pending = launch(new_state, done)
-                metrics, params_ok = distributed.gather((metrics, params_ok))
-                if procs > 1:
-                    stop = distributed.any_process(sig.received is not None)
-                now = time.perf_counter()
-                dt, last_done = now - last_done, now
-                bad = _first_nonfinite(metrics, n, np.asarray(params_ok), episodic)
-                if bad is not None:
-                    what, u, s, value = bad
-                    save(update, state, env_steps)  # the state before this chunk is good
-                    status = "nonfinite"
-                    at_steps = int(np.asarray(metrics["env_steps"])[u, s])
-                    raise NonFiniteError(
-                        f"non-finite {what}"
-                        + (f" ({value})" if value is not None else "")
-                        + f" at update {update + u + 1} (env step {at_steps:,}) of seed {s}. "
-                        f"The last good checkpoint is update {saved_update} in "
-                        f"{rd.checkpoints}. Lower the learning rate or check the reward scale."
-                    )
-                update, state = done, new_state
-                wall = wall_start + (now - loop_start)
-                recs = _chunk_records(metrics, n, chunk, update, episodic)
-                sps = sum(r["env_steps"] for r in recs) - env_steps * opts.seeds
-                sps /= max(dt, 1e-9)
-                env_steps = recs[0]["env_steps"]
-                for r in recs:
-                    r["wall_time"] = round(wall, 4)
-                    r["steps_per_sec"] = round(sps, 1)
-                rets = [r["return_mean"] for r in recs if r.get("return_mean") is not None]
-                if rets:
-                    last_return = float(np.mean(rets))
-                boundary = (chunk + 1) % opts.checkpoint_every == 0 or update == total
-                if main:
-                    rd.append_metrics(recs)
-                    if wb is not None:
-                        wb.log(recs)
-                elif boundary:  # the other processes log their own seeds' part
-                    mine = [recs[i]["return_mean"] for i in local
-                            if recs[i].get("return_mean") is not None]
-                    ret = f"{np.mean(mine):.1f}" if mine else "-"
-                    say(f"update {update}/{total}, {env_steps:,} env steps per seed: "
-                        f"return {ret} over seed(s) {local}")
-                if boundary:
-                    save(update, state, env_steps)
-                faults.point("after-chunk", chunk)
-                bar.update(update, total, env_steps, sps, last_return)
-            bar.close()
-            loop_time = time.perf_counter() - loop_start
-
-            signum = sig.received
-            if signum is not None or stop:
-                save(update, state, env_steps)
-                status = "interrupted"
-                raise RunInterrupted(signum or signal.SIGTERM, rd.path, update)
-
-            status = "finished"
-            eval_returns = None
-            if opts.eval_episodes > 0:
-                # Process 0 evaluates every seed on its own device (several processes:
-                # the gathered state), with the program compiled before training.
-                host = distributed.gather(state)
-                if main:
-                    done, ev = _interruptible(
-                        lambda: np.asarray(compiled.evaluate(host, _eval_keys(plan))), sig)
-                    if not done:
-                        raise RunInterrupted(sig.received, rd.path, update, during_eval=True)
-                    rec = write_eval(rd, update, env_steps, ev, False)
-                    eval_returns = np.asarray(rec["per_seed"])
-                    say(
-                        f"evaluation, {opts.eval_episodes} episodes per seed: "
-                        f"{rec['mean']:.1f} +- {rec['std']:.1f} over seeds"
-                    )
+            state = run.start(resume)
+            state, stop = run.run_chunks(state, sig)
+            run.stop_if_signalled(state, sig, stop)
+            eval_returns = run.evaluate(state, sig)
             return RunResult(
-                rd.path, status, update, env_steps, wall, loop_time, compile_time, state,
-                last_return, eval_returns,
+                rd.path, run.status, run.update, run.env_steps, run.wall, run.loop_time,
+                run.compile_time, state, run.last_return, eval_returns,
             )
         except BaseException:
-            failing = True
+            run.failing = True
             raise
         finally:
-            bar.close()
-            summary = {
-                "status": status,
-                "update": update,
-                "num_updates": total,
-                "env_steps": env_steps,
-                "wall_time": round(wall, 3),
-                "loop_time": round(loop_time, 3),
-                "compile_time": round(compile_time, 3),
-                "last_return": last_return,
-            }
-            # The last checkpoint, then the summary. While an error is on its way out, a
-            # second one here (the same full disk) is a warning: the first is the cause.
-            for step in (lambda: ckpt is not None and ckpt.close(),
-                         lambda: _finish(rd, main and started, wb, status, summary)):
-                try:
-                    step()
-                except OSError as e:
-                    if not failing:
-                        raise
-                    print(f"warning: {e}", file=sys.stderr)
+            run.close()
 
 
 def _finish(rd: RunDir, write: bool, wb: WandbLogger | None, status: str,

@@ -118,6 +118,82 @@ def _binned(curves: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
     return np.where(cnt > 0, s / np.maximum(cnt, 1), np.nan), np.arange(n)
 
 
+def _check_settings(out: str | Path | None, tasks: int | None, agents: int,
+                    eval_episodes: int, seed: int) -> None:
+    """Raises ``ConfigError`` (``ValueError`` for an ``out`` that is not a writable
+    directory) on bad settings of :func:`run`, before the checkpoint is read and the
+    agents trained."""
+    if out is not None:
+        check_writable_dir(out)
+    for name, v in (("tasks", 1 if tasks is None else tasks), ("agents", agents),
+                    ("eval_episodes", eval_episodes)):
+        if not (isinstance(v, int) and not isinstance(v, bool) and v > 0):
+            raise ConfigError(f"{name} must be an int > 0, got {v!r}")
+    if not (isinstance(seed, int) and 0 <= seed < 2**32):
+        raise ConfigError(f"seed must be an int in [0, 2**32), got {seed!r}")
+
+
+def _test_env_name(run_dir: str | Path, plan: driver.Plan, env: str | None) -> str:
+    """The env to meta-test on: ``env``, or the run's own (one env only)."""
+    if env is None and "," in plan.env_name:
+        raise ConfigError(f"{run_dir} meta-trained on several envs ({plan.env_name}): name "
+                          "the env to meta-test on with --env")
+    env_name = env or plan.env_name
+    envs.describe(env_name)  # unknown env: ValueError listing the valid names
+    return env_name
+
+
+def _losses(learned: Any, plan: driver.Plan, learner: Any, run_dir: str | Path,
+            env_name: str, compare_init: bool) -> tuple[Any, list[str]]:
+    """``(stacked [L, S, ...], labels)``: the meta-learned parameters (checked to fit
+    ``learner``), and with ``compare_init`` each meta-seed's at initialisation."""
+    spec = plan.algo
+    abstract = jax.eval_shape(learner.init, jax.random.PRNGKey(0))
+    _check_like(jax.tree.map(lambda x: x[0], learned), spec.learned(abstract), run_dir,
+                env_name)
+    losses = [learned]
+    labels = ["meta-learned"]
+    if compare_init:  # each meta-seed's loss before meta-training
+        losses.append(spec.learned(jax.vmap(learner.init)(plan.keys())))
+        labels.append("initial")
+    return jax.tree.map(lambda *x: jnp.stack(x), *losses), labels
+
+
+def _held_out_tasks(environment: Any, spec: Any, env_name: str, tasks: int | None,
+                    key: jax.Array) -> tuple[Any, int]:
+    """``(held_out, tasks)``: ``tasks`` (default 4) tasks sampled with ``key`` from the
+    env's task distribution, or the env itself as the one task when it has none."""
+    dist = getattr(environment, "tasks", None)
+    if dist is not None:
+        tasks = 4 if tasks is None else tasks
+        return jax.vmap(dist.sample)(jax.random.split(key, tasks)), tasks
+    if spec.env_kwargs.get("randomize"):  # a learner meta-trained over a distribution
+        raise ValueError(f"{env_name} is not a task distribution; build it with "
+                         "randomize=True (--env-arg randomize=True)")
+    # The env itself is the one test task (MetaGenRL: a new env, not a new task).
+    tasks = 1 if tasks is None else tasks
+    if tasks != 1:
+        raise ConfigError(f"{env_name} has no task distribution: --tasks must be 1 "
+                          f"(the env itself), got {tasks}")
+    return jnp.zeros((1,), jnp.float32), tasks
+
+
+def _train_agents(learner: Any, stacked: Any, held_out: Any, agent_keys: jax.Array,
+                  eval_episodes: int) -> tuple[Any, Any, Any]:
+    """``(curves, final, steps)`` of every loss x meta-seed x task x agent, one jitted
+    program (``learner.meta_test``)."""
+
+    def one(phi, task, key):
+        m = learner.meta_test(phi, task, key, eval_episodes)
+        return m["episode_return"], m["final_return"], m["env_steps"]
+
+    per_agent = jax.vmap(one, in_axes=(None, None, 0))
+    per_task = jax.vmap(per_agent, in_axes=(None, 0, None))
+    per_seed = jax.vmap(per_task, in_axes=(0, None, None))
+    per_loss = jax.vmap(per_seed, in_axes=(0, None, None))
+    return jax.jit(per_loss)(stacked, held_out, agent_keys)
+
+
 def run(
     run_dir: str | Path,
     env: str | None = None,
@@ -140,21 +216,10 @@ def run(
     ``RUN_DIR/meta-test-ENV``; it must be a directory or creatable, and writable). Bad
     input raises ``ValueError`` before anything compiles.
     """
-    if out is not None:  # before the checkpoint is read and the agents trained
-        check_writable_dir(out)
-    for name, v in (("tasks", 1 if tasks is None else tasks), ("agents", agents),
-                    ("eval_episodes", eval_episodes)):
-        if not (isinstance(v, int) and not isinstance(v, bool) and v > 0):
-            raise ConfigError(f"{name} must be an int > 0, got {v!r}")
-    if not (isinstance(seed, int) and 0 <= seed < 2**32):
-        raise ConfigError(f"seed must be an int in [0, 2**32), got {seed!r}")
+    _check_settings(out, tasks, agents, eval_episodes, seed)
     learned, plan = load_learned(run_dir)
     spec = plan.algo
-    if env is None and "," in plan.env_name:
-        raise ConfigError(f"{run_dir} meta-trained on several envs ({plan.env_name}): name "
-                          "the env to meta-test on with --env")
-    env_name = env or plan.env_name
-    envs.describe(env_name)  # unknown env: ValueError listing the valid names
+    env_name = _test_env_name(run_dir, plan, env)
     if out is None:
         out = Path(run_dir) / f"meta-test-{env_name}"
         check_writable_dir(out)
@@ -163,41 +228,13 @@ def run(
         env_name == plan.env_name) else {**spec.env_kwargs, **dict(env_kwargs or {})}
     environment = envs.make(env_name, **kwargs)
     learner = spec.make_train(config, [environment] if spec.multi_env else environment)
-    abstract = jax.eval_shape(learner.init, jax.random.PRNGKey(0))
-    _check_like(jax.tree.map(lambda x: x[0], learned), spec.learned(abstract), run_dir,
-                env_name)
-    losses = [learned]
-    labels = ["meta-learned"]
-    if compare_init:  # each meta-seed's loss before meta-training
-        losses.append(spec.learned(jax.vmap(learner.init)(plan.keys())))
-        labels.append("initial")
-    stacked = jax.tree.map(lambda *x: jnp.stack(x), *losses)  # [L, S, ...]
+    stacked, labels = _losses(learned, plan, learner, run_dir, env_name, compare_init)
 
     k_task, k_agent = jax.random.split(jax.random.PRNGKey(seed))
-    dist = getattr(environment, "tasks", None)
-    if dist is not None:
-        tasks = 4 if tasks is None else tasks
-        held_out = jax.vmap(dist.sample)(jax.random.split(k_task, tasks))
-    elif spec.env_kwargs.get("randomize"):  # a learner meta-trained over a distribution
-        raise ValueError(f"{env_name} is not a task distribution; build it with "
-                         "randomize=True (--env-arg randomize=True)")
-    else:  # the env itself is the one test task (MetaGenRL: a new env, not a new task)
-        tasks = 1 if tasks is None else tasks
-        if tasks != 1:
-            raise ConfigError(f"{env_name} has no task distribution: --tasks must be 1 "
-                              f"(the env itself), got {tasks}")
-        held_out = jnp.zeros((1,), jnp.float32)
+    held_out, tasks = _held_out_tasks(environment, spec, env_name, tasks, k_task)
     agent_keys = jax.random.split(k_agent, agents)
-
-    def one(phi, task, key):
-        m = learner.meta_test(phi, task, key, eval_episodes)
-        return m["episode_return"], m["final_return"], m["env_steps"]
-
-    per_agent = jax.vmap(one, in_axes=(None, None, 0))
-    per_task = jax.vmap(per_agent, in_axes=(None, 0, None))
-    per_seed = jax.vmap(per_task, in_axes=(0, None, None))
-    per_loss = jax.vmap(per_seed, in_axes=(0, None, None))
-    curves, final, steps = jax.jit(per_loss)(stacked, held_out, agent_keys)
+    curves, final, steps = _train_agents(learner, stacked, held_out, agent_keys,
+                                         eval_episodes)
     result = MetaTestResult(
         labels=labels,
         env_steps=np.asarray(steps)[0, 0, 0, 0],
