@@ -145,6 +145,7 @@ from flax import struct
 from jax.flatten_util import ravel_pytree
 
 from metareward.algos import config as cfg
+from metareward.algos import ppo
 from metareward.algos.common import episode_evaluator, scan_train
 from metareward.algos.onpolicy import PPOBase, batch_geometry, check_env, obs_preprocessor
 from metareward.envs.spec import EnvSpec
@@ -278,16 +279,9 @@ class Config(PPOBase):
 
 #: Settings for the small gymnax envs (tests, benchmark, experiments).
 PRESETS: dict[str, Config] = {
-    # Our PPO pendulum preset's batch, epochs, lr, gamma and reward scale.
+    # Our PPO pendulum preset's batch, epochs, lr, gamma and reward scale (ppo.TUNED).
     "pendulum": Config(
-        num_envs=16,
-        num_steps=128,
-        total_steps=1_000_000,
-        num_epochs=10,
-        num_minibatches=16,
-        learning_rate=1e-3,
-        gamma=0.95,
-        reward_scale=0.1,
+        **ppo.TUNED["pendulum"],
         # 1e-3 fitted eq. 21 too slowly (reg loss ~5 over the first 100k steps): the
         # policy, trained on the unfitted reward meanwhile, stalled on 1-2 seeds of 4
         # below -500; 3e-3 fits it within ~30k steps and learned on 12 of 12 seeds.
@@ -304,16 +298,9 @@ PRESETS: dict[str, Config] = {
         # -181, -169 clipped; 8 seeds: -488 against -190; module docstring).
         reward_clip="joint",
     ),
-    # Our PPO cartpole preset's batch, epochs and lr.
+    # Our PPO cartpole preset's batch, epochs and lr (ppo.TUNED).
     "cartpole": Config(
-        num_envs=4,
-        num_steps=128,
-        total_steps=500_000,
-        num_epochs=4,
-        num_minibatches=4,
-        learning_rate=5e-4,
-        ent_coef=0.01,
-        normalize_obs=False,
+        **ppo.TUNED["cartpole"],
         reward_learning_rate=1e-3,
         reward_buffer_size=8_192,
     ),
