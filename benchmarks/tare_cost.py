@@ -14,7 +14,7 @@ Rows:
 
 * ``update``: one iteration (``update``: rollout + learning), TARE (default 10 CG steps)
   and the baseline; ``cost ratio`` = TARE / baseline, paired per round.
-* ``implicit``: the jitted hypergradient alone (``Trainer.hypergradient``) on one fixed
+* ``implicit``: the jitted hypergradient alone (``tare.hypergradient``) on one fixed
   round's data, for ``cg_steps`` in 1, 5, 10, 20; ``cost ratio`` = its time / the
   baseline's iteration. For AWR the data are one rollout's columns (``num_steps`` rows),
   not the whole replay buffer the real iteration runs the reward net over, so the row
@@ -38,6 +38,7 @@ import json
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,16 +109,17 @@ def worker(setting: str, kind: str, cg_steps: int, min_time: float) -> dict:
     cfg = bc if kind == "baseline" else tc
     trainer = (base_mod if kind == "baseline" else tare).make_train(cfg, env)
     state = jax.jit(trainer.init)(jax.random.PRNGKey(0))
+    is_awr = isinstance(tc, tare.AWRConfig)
     if kind == "implicit":
         state = jax.jit(trainer.update)(state)[0]  # a filled buffer / trained networks
-        state, seg = jax.jit(trainer.collect_segment)(state)
+        state, seg = jax.jit(partial(tare.rollout_segment, trainer.parts))(state)
         half = tc.num_envs // 2
         seg_tr = jax.tree.map(lambda x: x[:, :half], seg)
         seg_va = jax.tree.map(lambda x: x[:, half:], seg)
         pol = ravel_pytree(state.params["policy"])[0]
         phi = ravel_pytree(state.params["reward"])[0]
         args = [pol, phi, seg_tr, seg_va]
-        if tc.inner == "awr":
+        if is_awr:
             k1, k2 = jax.random.split(jax.random.PRNGKey(1))
             n = tc.hypergrad_batch
 
@@ -126,7 +128,7 @@ def worker(setting: str, kind: str, cg_steps: int, min_time: float) -> dict:
                         jax.random.randint(jax.random.fold_in(k, 1), (n,), 0, half))
 
             args += [idx(k1), idx(k2), jnp.ones((tc.num_steps,), bool)]
-        fn = trainer.hypergradient
+        fn = partial(tare.hypergradient, trainer.parts)
     else:
         args = [state]
         fn = trainer.update
@@ -141,7 +143,7 @@ def worker(setting: str, kind: str, cg_steps: int, min_time: float) -> dict:
         "kind": kind,
         "cg_steps": cg_steps if kind != "baseline" else None,
         "env": env.spec.name,
-        "inner": tc.inner,
+        "inner": "awr" if is_awr else "ppo",
         "reward_net": tc.reward_net,
         "batch": batch,
         "seconds": sec,

@@ -4,26 +4,37 @@ Hessian solve, config validation, and a smoke run of both inner learners."""
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from metareward import envs
+from metareward import envs, nets
 from metareward.algos import ConfigError, tare
+from metareward.rl.replay import Row
 
-SMALL = dict(num_envs=4, num_steps=8, total_steps=64, num_epochs=1, num_minibatches=2,
-             hidden=(4,), reward_hidden=4, reward_lstm_hidden=4, buffer_size=64,
-             value_steps=2, policy_steps=2, value_batch=8, policy_batch=8,
-             hypergrad_batch=16)
+SMALL = dict(num_envs=4, num_steps=8, total_steps=64, hidden=(4,), reward_hidden=4,
+             reward_lstm_hidden=4)
+SMALL_PPO = dict(num_epochs=1, num_minibatches=2)
+SMALL_AWR = dict(buffer_size=64, value_steps=2, policy_steps=2, value_batch=8, policy_batch=8,
+                 hypergrad_batch=16)
 
 
-def _dense_hypergrad(trainer, pol, phi, seg_tr, seg_va, damping, idx=()):
+def _small(inner: str, **kw) -> tare.Config | tare.AWRConfig:
+    """A small config of either flavour (the config's class picks the inner learner)."""
+    if inner == "ppo":
+        return tare.Config(**{**SMALL, **SMALL_PPO, **kw})
+    return tare.AWRConfig(**{**SMALL, **SMALL_AWR, **kw})
+
+
+def _dense_hypergrad(parts, pol, phi, seg_tr, seg_va, damping, idx=()):
     """Eq. 14 with explicit matrices: g_phi - M (H + d I)^-1 g_theta, M the mixed
     second derivative of the training objective, H the validation objective's Hessian."""
-    inner, hess, outer = trainer.objectives(seg_tr, seg_va, *idx)
+    inner, hess, outer = tare.objectives(parts, seg_tr, seg_va, *idx)
     H = jax.hessian(hess)(pol, phi)
     M = jax.jacfwd(jax.grad(inner, argnums=1), argnums=0)(pol, phi)
     (g_p, g_h), _ = jax.grad(outer, argnums=(0, 1), has_aux=True)(pol, phi)
@@ -36,10 +47,10 @@ def test_hypergradient_with_full_cg_equals_dense_solve(inner):
     """On a small policy and a fixed batch, CG run to the problem's dimension gives the
     dense-solve answer. The damping makes H + d I positive definite (CG's assumption)."""
     env = envs.make("chain")
-    base = tare.Config(inner=inner, activation="tanh", **SMALL)
-    trainer = tare.make_train(base, env)
-    state = trainer.init(jax.random.PRNGKey(0))
-    state, seg = jax.jit(trainer.collect_segment)(state)
+    base = _small(inner, activation="tanh")
+    parts = tare.make_parts(base, env)
+    state = tare.init(parts, jax.random.PRNGKey(0))
+    state, seg = jax.jit(partial(tare.rollout_segment, parts))(state)
     pol = ravel_pytree(state.params["policy"])[0]
     phi = ravel_pytree(state.params["reward"])[0]
     seg_tr = jax.tree.map(lambda x: x[:, :2], seg)
@@ -49,29 +60,29 @@ def test_hypergradient_with_full_cg_equals_dense_solve(inner):
         t, e = jnp.meshgrid(jnp.arange(8), jnp.arange(2), indexing="ij")
         all_idx = (t.reshape(-1), e.reshape(-1))
         idx = (all_idx, all_idx, jnp.ones((8,), bool))
-    dense = jax.jit(lambda d: _dense_hypergrad(trainer, pol, phi, seg_tr, seg_va, d, idx))
+    dense = jax.jit(lambda d: _dense_hypergrad(parts, pol, phi, seg_tr, seg_va, d, idx))
     _, H = dense(0.0)
     lam_min = float(jnp.linalg.eigvalsh(0.5 * (H + H.T))[0])
     damping = max(0.0, -lam_min) + 0.05
     expected, _ = dense(damping)
     cfg = dataclasses.replace(base, cg_steps=int(pol.size), cg_damping=damping)
-    full = tare.make_train(cfg, env)
-    got, _, info = jax.jit(full.hypergradient)(pol, phi, seg_tr, seg_va, *idx)
+    full = tare.make_parts(cfg, env)
+    got, _, info = jax.jit(partial(tare.hypergradient, full))(pol, phi, seg_tr, seg_va, *idx)
     assert not bool(info.negative_curvature)
     assert float(jnp.linalg.norm(expected)) > 1e-4  # a non-trivial answer
     np.testing.assert_allclose(got, expected, rtol=2e-3, atol=2e-3 * float(
         jnp.abs(expected).max()))
     # Two CG steps are not enough on this problem: the test can tell the difference.
-    short = tare.make_train(dataclasses.replace(cfg, cg_steps=2), env)
-    rough = jax.jit(short.hypergradient)(pol, phi, seg_tr, seg_va, *idx)[0]
+    short = tare.make_parts(dataclasses.replace(cfg, cg_steps=2), env)
+    rough = jax.jit(partial(tare.hypergradient, short))(pol, phi, seg_tr, seg_va, *idx)[0]
     assert float(jnp.linalg.norm(rough - expected)) > 10 * float(
         jnp.linalg.norm(got - expected))
 
 
+@pytest.mark.parametrize("cls", [tare.Config, tare.AWRConfig])
 @pytest.mark.parametrize(
     ("field", "value", "allowed"),
     [
-        ("inner", "sac", "ppo"),
         ("num_envs", 3, "even"),
         ("reward_net", "transformer", "lstm-b-mul"),
         ("cg_steps", 0, "int > 0"),
@@ -81,14 +92,49 @@ def test_hypergradient_with_full_cg_equals_dense_solve(inner):
         ("hessian", "both", "'train', 'validation'"),
         ("curvature", "newton", "'hessian', 'fisher'"),
         ("cg_restarts", -1, "int >= 0"),
-        ("policy_objective", "a2c", "'clipped', 'eq11'"),
         ("hypergrad_coef", -1.0, ">= 0"),
     ],
 )
-def test_bad_config_names_field_and_allowed(field, value, allowed):
+def test_bad_config_names_field_and_allowed(cls, field, value, allowed):
+    """The shared fields (:class:`tare.BaseConfig`) are checked in both flavours."""
     with pytest.raises(ConfigError, match=field) as err:
-        tare.Config(**{field: value})
+        cls(**{field: value})
     assert allowed in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("cls", "field", "value", "allowed"),
+    [
+        (tare.Config, "policy_objective", "a2c", "'clipped', 'eq11'"),
+        (tare.Config, "num_minibatches", 0, "int > 0"),
+        (tare.Config, "kl_coef", -1.0, ">= 0"),
+        (tare.AWRConfig, "gamma", 1.0, "[0, 1) for AWR"),
+        (tare.AWRConfig, "value_steps", 0, "int > 0"),
+        (tare.AWRConfig, "momentum", 1.5, "[0.0, 1.0]"),
+    ],
+)
+def test_bad_flavour_config_names_field_and_allowed(cls, field, value, allowed):
+    with pytest.raises(ConfigError, match=field) as err:
+        cls(**{field: value})
+    assert allowed in str(err.value)
+
+
+def test_the_config_class_picks_the_inner_learner():
+    """No ``inner`` string: ``Config`` is PPO-TARE (one Adam over the agent, no buffer),
+    ``AWRConfig`` AWR-TARE (SGD on policy and values, a replay buffer of ``Row``); each
+    has only its flavour's fields."""
+    env = envs.make("pendulum")
+    fields = {c: {f.name for f in dataclasses.fields(c)} for c in (tare.Config, tare.AWRConfig)}
+    assert "inner" not in fields[tare.Config] | fields[tare.AWRConfig]
+    assert {"num_epochs", "clip_eps"} <= fields[tare.Config] - fields[tare.AWRConfig]
+    assert {"buffer_size", "value_lr"} <= fields[tare.AWRConfig] - fields[tare.Config]
+    with pytest.raises(TypeError):
+        tare.Config(inner="awr")
+    ppo_state = jax.eval_shape(tare.make_train(_small("ppo"), env).init, jax.random.PRNGKey(0))
+    awr_state = jax.eval_shape(tare.make_train(_small("awr"), env).init, jax.random.PRNGKey(0))
+    assert set(ppo_state.opt_state) == {"agent", "reward"} and ppo_state.buffer is None
+    assert set(awr_state.opt_state) == {"policy", "value", "reward"}
+    assert isinstance(awr_state.buffer.data, Row)
 
 
 def test_bad_geometry_fails_before_compiling():
@@ -101,13 +147,15 @@ def test_bad_geometry_fails_before_compiling():
         tare.make_train(tare.AWRConfig(num_envs=4, num_steps=8, buffer_size=16), env)
     with pytest.raises(TypeError, match=r"tare\.Config"):
         tare.make_train(object(), env)
+    with pytest.raises(TypeError, match=r"tare\.Config"):  # the shared base alone
+        tare.make_train(tare.BaseConfig(), env)
 
 
 @pytest.mark.parametrize("inner", ["ppo", "awr"])
 def test_smoke_train_metrics(inner):
     env = envs.make("pendulum")
     net = "lstm-b-mul" if inner == "ppo" else "mlp-mul"
-    cfg = tare.Config(inner=inner, reward_net=net, **{**SMALL, "total_steps": 96})
+    cfg = _small(inner, reward_net=net, total_steps=96)
     trainer = tare.make_train(cfg, env)
     keys = jax.random.split(jax.random.PRNGKey(0), 2)
     state, m = jax.jit(jax.vmap(trainer.train))(keys)
@@ -126,6 +174,40 @@ def test_smoke_train_metrics(inner):
         assert float(jnp.abs(after - before).max()) > 0, part
     returns = jax.jit(jax.vmap(lambda s, k: trainer.evaluate(s, k, 4)))(state, keys)
     assert returns.shape == (2, 4)
+
+
+class _TinyReward(nn.Module):
+    """A user's per-step reward ``m(obs, action) -> [...]``: one dense layer."""
+
+    @nn.compact
+    def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
+        return nn.Dense(1)(jnp.concatenate([obs, action], axis=-1))[..., 0]
+
+
+@pytest.mark.parametrize("inner", ["ppo", "awr"])
+def test_user_reward_net_trains(inner):
+    """``make_train(config, env, reward_net=PerStep(m))``: any module with TARE's reward
+    signature replaces the config's net; one update runs with finite metrics and the
+    hypergradient moves the user's parameters."""
+    env = envs.make("pendulum")
+    net = nets.PerStep(_TinyReward())
+    trainer = tare.make_train(_small(inner, total_steps=32), env, reward_net=net)
+    assert trainer.reward_net is net and trainer.parts.reward_net is net
+    state = jax.jit(trainer.init)(jax.random.PRNGKey(0))
+    assert set(state.params["reward"]["params"]) == {"net"}
+    new, m = jax.jit(trainer.update)(state)
+    for k, v in m.items():
+        if k not in ("episode_return", "episode_return_std", "episode_length",
+                     "param_return"):  # NaN: no episode ended in 8 steps
+            assert np.all(np.isfinite(v)), k
+    assert int(m["nonfinite"]) == 0
+    before = ravel_pytree(state.params["reward"])[0]
+    after = ravel_pytree(new.params["reward"])[0]
+    assert float(jnp.abs(after - before).max()) > 0
+    # The default (None) is the config's own net.
+    default = tare.make_train(_small(inner, total_steps=32), env)
+    assert default.reward_net == nets.make_reward_net(
+        "lstm-b-mul", discrete=False, action_size=1, hidden=4, lstm_hidden=4)
 
 
 def test_cli_trains_tare_on_chain(tmp_path):
@@ -164,24 +246,24 @@ def _chain_problem(reward_net: str, hessian: str, seed: int = 0):
     """A converged inner problem (float64): a linear softmax policy on the chain, trained
     to stationarity of ``-J_phi(theta; train) + RIDGE/2 |theta|^2`` by Newton's method.
 
-    Returns ``(trainer, solve, ridged, outer, phi, seg_tr, seg_va)``: ``solve(phi)`` re-solves
-    the inner problem from the behaviour policy; the trainer's damping is the ridge, so
+    Returns ``(parts, solve, ridged, outer, phi, seg_tr, seg_va)``: ``solve(phi)`` re-solves
+    the inner problem from the behaviour policy; the config's damping is the ridge, so
     its curvature is that of the ridged objective."""
     env = envs.make("chain")
     cfg = tare.Config(num_envs=8, num_steps=16, total_steps=128, num_minibatches=2,
                       hidden=(), reward_net=reward_net, reward_hidden=8, reward_lstm_hidden=8,
                       ent_coef=0.01, normalize_obs=False, cg_steps=60, cg_damping=RIDGE,
                       hessian=hessian)
-    trainer = tare.make_train(cfg, env)
-    state = trainer.init(jax.random.PRNGKey(seed))
-    state, seg = jax.jit(trainer.collect_segment)(state)
+    parts = tare.make_parts(cfg, env)
+    state = tare.init(parts, jax.random.PRNGKey(seed))
+    state, seg = jax.jit(partial(tare.rollout_segment, parts))(state)
     to64 = lambda x: x.astype(jnp.float64) if jnp.issubdtype(x.dtype, jnp.floating) else x
     seg = jax.tree.map(to64, seg)
     pol0 = ravel_pytree(jax.tree.map(to64, state.params["policy"]))[0]
     phi = ravel_pytree(jax.tree.map(to64, state.params["reward"]))[0]
     seg_tr = jax.tree.map(lambda x: x[:, :4], seg)
     seg_va = jax.tree.map(lambda x: x[:, 4:], seg)
-    inner, _, outer = trainer.objectives(seg_tr, seg_va)
+    inner, _, outer = tare.objectives(parts, seg_tr, seg_va)
     ridged = lambda p, h: inner(p, h) + 0.5 * RIDGE * jnp.sum(p**2)
 
     @jax.jit
@@ -204,7 +286,7 @@ def _chain_problem(reward_net: str, hessian: str, seed: int = 0):
                 break
         return p
 
-    return trainer, solve, ridged, outer, phi, seg_tr, seg_va
+    return parts, solve, ridged, outer, phi, seg_tr, seg_va
 
 
 @pytest.mark.parametrize("reward_net", ["lstm-f", "lstm-b"])
@@ -219,13 +301,13 @@ def test_hypergradient_is_the_implicit_derivative(reward_net, hessian):
     The LSTM reward nets are smooth; the nets with ReLU and LayerNorm have kinks that
     finite differences at this precision cross."""
     with jax.enable_x64(True):
-        trainer, solve, ridged, outer, phi, seg_tr, seg_va = _chain_problem(reward_net, hessian)
+        parts, solve, ridged, outer, phi, seg_tr, seg_va = _chain_problem(reward_net, hessian)
         theta = solve(phi)
         grad_norm = float(jnp.linalg.norm(jax.grad(ridged)(theta, phi)))
         assert grad_norm < 1e-11, grad_norm  # stationary: the theorem's premise
         H = jax.hessian(ridged)(theta, phi)
         assert float(jnp.linalg.eigvalsh(H)[0]) > 0  # a strict local minimum
-        got, _, info = jax.jit(trainer.hypergradient)(theta, phi, seg_tr, seg_va)
+        got, _, info = jax.jit(partial(tare.hypergradient, parts))(theta, phi, seg_tr, seg_va)
         assert got.dtype == jnp.float64
         G = lambda h: outer(solve(h), h)[0]
         eps = 1e-4

@@ -30,7 +30,7 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
                              segment_length=4, reward_buffer_size=64, reward_batch_size=8)),
     "tare": ("pendulum", dict(num_envs=4, num_steps=8, total_steps=96, num_epochs=1,
                               num_minibatches=2, hidden=(4,), reward_hidden=4,
-                              reward_lstm_hidden=4, hypergrad_batch=16)),
+                              reward_lstm_hidden=4)),
     "tare-awr": ("pendulum", dict(num_envs=4, num_steps=8, total_steps=96, hidden=(4,),
                                   reward_hidden=4, reward_lstm_hidden=4, buffer_size=64,
                                   value_steps=2, policy_steps=2, value_batch=8,

@@ -44,7 +44,8 @@ class Row(NamedTuple):
     Attributes:
       obs: Flattened observations (raw: a learner normalises when it reads them).
       action: Actions as the learner stores them (AWR: policy-space; TD3: env-space).
-      reward: Rewards, scaled by the learner's ``reward_scale``.
+      reward: Rewards as the learner stores them (TD3, AWR: scaled by ``reward_scale``;
+        TARE: raw, its reward net reads them normalised).
       done: 1 where the episode ended at this step (terminal or time limit).
       truncation: 1 where it ended by the time limit (a bootstrap, not a terminal).
       next_obs: The observation the step reached, before any auto-reset

@@ -1,0 +1,275 @@
+"""AWR-TARE's update (Algorithm 1 with AWR inside): collect into the replay buffer, the
+learned reward on the rollout, and per round (the halves of the buffer's env columns
+swapped on the second) the inner step (AWR's value then policy regressions on the
+training half with ``r_phi``'s TD(lambda) advantages, ``phi`` fixed) then the reward
+step (the implicit hypergradient on entries drawn from each half).
+
+"Taming Reward: learning parameterised rewards for policy gradient by implicit
+differentiation" (``tare_implicit_reward_learning.md``), Algorithm 1, eq. 12; AWR's
+value and policy steps as :mod:`metareward.algos.awr` (Peng et al. 2019, Algorithm 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from metareward.algos.tare.core import (
+    Metrics,
+    Params,
+    Parts,
+    Segment,
+    TareState,
+    collect,
+    episode_param_return,
+    finish_update,
+    flat_params,
+    make_segment,
+    policy_params,
+    split_columns,
+    take,
+)
+from metareward.algos.tare.reward import (
+    learned_reward,
+    param_advantage,
+    policy_dist,
+    reward_update,
+    valid_mean_std,
+)
+from metareward.rl import replay
+from metareward.rl.losses import awr_policy_loss, awr_weights
+from metareward.rl.normalize import RunningStats
+from metareward.rl.rollout import Transition
+
+Index = tuple[jax.Array, jax.Array]
+
+
+class BufferData(NamedTuple):
+    """What an update's rounds read: the buffer's rows ``[L, N]`` (``done`` set on the
+    last invalid row, so that no recurrence carries from the empty rows into the first
+    valid one), its number of valid rows and ``[L]`` mask, the update's starting
+    parameters and the statistics after the rollout."""
+
+    rows: replay.Row
+    size: jax.Array
+    valid: jax.Array
+    params: Params
+    obs_stats: RunningStats
+    reward_stats: RunningStats
+
+
+def buffer_data(parts: Parts, state: TareState, traj: Transition, time: jax.Array
+                ) -> tuple[replay.ReplayBuffer, BufferData]:
+    """Appends the rollout to the replay buffer (flattened raw observations, raw
+    rewards, the time in the episode) and reads it back for the rounds.
+
+    Args:
+      parts: The static parts.
+      state: The state after :func:`~metareward.algos.tare.core.collect`.
+      traj, time: The rollout and its steps' times.
+
+    Returns:
+      ``(the new buffer, BufferData)``.
+    """
+    f = parts.flatten_obs
+    row = replay.Row(obs=f(traj.obs), action=traj.action, reward=traj.reward,
+                     done=traj.done, truncation=traj.truncation, next_obs=f(traj.next_obs),
+                     time=time)
+    buf = replay.insert(state.buffer, row)
+    L = parts.buffer_rows
+    done = jnp.where((jnp.arange(L) == L - buf.size - 1)[:, None], 1.0, buf.data.done)
+    data = BufferData(rows=buf.data._replace(done=done), size=buf.size,
+                      valid=replay.valid_mask(buf), params=state.params,
+                      obs_stats=state.obs_stats, reward_stats=state.reward_stats)
+    return buf, data
+
+
+def buffer_segment(parts: Parts, data: BufferData, vals: jax.Array | None = None) -> Segment:
+    """The whole buffer as a :class:`~metareward.algos.tare.core.Segment` ``[L, N]``,
+    valued with the flat ``{value, value_ex}`` ``vals`` (the update's starting values if
+    None)."""
+    p = data.params if vals is None else {**data.params, **parts.unravel["value"](vals)}
+    return make_segment(parts, p, data.obs_stats, data.reward_stats, data.rows, None)
+
+
+def sample_entries(parts: Parts, size: jax.Array, key: jax.Array, n: int) -> Index:
+    """``n`` entries ``(t, e)`` drawn uniformly, with replacement, from the valid rows of
+    a half's ``N/2`` columns."""
+    num = jnp.maximum(size, 1)
+    t = parts.buffer_rows - num + jax.random.randint(key, (n,), 0, num)
+    e = jax.random.randint(jax.random.fold_in(key, 1), (n,), 0, parts.half)
+    return t, e
+
+
+def sgd_steps(loss_fn: Callable, optimizer: optax.GradientTransformation, flat: jax.Array,
+              opt_state: Any, bad: jax.Array, sample: Callable[[jax.Array], Any],
+              key: jax.Array, num_steps: int) -> tuple[jax.Array, Any, jax.Array, Metrics]:
+    """``num_steps`` minibatch steps of ``optimizer`` on ``loss_fn(flat, batch)``,
+    ``batch = sample(key)``; a non-finite loss or gradient is skipped and counted.
+
+    Returns:
+      ``(flat, opt_state, bad, mean metrics)``.
+    """
+
+    def step(carry, k):
+        flat, opt_state, bad = carry
+        (loss, aux), g = jax.value_and_grad(loss_fn, has_aux=True)(flat, sample(k))
+        norm = jnp.sqrt(jnp.sum(g**2))
+        ok = jnp.isfinite(loss) & jnp.isfinite(norm)
+        upd, opt_state = optimizer.update(jnp.where(ok, g, 0.0), opt_state, flat)
+        flat = jnp.where(ok, flat + upd, flat)
+        return (flat, opt_state, bad + (~ok)), {**aux, "grad_norm": norm}
+
+    (flat, opt_state, bad), m = jax.lax.scan(step, (flat, opt_state, bad),
+                                             jax.random.split(key, num_steps))
+    return flat, opt_state, bad, jax.tree.map(jnp.mean, m)
+
+
+def value_loss(parts: Parts, vals: jax.Array, batch: tuple) -> tuple[jax.Array, Metrics]:
+    """AWR's value regression (Algorithm 1, value step): ``V`` on the parameterised
+    TD(lambda) targets, ``V_ex`` on the extrinsic ones, in the net's normalised units
+    (targets over ``value_scale``). ``batch = (obs, target, target_ex)``."""
+    q = parts.unravel["value"](vals)
+    obs, tgt, tgt_ex = batch
+    scale = parts.value_scale
+    lv = 0.5 * jnp.mean(jnp.square(parts.value.apply(q["value"], obs) - tgt / scale))
+    lx = 0.5 * jnp.mean(jnp.square(parts.value.apply(q["value_ex"], obs) - tgt_ex / scale))
+    return lv + lx, {"value_loss": lv, "value_ex_loss": lx}
+
+
+def policy_loss(parts: Parts, pol: jax.Array, batch: tuple) -> tuple[jax.Array, Metrics]:
+    """AWR's policy regression (eqs. 4, 12): ``-E[w log pi(a|s)]``, plus for continuous
+    actions the AWR code's penalty on Gaussian means outside the action bounds.
+    ``batch = (obs, action, weight)``."""
+    c = parts.config
+    obs, action, w = batch
+    dist = policy_dist(parts, policy_params(parts, pol), obs)
+    loss = awr_policy_loss(dist.log_prob(action), w)
+    aux = {"policy_loss": loss, "entropy": jnp.mean(dist.entropy()),
+           "weight_mean": jnp.mean(w)}
+    if not parts.spec.discrete:
+        mu = dist.mean
+        viol = jnp.sum(jnp.square(jnp.minimum(mu - parts.action_low, 0.0))
+                       + jnp.square(jnp.maximum(mu - parts.action_high, 0.0)), axis=-1)
+        loss = loss + c.action_bound_coef * 0.5 * jnp.mean(viol)
+    return loss, aux
+
+
+def value_step(parts: Parts, data: BufferData, vals: jax.Array, opt_vals: Any,
+               bad: jax.Array, phi: jax.Array, cols: jax.Array, key: jax.Array
+               ) -> tuple[jax.Array, Any, jax.Array, Metrics]:
+    """Algorithm 1, lines 4-6 (AWR), first half: ``value_steps`` SGD-momentum steps of
+    :func:`value_loss` on minibatches of the training half, the targets computed once
+    with ``phi`` fixed and the current values.
+
+    Returns:
+      ``(vals, opt_vals, bad, metrics)``.
+    """
+    c = parts.config
+    seg_tr = take(buffer_segment(parts, data, vals), cols)
+    target = param_advantage(parts, phi, seg_tr)[1]
+
+    def batch(k):
+        t, e = sample_entries(parts, data.size, k, c.value_batch)
+        return seg_tr.obs[t, e], target[t, e], seg_tr.ret_ex[t, e]
+
+    return sgd_steps(partial(value_loss, parts), parts.optimizers["value"], vals, opt_vals,
+                     bad, batch, key, c.value_steps)
+
+
+def policy_step(parts: Parts, data: BufferData, pol: jax.Array, opt_pol: Any, bad: jax.Array,
+                phi: jax.Array, seg_tr: Segment, key: jax.Array
+                ) -> tuple[jax.Array, Any, jax.Array, Metrics]:
+    """Algorithm 1, lines 4-6 (AWR), second half: ``policy_steps`` SGD-momentum steps of
+    :func:`policy_loss` on minibatches of the training half, weighted by ``exp(A_phi /
+    beta)`` (clipped; advantages under the updated values, normalised over the valid
+    rows, ``phi`` fixed).
+
+    Returns:
+      ``(pol, opt_pol, bad, metrics)``.
+    """
+    c = parts.config
+    adv = param_advantage(parts, phi, seg_tr)[0]
+    mean, std = valid_mean_std(adv, data.valid)
+    adv_n = (adv - mean) / (std + 1e-5) if c.normalize_advantages else adv
+    weights = awr_weights(adv_n, c.temperature, c.weight_clip)
+
+    def batch(k):
+        t, e = sample_entries(parts, data.size, k, c.policy_batch)
+        return seg_tr.obs[t, e], seg_tr.action[t, e], weights[t, e]
+
+    return sgd_steps(partial(policy_loss, parts), parts.optimizers["policy"], pol, opt_pol,
+                     bad, batch, key, c.policy_steps)
+
+
+def round_step(parts: Parts, data: BufferData, carry: tuple,
+               xs: tuple[jax.Array, jax.Array]) -> tuple[tuple, Metrics]:
+    """One round: the value step, the policy step, then the reward step
+    (:func:`metareward.algos.tare.reward.reward_update`) on ``hypergrad_batch`` entries
+    drawn from each half.
+
+    Args:
+      parts: The static parts.
+      data: The buffer.
+      carry: ``(pol, vals, opt_policy, opt_value, phi, opt_reward, nonfinite)``.
+      xs: ``(columns [2, N/2] (training, validation), key)``.
+
+    Returns:
+      ``(carry, metrics)``.
+    """
+    pol, vals, opt_pol, opt_vals, phi, opt_phi, bad = carry
+    cols, k = xs
+    k_v, k_pi, k_tr, k_va = jax.random.split(k, 4)
+    vals, opt_vals, bad, vm = value_step(parts, data, vals, opt_vals, bad, phi, cols[0], k_v)
+    seg_all = buffer_segment(parts, data, vals)
+    seg_tr, seg_va = take(seg_all, cols[0]), take(seg_all, cols[1])
+    pol, opt_pol, bad, pm = policy_step(parts, data, pol, opt_pol, bad, phi, seg_tr, k_pi)
+    n = parts.config.hypergrad_batch
+    idx_tr = sample_entries(parts, data.size, k_tr, n)
+    idx_va = sample_entries(parts, data.size, k_va, n)
+    phi, opt_phi, bad_r, rm = reward_update(parts, pol, phi, opt_phi, seg_tr, seg_va, idx_tr,
+                                            idx_va, data.valid)
+    return (pol, vals, opt_pol, opt_vals, phi, opt_phi, bad + bad_r), {**vm, **pm, **rm}
+
+
+def update(parts: Parts, state: TareState) -> tuple[TareState, Metrics]:
+    """One iteration of AWR-TARE (Algorithm 1): collect into the buffer, the learned
+    reward on the rollout's rows, ``rounds`` of (value step, policy step, reward step).
+
+    Args:
+      parts: The static parts (an :class:`~metareward.algos.tare.AWRConfig`).
+      state: The train state.
+
+    Returns:
+      ``(state, metrics)``.
+    """
+    c = parts.config
+    state, traj, time, key = collect(parts, state)
+    buf, data = buffer_data(parts, state, traj, time)
+    seg = buffer_segment(parts, data)
+    newest = jax.tree.map(lambda x: x[parts.buffer_rows - c.num_steps:], seg)
+    r_phi = learned_reward(parts, state.params["reward"], newest)
+    param_run, param_ret = episode_param_return(state.param_return, r_phi, traj.done)
+    k_split, k_rounds = jax.random.split(key)
+    p, opt = state.params, state.opt_state
+    carry = (flat_params(p, "policy"), flat_params(p, "value"), opt["policy"], opt["value"],
+             flat_params(p, "reward"), opt["reward"], state.nonfinite)
+    (pol, vals, opt_pol, opt_vals, phi, opt_phi, nonfinite), metrics = jax.lax.scan(
+        lambda cr, xs: round_step(parts, data, cr, xs), carry,
+        (split_columns(parts, k_split), jax.random.split(k_rounds, parts.rounds)))
+    params = {**parts.unravel["policy"](pol), **parts.unravel["value"](vals),
+              **parts.unravel["reward"](phi)}
+    return finish_update(parts, state, traj, r_phi, metrics, params=params,
+                         opt_state={"policy": opt_pol, "value": opt_vals, "reward": opt_phi},
+                         buffer=buf, nonfinite=nonfinite, param_return=param_run,
+                         param_mean=param_ret,
+                         extra={"buffer_size": buf.size * c.num_envs})
+
+
+__all__ = ["BufferData", "buffer_data", "buffer_segment", "policy_loss", "policy_step",
+           "round_step", "sample_entries", "sgd_steps", "update", "value_loss", "value_step"]

@@ -1,0 +1,223 @@
+"""TARE's settings: :class:`BaseConfig` (what both flavours share: the env batch, the
+nets, the learned reward, its optimiser and the hypergradient), :class:`Config` (TARE on
+PPO, registered as ``tare``) and :class:`AWRConfig` (TARE on AWR, ``tare-awr``). The
+config's class picks the inner learner; the presets of each."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from metareward.algos import config as cfg
+from metareward.nets.rewards import REWARD_NETS
+
+HESSIANS = ("train", "validation")
+CURVATURES = ("hessian", "fisher")
+POLICY_OBJECTIVES = ("clipped", "eq11")
+
+
+@dataclasses.dataclass(frozen=True)
+class BaseConfig:
+    """The settings both flavours of TARE share (Algorithm 1, Table 1).
+
+    ``num_envs`` columns (split in halves: must be even) of ``num_steps`` steps per
+    iteration; the reward net (``reward_net`` one of :data:`metareward.nets.REWARD_NETS`,
+    embedding width ``reward_hidden``, LSTM width ``reward_lstm_hidden`` = 32 and output
+    bound ``reward_bound`` = 20 as Table 1); Adam on ``phi`` with ``reward_learning_rate``
+    1e-3 and gradient-norm clip ``reward_max_grad_norm`` 0.5 (Table 1),
+    ``reward_updates`` steps per round; the policy trains on ``r_in_coef * r_phi +
+    r_ex_coef * r_ex``; ``cg_steps`` 10 (Table 1) with ``cg_damping``; ``swap``.
+    ``hessian`` (``"train"``, the implicit derivative, or ``"validation"``, eq. 14 as
+    printed), ``curvature`` (``"hessian"`` or ``"fisher"``), ``cg_restarts`` (adaptive
+    damping) and ``hypergrad_coef`` (0: the reward frozen): see the package docstring.
+    ``normalize_advantages``: PPO standardises each minibatch's advantages, AWR the
+    buffer's (as its code).
+
+    Validation runs in ``__post_init__``; a flavour adds its own checks after calling
+    ``super().__post_init__()``. Float fields may be JAX values (a sweep,
+    :mod:`metareward.algos.config`).
+    """
+
+    num_envs: int = 8
+    num_steps: int = 256
+    total_steps: int = 1_000_000
+    gamma: float = 0.99
+    reward_scale: float = 1.0
+    normalize_obs: bool = True
+    normalize_advantages: bool = True
+    hidden: tuple[int, ...] = (64, 64)
+    activation: str = "tanh"
+    # the learned reward and its optimiser
+    reward_net: str = "lstm-b-mul"
+    reward_hidden: int = 64
+    reward_lstm_hidden: int = 32
+    reward_bound: float = 20.0
+    reward_learning_rate: float = 1e-3
+    reward_max_grad_norm: float = 0.5
+    reward_updates: int = 1
+    r_in_coef: float = 1.0
+    r_ex_coef: float = 0.0
+    # the hypergradient
+    cg_steps: int = 10
+    cg_damping: float = 0.1
+    swap: bool = True
+    hessian: str = "train"
+    curvature: str = "hessian"
+    cg_restarts: int = 3
+    hypergrad_coef: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("hessian", HESSIANS), ("curvature", CURVATURES)):
+            cfg.check(name, getattr(self, name), getattr(self, name) in allowed,
+                      f"one of {list(allowed)}")
+        cfg.check("cg_restarts", self.cg_restarts, isinstance(self.cg_restarts, int)
+                  and not isinstance(self.cg_restarts, bool) and self.cg_restarts >= 0,
+                  "an int >= 0")
+        for name in ("num_envs", "num_steps", "total_steps", "reward_hidden",
+                     "reward_lstm_hidden", "reward_updates", "cg_steps"):
+            cfg.positive_int(name, getattr(self, name))
+        cfg.check("num_envs", self.num_envs, self.num_envs >= 2 and self.num_envs % 2 == 0,
+                  "an even int >= 2 (the env columns split into training and validation "
+                  "halves)")
+        cfg.check("reward_net", self.reward_net, self.reward_net in REWARD_NETS,
+                  f"one of {list(REWARD_NETS)}")
+        cfg.in_range("gamma", self.gamma, 0.0, 1.0)
+        for name in ("reward_scale", "reward_bound", "reward_learning_rate",
+                     "reward_max_grad_norm"):
+            cfg.positive(name, getattr(self, name))
+        for name in ("r_in_coef", "r_ex_coef", "cg_damping", "hypergrad_coef"):
+            cfg.non_negative(name, getattr(self, name))
+        cfg.check("r_in_coef", self.r_in_coef, self.r_in_coef > 0,
+                  "a number > 0 (with 0 the learned reward has no effect on the policy)")
+        cfg.hidden_sizes("hidden", self.hidden)
+        cfg.activation_name("activation", self.activation)
+        object.__setattr__(self, "hidden", tuple(self.hidden))
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(BaseConfig):
+    """TARE on PPO (registered as ``tare``): :class:`BaseConfig` plus PPO's settings
+    (defaults: the PPO baseline's MuJoCo settings, Adam 3e-4, 10 epochs, tanh 64x64).
+
+    ``num_epochs, num_minibatches`` (per round, over the training half),
+    ``learning_rate, anneal_lr, adam_eps, clip_eps, ent_coef, vf_coef, max_grad_norm,
+    log_std_init``; GAE ``gae_lambda`` of the extrinsic advantages and
+    ``param_gae_lambda`` (1: the paper's "sum of parameterised rewards minus the value
+    function") of the parameterised ones; ``policy_objective`` (``"clipped"``, PPO's
+    surrogate, or ``"eq11"``) and eq. 11's ``kl_coef``: see the package docstring.
+    """
+
+    gae_lambda: float = 0.95
+    param_gae_lambda: float = 1.0
+    kl_coef: float = 1.0
+    policy_objective: str = "clipped"
+    num_epochs: int = 10
+    num_minibatches: int = 16
+    learning_rate: float = 3e-4
+    anneal_lr: bool = False
+    adam_eps: float = 1e-5
+    clip_eps: float = 0.2
+    ent_coef: float = 0.0
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    log_std_init: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        cfg.check("policy_objective", self.policy_objective,
+                  self.policy_objective in POLICY_OBJECTIVES,
+                  f"one of {list(POLICY_OBJECTIVES)}")
+        for name in ("num_epochs", "num_minibatches"):
+            cfg.positive_int(name, getattr(self, name))
+        for name in ("gae_lambda", "param_gae_lambda"):
+            cfg.in_range(name, getattr(self, name), 0.0, 1.0)
+        for name in ("learning_rate", "adam_eps", "clip_eps", "max_grad_norm"):
+            cfg.positive(name, getattr(self, name))
+        for name in ("kl_coef", "ent_coef", "vf_coef"):
+            cfg.non_negative(name, getattr(self, name))
+
+
+@dataclasses.dataclass(frozen=True)
+class AWRConfig(BaseConfig):
+    """TARE on AWR (registered as ``tare-awr``): :class:`BaseConfig` plus AWR's settings
+    (defaults: Peng et al.'s code, ReLU 64x64 nets as TARE Table 1).
+
+    ``buffer_size`` transitions, ``td_lambda`` (of both advantages), ``temperature``
+    beta, ``weight_clip``, ``value_steps`` and ``policy_steps`` of SGD with ``momentum``
+    at ``value_lr`` / ``policy_lr`` on minibatches of ``value_batch`` / ``policy_batch``
+    drawn from the training half, ``action_std`` (a fixed Gaussian std),
+    ``action_bound_coef`` (the AWR code's penalty on means outside the action bounds),
+    ``hypergrad_batch`` transitions drawn from each half for the hypergradient.
+    ``gamma`` must be below 1 (values are scaled by ``1 / (1 - gamma)``).
+    """
+
+    activation: str = "relu"
+    buffer_size: int = 50_000
+    td_lambda: float = 0.95
+    temperature: float = 1.0
+    weight_clip: float = 20.0
+    value_steps: int = 200
+    policy_steps: int = 1000
+    value_batch: int = 256
+    policy_batch: int = 256
+    value_lr: float = 1e-2
+    policy_lr: float = 5e-5
+    momentum: float = 0.9
+    action_std: float = 0.2
+    action_bound_coef: float = 10.0
+    hypergrad_batch: int = 4096
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("buffer_size", "value_steps", "policy_steps", "value_batch",
+                     "policy_batch", "hypergrad_batch"):
+            cfg.positive_int(name, getattr(self, name))
+        cfg.in_range("td_lambda", self.td_lambda, 0.0, 1.0)
+        for name in ("temperature", "weight_clip", "value_lr", "policy_lr", "action_std"):
+            cfg.positive(name, getattr(self, name))
+        cfg.check("gamma", self.gamma, self.gamma < 1.0,
+                  "a number in [0, 1) for AWR (values are scaled by 1 / (1 - gamma))")
+        cfg.non_negative("action_bound_coef", self.action_bound_coef)
+        cfg.in_range("momentum", self.momentum, 0.0, 1.0)
+
+
+#: Settings for the small envs (tests, benchmark, experiments).
+PRESETS: dict[str, Config] = {
+    # Chain (tests/test_tare_learning.py): the policy learns slower than the reward
+    # (Adam 1e-4 against the reward's 3e-3 with 5 steps per round), else it commits to
+    # whatever the untrained reward favours; advantages not normalised, so that the
+    # reward's scale and offset matter to the policy (normalised, they are directions the
+    # hypergradient cannot see, and they drift: r_phi saturated at +-20 and some seeds
+    # dithered). 320 updates of 16 x 32 steps (163,840 env steps).
+    "chain": Config(
+        num_envs=16, num_steps=32, total_steps=163_840, num_epochs=4, num_minibatches=4,
+        learning_rate=1e-4, gamma=0.99, gae_lambda=0.95, ent_coef=0.01, normalize_obs=False,
+        normalize_advantages=False, hidden=(32, 32), reward_hidden=32, reward_lstm_hidden=32,
+        reward_learning_rate=3e-3, reward_updates=5,
+    ),
+    "pendulum": Config(
+        num_envs=16, num_steps=128, total_steps=1_000_000, num_epochs=10, num_minibatches=8,
+        learning_rate=1e-3, gamma=0.95, reward_scale=0.1,
+    ),
+}
+PRESETS["chain-truncating"] = PRESETS["chain"]
+#: AWR-TARE: the AWR presets' batch and learning rates, half the steps per round (two
+#: rounds per iteration), a smaller buffer (the reward net runs over all of it).
+AWR_PRESETS: dict[str, AWRConfig] = {
+    "pendulum": AWRConfig(
+        num_envs=16, num_steps=128, total_steps=200_000, buffer_size=16_384, value_steps=100,
+        policy_steps=200, policy_lr=1e-3, hypergrad_batch=2048,
+    ),
+    "chain": AWRConfig(
+        num_envs=16, num_steps=32, total_steps=81_920, buffer_size=8192, value_steps=25,
+        policy_steps=50, policy_lr=1e-3, hypergrad_batch=1024, normalize_obs=False,
+        hidden=(32, 32), reward_hidden=32, reward_learning_rate=1e-2, reward_updates=5,
+    ),
+}
+AWR_PRESETS["chain-truncating"] = AWR_PRESETS["chain"]
+
+
+def preset(env_name: str) -> Config:
+    """The tuned config for ``env_name`` if there is one, else the paper defaults (with a
+    :class:`~metareward.algos.config.DefaultConfigWarning`); ``ConfigError`` for an env
+    name that is not registered (see :func:`metareward.algos.config.preset`)."""
+    return cfg.preset(PRESETS, Config(), env_name, "tare")
