@@ -277,8 +277,9 @@ def test_short_run_metrics_and_state(small_run):
 
 def test_value_targets_over_the_buffer(small_run):
     trainer, state, _ = small_run
-    values, targets = jax.jit(trainer.value_targets)(state.params, state.obs_stats,
-                                                     state.buffer)
+    parts = awr.make_parts(SMALL, trainer.env)
+    values, targets = jax.jit(lambda *a: awr.value_targets(parts, *a))(
+        state.params, state.obs_stats, state.buffer)
     d = state.buffer.data
     scale = 1.0 / (1.0 - SMALL.gamma)
     V = lambda obs: np.asarray(scale * trainer.value.apply(

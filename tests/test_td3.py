@@ -40,12 +40,13 @@ def learning_state(trainer):
 
 def _batch(key, obs_dim=3, n=8):
     k = jax.random.split(key, 5)
-    return td3.Rows(
+    # terminal = done * (1 - truncation) = [0, 1, 0, 0, 1, 0, 0, 0]; row 2 is truncated.
+    return replay.Row(
         obs=jax.random.normal(k[0], (n, obs_dim)),
         action=jax.random.uniform(k[1], (n, 1), minval=-1, maxval=1),
         reward=jax.random.normal(k[2], (n,)),
-        terminal=jnp.array([0, 1, 0, 0, 1, 0, 0, 0], jnp.float32)[:n],
         done=jnp.array([0, 1, 1, 0, 1, 0, 0, 0], jnp.float32)[:n],
+        truncation=jnp.array([0, 0, 1, 0, 0, 0, 0, 0], jnp.float32)[:n],
         next_obs=jax.random.normal(k[3], (n, obs_dim)),
     )
 
@@ -53,10 +54,12 @@ def _batch(key, obs_dim=3, n=8):
 def test_td_target_is_clipped_double_q_with_bootstrap_on_truncation(trainer, learning_state):
     """Without target noise, y = r + gamma (1 - terminal) min_i Q'_i(s', mu'(s')): a
     truncated row (done, not terminal) bootstraps, a terminal row does not."""
-    tr = td3.make_train(dataclasses.replace(TINY, target_noise=0.0), trainer.env)
+    cfg = dataclasses.replace(TINY, target_noise=0.0)
+    tr, parts = td3.make_train(cfg, trainer.env), td3.make_parts(cfg, trainer.env)
     tp = learning_state.target_params
     b = _batch(jax.random.PRNGKey(1))
-    y = np.asarray(tr.td_target(tp, b, jax.random.PRNGKey(2)))
+    np.testing.assert_array_equal(b.terminal, [0, 1, 0, 0, 1, 0, 0, 0])
+    y = np.asarray(td3.td_target(parts, tp, b, jax.random.PRNGKey(2)))
     a_next = tr.actor.apply(tp["actor"], b.next_obs)
     q = np.asarray(jax.vmap(lambda p: tr.critic.apply(p, b.next_obs, a_next))(tp["critic"]))
     assert not np.allclose(q[0], q[1])  # two distinct critics, so min matters
@@ -70,11 +73,12 @@ def test_target_smoothing_noise_is_clipped(trainer, learning_state):
     """With huge target noise clipped at 0.3, a' stays within mu'(s') +- 0.3 (and the
     box): the target equals one computed at some a' in that interval. Checked with a
     one-critic config by bracketing y between the min and max of Q' over the interval."""
-    tr = td3.make_train(dataclasses.replace(TINY, target_noise=100.0, target_noise_clip=0.3,
-                                            twin_critics=False), trainer.env)
+    cfg = dataclasses.replace(TINY, target_noise=100.0, target_noise_clip=0.3,
+                              twin_critics=False)
+    tr, parts = td3.make_train(cfg, trainer.env), td3.make_parts(cfg, trainer.env)
     st = tr.init(jax.random.PRNGKey(3))
-    b = _batch(jax.random.PRNGKey(4))._replace(terminal=jnp.zeros(8))
-    y = np.asarray(tr.td_target(st.target_params, b, jax.random.PRNGKey(5)))
+    b = _batch(jax.random.PRNGKey(4))._replace(done=jnp.zeros(8))  # no terminal row
+    y = np.asarray(td3.td_target(parts, st.target_params, b, jax.random.PRNGKey(5)))
     mu = tr.actor.apply(st.target_params["actor"], b.next_obs)
     grid = jnp.clip(mu[None] + jnp.linspace(-0.3, 0.3, 601)[:, None, None], -1, 1)
     crit = jax.tree.map(lambda x: x[0], st.target_params["critic"])
@@ -119,7 +123,7 @@ def test_ddpg_is_a_config(env):
     cfg = td3.DDPGConfig(total_steps=64, learning_starts=8, buffer_size=64, batch_size=8,
                          hidden=(16, 16))
     assert (cfg.policy_delay, cfg.target_noise, cfg.twin_critics) == (1, 0.0, False)
-    tr = td3.make_train(cfg, env)
+    tr, parts = td3.make_train(cfg, env), td3.make_parts(cfg, env)
     s = tr.init(jax.random.PRNGKey(0))
     assert jax.tree.leaves(s.params["critic"])[0].shape[0] == 1
     upd = jax.jit(tr.update)
@@ -132,8 +136,8 @@ def test_ddpg_is_a_config(env):
         s = new
     # The target is deterministic without noise.
     b = _batch(jax.random.PRNGKey(1))
-    np.testing.assert_array_equal(tr.td_target(s.target_params, b, jax.random.PRNGKey(1)),
-                                  tr.td_target(s.target_params, b, jax.random.PRNGKey(2)))
+    np.testing.assert_array_equal(td3.td_target(parts, s.target_params, b, jax.random.PRNGKey(1)),
+                                  td3.td_target(parts, s.target_params, b, jax.random.PRNGKey(2)))
 
 
 def test_stored_rows_and_random_phase(env):

@@ -59,6 +59,7 @@ Usage::
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -71,8 +72,9 @@ from flax import struct
 from jax.flatten_util import ravel_pytree
 
 from metareward.algos import config as cfg
+from metareward.algos.common import episode_evaluator, scan_train
 from metareward.algos.onpolicy import check_env, obs_preprocessor
-from metareward.algos.policy import check_one_seed
+from metareward.algos.td3 import clipped_step
 from metareward.envs.spec import EnvSpec
 from metareward.envs.wrappers import VmapWrapper
 from metareward.nets.policies import ValueNet, make_policy
@@ -81,7 +83,7 @@ from metareward.rl.gae import gae
 from metareward.rl.losses import awr_policy_loss, awr_weights
 from metareward.rl.normalize import RunningStats
 from metareward.rl.replay import ReplayBuffer
-from metareward.rl.rollout import episode_metrics, evaluate_episodes, rollout
+from metareward.rl.rollout import episode_metrics, rollout
 from metareward.rl.stats import masked_mean_std
 
 Params = Any
@@ -194,33 +196,48 @@ def preset(env_name: str) -> Config:
     return cfg.preset(PRESETS, Config(), env_name, "awr")
 
 
-class Rows(NamedTuple):
-    """What the buffer stores per env step (time-major ``[L, N, ...]`` in the buffer):
-    raw flattened observations, raw (policy-space) actions, scaled rewards, the episode
-    flags and the observation each transition reached (before any auto-reset)."""
+class Parts(NamedTuple):
+    """The static parts of AWR bound to a config and an env, built once by
+    :func:`make_parts` and passed to every stage (nothing here is traced state).
 
-    obs: jax.Array
-    action: jax.Array
-    reward: jax.Array
-    done: jax.Array
-    truncation: jax.Array
-    next_obs: jax.Array
+    ``venv`` is the env batched with ``config.num_envs``; ``policy_opt`` and
+    ``value_opt`` the SGD-momentum optimisers of the flattened parameter vectors;
+    ``value_scale`` the critic's output scale (``1 / (1 - gamma)`` by default);
+    ``flatten_obs`` and ``prep`` flatten (and ``prep`` also normalises) observations;
+    ``action_low``/``action_high`` the action box (``None`` for discrete actions);
+    ``num_rows`` the buffer's rows of ``num_envs`` transitions; ``num_updates`` the
+    updates of a run.
+    """
+
+    config: Config
+    spec: EnvSpec
+    venv: Env
+    policy: nn.Module
+    value: nn.Module
+    policy_opt: optax.GradientTransformation
+    value_opt: optax.GradientTransformation
+    value_scale: float | jax.Array
+    flatten_obs: Callable[[jax.Array], jax.Array]
+    prep: Callable[[RunningStats, jax.Array], jax.Array]
+    action_low: jax.Array | None
+    action_high: jax.Array | None
+    num_rows: int
+    num_updates: int
 
 
 @struct.dataclass
 class AwrState:
     """Everything AWR carries between updates (a pytree).
 
-    ``params = {"policy": ..., "value": ...}``; ``policy_opt_state`` and
-    ``value_opt_state`` are SGD-momentum states on the flattened parameter vectors;
-    ``buffer`` the replay buffer of :class:`Rows`; ``obs_stats`` the observation
-    normaliser; ``nonfinite`` counts gradient steps skipped because the loss or gradient
-    was not finite.
+    ``params = {"policy": ..., "value": ...}``; ``opt_state = {"policy": ..., "value":
+    ...}``, the SGD-momentum state of each net's flattened parameter vector (keyed as
+    ``params``); ``buffer`` the replay buffer of :class:`metareward.rl.replay.Row`
+    (``time`` unset); ``obs_stats`` the observation normaliser; ``nonfinite`` counts
+    gradient steps skipped because the loss or gradient was not finite.
     """
 
     params: Params
-    policy_opt_state: optax.OptState
-    value_opt_state: optax.OptState
+    opt_state: dict[str, optax.OptState]
     obs_stats: RunningStats
     buffer: ReplayBuffer
     env_state: State
@@ -231,14 +248,10 @@ class AwrState:
 
 
 class Trainer(NamedTuple):
-    """AWR bound to a config and an env; all functions pure and jittable.
-
-    Beyond ``init / update / train / act / evaluate`` (the
-    :class:`~metareward.algos.registry.Learner` protocol):
-    ``value_targets(params, obs_stats, buffer) -> (values, targets)``, both ``[L, N]``:
-    ``V(s)`` and the TD(lambda) targets of every buffer entry under the given parameters
-    (entries outside :func:`metareward.rl.replay.valid_mask` are meaningless).
-    """
+    """AWR bound to a config and an env; all functions pure and jittable
+    (``init / update / train / act / evaluate``: the
+    :class:`~metareward.algos.registry.Learner` protocol; ``policy`` and ``value`` the
+    nets). The stages are module functions of :class:`Parts` (:func:`make_parts`)."""
 
     config: Config
     env: Env
@@ -251,7 +264,6 @@ class Trainer(NamedTuple):
     train: Callable[[jax.Array], tuple[AwrState, Metrics]]
     act: Callable[..., jax.Array]
     evaluate: Callable[..., jax.Array]
-    value_targets: Callable[..., tuple[jax.Array, jax.Array]]
 
 
 def td_lambda_targets(
@@ -263,21 +275,44 @@ def td_lambda_targets(
     gamma: float | jax.Array,
     td_lambda: float | jax.Array,
 ) -> jax.Array:
-    """TD(lambda) returns over time-major ``[T, ...]`` arrays:
+    """TD(lambda) returns over time-major ``[T, ...]`` arrays (AWR, Peng et al. 2019,
+    Section 3.3 and ``awr_agent.py``'s ``_compute_return``).
+
     ``R_t = r_t + gamma [(1 - lambda) V(s'_t) + lambda R_{t+1}]`` within an episode,
     ``R_t = r_t + gamma V(s'_t)`` on its last step if truncated (or at the end of the
-    data) and ``R_t = r_t`` if terminated (``awr_agent.py``'s ``_compute_return``).
-    Computed as GAE's ``adv + V`` (:func:`metareward.rl.gae.gae`)."""
+    data) and ``R_t = r_t`` if terminated. Computed as GAE's ``adv + V``
+    (:func:`metareward.rl.gae.gae`).
+
+    Args:
+        rewards: ``r_t``, ``[T, ...]``.
+        values: ``V(s_t)``, ``[T, ...]``.
+        next_values: ``V(s'_t)`` of the observation each step reached, ``[T, ...]``.
+        dones: 1 where the episode ended at step ``t``.
+        truncations: 1 where it ended by the time limit (bootstraps).
+        gamma: Discount.
+        td_lambda: The TD(lambda) mixing parameter.
+
+    Returns:
+        ``R^lambda``, ``[T, ...]``.
+    """
     return gae(rewards, values, next_values, dones, truncations, gamma, td_lambda)[1]
 
 
-def make_train(config: Config, env: Env) -> Trainer:
-    """Binds AWR to a single env (batched here with ``config.num_envs``).
+def make_parts(config: Config, env: Env) -> Parts:
+    """Validates ``config`` against ``env`` and builds AWR's static parts.
 
-    Returns a :class:`Trainer` with pure ``init(key)``, ``update(state)`` and
-    ``train(key)`` (``init`` then a ``lax.scan`` of ``update``), so
-    ``jax.jit(jax.vmap(trainer.train))(keys)`` runs many seeds as one program. Bad
-    configs or env/config mismatches raise here, before anything is compiled.
+    Args:
+        config: AWR hyperparameters.
+        env: A single env (``metareward.envs.make``); batched here with
+            ``config.num_envs``.
+
+    Returns:
+        The :class:`Parts` every stage takes.
+
+    Raises:
+        TypeError: ``config`` is not an AWR :class:`Config`, or ``env`` is not a single
+            metareward env.
+        ValueError: ``total_steps`` is less than one rollout.
     """
     if not isinstance(config, Config):
         raise TypeError(f"expected metareward.algos.awr.Config, got {type(config).__name__}")
@@ -290,9 +325,6 @@ def make_train(config: Config, env: Env) -> Trainer:
             f"total_steps={config.total_steps} is less than one rollout "
             f"(num_envs * num_steps = {rollout_size})"
         )
-    num_rows = config.buffer_size // N
-    venv = VmapWrapper(env, N)
-    obs_dim = spec.obs_size
     discrete = spec.discrete
     policy = make_policy(discrete, spec.action_size, config.hidden, config.activation,
                          False, cfg.log(config.action_std))
@@ -300,228 +332,472 @@ def make_train(config: Config, env: Env) -> Trainer:
     value_scale = (1.0 / (1.0 - config.gamma) if config.value_scale is None
                    else config.value_scale)
     flatten_obs, prep = obs_preprocessor(spec, config.normalize_obs)
-    policy_opt = optax.sgd(config.policy_learning_rate, momentum=config.momentum)
-    value_opt = optax.sgd(config.value_learning_rate, momentum=config.momentum)
+    a_low = a_high = None
     if not discrete:
         a_low = jnp.asarray(spec.action_low or (-1.0,) * spec.action_size, jnp.float32)
         a_high = jnp.asarray(spec.action_high or (1.0,) * spec.action_size, jnp.float32)
-
-    def example_rows() -> Rows:
-        obs = jnp.zeros((N, obs_dim), jnp.float32)
-        action = (jnp.zeros((N,), jnp.int32) if discrete
-                  else jnp.zeros((N, spec.action_size), jnp.float32))
-        f = jnp.zeros((N,), jnp.float32)
-        return Rows(obs, action, f, f, f, obs)
-
-    def init(key: jax.Array) -> AwrState:
-        k_pi, k_v, k_env, key = jax.random.split(key, 4)
-        dummy = jnp.zeros((1, obs_dim), jnp.float32)
-        params = {"policy": policy.init(k_pi, dummy), "value": value.init(k_v, dummy)}
-        return AwrState(
-            params=params,
-            policy_opt_state=policy_opt.init(ravel_pytree(params["policy"])[0]),
-            value_opt_state=value_opt.init(ravel_pytree(params["value"])[0]),
-            obs_stats=RunningStats.create((obs_dim,)),
-            buffer=replay.init(example_rows(), num_rows),
-            env_state=venv.reset(k_env),
-            key=key,
-            update_step=jnp.zeros((), jnp.int32),
-            env_steps=jnp.zeros((), jnp.int32),
-            nonfinite=jnp.zeros((), jnp.int32),
-        )
-
-    def act(state: Any, obs: jax.Array, key: jax.Array,
-            deterministic: bool = False) -> jax.Array:
-        """Env actions of the current policy for a batch of raw observations (``state``:
-        a train state or a :class:`~metareward.algos.policy.Policy`)."""
-        dist = policy.apply(state.params["policy"], prep(state.obs_stats, obs))
-        raw = dist.mode() if deterministic else dist.sample(key)
-        return dist.to_env(raw)
-
-    def freeze_std(p: Params) -> Params:
-        """The policy parameters with the log-std cut from the gradient (fixed std)."""
-        if discrete or config.learn_std:
-            return p
-        inner = dict(p["params"])
-        inner["log_std"] = jax.lax.stop_gradient(inner["log_std"])
-        return {**p, "params": inner}
-
-    def targets_normalized(
-        value_params: Params, obs_n: jax.Array, next_n: jax.Array, data: Rows
-    ) -> tuple[jax.Array, jax.Array]:
-        """``(V(s), R^lambda)`` over the buffer, from normalised observations."""
-        v = value_scale * value.apply(value_params, obs_n)
-        nv = value_scale * value.apply(value_params, next_n)
-        tgt = td_lambda_targets(data.reward, v, nv, data.done, data.truncation,
-                                config.gamma, config.td_lambda)
-        return v, tgt
-
-    def value_targets(
-        params: Params, obs_stats: RunningStats, buffer: ReplayBuffer
-    ) -> tuple[jax.Array, jax.Array]:
-        """``(V(s), R^lambda)``, both ``[L, N]``, for every entry of ``buffer``."""
-        d = buffer.data
-        return targets_normalized(params["value"], prep(obs_stats, d.obs),
-                                  prep(obs_stats, d.next_obs), d)
-
-    def sgd_step(loss_fn, optimizer, unravel):
-        """A minibatch step on a flat parameter vector; a non-finite loss or gradient
-        feeds the optimiser a zero gradient, keeps the parameters and is counted."""
-
-        def step(carry, batch):
-            flat, opt_state, nonfinite = carry
-            (loss, aux), grads = jax.value_and_grad(
-                lambda f: loss_fn(unravel(f), *batch), has_aux=True)(flat)
-            grad_norm = jnp.sqrt(jnp.sum(grads**2))
-            ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-            if config.max_grad_norm is not None:
-                grads = grads * jnp.minimum(1.0, config.max_grad_norm / (grad_norm + 1e-6))
-            grads = jnp.where(ok, grads, 0.0)
-            updates, opt_state = optimizer.update(grads, opt_state, flat)
-            flat = jnp.where(ok, flat + updates, flat)
-            return (flat, opt_state, nonfinite + (~ok)), {**aux, "grad_norm": grad_norm}
-
-        return step
-
-    def value_loss(vp: Params, obs: jax.Array, target: jax.Array):
-        # In normalised units, as the authors' val_norm: 0.5 E[(net(s) - R / scale)^2].
-        loss = 0.5 * jnp.mean(jnp.square(value.apply(vp, obs) - target / value_scale))
-        return loss, {"value_loss": loss}
-
-    def policy_loss(pp: Params, obs: jax.Array, action: jax.Array, weight: jax.Array):
-        dist = policy.apply(freeze_std(pp), obs)
-        loss = awr_policy_loss(dist.log_prob(action), weight)
-        aux = {"policy_loss": loss, "entropy": jnp.mean(dist.entropy())}
-        if not discrete:
-            mu = dist.mean
-            violation = jnp.sum(jnp.square(jnp.minimum(mu - a_low, 0.0))
-                                + jnp.square(jnp.maximum(mu - a_high, 0.0)), axis=-1)
-            bound = 0.5 * jnp.mean(violation)
-            loss = loss + config.action_bound_coef * bound
-            aux["bound_loss"] = bound
-        return loss, aux
-
-    def update(state: AwrState) -> tuple[AwrState, Metrics]:
-        key, k_roll, k_v, k_pi = jax.random.split(state.key, 4)
-        params, stats = state.params, state.obs_stats
-
-        def policy_act(obs: jax.Array, k: jax.Array):
-            dist = policy.apply(params["policy"], prep(stats, obs))
-            raw = dist.sample(k)
-            return raw, dist.to_env(raw), dist.log_prob(raw)
-
-        env_state, traj = rollout(venv, state.env_state, policy_act, k_roll, T)
-        obs_flat = flatten_obs(traj.obs).astype(jnp.float32)
-        if config.normalize_obs:
-            updated = stats.update(obs_flat)
-            if config.normalizer_samples is not None:
-                # The authors' normaliser records only the first normalizer_samples.
-                keep = state.env_steps < config.normalizer_samples
-                updated = jax.tree.map(lambda a, b: jnp.where(keep, a, b), updated, stats)
-            stats = updated
-        rows = Rows(
-            obs=obs_flat,
-            action=traj.action,
-            reward=(traj.reward * config.reward_scale).astype(jnp.float32),
-            done=traj.done.astype(jnp.float32),
-            truncation=traj.truncation.astype(jnp.float32),
-            next_obs=flatten_obs(traj.next_obs).astype(jnp.float32),
-        )
-        buffer = replay.insert(state.buffer, rows)
-        d = buffer.data
-        obs_n, next_n = prep(stats, d.obs), prep(stats, d.next_obs)
-        valid = jnp.broadcast_to(replay.valid_mask(buffer)[:, None], d.reward.shape)
-
-        # Value step (Algorithm 1): regress V on TD(lambda) targets of the current V.
-        v_flat, v_unravel = ravel_pytree(params["value"])
-        _, tgt = targets_normalized(params["value"], obs_n, next_n, d)
-
-        def value_batch(k):
-            t, e = replay.sample_indices(k, buffer, config.value_batch_size)
-            return obs_n[t, e], tgt[t, e]
-
-        (v_flat, v_opt, nonfinite), v_stats = jax.lax.scan(
-            lambda c, k: sgd_step(value_loss, value_opt, v_unravel)(c, value_batch(k)),
-            (v_flat, state.value_opt_state, state.nonfinite),
-            jax.random.split(k_v, config.value_steps),
-        )
-        new_value = v_unravel(v_flat)
-
-        # Policy step: advantages under the updated V, exponentiated and clipped.
-        values, tgt = targets_normalized(new_value, obs_n, next_n, d)
-        adv = tgt - values
-        adv_mean, adv_std = masked_mean_std(adv, valid)
-        if config.normalize_advantages:
-            adv = (adv - adv_mean) / (adv_std + 1e-5)
-        raw_w = jnp.exp(adv / config.temperature)
-        weights = awr_weights(adv, config.temperature, config.weight_clip)
-        pi_flat, pi_unravel = ravel_pytree(params["policy"])
-
-        def policy_batch(k):
-            t, e = replay.sample_indices(k, buffer, config.policy_batch_size)
-            return obs_n[t, e], d.action[t, e], weights[t, e]
-
-        (pi_flat, pi_opt, nonfinite), pi_stats = jax.lax.scan(
-            lambda c, k: sgd_step(policy_loss, policy_opt, pi_unravel)(c, policy_batch(k)),
-            (pi_flat, state.policy_opt_state, nonfinite),
-            jax.random.split(k_pi, config.policy_steps),
-        )
-
-        vm = valid.astype(jnp.float32)
-        n_valid = jnp.maximum(jnp.sum(vm), 1.0)
-        env_steps = state.env_steps + rollout_size
-        v_stats = jax.tree.map(jnp.mean, v_stats)
-        pi_stats = jax.tree.map(jnp.mean, pi_stats)
-        metrics = {
-            "value_loss": v_stats["value_loss"],
-            "value_grad_norm": v_stats["grad_norm"],
-            **{k: v for k, v in pi_stats.items() if k != "grad_norm"},
-            "policy_grad_norm": pi_stats["grad_norm"],
-            "adv_mean": adv_mean,
-            "adv_std": adv_std,
-            "weight_mean": jnp.sum(weights * vm) / n_valid,
-            "weight_max": jnp.max(jnp.where(valid, raw_w, 0.0)),
-            "weight_clip_frac": jnp.sum((raw_w > config.weight_clip) * vm) / n_valid,
-            "buffer_size": buffer.size * N,
-            **episode_metrics(traj),
-            "env_steps": env_steps,
-            "nonfinite": nonfinite,
-        }
-        new_state = AwrState(
-            params={"policy": pi_unravel(pi_flat), "value": new_value},
-            policy_opt_state=pi_opt,
-            value_opt_state=v_opt,
-            obs_stats=stats,
-            buffer=buffer,
-            env_state=env_state,
-            key=key,
-            update_step=state.update_step + 1,
-            env_steps=env_steps,
-            nonfinite=nonfinite,
-        )
-        return new_state, metrics
-
-    def train(key: jax.Array) -> tuple[AwrState, Metrics]:
-        state = init(key)
-        return jax.lax.scan(lambda s, _: update(s), state, None, length=num_updates)
-
-    def evaluate(
-        state: AwrState,
-        key: jax.Array,
-        num_episodes: int = 16,
-        deterministic: bool = False,
-    ) -> jax.Array:
-        """Returns of ``num_episodes`` fresh episodes of the current policy."""
-        check_one_seed(state)
-        fn = lambda obs, k: act(state, obs, k, deterministic)
-        return evaluate_episodes(env, fn, key, num_episodes, spec.episode_length)
-
-    return Trainer(
-        config=config, env=env, spec=spec, policy=policy, value=value,
-        num_updates=num_updates, init=init, update=update, train=train, act=act,
-        evaluate=evaluate, value_targets=value_targets,
+    return Parts(
+        config=config, spec=spec, venv=VmapWrapper(env, N), policy=policy, value=value,
+        policy_opt=optax.sgd(config.policy_learning_rate, momentum=config.momentum),
+        value_opt=optax.sgd(config.value_learning_rate, momentum=config.momentum),
+        value_scale=value_scale, flatten_obs=flatten_obs, prep=prep, action_low=a_low,
+        action_high=a_high, num_rows=config.buffer_size // N, num_updates=num_updates,
     )
 
 
-__all__ = ["PRESETS", "AwrState", "Config", "Rows", "Trainer", "make_train", "preset",
-           "td_lambda_targets"]
+def example_row(parts: Parts) -> replay.Row:
+    """One buffer row of zeros, ``[num_envs, ...]`` leaves (shapes and dtypes only)."""
+    N, spec = parts.config.num_envs, parts.spec
+    obs = jnp.zeros((N, spec.obs_size), jnp.float32)
+    action = (jnp.zeros((N,), jnp.int32) if spec.discrete
+              else jnp.zeros((N, spec.action_size), jnp.float32))
+    f = jnp.zeros((N,), jnp.float32)
+    return replay.Row(obs, action, f, f, f, obs)
+
+
+def init(parts: Parts, key: jax.Array) -> AwrState:
+    """AWR, Algorithm 1, lines 1-2: a random policy (and value function) and an empty
+    replay buffer ``D``.
+
+    Args:
+        parts: The static parts (:func:`make_parts`).
+        key: PRNG key.
+
+    Returns:
+        The initial :class:`AwrState` (env reset, normaliser empty).
+    """
+    k_pi, k_v, k_env, key = jax.random.split(key, 4)
+    dummy = jnp.zeros((1, parts.spec.obs_size), jnp.float32)
+    params = {"policy": parts.policy.init(k_pi, dummy), "value": parts.value.init(k_v, dummy)}
+    return AwrState(
+        params=params,
+        opt_state={"policy": parts.policy_opt.init(ravel_pytree(params["policy"])[0]),
+                   "value": parts.value_opt.init(ravel_pytree(params["value"])[0])},
+        obs_stats=RunningStats.create((parts.spec.obs_size,)),
+        buffer=replay.init(example_row(parts), parts.num_rows),
+        env_state=parts.venv.reset(k_env),
+        key=key,
+        update_step=jnp.zeros((), jnp.int32),
+        env_steps=jnp.zeros((), jnp.int32),
+        nonfinite=jnp.zeros((), jnp.int32),
+    )
+
+
+def act(parts: Parts, state: Any, obs: jax.Array, key: jax.Array,
+        deterministic: bool = False) -> jax.Array:
+    """Env actions of the current policy for a batch of raw observations.
+
+    Args:
+        parts: The static parts.
+        state: A train state or a :class:`~metareward.algos.policy.Policy` (what is
+            read: ``params["policy"]`` and ``obs_stats``).
+        obs: Raw observations, ``[B, ...]``.
+        key: PRNG key (unused if ``deterministic``).
+        deterministic: The distribution's mode instead of a sample.
+
+    Returns:
+        Env actions, ``[B, ...]``.
+    """
+    dist = parts.policy.apply(state.params["policy"], parts.prep(state.obs_stats, obs))
+    raw = dist.mode() if deterministic else dist.sample(key)
+    return dist.to_env(raw)
+
+
+def collect(
+    parts: Parts, state: AwrState, key: jax.Array
+) -> tuple[State, Any, RunningStats, ReplayBuffer]:
+    """AWR, Algorithm 1, line 4: add trajectories sampled with the current policy to the
+    replay buffer ``D`` (``num_envs x num_steps`` transitions; the oldest drop out).
+
+    The observation normaliser is updated with the new observations while
+    ``env_steps < normalizer_samples`` (the authors' normaliser, then frozen).
+
+    Args:
+        parts: The static parts.
+        state: The train state.
+        key: PRNG key of the rollout.
+
+    Returns:
+        ``(env_state, traj, obs_stats, buffer)``: the envs after the rollout, the
+        rollout (:func:`metareward.rl.rollout.rollout`), the updated normaliser and the
+        buffer with the new rows (:class:`metareward.rl.replay.Row`).
+    """
+    config, params, stats = parts.config, state.params, state.obs_stats
+
+    def policy_act(obs: jax.Array, k: jax.Array):
+        dist = parts.policy.apply(params["policy"], parts.prep(stats, obs))
+        raw = dist.sample(k)
+        return raw, dist.to_env(raw), dist.log_prob(raw)
+
+    env_state, traj = rollout(parts.venv, state.env_state, policy_act, key, config.num_steps)
+    obs_flat = parts.flatten_obs(traj.obs).astype(jnp.float32)
+    if config.normalize_obs:
+        updated = stats.update(obs_flat)
+        if config.normalizer_samples is not None:
+            # The authors' normaliser records only the first normalizer_samples.
+            keep = state.env_steps < config.normalizer_samples
+            updated = jax.tree.map(lambda a, b: jnp.where(keep, a, b), updated, stats)
+        stats = updated
+    rows = replay.Row(
+        obs=obs_flat,
+        action=traj.action,
+        reward=(traj.reward * config.reward_scale).astype(jnp.float32),
+        done=traj.done.astype(jnp.float32),
+        truncation=traj.truncation.astype(jnp.float32),
+        next_obs=parts.flatten_obs(traj.next_obs).astype(jnp.float32),
+    )
+    return env_state, traj, stats, replay.insert(state.buffer, rows)
+
+
+def values_and_targets(
+    parts: Parts, value_params: Params, obs_n: jax.Array, next_n: jax.Array, data: replay.Row
+) -> tuple[jax.Array, jax.Array]:
+    """``V(s)`` and the TD(lambda) targets ``R^lambda`` (:func:`td_lambda_targets`) of
+    every buffer entry, from normalised observations.
+
+    Args:
+        parts: The static parts.
+        value_params: The value net's parameters.
+        obs_n: Normalised ``s`` of the buffer, ``[L, N, obs]``.
+        next_n: Normalised ``s'`` of the buffer, ``[L, N, obs]``.
+        data: The buffer's rows (rewards and flags ``[L, N]``).
+
+    Returns:
+        ``(V(s), R^lambda)``, both ``[L, N]``, in reward units (``value_scale * net``).
+    """
+    config = parts.config
+    v = parts.value_scale * parts.value.apply(value_params, obs_n)
+    nv = parts.value_scale * parts.value.apply(value_params, next_n)
+    tgt = td_lambda_targets(data.reward, v, nv, data.done, data.truncation,
+                            config.gamma, config.td_lambda)
+    return v, tgt
+
+
+def value_targets(
+    parts: Parts, params: Params, obs_stats: RunningStats, buffer: ReplayBuffer
+) -> tuple[jax.Array, jax.Array]:
+    """:func:`values_and_targets` of a whole buffer from raw observations.
+
+    Args:
+        parts: The static parts.
+        params: ``{"policy": ..., "value": ...}`` (``value`` is read).
+        obs_stats: The observation normaliser.
+        buffer: The replay buffer.
+
+    Returns:
+        ``(V(s), R^lambda)``, both ``[L, N]`` (entries outside
+        :func:`metareward.rl.replay.valid_mask` are meaningless).
+    """
+    d = buffer.data
+    return values_and_targets(parts, params["value"], parts.prep(obs_stats, d.obs),
+                              parts.prep(obs_stats, d.next_obs), d)
+
+
+def value_loss(
+    parts: Parts, value_params: Params, obs: jax.Array, target: jax.Array
+) -> tuple[jax.Array, Metrics]:
+    """The value regression loss (AWR, Algorithm 1, line 5), in normalised units as the
+    authors' ``val_norm``: ``0.5 E[(net(s) - R^lambda / value_scale)^2]``.
+
+    Args:
+        parts: The static parts.
+        value_params: The value net's parameters.
+        obs: Normalised observations, ``[B, obs]``.
+        target: ``R^lambda``, ``[B]``.
+
+    Returns:
+        ``(loss, {"value_loss": loss})``.
+    """
+    out = parts.value.apply(value_params, obs)
+    loss = 0.5 * jnp.mean(jnp.square(out - target / parts.value_scale))
+    return loss, {"value_loss": loss}
+
+
+def freeze_std(parts: Parts, policy_params: Params) -> Params:
+    """The policy parameters with the log-std cut from the gradient (the authors' fixed
+    action std), unless the actions are discrete or ``config.learn_std``."""
+    if parts.spec.discrete or parts.config.learn_std:
+        return policy_params
+    inner = dict(policy_params["params"])
+    inner["log_std"] = jax.lax.stop_gradient(inner["log_std"])
+    return {**policy_params, "params": inner}
+
+
+def policy_loss(
+    parts: Parts, policy_params: Params, obs: jax.Array, action: jax.Array, weight: jax.Array
+) -> tuple[jax.Array, Metrics]:
+    """The advantage-weighted regression loss (AWR, Algorithm 1, line 6; TARE eq. 4):
+    ``-E[w log pi(a|s)]`` (:func:`metareward.rl.losses.awr_policy_loss`), plus, for
+    continuous actions, ``action_bound_coef`` times the authors' action-bound penalty
+    ``0.5 E[sum_i (min(mu_i - lo_i, 0)^2 + max(mu_i - hi_i, 0)^2)]``.
+
+    Args:
+        parts: The static parts.
+        policy_params: The policy's parameters.
+        obs: Normalised observations, ``[B, obs]``.
+        action: Stored (policy-space) actions, ``[B, ...]``.
+        weight: ``w = min(exp(A / beta), w_max)``, ``[B]``.
+
+    Returns:
+        ``(loss, aux)`` with ``policy_loss``, ``entropy`` and (continuous)
+        ``bound_loss``.
+    """
+    dist = parts.policy.apply(freeze_std(parts, policy_params), obs)
+    loss = awr_policy_loss(dist.log_prob(action), weight)
+    aux = {"policy_loss": loss, "entropy": jnp.mean(dist.entropy())}
+    if not parts.spec.discrete:
+        mu = dist.mean
+        violation = jnp.sum(jnp.square(jnp.minimum(mu - parts.action_low, 0.0))
+                            + jnp.square(jnp.maximum(mu - parts.action_high, 0.0)), axis=-1)
+        bound = 0.5 * jnp.mean(violation)
+        loss = loss + parts.config.action_bound_coef * bound
+        aux["bound_loss"] = bound
+    return loss, aux
+
+
+def sgd_step(
+    parts: Parts,
+    loss_fn: Callable[..., tuple[jax.Array, Metrics]],
+    optimizer: optax.GradientTransformation,
+    unravel: Callable[[jax.Array], Params],
+    carry: tuple[jax.Array, optax.OptState, jax.Array],
+    batch: tuple[jax.Array, ...],
+) -> tuple[tuple[jax.Array, optax.OptState, jax.Array], Metrics]:
+    """One minibatch step on a flat parameter vector (:func:`metareward.algos.td3.
+    clipped_step`): a non-finite loss or gradient keeps the parameters and is counted.
+
+    Args:
+        parts: The static parts (``config.max_grad_norm`` is read).
+        loss_fn: ``loss_fn(params, *batch) -> (loss, aux)``.
+        optimizer: The optimiser of this net.
+        unravel: Flat vector -> the net's parameters.
+        carry: ``(flat, opt_state, nonfinite)``.
+        batch: The minibatch, as ``loss_fn``'s trailing arguments.
+
+    Returns:
+        ``((flat, opt_state, nonfinite), aux)``, ``aux`` with ``grad_norm``.
+    """
+    flat, opt_state, nonfinite = carry
+    flat, opt_state, ok, _, aux = clipped_step(
+        lambda f: loss_fn(unravel(f), *batch), optimizer, flat, opt_state,
+        parts.config.max_grad_norm)
+    return (flat, opt_state, nonfinite + (~ok)), aux
+
+
+def value_regression(
+    parts: Parts,
+    value_params: Params,
+    opt_state: optax.OptState,
+    nonfinite: jax.Array,
+    buffer: ReplayBuffer,
+    obs_n: jax.Array,
+    next_n: jax.Array,
+    key: jax.Array,
+) -> tuple[Params, optax.OptState, jax.Array, Metrics]:
+    """AWR, Algorithm 1, line 5: ``V <- argmin_V E_D[||R^lambda - V(s)||^2]``, as
+    ``value_steps`` minibatch SGD-momentum steps on :func:`value_loss` towards the
+    TD(lambda) targets of the current ``V`` (computed once, before the steps).
+
+    Args:
+        parts: The static parts.
+        value_params: The value net's parameters.
+        opt_state: Its optimiser state.
+        nonfinite: Skipped-step counter so far.
+        buffer: The replay buffer (after this update's insert).
+        obs_n: Normalised ``s`` of the buffer, ``[L, N, obs]``.
+        next_n: Normalised ``s'`` of the buffer, ``[L, N, obs]``.
+        key: PRNG key of the minibatch draws.
+
+    Returns:
+        ``(value_params, opt_state, nonfinite, stats)``, ``stats`` the per-step
+        ``value_loss`` and ``grad_norm`` (``[value_steps]``).
+    """
+    config = parts.config
+    v_flat, v_unravel = ravel_pytree(value_params)
+    _, tgt = values_and_targets(parts, value_params, obs_n, next_n, buffer.data)
+    loss = functools.partial(value_loss, parts)
+
+    def value_batch(k):
+        t, e = replay.sample_indices(k, buffer, config.value_batch_size)
+        return obs_n[t, e], tgt[t, e]
+
+    (v_flat, v_opt, nonfinite), v_stats = jax.lax.scan(
+        lambda c, k: sgd_step(parts, loss, parts.value_opt, v_unravel, c, value_batch(k)),
+        (v_flat, opt_state, nonfinite),
+        jax.random.split(key, config.value_steps),
+    )
+    return v_unravel(v_flat), v_opt, nonfinite, v_stats
+
+
+def advantage_weights(
+    parts: Parts,
+    value_params: Params,
+    obs_n: jax.Array,
+    next_n: jax.Array,
+    data: replay.Row,
+    valid: jax.Array,
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """AWR, Algorithm 1, line 6's weights: advantages ``A = R^lambda - V(s)`` under the
+    updated ``V``, normalised over the valid buffer entries (``normalize_advantages``,
+    the authors' ``_calc_adv``), and ``w = min(exp(A / beta), w_max)``
+    (:func:`metareward.rl.losses.awr_weights`; Section 3.3's weight clipping).
+
+    Args:
+        parts: The static parts.
+        value_params: The updated value net's parameters.
+        obs_n: Normalised ``s`` of the buffer, ``[L, N, obs]``.
+        next_n: Normalised ``s'`` of the buffer, ``[L, N, obs]``.
+        data: The buffer's rows.
+        valid: ``[L, N]`` bool, the buffer entries that hold transitions.
+
+    Returns:
+        ``(weights, raw_weights, adv_mean, adv_std)``: clipped and unclipped
+        ``exp(A / beta)`` (``[L, N]``) and the moments of ``A`` before normalising.
+    """
+    config = parts.config
+    values, tgt = values_and_targets(parts, value_params, obs_n, next_n, data)
+    adv = tgt - values
+    adv_mean, adv_std = masked_mean_std(adv, valid)
+    if config.normalize_advantages:
+        adv = (adv - adv_mean) / (adv_std + 1e-5)
+    raw_w = jnp.exp(adv / config.temperature)
+    weights = awr_weights(adv, config.temperature, config.weight_clip)
+    return weights, raw_w, adv_mean, adv_std
+
+
+def policy_regression(
+    parts: Parts,
+    policy_params: Params,
+    opt_state: optax.OptState,
+    nonfinite: jax.Array,
+    buffer: ReplayBuffer,
+    obs_n: jax.Array,
+    weights: jax.Array,
+    key: jax.Array,
+) -> tuple[Params, optax.OptState, jax.Array, Metrics]:
+    """AWR, Algorithm 1, line 6: ``pi <- argmax_pi E_D[log pi(a|s) w]``, as
+    ``policy_steps`` minibatch SGD-momentum steps on :func:`policy_loss`.
+
+    Args:
+        parts: The static parts.
+        policy_params: The policy's parameters.
+        opt_state: Its optimiser state.
+        nonfinite: Skipped-step counter so far.
+        buffer: The replay buffer.
+        obs_n: Normalised ``s`` of the buffer, ``[L, N, obs]``.
+        weights: :func:`advantage_weights`' ``w``, ``[L, N]``.
+        key: PRNG key of the minibatch draws.
+
+    Returns:
+        ``(policy_params, opt_state, nonfinite, stats)``, ``stats`` per step
+        (``[policy_steps]``).
+    """
+    config, d = parts.config, buffer.data
+    pi_flat, pi_unravel = ravel_pytree(policy_params)
+    loss = functools.partial(policy_loss, parts)
+
+    def policy_batch(k):
+        t, e = replay.sample_indices(k, buffer, config.policy_batch_size)
+        return obs_n[t, e], d.action[t, e], weights[t, e]
+
+    (pi_flat, pi_opt, nonfinite), pi_stats = jax.lax.scan(
+        lambda c, k: sgd_step(parts, loss, parts.policy_opt, pi_unravel, c, policy_batch(k)),
+        (pi_flat, opt_state, nonfinite),
+        jax.random.split(key, config.policy_steps),
+    )
+    return pi_unravel(pi_flat), pi_opt, nonfinite, pi_stats
+
+
+def update(parts: Parts, state: AwrState) -> tuple[AwrState, Metrics]:
+    """One iteration of AWR, Algorithm 1 (lines 4-6): collect into the buffer
+    (:func:`collect`), fit ``V`` to TD(lambda) targets (:func:`value_regression`), then
+    the advantage-weighted policy regression (:func:`advantage_weights`,
+    :func:`policy_regression`).
+
+    Args:
+        parts: The static parts.
+        state: The train state.
+
+    Returns:
+        ``(state, metrics)``.
+    """
+    config = parts.config
+    key, k_roll, k_v, k_pi = jax.random.split(state.key, 4)
+    env_state, traj, stats, buffer = collect(parts, state, k_roll)
+    d = buffer.data
+    obs_n, next_n = parts.prep(stats, d.obs), parts.prep(stats, d.next_obs)
+    valid = jnp.broadcast_to(replay.valid_mask(buffer)[:, None], d.reward.shape)
+    new_value, v_opt, nonfinite, v_stats = value_regression(
+        parts, state.params["value"], state.opt_state["value"], state.nonfinite, buffer,
+        obs_n, next_n, k_v)
+    weights, raw_w, adv_mean, adv_std = advantage_weights(
+        parts, new_value, obs_n, next_n, d, valid)
+    new_policy, pi_opt, nonfinite, pi_stats = policy_regression(
+        parts, state.params["policy"], state.opt_state["policy"], nonfinite, buffer, obs_n,
+        weights, k_pi)
+
+    vm = valid.astype(jnp.float32)
+    n_valid = jnp.maximum(jnp.sum(vm), 1.0)
+    env_steps = state.env_steps + config.num_envs * config.num_steps
+    v_stats = jax.tree.map(jnp.mean, v_stats)
+    pi_stats = jax.tree.map(jnp.mean, pi_stats)
+    metrics = {
+        "value_loss": v_stats["value_loss"],
+        "value_grad_norm": v_stats["grad_norm"],
+        **{k: v for k, v in pi_stats.items() if k != "grad_norm"},
+        "policy_grad_norm": pi_stats["grad_norm"],
+        "adv_mean": adv_mean,
+        "adv_std": adv_std,
+        "weight_mean": jnp.sum(weights * vm) / n_valid,
+        "weight_max": jnp.max(jnp.where(valid, raw_w, 0.0)),
+        "weight_clip_frac": jnp.sum((raw_w > config.weight_clip) * vm) / n_valid,
+        "buffer_size": buffer.size * config.num_envs,
+        **episode_metrics(traj),
+        "env_steps": env_steps,
+        "nonfinite": nonfinite,
+    }
+    new_state = AwrState(
+        params={"policy": new_policy, "value": new_value},
+        opt_state={"policy": pi_opt, "value": v_opt},
+        obs_stats=stats,
+        buffer=buffer,
+        env_state=env_state,
+        key=key,
+        update_step=state.update_step + 1,
+        env_steps=env_steps,
+        nonfinite=nonfinite,
+    )
+    return new_state, metrics
+
+
+def make_train(config: Config, env: Env) -> Trainer:
+    """Binds AWR to a single env (batched here with ``config.num_envs``).
+
+    Args:
+        config: AWR hyperparameters.
+        env: A single env.
+
+    Returns:
+        A :class:`Trainer` with pure ``init(key)``, ``update(state)`` and ``train(key)``
+        (``init`` then a ``lax.scan`` of ``update``), so
+        ``jax.jit(jax.vmap(trainer.train))(keys)`` runs many seeds as one program. Bad
+        configs or env/config mismatches raise here (:func:`make_parts`), before
+        anything is compiled.
+    """
+    parts = make_parts(config, env)
+    init_fn = functools.partial(init, parts)
+    update_fn = functools.partial(update, parts)
+    act_fn = functools.partial(act, parts)
+    return Trainer(
+        config=config, env=env, spec=parts.spec, policy=parts.policy, value=parts.value,
+        num_updates=parts.num_updates, init=init_fn, update=update_fn,
+        train=scan_train(init_fn, update_fn, parts.num_updates), act=act_fn,
+        evaluate=episode_evaluator(env, act_fn, parts.spec.episode_length),
+    )
+
+
+__all__ = ["PRESETS", "AwrState", "Config", "Parts", "Trainer", "act", "advantage_weights",
+           "collect", "example_row", "freeze_std", "init", "make_parts", "make_train",
+           "policy_loss", "policy_regression", "preset", "sgd_step", "td_lambda_targets",
+           "update", "value_loss", "value_regression", "value_targets",
+           "values_and_targets"]

@@ -42,6 +42,7 @@ Usage::
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -54,14 +55,14 @@ from flax import struct
 from jax.flatten_util import ravel_pytree
 
 from metareward.algos import config as cfg
+from metareward.algos.common import episode_evaluator, scan_train
 from metareward.algos.onpolicy import check_env, obs_preprocessor
-from metareward.algos.policy import check_one_seed
 from metareward.envs.spec import EnvSpec
 from metareward.envs.wrappers import VmapWrapper
 from metareward.nets.policies import DeterministicPolicy, QNetwork
 from metareward.rl import replay
 from metareward.rl.replay import RingBuffer
-from metareward.rl.rollout import episode_metrics, evaluate_episodes, rollout
+from metareward.rl.rollout import episode_metrics, rollout
 
 Params = Any
 Metrics = dict[str, jax.Array]
@@ -131,7 +132,12 @@ class Config:
 class DDPGConfig(Config):
     """DDPG (Lillicrap et al. 2016) as a TD3 config: one critic, no target-policy
     smoothing, actor and targets updated at every critic step; the rest as
-    :class:`Config` (the MetaGenRL paper's "DDPG / TD3" baseline shares its settings)."""
+    :class:`Config` (the MetaGenRL paper's "DDPG / TD3" baseline shares its settings).
+
+    This is the library's one way to express a variant: a :class:`Config` subclass with
+    the variant's defaults, registered under its own name (``ddpg`` in
+    :mod:`metareward.algos`, with :data:`DDPG_PRESETS`) and run by the same
+    :func:`make_train`; no flag or separate module."""
 
     policy_delay: int = 1
     target_noise: float = 0.0
@@ -173,17 +179,34 @@ def preset(env_name: str) -> Config:
     return cfg.preset(PRESETS, Config(), env_name, "td3")
 
 
-class Rows(NamedTuple):
-    """One env step of every env as the buffer stores it: flattened observations, env
-    actions, scaled rewards, the terminal flag (``done and not truncation``), the
-    episode-end flag ``done`` and the observation reached (before any auto-reset)."""
+class Parts(NamedTuple):
+    """The static parts of TD3 bound to a config and an env, built once by
+    :func:`make_parts` and passed to every stage (nothing here is traced state).
 
-    obs: jax.Array
-    action: jax.Array
-    reward: jax.Array
-    terminal: jax.Array
-    done: jax.Array
-    next_obs: jax.Array
+    ``venv`` is the env batched with ``config.num_envs``; ``actor_opt``/``critic_opt``
+    Adam on the flattened parameter vectors; ``low``/``high``/``half_range`` the action
+    box; ``num_critics`` 2 (twin critics) or 1 (DDPG); ``num_rows`` the ring buffer's
+    rows; ``grad_steps`` the gradient steps per update; ``unravel_actor`` and
+    ``unravel_critic`` flat vector -> each net's parameters.
+    """
+
+    config: Config
+    spec: EnvSpec
+    venv: Env
+    actor: nn.Module
+    critic: nn.Module
+    actor_opt: optax.GradientTransformation
+    critic_opt: optax.GradientTransformation
+    flatten_obs: Callable[[jax.Array], jax.Array]
+    low: jax.Array
+    high: jax.Array
+    half_range: jax.Array
+    num_critics: int
+    num_rows: int
+    num_updates: int
+    grad_steps: int
+    unravel_actor: Callable[[jax.Array], Params] | None = None
+    unravel_critic: Callable[[jax.Array], Params] | None = None
 
 
 @struct.dataclass
@@ -192,16 +215,16 @@ class TD3State:
 
     ``params = {"actor": ..., "critic": ...}``; the critic's leaves have a leading axis
     of 2 (twin critics, ``vmap``-ed) or 1 (DDPG). ``target_params`` the same for the
-    target networks. The optimiser states are Adam on the flattened actor and critic
-    parameter vectors. ``grad_steps`` counts critic steps (the policy delay's clock);
-    ``nonfinite`` counts gradient steps skipped because a loss or gradient was not
-    finite.
+    target networks. ``opt_state = {"actor": ..., "critic": ...}``: Adam on each net's
+    flattened parameter vector (keyed as ``params``). ``buffer`` the ring buffer of
+    :class:`metareward.rl.replay.Row` (``time`` unset). ``grad_steps`` counts critic
+    steps (the policy delay's clock); ``nonfinite`` counts gradient steps skipped
+    because a loss or gradient was not finite.
     """
 
     params: Params
     target_params: Params
-    actor_opt_state: optax.OptState
-    critic_opt_state: optax.OptState
+    opt_state: dict[str, optax.OptState]
     buffer: RingBuffer
     env_state: State
     key: jax.Array
@@ -210,19 +233,27 @@ class TD3State:
     grad_steps: jax.Array
     nonfinite: jax.Array
 
+    @property
+    def actor_opt_state(self) -> optax.OptState:
+        """``opt_state["actor"]`` (the name :mod:`metareward.algos.metagenrl` reads)."""
+        return self.opt_state["actor"]
+
+    @property
+    def critic_opt_state(self) -> optax.OptState:
+        """``opt_state["critic"]`` (the name :mod:`metareward.algos.metagenrl` reads)."""
+        return self.opt_state["critic"]
+
 
 class Trainer(NamedTuple):
     """TD3 bound to a config and an env; all functions pure and jittable.
 
     Beyond ``init / update / train / act / evaluate`` (the
-    :class:`~metareward.algos.registry.Learner` protocol):
-
-    * ``q_values(critic_params, obs, action) -> [C, ...]``: every critic's ``Q(s, a)``;
-    * ``td_target(target_params, batch, key) -> [B]``: eq. 5's target with TD3's
-      clipped double Q and target smoothing (``batch``: a :class:`Rows` of ``[B, ...]``);
-    * ``critic_loss(critic_params, batch, target) -> (loss, aux)``: the summed mean
-      squared TD errors of the critics;
-    * ``actor_loss(actor_params, critic_params, obs) -> loss``: ``-mean Q_1(s, mu(s))``.
+    :class:`~metareward.algos.registry.Learner` protocol) and the nets, the critic
+    pieces bound to this config (:mod:`metareward.algos.metagenrl` builds its agents
+    from them): ``q_values(critic_params, obs, action)`` (:func:`q_values`),
+    ``td_target(target_params, batch, key)`` (:func:`td_target`),
+    ``critic_loss(critic_params, batch, target)`` (:func:`critic_loss`) and
+    ``actor_loss(actor_params, critic_params, obs)`` (:func:`actor_loss`).
     """
 
     config: Config
@@ -243,7 +274,8 @@ class Trainer(NamedTuple):
 
 
 def polyak(target: Params, online: Params, tau: float) -> Params:
-    """``tau * online + (1 - tau) * target``, leaf by leaf (soft target update)."""
+    """``tau * online + (1 - tau) * target``, leaf by leaf (TD3, Algorithm 1, the
+    target-network update ``theta' <- tau theta + (1 - tau) theta'``)."""
     return jax.tree.map(lambda t, o: tau * o + (1.0 - tau) * t, target, online)
 
 
@@ -254,10 +286,22 @@ def clipped_step(
     opt_state: optax.OptState,
     max_grad_norm: float | None,
 ) -> tuple[jax.Array, optax.OptState, jax.Array, jax.Array, Metrics]:
-    """One optimiser step on a flat parameter vector: ``(flat, opt_state, ok, loss,
-    aux)``. The gradient is clipped to ``max_grad_norm`` (if given); a non-finite loss or
-    gradient feeds the optimiser a zero gradient and keeps the parameters (``ok`` False).
-    ``aux`` gains ``grad_norm``."""
+    """One optimiser step on a flat parameter vector.
+
+    The gradient is clipped to ``max_grad_norm`` (if given); a non-finite loss or
+    gradient feeds the optimiser a zero gradient and keeps the parameters.
+
+    Args:
+        loss_fn: ``loss_fn(flat) -> (loss, aux)``.
+        optimizer: The optimiser.
+        flat: The flat parameter vector.
+        opt_state: Its optimiser state.
+        max_grad_norm: Global-norm clip, or ``None``.
+
+    Returns:
+        ``(flat, opt_state, ok, loss, aux)``; ``ok`` False where the step was skipped;
+        ``aux`` gains ``grad_norm``.
+    """
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(flat)
     norm = jnp.sqrt(jnp.sum(grads**2))
     ok = jnp.isfinite(loss) & jnp.isfinite(norm)
@@ -268,10 +312,41 @@ def clipped_step(
     return jnp.where(ok, flat + updates, flat), new_state, ok, loss, {**aux, "grad_norm": norm}
 
 
-def make_train(config: Config, env: Env) -> Trainer:
-    """Binds TD3 (or DDPG, :class:`DDPGConfig`) to a single env with continuous actions,
-    batched here with ``config.num_envs``. Bad configs or env/config mismatches raise
-    here, before anything is compiled."""
+def init_params(parts: Parts, k_pi: jax.Array, k_q: jax.Array) -> Params:
+    """TD3, Algorithm 1, first line: random actor ``phi`` and critics ``theta_i``.
+
+    Args:
+        parts: The static parts.
+        k_pi: PRNG key of the actor.
+        k_q: PRNG key of the critics (split ``num_critics`` ways).
+
+    Returns:
+        ``{"actor": ..., "critic": ...}``, the critics stacked on a leading axis.
+    """
+    dummy_o = jnp.zeros((1, parts.spec.obs_size), jnp.float32)
+    dummy_a = jnp.zeros((1, parts.spec.action_size), jnp.float32)
+    return {
+        "actor": parts.actor.init(k_pi, dummy_o),
+        "critic": jax.vmap(lambda k: parts.critic.init(k, dummy_o, dummy_a))(
+            jax.random.split(k_q, parts.num_critics)),
+    }
+
+
+def make_parts(config: Config, env: Env) -> Parts:
+    """Validates ``config`` against ``env`` and builds TD3's static parts.
+
+    Args:
+        config: TD3 (or DDPG, :class:`DDPGConfig`) hyperparameters.
+        env: A single env with continuous actions; batched here with
+            ``config.num_envs``.
+
+    Returns:
+        The :class:`Parts` every stage takes.
+
+    Raises:
+        TypeError: ``config`` is not a TD3 :class:`Config`, or ``env`` not a single env.
+        ValueError: Discrete actions, or a budget or buffer below one update.
+    """
     if not isinstance(config, Config):
         raise TypeError(f"expected metareward.algos.td3.Config, got {type(config).__name__}")
     spec = check_env(env)
@@ -288,198 +363,362 @@ def make_train(config: Config, env: Env) -> Trainer:
     if num_rows < T:
         raise ValueError(f"buffer_size={config.buffer_size} holds less than one update's "
                          f"transitions (num_envs * num_steps = {rollout_size})")
-    grad_steps = config.gradient_steps or rollout_size
     A = spec.action_size
     low_t = tuple(float(x) for x in (spec.action_low or (-1.0,) * A))
     high_t = tuple(float(x) for x in (spec.action_high or (1.0,) * A))
     low, high = jnp.asarray(low_t, jnp.float32), jnp.asarray(high_t, jnp.float32)
-    actor = DeterministicPolicy(A, config.hidden, config.activation, config.layer_norm,
-                                low_t, high_t)
-    critic = QNetwork(config.hidden, config.activation, config.layer_norm)
-    num_critics = 2 if config.twin_critics else 1
-    flatten_obs, _ = obs_preprocessor(spec, False)
-    obs_dim = spec.obs_size
-    venv = VmapWrapper(env, N)
-    actor_opt = optax.adam(config.actor_learning_rate)
-    critic_opt = optax.adam(config.critic_learning_rate)
-    half_range = 0.5 * (high - low)
+    parts = Parts(
+        config=config, spec=spec, venv=VmapWrapper(env, N),
+        actor=DeterministicPolicy(A, config.hidden, config.activation, config.layer_norm,
+                                  low_t, high_t),
+        critic=QNetwork(config.hidden, config.activation, config.layer_norm),
+        actor_opt=optax.adam(config.actor_learning_rate),
+        critic_opt=optax.adam(config.critic_learning_rate),
+        flatten_obs=obs_preprocessor(spec, False)[0], low=low, high=high,
+        half_range=0.5 * (high - low), num_critics=2 if config.twin_critics else 1,
+        num_rows=num_rows, num_updates=num_updates,
+        grad_steps=config.gradient_steps or rollout_size,
+    )
+    k = jax.random.PRNGKey(0)
+    shapes = jax.eval_shape(lambda k: init_params(parts, k, k), k)
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    return parts._replace(unravel_actor=ravel_pytree(zeros["actor"])[1],
+                          unravel_critic=ravel_pytree(zeros["critic"])[1])
 
-    def example_rows() -> Rows:
-        obs = jnp.zeros((N, obs_dim), jnp.float32)
-        f = jnp.zeros((N,), jnp.float32)
-        return Rows(obs, jnp.zeros((N, A), jnp.float32), f, f, f, obs)
 
-    def init(key: jax.Array) -> TD3State:
-        k_pi, k_q, k_env, key = jax.random.split(key, 4)
-        dummy_o = jnp.zeros((1, obs_dim), jnp.float32)
-        dummy_a = jnp.zeros((1, A), jnp.float32)
-        params = {
-            "actor": actor.init(k_pi, dummy_o),
-            "critic": jax.vmap(lambda k: critic.init(k, dummy_o, dummy_a))(
-                jax.random.split(k_q, num_critics)),
-        }
-        return TD3State(
-            params=params,
-            target_params=params,
-            actor_opt_state=actor_opt.init(ravel_pytree(params["actor"])[0]),
-            critic_opt_state=critic_opt.init(ravel_pytree(params["critic"])[0]),
-            buffer=replay.ring_init(example_rows(), num_rows),
-            env_state=venv.reset(k_env),
-            key=key,
-            update_step=jnp.zeros((), jnp.int32),
-            env_steps=jnp.zeros((), jnp.int32),
-            grad_steps=jnp.zeros((), jnp.int32),
-            nonfinite=jnp.zeros((), jnp.int32),
-        )
+def init(parts: Parts, key: jax.Array) -> TD3State:
+    """TD3, Algorithm 1, initialisation: actor and critics (:func:`init_params`), the
+    targets as copies, an empty replay buffer ``B`` (a ring of
+    :class:`metareward.rl.replay.Row`), the envs reset.
 
-    _shapes = jax.eval_shape(init, jax.random.PRNGKey(0))
-    _zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), _shapes.params)
-    unravel_actor = ravel_pytree(_zeros["actor"])[1]
-    unravel_critic = ravel_pytree(_zeros["critic"])[1]
+    Args:
+        parts: The static parts.
+        key: PRNG key.
 
-    def q_values(critic_params: Params, obs: jax.Array, action: jax.Array) -> jax.Array:
-        return jax.vmap(lambda p: critic.apply(p, obs, action))(critic_params)
-
-    def act(state: Any, obs: jax.Array, key: jax.Array,
-            deterministic: bool = False) -> jax.Array:
-        """Env actions for raw observations: ``mu(s)``, plus clipped Gaussian exploration
-        noise unless ``deterministic`` (``state``: a train state or a
-        :class:`~metareward.algos.policy.Policy`; what is read: ``params``)."""
-        params = state.params
-        mu = actor.apply(params["actor"], flatten_obs(obs))
-        if deterministic:
-            return mu
-        noise = config.exploration_noise * half_range * jax.random.normal(key, mu.shape)
-        return jnp.clip(mu + noise, low, high)
-
-    def td_target(target_params: Params, batch: Rows, key: jax.Array) -> jax.Array:
-        a_next = actor.apply(target_params["actor"], batch.next_obs)
-        if cfg.maybe(config.target_noise > 0):
-            eps = config.target_noise * jax.random.normal(key, a_next.shape)
-            eps = jnp.clip(eps, -config.target_noise_clip, config.target_noise_clip)
-            a_next = jnp.clip(a_next + eps * half_range, low, high)
-        q_next = jnp.min(q_values(target_params["critic"], batch.next_obs, a_next), axis=0)
-        return batch.reward + config.gamma * (1.0 - batch.terminal) * q_next
-
-    def critic_loss(critic_params: Params, batch: Rows, target: jax.Array):
-        q = q_values(critic_params, batch.obs, batch.action)  # [C, B]
-        loss = jnp.sum(jnp.mean(jnp.square(q - target), axis=-1))
-        return loss, {"critic_loss": loss, "q_mean": jnp.mean(q[0])}
-
-    def actor_loss(actor_params: Params, critic_params: Params, obs: jax.Array) -> jax.Array:
-        first = jax.tree.map(lambda x: x[0], critic_params)
-        return -jnp.mean(critic.apply(first, obs, actor.apply(actor_params, obs)))
-
-    def grad_step(carry, key, buf: RingBuffer):
-        """One critic step and, every ``policy_delay`` steps, an actor step and the soft
-        target update (TD3, Algorithm 1)."""
-        (a_flat, c_flat, a_opt, c_opt, target, n, nonfinite) = carry
-        k_idx, k_noise = jax.random.split(key)
-        t, e = replay.ring_sample_indices(k_idx, buf, config.batch_size)
-        batch = Rows(*replay.gather(buf, t, e))
-        y = td_target(target, batch, k_noise)
-        c_flat, c_opt, ok_c, _, c_aux = clipped_step(
-            lambda f: critic_loss(unravel_critic(f), batch, y), critic_opt, c_flat, c_opt,
-            config.max_grad_norm)
-        new_critic = unravel_critic(c_flat)
-
-        def policy_and_targets(args):
-            a_flat, a_opt, target = args
-            a_new, a_opt, ok, loss, _ = clipped_step(
-                lambda f: (actor_loss(unravel_actor(f), new_critic, batch.obs), {}),
-                actor_opt, a_flat, a_opt, config.max_grad_norm)
-            online = {"actor": unravel_actor(a_new), "critic": new_critic}
-            return a_new, a_opt, polyak(target, online, config.tau), ok, loss
-
-        def skip(args):
-            a_flat, a_opt, target = args
-            return a_flat, a_opt, target, jnp.bool_(True), jnp.float32(0.0)
-
-        actor_turn = n % config.policy_delay == 0
-        a_flat, a_opt, target, ok_a, a_loss = jax.lax.cond(
-            actor_turn, policy_and_targets, skip, (a_flat, a_opt, target))
-        bad = (~ok_c).astype(jnp.int32) + (~ok_a).astype(jnp.int32)
-        metrics = {**c_aux, "actor_loss": a_loss, "actor_steps": actor_turn.astype(jnp.float32)}
-        return (a_flat, c_flat, a_opt, c_opt, target, n + 1, nonfinite + bad), metrics
-
-    def update(state: TD3State) -> tuple[TD3State, Metrics]:
-        key, k_roll, k_grad = jax.random.split(state.key, 3)
-        params = state.params
-        random_phase = state.env_steps < config.learning_starts
-
-        def policy_act(obs: jax.Array, k: jax.Array):
-            k_a, k_u = jax.random.split(k)
-            a = act(state, obs, k_a)
-            u = jax.random.uniform(k_u, a.shape, minval=low, maxval=high)
-            a = jnp.where(random_phase, u, a)
-            return a, a, jnp.zeros(a.shape[:-1], jnp.float32)
-
-        env_state, traj = rollout(venv, state.env_state, policy_act, k_roll, T)
-        done = traj.done.astype(jnp.float32)
-        rows = Rows(
-            obs=flatten_obs(traj.obs).astype(jnp.float32),
-            action=traj.action,
-            reward=(traj.reward * config.reward_scale).astype(jnp.float32),
-            terminal=done * (1.0 - traj.truncation.astype(jnp.float32)),
-            done=done,
-            next_obs=flatten_obs(traj.next_obs).astype(jnp.float32),
-        )
-        buffer = replay.ring_insert(state.buffer, rows)
-        env_steps = state.env_steps + rollout_size
-        learn = env_steps >= max(config.learning_starts, config.batch_size)
-
-        def train_steps(_):
-            carry = (ravel_pytree(params["actor"])[0], ravel_pytree(params["critic"])[0],
-                     state.actor_opt_state, state.critic_opt_state, state.target_params,
-                     state.grad_steps, state.nonfinite)
-            carry, m = jax.lax.scan(lambda c, k: grad_step(c, k, buffer), carry,
-                                    jax.random.split(k_grad, grad_steps))
-            a_flat, c_flat, a_opt, c_opt, target, n, nonfinite = carry
-            new = {"actor": unravel_actor(a_flat), "critic": unravel_critic(c_flat)}
-            actor_steps = jnp.sum(m.pop("actor_steps"))
-            a_loss = jnp.sum(m.pop("actor_loss")) / jnp.maximum(actor_steps, 1.0)
-            m = {**{k: jnp.mean(v) for k, v in m.items()}, "actor_loss": a_loss}
-            return new, target, a_opt, c_opt, n, nonfinite, m
-
-        def no_steps(_):  # before learning_starts: zeros (the runner reads NaN as an error)
-            m = {"critic_loss": jnp.float32(0.0), "q_mean": jnp.float32(0.0),
-                 "grad_norm": jnp.float32(0.0), "actor_loss": jnp.float32(0.0)}
-            return (params, state.target_params, state.actor_opt_state,
-                    state.critic_opt_state, state.grad_steps, state.nonfinite, m)
-
-        new_params, target, a_opt, c_opt, n, nonfinite, m = jax.lax.cond(
-            learn, train_steps, no_steps, None)
-        metrics = {**m, **episode_metrics(traj), "env_steps": env_steps,
-                   "nonfinite": nonfinite, "buffer_size": buffer.size * N}
-        new_state = TD3State(
-            params=new_params, target_params=target, actor_opt_state=a_opt,
-            critic_opt_state=c_opt, buffer=buffer, env_state=env_state, key=key,
-            update_step=state.update_step + 1, env_steps=env_steps, grad_steps=n,
-            nonfinite=nonfinite)
-        return new_state, metrics
-
-    def train(key: jax.Array) -> tuple[TD3State, Metrics]:
-        state = init(key)
-        return jax.lax.scan(lambda s, _: update(s), state, None, length=num_updates)
-
-    def evaluate(state: TD3State, key: jax.Array, num_episodes: int = 16,
-                 deterministic: bool = True) -> jax.Array:
-        """Returns of ``num_episodes`` fresh episodes of ``mu``. The policy is
-        deterministic (exploration noise is a training device), so ``deterministic`` is
-        accepted for the Learner protocol and ignored: evaluation always acts with
-        ``mu(s)``, as in the TD3 and MetaGenRL code."""
-        check_one_seed(state)
-        del deterministic
-        fn = lambda obs, k: act(state, obs, k, True)
-        return evaluate_episodes(env, fn, key, num_episodes, spec.episode_length)
-
-    return Trainer(
-        config=config, env=env, spec=spec, actor=actor, critic=critic,
-        num_updates=num_updates, init=init, update=update, train=train, act=act,
-        evaluate=evaluate, q_values=q_values, td_target=td_target, critic_loss=critic_loss,
-        actor_loss=actor_loss,
+    Returns:
+        The initial :class:`TD3State`.
+    """
+    k_pi, k_q, k_env, key = jax.random.split(key, 4)
+    params = init_params(parts, k_pi, k_q)
+    N = parts.config.num_envs
+    obs = jnp.zeros((N, parts.spec.obs_size), jnp.float32)
+    f = jnp.zeros((N,), jnp.float32)
+    row = replay.Row(obs, jnp.zeros((N, parts.spec.action_size), jnp.float32), f, f, f, obs)
+    return TD3State(
+        params=params,
+        target_params=params,
+        opt_state={"actor": parts.actor_opt.init(ravel_pytree(params["actor"])[0]),
+                   "critic": parts.critic_opt.init(ravel_pytree(params["critic"])[0])},
+        buffer=replay.ring_init(row, parts.num_rows),
+        env_state=parts.venv.reset(k_env),
+        key=key,
+        update_step=jnp.zeros((), jnp.int32),
+        env_steps=jnp.zeros((), jnp.int32),
+        grad_steps=jnp.zeros((), jnp.int32),
+        nonfinite=jnp.zeros((), jnp.int32),
     )
 
 
-__all__ = ["DDPG_PRESETS", "PRESETS", "Config", "DDPGConfig", "Rows", "TD3State", "Trainer",
-           "clipped_step", "make_train", "polyak", "preset"]
+def act(parts: Parts, state: Any, obs: jax.Array, key: jax.Array,
+        deterministic: bool = False) -> jax.Array:
+    """TD3, Algorithm 1, "select action with exploration noise": ``mu(s) + eps``,
+    ``eps ~ N(0, (exploration_noise * half_range)^2)``, clipped to the action box.
+
+    Args:
+        parts: The static parts.
+        state: A train state or a :class:`~metareward.algos.policy.Policy` (what is
+            read: ``params["actor"]``).
+        obs: Raw observations, ``[B, ...]``.
+        key: PRNG key of the noise.
+        deterministic: ``mu(s)`` without noise.
+
+    Returns:
+        Env actions, ``[B, action_size]``.
+    """
+    mu = parts.actor.apply(state.params["actor"], parts.flatten_obs(obs))
+    if deterministic:
+        return mu
+    noise = parts.config.exploration_noise * parts.half_range * jax.random.normal(key, mu.shape)
+    return jnp.clip(mu + noise, parts.low, parts.high)
+
+
+def act_mean(parts: Parts, state: Any, obs: jax.Array, key: jax.Array,
+             deterministic: bool = True) -> jax.Array:
+    """:func:`act` without noise whatever ``deterministic`` says: evaluation acts with
+    ``mu(s)`` (exploration noise is a training device), as in the TD3 and MetaGenRL
+    code; ``deterministic`` is accepted for the Learner protocol and ignored."""
+    del deterministic
+    return act(parts, state, obs, key, True)
+
+
+def collect(parts: Parts, state: TD3State, key: jax.Array) -> tuple[State, Any, RingBuffer]:
+    """TD3, Algorithm 1, "select action with exploration noise ... store transition
+    tuple in B": ``num_envs x num_steps`` env steps with :func:`act` (uniform random
+    actions while ``env_steps < learning_starts``), written into the ring buffer.
+
+    Args:
+        parts: The static parts.
+        state: The train state.
+        key: PRNG key of the rollout.
+
+    Returns:
+        ``(env_state, traj, buffer)``; the rows stored are
+        :class:`metareward.rl.replay.Row` (``terminal`` derived from ``done`` and
+        ``truncation``: a time limit bootstraps).
+    """
+    config, low, high = parts.config, parts.low, parts.high
+    random_phase = state.env_steps < config.learning_starts
+
+    def policy_act(obs: jax.Array, k: jax.Array):
+        k_a, k_u = jax.random.split(k)
+        a = act(parts, state, obs, k_a)
+        u = jax.random.uniform(k_u, a.shape, minval=low, maxval=high)
+        a = jnp.where(random_phase, u, a)
+        return a, a, jnp.zeros(a.shape[:-1], jnp.float32)
+
+    env_state, traj = rollout(parts.venv, state.env_state, policy_act, key, config.num_steps)
+    rows = replay.Row(
+        obs=parts.flatten_obs(traj.obs).astype(jnp.float32),
+        action=traj.action,
+        reward=(traj.reward * config.reward_scale).astype(jnp.float32),
+        done=traj.done.astype(jnp.float32),
+        truncation=traj.truncation.astype(jnp.float32),
+        next_obs=parts.flatten_obs(traj.next_obs).astype(jnp.float32),
+    )
+    return env_state, traj, replay.ring_insert(state.buffer, rows)
+
+
+def q_values(parts: Parts, critic_params: Params, obs: jax.Array, action: jax.Array) -> jax.Array:
+    """Every critic's ``Q_theta_i(s, a)``: ``[num_critics, ...]``."""
+    return jax.vmap(lambda p: parts.critic.apply(p, obs, action))(critic_params)
+
+
+def td_target(parts: Parts, target_params: Params, batch: Any, key: jax.Array) -> jax.Array:
+    """The critics' target (TD3, Algorithm 1; MetaGenRL eq. 5) with clipped double Q
+    (TD3 Section 4.2) and target policy smoothing (Section 5.3):
+    ``a~ = clip(mu'(s') + clip(N(0, target_noise^2), -c, c) * half_range, low, high)``,
+    ``y = r + gamma (1 - terminal) min_i Q'_i(s', a~)`` (DDPG: no noise, one critic).
+
+    Args:
+        parts: The static parts.
+        target_params: The target networks' ``{"actor": ..., "critic": ...}``.
+        batch: Transitions with ``reward``, ``next_obs`` and ``terminal``, ``[B, ...]``
+            (a :class:`metareward.rl.replay.Row`).
+        key: PRNG key of the smoothing noise.
+
+    Returns:
+        ``y``, ``[B]``.
+    """
+    config = parts.config
+    a_next = parts.actor.apply(target_params["actor"], batch.next_obs)
+    if cfg.maybe(config.target_noise > 0):
+        eps = config.target_noise * jax.random.normal(key, a_next.shape)
+        eps = jnp.clip(eps, -config.target_noise_clip, config.target_noise_clip)
+        a_next = jnp.clip(a_next + eps * parts.half_range, parts.low, parts.high)
+    q_next = jnp.min(q_values(parts, target_params["critic"], batch.next_obs, a_next), axis=0)
+    return batch.reward + config.gamma * (1.0 - batch.terminal) * q_next
+
+
+def critic_loss(
+    parts: Parts, critic_params: Params, batch: Any, target: jax.Array
+) -> tuple[jax.Array, Metrics]:
+    """TD3, Algorithm 1, "update critics": ``sum_i mean_B (y - Q_theta_i(s, a))^2``.
+
+    Args:
+        parts: The static parts.
+        critic_params: The critics' parameters (stacked).
+        batch: Transitions with ``obs`` and ``action``, ``[B, ...]``.
+        target: :func:`td_target`'s ``y``, ``[B]``.
+
+    Returns:
+        ``(loss, {"critic_loss": loss, "q_mean": mean Q_1(s, a)})``.
+    """
+    q = q_values(parts, critic_params, batch.obs, batch.action)  # [C, B]
+    loss = jnp.sum(jnp.mean(jnp.square(q - target), axis=-1))
+    return loss, {"critic_loss": loss, "q_mean": jnp.mean(q[0])}
+
+
+def actor_loss(
+    parts: Parts, actor_params: Params, critic_params: Params, obs: jax.Array
+) -> jax.Array:
+    """TD3, Algorithm 1, the deterministic policy gradient's loss: ``-mean_B Q_theta_1(s,
+    mu_phi(s))``.
+
+    Args:
+        parts: The static parts.
+        actor_params: The actor's parameters.
+        critic_params: The critics' parameters (the first is used).
+        obs: Flattened observations, ``[B, obs]``.
+
+    Returns:
+        The scalar loss.
+    """
+    first = jax.tree.map(lambda x: x[0], critic_params)
+    return -jnp.mean(parts.critic.apply(first, obs, parts.actor.apply(actor_params, obs)))
+
+
+def actor_and_targets(
+    parts: Parts, critic_params: Params, obs: jax.Array,
+    args: tuple[jax.Array, optax.OptState, Params],
+) -> tuple[jax.Array, optax.OptState, Params, jax.Array, jax.Array]:
+    """TD3, Algorithm 1, "if t mod d then": the actor's deterministic policy gradient
+    step (:func:`actor_loss`) and the soft target update (:func:`polyak`).
+
+    Args:
+        parts: The static parts.
+        critic_params: The critics just updated.
+        obs: The minibatch's observations, ``[B, obs]``.
+        args: ``(actor_flat, actor_opt_state, target_params)``.
+
+    Returns:
+        ``(actor_flat, actor_opt_state, target_params, ok, actor_loss)``.
+    """
+    a_flat, a_opt, target = args
+    a_new, a_opt, ok, loss, _ = clipped_step(
+        lambda f: (actor_loss(parts, parts.unravel_actor(f), critic_params, obs), {}),
+        parts.actor_opt, a_flat, a_opt, parts.config.max_grad_norm)
+    online = {"actor": parts.unravel_actor(a_new), "critic": critic_params}
+    return a_new, a_opt, polyak(target, online, parts.config.tau), ok, loss
+
+
+def grad_step(parts: Parts, buf: RingBuffer, carry: tuple, key: jax.Array) -> tuple[tuple, Metrics]:
+    """One pass of TD3, Algorithm 1's learning lines: sample a minibatch from ``B``,
+    update the critics on :func:`td_target`, and every ``policy_delay``-th step
+    :func:`actor_and_targets` (DDPG: every step).
+
+    Args:
+        parts: The static parts.
+        buf: The replay buffer.
+        carry: ``(actor_flat, critic_flat, actor_opt, critic_opt, target_params,
+            grad_steps, nonfinite)``.
+        key: PRNG key of the minibatch and the smoothing noise.
+
+    Returns:
+        ``(carry, metrics)`` of this step.
+    """
+    config = parts.config
+    (a_flat, c_flat, a_opt, c_opt, target, n, nonfinite) = carry
+    k_idx, k_noise = jax.random.split(key)
+    t, e = replay.ring_sample_indices(k_idx, buf, config.batch_size)
+    batch = replay.gather(buf, t, e)
+    y = td_target(parts, target, batch, k_noise)
+    c_flat, c_opt, ok_c, _, c_aux = clipped_step(
+        lambda f: critic_loss(parts, parts.unravel_critic(f), batch, y), parts.critic_opt,
+        c_flat, c_opt, config.max_grad_norm)
+    new_critic = parts.unravel_critic(c_flat)
+
+    def skip(args):
+        a_flat, a_opt, target = args
+        return a_flat, a_opt, target, jnp.bool_(True), jnp.float32(0.0)
+
+    actor_turn = n % config.policy_delay == 0
+    a_flat, a_opt, target, ok_a, a_loss = jax.lax.cond(
+        actor_turn, functools.partial(actor_and_targets, parts, new_critic, batch.obs), skip,
+        (a_flat, a_opt, target))
+    bad = (~ok_c).astype(jnp.int32) + (~ok_a).astype(jnp.int32)
+    metrics = {**c_aux, "actor_loss": a_loss, "actor_steps": actor_turn.astype(jnp.float32)}
+    return (a_flat, c_flat, a_opt, c_opt, target, n + 1, nonfinite + bad), metrics
+
+
+def learn(
+    parts: Parts, state: TD3State, buffer: RingBuffer, key: jax.Array, start: jax.Array
+) -> tuple[Params, Params, dict[str, optax.OptState], jax.Array, jax.Array, Metrics]:
+    """``gradient_steps`` :func:`grad_step` s once ``start`` (enough transitions
+    stored), else nothing (zero losses: the runner reads NaN as an error).
+
+    Args:
+        parts: The static parts.
+        state: The train state before the steps (params, targets, opt states, clocks).
+        buffer: The replay buffer after this update's insert.
+        key: PRNG key of the steps.
+        start: Bool scalar, whether to learn.
+
+    Returns:
+        ``(params, target_params, opt_state, grad_steps, nonfinite, metrics)``; the
+        metrics average over the steps (``actor_loss`` over the actor's steps).
+    """
+    params = state.params
+
+    def train_steps(_):
+        carry = (ravel_pytree(params["actor"])[0], ravel_pytree(params["critic"])[0],
+                 state.opt_state["actor"], state.opt_state["critic"], state.target_params,
+                 state.grad_steps, state.nonfinite)
+        carry, m = jax.lax.scan(functools.partial(grad_step, parts, buffer), carry,
+                                jax.random.split(key, parts.grad_steps))
+        a_flat, c_flat, a_opt, c_opt, target, n, nonfinite = carry
+        new = {"actor": parts.unravel_actor(a_flat), "critic": parts.unravel_critic(c_flat)}
+        actor_steps = jnp.sum(m.pop("actor_steps"))
+        a_loss = jnp.sum(m.pop("actor_loss")) / jnp.maximum(actor_steps, 1.0)
+        m = {**{k: jnp.mean(v) for k, v in m.items()}, "actor_loss": a_loss}
+        return new, target, {"actor": a_opt, "critic": c_opt}, n, nonfinite, m
+
+    def no_steps(_):
+        m = {"critic_loss": jnp.float32(0.0), "q_mean": jnp.float32(0.0),
+             "grad_norm": jnp.float32(0.0), "actor_loss": jnp.float32(0.0)}
+        return (params, state.target_params, state.opt_state, state.grad_steps,
+                state.nonfinite, m)
+
+    return jax.lax.cond(start, train_steps, no_steps, None)
+
+
+def update(parts: Parts, state: TD3State) -> tuple[TD3State, Metrics]:
+    """One update: TD3, Algorithm 1's loop body for ``num_envs x num_steps`` env steps
+    (:func:`collect`) and then ``gradient_steps`` learning steps (:func:`learn`), once
+    ``max(learning_starts, batch_size)`` transitions were collected.
+
+    Args:
+        parts: The static parts.
+        state: The train state.
+
+    Returns:
+        ``(state, metrics)``.
+    """
+    config = parts.config
+    key, k_roll, k_grad = jax.random.split(state.key, 3)
+    env_state, traj, buffer = collect(parts, state, k_roll)
+    env_steps = state.env_steps + config.num_envs * config.num_steps
+    start = env_steps >= max(config.learning_starts, config.batch_size)
+    params, target, opt_state, n, nonfinite, m = learn(parts, state, buffer, k_grad, start)
+    metrics = {**m, **episode_metrics(traj), "env_steps": env_steps,
+               "nonfinite": nonfinite, "buffer_size": buffer.size * config.num_envs}
+    new_state = TD3State(
+        params=params, target_params=target, opt_state=opt_state, buffer=buffer,
+        env_state=env_state, key=key, update_step=state.update_step + 1,
+        env_steps=env_steps, grad_steps=n, nonfinite=nonfinite)
+    return new_state, metrics
+
+
+def make_train(config: Config, env: Env) -> Trainer:
+    """Binds TD3 (or DDPG, :class:`DDPGConfig`) to a single env with continuous actions,
+    batched here with ``config.num_envs``.
+
+    Args:
+        config: TD3 or DDPG hyperparameters.
+        env: A single env.
+
+    Returns:
+        A :class:`Trainer`. Bad configs or env/config mismatches raise here
+        (:func:`make_parts`), before anything is compiled. ``evaluate`` always acts with
+        ``mu(s)`` (:func:`act_mean`).
+    """
+    parts = make_parts(config, env)
+    init_fn = functools.partial(init, parts)
+    update_fn = functools.partial(update, parts)
+    return Trainer(
+        config=config, env=env, spec=parts.spec, actor=parts.actor, critic=parts.critic,
+        num_updates=parts.num_updates, init=init_fn, update=update_fn,
+        train=scan_train(init_fn, update_fn, parts.num_updates),
+        act=functools.partial(act, parts),
+        evaluate=episode_evaluator(env, functools.partial(act_mean, parts),
+                                   parts.spec.episode_length),
+        q_values=functools.partial(q_values, parts),
+        td_target=functools.partial(td_target, parts),
+        critic_loss=functools.partial(critic_loss, parts),
+        actor_loss=functools.partial(actor_loss, parts),
+    )
+
+
+__all__ = ["DDPG_PRESETS", "PRESETS", "Config", "DDPGConfig", "Parts", "TD3State", "Trainer",
+           "act", "act_mean", "actor_and_targets", "actor_loss", "clipped_step", "collect",
+           "critic_loss", "grad_step", "init", "init_params", "learn", "make_parts",
+           "make_train", "polyak", "preset", "q_values", "td_target", "update"]
