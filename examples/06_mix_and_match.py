@@ -26,11 +26,13 @@
 #   exposes its objectives as functions of `(policy, reward params)`, and
 #   `meta.unrolled_hypergrad(..., num_steps=1)` is LIRPG's estimator on any such pair.
 #
-# What is not a config switch (yet): `lirpg.Config` has no `reward_net` field (LIRPG's
-# trainer builds its `IntrinsicReward(s, a)` MLP itself), and `tare.Config` has no field
-# choosing the estimator. So B computes and compares the estimates on TARE's objectives;
-# a whole training run with LIRPG's estimator and the `lstm-b-mul` reward would need one of
-# those fields.
+# * **C. One reward module, three methods**: `make_train(config, env, reward_net=...)`
+#   (LIRPG, TARE) and `reward_body=...` (CLN) take any flax module, so a reward written
+#   once in the notebook trains under each method without touching library code.
+#
+# What is not a switch (yet): `tare.Config` has no field choosing the estimator, so B
+# computes and compares the two estimates on TARE's objectives (the module functions
+# `tare.rollout_segment`, `tare.objectives`, `tare.hypergradient`).
 
 # %%
 import dataclasses
@@ -40,6 +42,7 @@ import time
 import warnings
 from pathlib import Path
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
@@ -47,7 +50,8 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from metareward import envs, meta
-from metareward.algos import tare
+from metareward.algos import cln, lirpg, tare
+from metareward.nets import PerStep
 
 SMOKE = os.environ.get("METAREWARD_SMOKE") == "1"  # tiny budgets (the tests)
 FIGURES = Path(os.environ.get("METAREWARD_FIGURES")
@@ -105,7 +109,7 @@ print("mean r_phi(right) - r_phi(left) over training, per seed:", np.round(gap, 
 # ## B. LIRPG's one-step meta-gradient, TARE's `lstm-b-mul` reward
 #
 # One rollout of a fresh PPO-TARE agent (default reward net `lstm-b-mul`), split by env
-# column into a training and a validation half as TARE does. `trainer.objectives` gives
+# column into a training and a validation half as TARE does. `tare.objectives` gives
 # `(inner_loss, hessian_loss, outer_loss)` as functions of the flat policy and reward
 # parameters: `-J_phi` on the training half, the same on the validation half, and the
 # extrinsic `-J_ex` on the validation half.
@@ -119,13 +123,14 @@ print("mean r_phi(right) - r_phi(left) over training, per seed:", np.round(gap, 
 
 # %%
 trainer = tare.make_train(tare.preset("chain"), env)  # reward_net="lstm-b-mul"
-s, seg = jax.jit(trainer.collect_segment)(trainer.init(jax.random.PRNGKey(0)))
+parts = trainer.parts
+s, seg = jax.jit(lambda st: tare.rollout_segment(parts, st))(trainer.init(jax.random.PRNGKey(0)))
 half = trainer.config.num_envs // 2
 seg_tr = jax.tree.map(lambda x: x[:, :half], seg)
 seg_va = jax.tree.map(lambda x: x[:, half:], seg)
 pol = ravel_pytree(s.params["policy"])[0]
 phi = ravel_pytree(s.params["reward"])[0]
-inner_loss, _, outer_loss = trainer.objectives(seg_tr, seg_va)
+inner_loss, _, outer_loss = tare.objectives(parts, seg_tr, seg_va)
 
 
 @jax.jit
@@ -134,7 +139,7 @@ def lirpg_estimate(pol, phi, lr=1e-2):
     return meta.unrolled_hypergrad(step, outer_loss, pol, phi, num_steps=1, has_aux=True)[0]
 
 
-tare_estimate = jax.jit(lambda pol, phi: trainer.hypergradient(pol, phi, seg_tr, seg_va)[0])
+tare_estimate = jax.jit(lambda pol, phi: tare.hypergradient(parts, pol, phi, seg_tr, seg_va)[0])
 
 # %%
 def timed(fn, *args, repeat=5):
@@ -189,3 +194,49 @@ axes[1].set_ylabel("one-step (LIRPG), normalised component")
 axes[1].set_title(f"B. estimates for the lstm-b-mul reward, cosine {cosine:+.2f}")
 fig.tight_layout()
 show(fig, "06_mix_and_match.png")
+
+# %% [markdown]
+# ## C. One reward module, three methods
+#
+# A reward written here, not in the library: an MLP on `[s, a]` with `outputs` heads.
+# LIRPG takes it as its intrinsic reward `r_eta(s, a)` (a scalar per step), TARE through
+# `nets.PerStep` (which calls it with TARE's time-major signature
+# `(obs, action, reward, t, done)`, ignoring the last three), and CLN as the body whose
+# `outputs` features its learned last layer `eta` (with the noise of eq. 5) weighs. Each
+# learner trains a few updates on pendulum with it; the printout is the module's
+# parameters after training, which only that method's outer step moved.
+
+# %%
+class MyReward(nn.Module):
+    """``r(s, a)``: Dense(32) -> tanh -> Dense(outputs) on ``[obs, action]``; one output
+    is returned as ``[...]``, more as features ``[..., outputs]``."""
+
+    outputs: int = 1
+
+    @nn.compact
+    def __call__(self, obs, action):
+        h = jnp.tanh(nn.Dense(32)(jnp.concatenate([obs, action], axis=-1)))
+        out = nn.Dense(self.outputs)(h)
+        return out[..., 0] if self.outputs == 1 else out
+
+
+pendulum = envs.make("pendulum")
+small = dict(num_envs=4, num_steps=64, total_steps=4 * 64 * 3, num_epochs=2,
+             num_minibatches=2, hidden=(32, 32))
+learners = {
+    "lirpg": lirpg.make_train(lirpg.Config(**small), pendulum, reward_net=MyReward()),
+    "tare": tare.make_train(tare.Config(**small), pendulum, reward_net=PerStep(MyReward())),
+    "cln": cln.make_train(dataclasses.replace(cln.Config(**small), reward_buffer_size=256,
+                                              reward_batch_size=16, segment_length=8),
+                          pendulum, reward_body=MyReward(outputs=8)),
+}
+for name, learner in learners.items():
+    state0 = learner.init(jax.random.PRNGKey(0))
+    state, metrics = jax.jit(learner.train)(jax.random.PRNGKey(0))
+    key = {"lirpg": "reward", "tare": "reward", "cln": "reward_body"}[name]
+    moved = [float(jnp.abs(a - b).max()) for a, b in zip(
+        jax.tree.leaves(state0.params[key]), jax.tree.leaves(state.params[key]), strict=True)]
+    shapes = jax.tree.map(jnp.shape, state.params[key])["params"]
+    print(f"{name:>5}: {learner.num_updates} updates, {key} {shapes}, largest change "
+          f"{max(moved):.2e}, skipped steps {int(metrics['nonfinite'][-1])}")
+    assert max(moved) > 0 and int(metrics["nonfinite"][-1]) == 0
