@@ -72,7 +72,7 @@ from flax import struct
 from jax.flatten_util import ravel_pytree
 
 from metareward.algos import config as cfg
-from metareward.algos.common import episode_evaluator, scan_train
+from metareward.algos.common import LearnerState, episode_evaluator, scan_train, zero_counters
 from metareward.algos.onpolicy import check_env, obs_preprocessor
 from metareward.algos.td3 import clipped_step
 from metareward.envs.spec import EnvSpec
@@ -226,7 +226,7 @@ class Parts(NamedTuple):
 
 
 @struct.dataclass
-class AwrState:
+class AwrState(LearnerState):
     """Everything AWR carries between updates (a pytree).
 
     ``params = {"policy": ..., "value": ...}``; ``opt_state = {"policy": ..., "value":
@@ -236,15 +236,8 @@ class AwrState:
     gradient steps skipped because the loss or gradient was not finite.
     """
 
-    params: Params
-    opt_state: dict[str, optax.OptState]
     obs_stats: RunningStats
     buffer: ReplayBuffer
-    env_state: State
-    key: jax.Array
-    update_step: jax.Array
-    env_steps: jax.Array
-    nonfinite: jax.Array
 
 
 class Trainer(NamedTuple):
@@ -377,9 +370,7 @@ def init(parts: Parts, key: jax.Array) -> AwrState:
         buffer=replay.init(example_row(parts), parts.num_rows),
         env_state=parts.venv.reset(k_env),
         key=key,
-        update_step=jnp.zeros((), jnp.int32),
-        env_steps=jnp.zeros((), jnp.int32),
-        nonfinite=jnp.zeros((), jnp.int32),
+        **zero_counters(),
     )
 
 

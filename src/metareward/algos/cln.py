@@ -140,13 +140,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
-from brax.envs.base import Env, State
+from brax.envs.base import Env
 from flax import struct
 from jax.flatten_util import ravel_pytree
 
 from metareward.algos import config as cfg
 from metareward.algos import ppo
-from metareward.algos.common import episode_evaluator, scan_train
+from metareward.algos.common import LearnerState, episode_evaluator, scan_train, zero_counters
 from metareward.algos.onpolicy import PPOBase, batch_geometry, check_env, obs_preprocessor
 from metareward.envs.spec import EnvSpec
 from metareward.envs.wrappers import VmapWrapper
@@ -315,7 +315,7 @@ def preset(env_name: str) -> Config:
 
 
 @struct.dataclass
-class ClnState:
+class ClnState(LearnerState):
     """What CLN carries between updates (a pytree).
 
     ``params = {"policy", "value", "reward_body", "eta", "rho"}``: ``theta`` is the CLN
@@ -329,15 +329,8 @@ class ClnState:
     sum of ``r_in`` over its current episode.
     """
 
-    params: Params
-    opt_state: dict[str, optax.OptState]
     obs_stats: RunningStats
-    env_state: State
     reward_buffer: replay.ReplayBuffer
-    key: jax.Array
-    update_step: jax.Array
-    env_steps: jax.Array
-    nonfinite: jax.Array
     intrinsic_return: jax.Array
 
 
@@ -579,9 +572,7 @@ def init(parts: Parts, key: jax.Array) -> ClnState:
         env_state=env_state,
         reward_buffer=replay.init(row, parts.buffer_rows),
         key=key,
-        update_step=jnp.zeros((), jnp.int32),
-        env_steps=jnp.zeros((), jnp.int32),
-        nonfinite=jnp.zeros((), jnp.int32),
+        **zero_counters(),
         intrinsic_return=jnp.zeros((N,), jnp.float32),
     )
 

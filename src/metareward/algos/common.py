@@ -15,12 +15,50 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 from brax.envs.base import Env
+from flax import struct
 
 from metareward.algos.policy import check_one_seed
 from metareward.rl.rollout import evaluate_episodes
 
 Metrics = dict[str, jax.Array]
+
+
+@struct.dataclass
+class LearnerState:
+    """The fields every learner's state has (the contract's conventions,
+    :class:`metareward.algos.registry.Learner`); each learner's state derives from it and
+    adds its own (observation statistics, buffers, targets, ...).
+
+    Attributes:
+      params: A dict of the parameters of each net.
+      opt_state: A dict of optimiser states keyed by what each steps: a ``params`` key,
+        or ``"agent"`` for one optimiser over the policy and value together.
+      env_state: The (batched) env state, so a run resumes mid-episode.
+      key: The learner's PRNG key.
+      update_step: Updates done (int32).
+      env_steps: Transitions collected (int32).
+      nonfinite: Gradient steps skipped for a non-finite loss or gradient (int32).
+    """
+
+    params: Any
+    opt_state: dict[str, Any]
+    env_state: Any
+    key: jax.Array
+    update_step: jax.Array
+    env_steps: jax.Array
+    nonfinite: jax.Array
+
+
+def zero_counters() -> dict[str, jax.Array]:
+    """``update_step``, ``env_steps`` and ``nonfinite`` of a fresh state, int32 zeros.
+
+    Returns:
+        A dict to splat into a :class:`LearnerState` constructor.
+    """
+    zero = lambda: jnp.zeros((), jnp.int32)
+    return {"update_step": zero(), "env_steps": zero(), "nonfinite": zero()}
 
 
 def scan_train(
@@ -77,4 +115,4 @@ def episode_evaluator(
     return evaluate
 
 
-__all__ = ["episode_evaluator", "scan_train"]
+__all__ = ["LearnerState", "episode_evaluator", "scan_train", "zero_counters"]

@@ -66,13 +66,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
-from brax.envs.base import Env, State
+from brax.envs.base import Env
 from flax import struct
 from jax.flatten_util import ravel_pytree
 
 from metareward.algos import config as cfg
 from metareward.algos import ppo
-from metareward.algos.common import episode_evaluator, scan_train
+from metareward.algos.common import LearnerState, episode_evaluator, scan_train, zero_counters
 from metareward.algos.onpolicy import (
     A2CBase,
     PPOBase,
@@ -203,7 +203,7 @@ def preset(env_name: str) -> Config:
 
 
 @struct.dataclass
-class LirpgState:
+class LirpgState(LearnerState):
     """What LIRPG carries between updates (a pytree).
 
     ``params = {"policy", "value", "reward", "value_ex"}``: ``theta`` is the policy and
@@ -214,14 +214,7 @@ class LirpgState:
     ``intrinsic_return`` is each env's running sum of ``r_eta`` over its current episode.
     """
 
-    params: Params
-    opt_state: dict[str, optax.OptState]
     obs_stats: RunningStats
-    env_state: State
-    key: jax.Array
-    update_step: jax.Array
-    env_steps: jax.Array
-    nonfinite: jax.Array
     intrinsic_return: jax.Array
 
 
@@ -424,9 +417,7 @@ def init_state(parts: Parts, key: jax.Array) -> LirpgState:
         obs_stats=RunningStats.create((parts.spec.obs_size,)),
         env_state=parts.venv.reset(k_env),
         key=key,
-        update_step=jnp.zeros((), jnp.int32),
-        env_steps=jnp.zeros((), jnp.int32),
-        nonfinite=jnp.zeros((), jnp.int32),
+        **zero_counters(),
         intrinsic_return=jnp.zeros((parts.config.num_envs,), jnp.float32),
     )
 

@@ -23,7 +23,7 @@ from flax import struct
 from jax.flatten_util import ravel_pytree
 
 from metareward.algos import config as cfg
-from metareward.algos.common import episode_evaluator, scan_train
+from metareward.algos.common import LearnerState, episode_evaluator, scan_train, zero_counters
 from metareward.envs.spec import EnvSpec
 from metareward.envs.wrappers import VmapWrapper
 from metareward.nets.policies import ValueNet, make_policy
@@ -142,7 +142,7 @@ class A2CBase(BaseConfig):
 
 
 @struct.dataclass
-class TrainState:
+class TrainState(LearnerState):
     """Everything a learner carries between updates (a pytree).
 
     ``params = {"policy": ..., "value": ...}``; ``opt_state = {"agent": ...}``, the state
@@ -152,14 +152,7 @@ class TrainState:
     because the loss or gradient was not finite.
     """
 
-    params: Params
-    opt_state: dict[str, optax.OptState]
     obs_stats: RunningStats
-    env_state: State
-    key: jax.Array
-    update_step: jax.Array
-    env_steps: jax.Array
-    nonfinite: jax.Array
 
 
 class Batch(NamedTuple):
@@ -282,9 +275,7 @@ def init_state(parts: Parts, key: jax.Array) -> TrainState:
         obs_stats=RunningStats.create((parts.spec.obs_size,)),
         env_state=parts.venv.reset(k_env),
         key=key,
-        update_step=jnp.zeros((), jnp.int32),
-        env_steps=jnp.zeros((), jnp.int32),
-        nonfinite=jnp.zeros((), jnp.int32),
+        **zero_counters(),
     )
 
 

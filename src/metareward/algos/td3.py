@@ -55,7 +55,7 @@ from flax import struct
 from jax.flatten_util import ravel_pytree
 
 from metareward.algos import config as cfg
-from metareward.algos.common import episode_evaluator, scan_train
+from metareward.algos.common import LearnerState, episode_evaluator, scan_train, zero_counters
 from metareward.algos.onpolicy import check_env, obs_preprocessor
 from metareward.envs.spec import EnvSpec
 from metareward.envs.wrappers import VmapWrapper
@@ -210,7 +210,7 @@ class Parts(NamedTuple):
 
 
 @struct.dataclass
-class TD3State:
+class TD3State(LearnerState):
     """Everything TD3 carries between updates (a pytree).
 
     ``params = {"actor": ..., "critic": ...}``; the critic's leaves have a leading axis
@@ -222,16 +222,9 @@ class TD3State:
     because a loss or gradient was not finite.
     """
 
-    params: Params
     target_params: Params
-    opt_state: dict[str, optax.OptState]
     buffer: RingBuffer
-    env_state: State
-    key: jax.Array
-    update_step: jax.Array
-    env_steps: jax.Array
     grad_steps: jax.Array
-    nonfinite: jax.Array
 
     @property
     def actor_opt_state(self) -> optax.OptState:
@@ -412,10 +405,8 @@ def init(parts: Parts, key: jax.Array) -> TD3State:
         buffer=replay.ring_init(row, parts.num_rows),
         env_state=parts.venv.reset(k_env),
         key=key,
-        update_step=jnp.zeros((), jnp.int32),
-        env_steps=jnp.zeros((), jnp.int32),
         grad_steps=jnp.zeros((), jnp.int32),
-        nonfinite=jnp.zeros((), jnp.int32),
+        **zero_counters(),
     )
 
 

@@ -16,10 +16,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
-from brax.envs.base import Env, State
+from brax.envs.base import Env
 from flax import struct
 from jax.flatten_util import ravel_pytree
 
+from metareward.algos.common import LearnerState, zero_counters
 from metareward.algos.tare.config import AWRConfig, Config
 from metareward.envs.spec import EnvSpec
 from metareward.rl import replay
@@ -82,7 +83,7 @@ class Parts:
 
 
 @struct.dataclass
-class TareState:
+class TareState(LearnerState):
     """What TARE carries between updates (a pytree).
 
     ``params = {"policy", "value", "value_ex", "reward"}``: ``theta`` is the policy (the
@@ -97,15 +98,8 @@ class TareState:
     :class:`metareward.rl.replay.Row` (``None`` for PPO).
     """
 
-    params: Params
-    opt_state: dict[str, Any]
     obs_stats: RunningStats
     reward_stats: RunningStats
-    env_state: State
-    key: jax.Array
-    update_step: jax.Array
-    env_steps: jax.Array
-    nonfinite: jax.Array
     episode_step: jax.Array
     param_return: jax.Array
     buffer: Any = None
@@ -212,9 +206,7 @@ def init(parts: Parts, key: jax.Array) -> TareState:
         reward_stats=RunningStats.create(()),
         env_state=parts.venv.reset(k_env),
         key=key,
-        update_step=jnp.zeros((), jnp.int32),
-        env_steps=jnp.zeros((), jnp.int32),
-        nonfinite=jnp.zeros((), jnp.int32),
+        **zero_counters(),
         episode_step=jnp.zeros((n,), jnp.int32),
         param_return=jnp.zeros((n,), jnp.float32),
         buffer=buffer,
