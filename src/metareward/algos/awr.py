@@ -72,7 +72,13 @@ from flax import struct
 from jax.flatten_util import ravel_pytree
 
 from metareward.algos import config as cfg
-from metareward.algos.common import LearnerState, episode_evaluator, scan_train, zero_counters
+from metareward.algos.common import (
+    LearnerBase,
+    LearnerState,
+    episode_evaluator,
+    scan_train,
+    zero_counters,
+)
 from metareward.algos.onpolicy import check_env, obs_preprocessor
 from metareward.algos.td3 import clipped_step
 from metareward.envs.spec import EnvSpec
@@ -240,23 +246,15 @@ class AwrState(LearnerState):
     buffer: ReplayBuffer
 
 
-class Trainer(NamedTuple):
+@dataclasses.dataclass(frozen=True, eq=False)
+class Trainer(LearnerBase):
     """AWR bound to a config and an env; all functions pure and jittable
     (``init / update / train / act / evaluate``: the
     :class:`~metareward.algos.registry.Learner` protocol; ``policy`` and ``value`` the
     nets). The stages are module functions of :class:`Parts` (:func:`make_parts`)."""
 
-    config: Config
-    env: Env
-    spec: EnvSpec
     policy: nn.Module
     value: nn.Module
-    num_updates: int
-    init: Callable[[jax.Array], AwrState]
-    update: Callable[[AwrState], tuple[AwrState, Metrics]]
-    train: Callable[[jax.Array], tuple[AwrState, Metrics]]
-    act: Callable[..., jax.Array]
-    evaluate: Callable[..., jax.Array]
 
 
 def td_lambda_targets(

@@ -146,7 +146,13 @@ from jax.flatten_util import ravel_pytree
 
 from metareward.algos import config as cfg
 from metareward.algos import ppo
-from metareward.algos.common import LearnerState, episode_evaluator, scan_train, zero_counters
+from metareward.algos.common import (
+    LearnerBase,
+    LearnerState,
+    episode_evaluator,
+    scan_train,
+    zero_counters,
+)
 from metareward.algos.onpolicy import PPOBase, batch_geometry, check_env, obs_preprocessor
 from metareward.envs.spec import EnvSpec
 from metareward.envs.wrappers import VmapWrapper
@@ -425,7 +431,8 @@ class Parts(NamedTuple):
     unravel_psi: Callable[[jax.Array], Params] | None = None
 
 
-class Trainer(NamedTuple):
+@dataclasses.dataclass(frozen=True, eq=False)
+class Trainer(LearnerBase):
     """CLN bound to a config and an env; all functions pure and jittable.
 
     Beyond the learner contract (``init / update / train / act / evaluate``) it holds the
@@ -436,19 +443,10 @@ class Trainer(NamedTuple):
     ``cln.intrinsic_reward(trainer.parts, params, obs_stats, obs, action)``.
     """
 
-    config: Config
-    env: Env
-    spec: EnvSpec
     policy: nn.Module
     value: nn.Module
     reward_body: nn.Module
     parts: Parts
-    num_updates: int
-    init: Callable[[jax.Array], ClnState]
-    update: Callable[[ClnState], tuple[ClnState, Metrics]]
-    train: Callable[[jax.Array], tuple[ClnState, Metrics]]
-    act: Callable[..., jax.Array]
-    evaluate: Callable[..., jax.Array]
     #: Metrics that, like ``episode_return``, describe the episodes that ended in an
     #: update (NaN when none did): the runner treats them alike.
     episode_metric_names: tuple[str, ...] = ("intrinsic_return",)

@@ -11,6 +11,7 @@ functions here derive the rest of the learner contract
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -49,6 +50,39 @@ class LearnerState:
     update_step: jax.Array
     env_steps: jax.Array
     nonfinite: jax.Array
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LearnerBase:
+    """The contract's fields (:class:`metareward.algos.registry.Learner`), declared once;
+    each learner's ``Trainer`` derives from it and adds its nets and method pieces.
+
+    Attributes:
+      config: The learner's config.
+      env: The (single, unbatched) env it trains on (its first, for several envs).
+      spec: ``env``'s :class:`~metareward.envs.spec.EnvSpec`.
+      num_updates: Updates in a full run.
+      init: ``init(key) -> state``.
+      update: ``update(state) -> (state, metrics)``.
+      train: ``train(key) -> (state, metrics)`` (:func:`scan_train`).
+      act: ``act(state, obs, key, deterministic=False) -> actions``.
+      evaluate: ``evaluate(state, key, num_episodes, deterministic) -> returns``
+        (:func:`episode_evaluator`).
+    """
+
+    config: Any
+    env: Env
+    spec: Any
+    num_updates: int
+    init: Callable[[jax.Array], Any]
+    update: Callable[[Any], tuple[Any, Metrics]]
+    train: Callable[[jax.Array], tuple[Any, Metrics]]
+    act: Callable[..., jax.Array]
+    evaluate: Callable[..., jax.Array]
+
+    def _replace(self, **changes: Any) -> LearnerBase:
+        """A copy with ``changes`` (as ``NamedTuple._replace``; ``dataclasses.replace``)."""
+        return dataclasses.replace(self, **changes)
 
 
 def zero_counters() -> dict[str, jax.Array]:
@@ -115,4 +149,4 @@ def episode_evaluator(
     return evaluate
 
 
-__all__ = ["LearnerState", "episode_evaluator", "scan_train", "zero_counters"]
+__all__ = ["LearnerBase", "LearnerState", "episode_evaluator", "scan_train", "zero_counters"]

@@ -72,7 +72,13 @@ from jax.flatten_util import ravel_pytree
 
 from metareward.algos import config as cfg
 from metareward.algos import ppo
-from metareward.algos.common import LearnerState, episode_evaluator, scan_train, zero_counters
+from metareward.algos.common import (
+    LearnerBase,
+    LearnerState,
+    episode_evaluator,
+    scan_train,
+    zero_counters,
+)
 from metareward.algos.onpolicy import (
     A2CBase,
     PPOBase,
@@ -277,7 +283,8 @@ class Parts(NamedTuple):
     n_reward: int = 0
 
 
-class Trainer(NamedTuple):
+@dataclasses.dataclass(frozen=True, eq=False)
+class Trainer(LearnerBase):
     """LIRPG bound to a config and an env; all functions pure and jittable.
 
     Beyond the baselines' ``init / update / train / act / evaluate``:
@@ -288,18 +295,9 @@ class Trainer(NamedTuple):
     :func:`make_parts`'s :class:`Parts`.
     """
 
-    config: Any
-    env: Env
-    spec: EnvSpec
     policy: nn.Module
     value: nn.Module
     reward_net: nn.Module
-    num_updates: int
-    init: Callable[[jax.Array], LirpgState]
-    update: Callable[[LirpgState], tuple[LirpgState, Metrics]]
-    train: Callable[[jax.Array], tuple[LirpgState, Metrics]]
-    act: Callable[..., jax.Array]
-    evaluate: Callable[..., jax.Array]
     intrinsic_reward: Callable[..., jax.Array]
     #: Metrics that, like ``episode_return``, describe the episodes that ended in an
     #: update (NaN when none did): the runner treats them alike.

@@ -23,7 +23,13 @@ from flax import struct
 from jax.flatten_util import ravel_pytree
 
 from metareward.algos import config as cfg
-from metareward.algos.common import LearnerState, episode_evaluator, scan_train, zero_counters
+from metareward.algos.common import (
+    LearnerBase,
+    LearnerState,
+    episode_evaluator,
+    scan_train,
+    zero_counters,
+)
 from metareward.envs.spec import EnvSpec
 from metareward.envs.wrappers import VmapWrapper
 from metareward.nets.policies import ValueNet, make_policy
@@ -170,20 +176,12 @@ class Batch(NamedTuple):
 LossFn = Callable[[Params, Batch], tuple[jax.Array, Metrics]]
 
 
-class Trainer(NamedTuple):
+@dataclasses.dataclass(frozen=True, eq=False)
+class Trainer(LearnerBase):
     """A learner bound to a config and an env. All functions are pure and jittable."""
 
-    config: Any
-    env: Env
-    spec: EnvSpec
     policy: nn.Module
     value: nn.Module
-    num_updates: int
-    init: Callable[[jax.Array], TrainState]
-    update: Callable[[TrainState], tuple[TrainState, Metrics]]
-    train: Callable[[jax.Array], tuple[TrainState, Metrics]]
-    act: Callable[..., jax.Array]
-    evaluate: Callable[..., jax.Array]
 
 
 def check_env(env: Env) -> EnvSpec:

@@ -55,7 +55,13 @@ from flax import struct
 from jax.flatten_util import ravel_pytree
 
 from metareward.algos import config as cfg
-from metareward.algos.common import LearnerState, episode_evaluator, scan_train, zero_counters
+from metareward.algos.common import (
+    LearnerBase,
+    LearnerState,
+    episode_evaluator,
+    scan_train,
+    zero_counters,
+)
 from metareward.algos.onpolicy import check_env, obs_preprocessor
 from metareward.envs.spec import EnvSpec
 from metareward.envs.wrappers import VmapWrapper
@@ -237,7 +243,8 @@ class TD3State(LearnerState):
         return self.opt_state["critic"]
 
 
-class Trainer(NamedTuple):
+@dataclasses.dataclass(frozen=True, eq=False)
+class Trainer(LearnerBase):
     """TD3 bound to a config and an env; all functions pure and jittable.
 
     Beyond ``init / update / train / act / evaluate`` (the
@@ -249,17 +256,8 @@ class Trainer(NamedTuple):
     ``actor_loss(actor_params, critic_params, obs)`` (:func:`actor_loss`).
     """
 
-    config: Config
-    env: Env
-    spec: EnvSpec
     actor: nn.Module
     critic: nn.Module
-    num_updates: int
-    init: Callable[[jax.Array], TD3State]
-    update: Callable[[TD3State], tuple[TD3State, Metrics]]
-    train: Callable[[jax.Array], tuple[TD3State, Metrics]]
-    act: Callable[..., jax.Array]
-    evaluate: Callable[..., jax.Array]
     q_values: Callable[..., jax.Array]
     td_target: Callable[..., jax.Array]
     critic_loss: Callable[..., tuple[jax.Array, Metrics]]

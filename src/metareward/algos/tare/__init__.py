@@ -109,9 +109,10 @@ Usage::
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -121,7 +122,7 @@ from brax.envs.base import Env
 from jax.flatten_util import ravel_pytree
 
 from metareward.algos import config as cfg
-from metareward.algos.common import episode_evaluator, scan_train
+from metareward.algos.common import LearnerBase, episode_evaluator, scan_train
 from metareward.algos.onpolicy import check_env, obs_preprocessor
 from metareward.algos.tare import awr, ppo
 from metareward.algos.tare.config import (
@@ -137,7 +138,6 @@ from metareward.algos.tare.config import (
 )
 from metareward.algos.tare.core import (
     PARAM_GROUPS,
-    Metrics,
     Parts,
     Segment,
     TareState,
@@ -158,13 +158,13 @@ from metareward.algos.tare.reward import (
     reward_step,
     reward_update,
 )
-from metareward.envs.spec import EnvSpec
 from metareward.envs.wrappers import VmapWrapper
 from metareward.nets.policies import ValueNet, make_policy
 from metareward.nets.rewards import make_reward_net
 
 
-class Trainer(NamedTuple):
+@dataclasses.dataclass(frozen=True, eq=False)
+class Trainer(LearnerBase):
     """TARE bound to a config and an env; all functions pure and jittable.
 
     The learner contract (``init / update / train / act / evaluate``), the nets
@@ -177,19 +177,10 @@ class Trainer(NamedTuple):
     segment_val, ...)`` (:func:`hypergradient`).
     """
 
-    config: Config | AWRConfig
-    env: Env
-    spec: EnvSpec
     policy: nn.Module
     value: nn.Module
     reward_net: nn.Module
     parts: Parts
-    num_updates: int
-    init: Callable[[jax.Array], TareState]
-    update: Callable[[TareState], tuple[TareState, Metrics]]
-    train: Callable[[jax.Array], tuple[TareState, Metrics]]
-    act: Callable[..., jax.Array]
-    evaluate: Callable[..., jax.Array]
     reward: Callable[..., jax.Array]
     collect_segment: Callable[[TareState], tuple[TareState, Segment]]
     objectives: Callable[..., tuple[Callable, Callable, Callable]]
