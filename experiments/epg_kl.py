@@ -3,7 +3,7 @@ policies before and after each inner-loop update, with a randomly initialised lo
 and with the evolved loss (right), on held-out random tasks.
 
 The loss is meta-trained (or loaded) by ``epg_common``. For every run (meta-seed x
-held-out task x agent) a fresh agent is trained for K updates (``trainer.inner_run``, the
+held-out task x agent) a fresh agent is trained for K updates (``epg.inner_run``, the
 agent ``meta_test`` trains) and the trainer's per-update ``kl``, ``KL(pi_old || pi_new)``
 averaged over the update's M new states, is recorded, for:
 
@@ -92,6 +92,8 @@ def main(argv: list[str] | None = None) -> dict:
     import jax
     import jax.numpy as jnp
 
+    from metareward.algos import epg
+
     ap = common.parser(__doc__, SCALES)
     epg_common.add_options(ap)
     args = ap.parse_args(argv)
@@ -104,7 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     def kl_run(alpha: float):
         def fn(p, t, k):
-            m = tr.inner_run(p, t, epg_common.run_key(k), jnp.float32(alpha))[1]
+            m = epg.inner_run(tr.parts, p, t, epg_common.run_key(k), jnp.float32(alpha))[1]
             return {"kl": m["kl"], "episode_return": m["episode_return"],
                     "inner_nonfinite": m["inner_nonfinite"]}
         return epg_common.over_runs(fn)

@@ -3,8 +3,8 @@ to each kind of input at each time point of its buffer, ``||dL_t*/dx_t||_2``.
 
 The loss is meta-trained (or loaded) by ``epg_common``. For every run (meta-seed x
 held-out task x agent) a fresh agent is trained by the loss with the meta-test's alpha
-(``alpha_final``, 0 here; ``trainer.inner_run``: the agent ``meta_test`` trains); from
-its final state the loss's inputs ``x = trainer.loss_inputs(...)`` ``[N, F]`` are built
+(``alpha_final``, 0 here; ``epg.inner_run``: the agent ``meta_test`` trains); from
+its final state the loss's inputs ``x = epg.loss_inputs(...)`` ``[N, F]`` are built
 (buffer row 0 the oldest, N - 1 the newest), and the gradient of the loss of one scored step ``t*``,
 ``trainer.loss_net.apply(phi, x, M)[j]``, is taken w.r.t. ``x``. The F columns are
 grouped into the kinds ``loss_inputs`` builds (observation: obs size; action: action
@@ -53,7 +53,7 @@ LABELS = {"evolved": "evolved loss", "initial": "loss at initialisation"}
 
 
 def kinds(cfg, spec) -> list[tuple[str, int]]:
-    """``(kind, columns)`` in the order ``trainer.loss_inputs`` concatenates them."""
+    """``(kind, columns)`` in the order ``epg.loss_inputs`` concatenates them."""
     A, O = spec.action_size, spec.obs_size  # noqa: E741
     out = [("observation", O), ("action", A), ("termination", 1),
            ("memory", cfg.memory_size), ("policy mean", A), ("policy log-std", A)]
@@ -126,6 +126,8 @@ def main(argv: list[str] | None = None) -> dict:
     import jax
     import jax.numpy as jnp
 
+    from metareward.algos import epg
+
     ap = common.parser(__doc__, SCALES)
     epg_common.add_options(ap)
     ap.add_argument("--scored-step", type=int, default=None,
@@ -148,8 +150,10 @@ def main(argv: list[str] | None = None) -> dict:
     tasks, keys = epg_common.held_out(setup, env)
 
     def sensitivity(p, t, k):
-        s, _ = tr.inner_run(p, t, epg_common.run_key(k), jnp.float32(cfg.alpha_final))
-        x = tr.loss_inputs(s.params, s.obs_stats, s.act_stats, s.rew_stats, s.buffer)
+        s, _ = epg.inner_run(tr.parts, p, t, epg_common.run_key(k),
+                             jnp.float32(cfg.alpha_final))
+        x = epg.loss_inputs(tr.parts, s.params, s.obs_stats, s.act_stats, s.rew_stats,
+                            s.buffer)
         if x.shape != (n, int(bounds[-1])):  # static: fails while tracing
             raise RuntimeError(f"loss_inputs gives {x.shape}; the kinds {kind_list} add up "
                                f"to {(n, int(bounds[-1]))}: update kinds()")

@@ -6,6 +6,7 @@ samplers, presets and config errors. (Random Hopper end to end: tests/test_epg_t
 learning against a zero loss and PPO at equal samples: tests/test_epg_learning.py.)"""
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -127,7 +128,7 @@ def test_outer_step_is_the_authors_formula(antithetic):
 
 
 def test_member_under_vmap_equals_member_alone(trainer, tasks):
-    phi = trainer.init_loss(jax.random.PRNGKey(0))
+    phi = epg.init_loss(trainer.parts, jax.random.PRNGKey(0))
     eps = jax.random.normal(jax.random.PRNGKey(1), (3,))
     phis = [jax.tree.map(lambda x, e=e: x + 0.01 * e, phi) for e in eps]
     stacked = jax.tree.map(lambda *x: jnp.stack(x), *phis)
@@ -156,14 +157,14 @@ def _buffer_and_agent(trainer):
                          (jax.random.uniform(k[3], (N,)) < 0.1).astype(jnp.float32),
                          jnp.ones((N,)))
     stats = (RunningStats.create((D,)), RunningStats.create((A,)), RunningStats.create((1,)))
-    return buf, stats, trainer.inner_init(trainer.env.tasks.nominal(), k[4]).params
+    return buf, stats, epg.inner_init(trainer.parts, trainer.env.tasks.nominal(), k[4]).params
 
 
 def _loss_of_rewards(trainer, phi, theta, stats, buf):
     M = trainer.config.steps_per_update
 
     def f(rewards):
-        x = trainer.loss_inputs(theta, *stats, buf._replace(reward=rewards))
+        x = epg.loss_inputs(trainer.parts, theta, *stats, buf._replace(reward=rewards))
         return jnp.mean(trainer.loss_net.apply(phi, x, M))
 
     return f
@@ -171,11 +172,11 @@ def _loss_of_rewards(trainer, phi, theta, stats, buf):
 
 def test_loss_ignores_rewards_unless_configured(env, trainer):
     buf, stats, theta = _buffer_and_agent(trainer)
-    phi = trainer.init_loss(jax.random.PRNGKey(5))
+    phi = epg.init_loss(trainer.parts, jax.random.PRNGKey(5))
     g = jax.grad(_loss_of_rewards(trainer, phi, theta, stats, buf))(buf.reward)
     assert np.all(np.asarray(g) == 0.0)  # exactly zero: rewards are not an input
     with_r = epg.make_train(dataclasses.replace(TINY, use_reward=True), env)
-    phi_r = with_r.init_loss(jax.random.PRNGKey(5))
+    phi_r = epg.init_loss(with_r.parts, jax.random.PRNGKey(5))
     g_r = jax.grad(_loss_of_rewards(with_r, phi_r, theta, stats, buf))(buf.reward)
     assert float(jnp.abs(g_r).max()) > 0.0
 
@@ -184,15 +185,15 @@ def test_loss_gradient_reaches_the_policy_through_both_branches(trainer):
     """d L / d pi(.|s_i) is non-zero for a step outside the M scored ones (only the
     temporal-conv context reads it) and for a scored one (context and dense part)."""
     buf, stats, theta = _buffer_and_agent(trainer)
-    phi = trainer.init_loss(jax.random.PRNGKey(6))
+    phi = epg.init_loss(trainer.parts, jax.random.PRNGKey(6))
     M, N = trainer.config.steps_per_update, trainer.config.buffer_size
-    x = trainer.loss_inputs(theta, *stats, buf)
+    x = epg.loss_inputs(trainer.parts, theta, *stats, buf)
     g = jax.grad(lambda x: jnp.mean(trainer.loss_net.apply(phi, x, M)))(x)
     assert x.shape[0] == N and N > M
     assert float(jnp.abs(g[0]).max()) > 0.0 and float(jnp.abs(g[N - 1]).max()) > 0.0
     # And through the agent's parameters: policy and memory both get gradient.
     gt = jax.grad(lambda th: jnp.mean(trainer.loss_net.apply(
-        phi, trainer.loss_inputs(th, *stats, buf), M)))(theta)
+        phi, epg.loss_inputs(trainer.parts, th, *stats, buf), M)))(theta)
     assert float(jnp.abs(gt).max()) > 0.0
 
 
@@ -218,13 +219,14 @@ def test_loss_architectures_and_memory_unit(arch):
 
 
 def test_memory_trains_in_the_inner_loop_and_policy_ignores_it(trainer, tasks):
-    phi = trainer.init_loss(jax.random.PRNGKey(0))
+    phi = epg.init_loss(trainer.parts, jax.random.PRNGKey(0))
     task = jax.tree.map(lambda x: x[0], tasks)
     key = jax.random.PRNGKey(4)
-    s, m = jax.jit(trainer.inner_run)(phi, task, key, jnp.float32(0.0))
-    s0 = trainer.inner_init(task, key)  # the agent inner_run starts from
+    run = jax.jit(functools.partial(epg.inner_run, trainer.parts))
+    s, m = run(phi, task, key, jnp.float32(0.0))
+    s0 = epg.inner_init(trainer.parts, task, key)  # the agent inner_run starts from
     assert m["loss_phi"].shape == (TINY.inner_updates,)
-    p, p1 = trainer.agent_params(s.params), trainer.agent_params(s0.params)
+    p, p1 = trainer.parts.unravel_theta(s.params), trainer.parts.unravel_theta(s0.params)
     moved = jax.tree.leaves(jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()),
                                          p["memory"], p1["memory"]))
     assert max(moved) > 0.0  # the memory trains by L_phi with the policy
@@ -235,6 +237,32 @@ def test_memory_trains_in_the_inner_loop_and_policy_ignores_it(trainer, tasks):
                                   trainer.policy.apply(bumped["policy"], obs).mean)
     mem = MemoryUnit(TINY.memory_size)
     assert not np.allclose(mem.apply(p["memory"]), mem.apply(bumped["memory"]))
+
+
+def test_push_buffer_and_state_layout(trainer):
+    """The buffer keeps the last N steps, oldest first: M new rows enter at the end, their
+    termination flags without time-limit truncations, ``valid`` set; the states keep one
+    ``opt_state`` dict each (``{"agent"}`` inner, ``{"loss"}`` outer)."""
+    from metareward.rl.rollout import Transition
+
+    N, M, A, D = (TINY.buffer_size, TINY.steps_per_update, trainer.spec.action_size,
+                  trainer.spec.obs_size)
+    s0 = trainer.policy_init(jax.random.PRNGKey(0))
+    assert set(s0.opt_state) == {"agent"} and float(s0.buffer.valid.sum()) == 0.0
+    z = jnp.zeros((M,))
+    done, trunc = z.at[3].set(1.0).at[7].set(1.0), z.at[7].set(1.0)
+    obs = jnp.arange(M * D, dtype=jnp.float32).reshape(M, D)
+    traj = Transition(obs, jnp.ones((M, A)), z, z + 2.0, done, trunc, obs, z, z)
+    buf = epg.push_buffer(s0.buffer, traj)
+    np.testing.assert_array_equal(buf.obs[N - M:], obs)
+    np.testing.assert_array_equal(buf.obs[: N - M], 0.0)
+    np.testing.assert_array_equal(buf.reward[N - M:], 2.0)
+    np.testing.assert_array_equal(buf.valid, np.r_[np.zeros(N - M), np.ones(M)])
+    np.testing.assert_array_equal(np.flatnonzero(buf.done), [N - M + 3])  # 7 was a timeout
+    again = epg.push_buffer(buf, traj._replace(obs=obs + 1000.0))
+    np.testing.assert_array_equal(again.obs[N - 2 * M: N - M], obs)  # shifted back by M
+    np.testing.assert_array_equal(again.obs[N - M:], obs + 1000.0)
+    assert set(trainer.init(jax.random.PRNGKey(0)).opt_state) == {"loss"}
 
 
 def test_es_grad_with_per_member_args_and_aux():
@@ -261,8 +289,8 @@ def test_outer_epoch_runs_and_reports(trainer):
     assert epg.env_steps_per_epoch(TINY, 200) == 4 * (6 * 16 + 2 * 200)  # members x (K M + eval)
     assert float(m["alpha"]) == 1.0 and np.isfinite(float(m["fitness_mean"]))
     assert float(m["fitness_max"]) >= float(m["fitness_mean"])
-    np.testing.assert_allclose(float(trainer.alpha(jnp.int32(1))), 0.5)
-    np.testing.assert_allclose(float(trainer.alpha(jnp.int32(5))), 0.0)
+    np.testing.assert_allclose(float(epg.alpha_at(trainer.config, jnp.int32(1))), 0.5)
+    np.testing.assert_allclose(float(epg.alpha_at(trainer.config, jnp.int32(5))), 0.0)
 
 
 def test_spearman_against_scipy():
@@ -305,16 +333,17 @@ def test_fixed_alpha_mode_in_training_and_meta_test(env, tasks):
     spearman_ppo, a correlation."""
     fixed = epg.make_train(dataclasses.replace(TINY, alpha_final=0.5, anneal_epochs=0), env)
     for e in (0, 1, 7, 1000):
-        assert float(fixed.alpha(jnp.int32(e))) == 0.5
+        assert float(epg.alpha_at(fixed.config, jnp.int32(e))) == 0.5
     annealed = epg.make_train(dataclasses.replace(TINY, alpha_final=0.5, anneal_epochs=4), env)
-    np.testing.assert_allclose([float(annealed.alpha(jnp.int32(e))) for e in (0, 2, 4, 9)],
-                               [1.0, 0.75, 0.5, 0.5])
-    phi = fixed.init_loss(jax.random.PRNGKey(0))
+    np.testing.assert_allclose(
+        [float(epg.alpha_at(annealed.config, jnp.int32(e))) for e in (0, 2, 4, 9)],
+        [1.0, 0.75, 0.5, 0.5])
+    phi = epg.init_loss(fixed.parts, jax.random.PRNGKey(0))
     task = jax.tree.map(lambda x: x[0], tasks)
     key = jax.random.PRNGKey(5)
     run_key = jax.random.split(key)[0]  # what meta_test gives inner_run
     mt = jax.jit(fixed.meta_test)(phi, task, key)
-    run = jax.jit(fixed.inner_run)
+    run = jax.jit(functools.partial(epg.inner_run, fixed.parts))
     at_half = run(phi, task, run_key, jnp.float32(0.5))[1]
     at_zero = run(phi, task, run_key, jnp.float32(0.0))[1]
     np.testing.assert_allclose(mt["loss_ppo"], at_half["loss_ppo"], rtol=1e-4, atol=1e-6)

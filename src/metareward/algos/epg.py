@@ -4,23 +4,26 @@
 authors' code in ``REFERENCE_NOTES.md``. The original ran every inner-loop worker as an
 MPI process; here the whole population is one vmapped, jitted program.
 
-* **Inner loop** (Algorithm 1, lines 3-13; :func:`Trainer.inner`): a population member
+* **Inner loop** (Algorithm 1, lines 3-13; :func:`inner_loop`): a population member
   gets perturbed loss parameters ``phi + sigma eps_i`` and a task ``M_i ~ p(M)``; a fresh
-  agent (Gaussian policy 64x64 tanh, value net, memory unit) runs ``inner_updates = K``
-  updates; each collects ``steps_per_update = M`` steps and takes one gradient step
+  agent (Gaussian policy 64x64 tanh, value net, memory unit; :func:`inner_init`) runs
+  ``inner_updates = K`` updates (:func:`inner_run`); each (:func:`inner_step`) collects
+  ``steps_per_update = M`` steps (:func:`collect`) and takes one gradient step
   (eq. 4; Adam as in the authors' code, or plain SGD) on
-  ``(1 - alpha) L_phi + alpha L_PPO`` (eq. 6), where ``L_phi`` (:class:`EPGLoss`) reads the
-  last ``buffer_size = N`` steps and scores the newest ``M`` and ``L_PPO`` is PPO's clipped
-  surrogate with GAE on the newest ``M`` steps (plus its value loss). The fitness is
+  ``(1 - alpha) L_phi + alpha L_PPO`` (eq. 6), where ``L_phi`` (:func:`evolved_loss`,
+  :class:`EPGLoss`) reads the last ``buffer_size = N`` steps and scores the newest ``M``
+  and ``L_PPO`` (:func:`ppo_guidance`) is PPO's clipped surrogate with GAE on the newest
+  ``M`` steps (plus its value loss). The fitness is
   footnote 1's ``R_i = R_{i,K} + (1/K) sum_{t=0}^{K} ((t+1)/K) R_{i,t}``
   (:func:`fitness`).
-* **Outer loop** (line 14, eq. 5; :func:`Trainer.update`): ``es_grad`` over ``phi`` with
-  the population vmapped (each member its own noise, task and inner run); the ascent
-  direction is the authors' ``ranks . eps / n - l2 phi`` (:func:`es_ascent`, ``l2_form``),
-  applied by Adam (``beta1 = 0``, learning rate decayed linearly, as the authors' code);
-  ``alpha`` anneals linearly from 1 to ``alpha_final`` (0; Figure 7: 0.5) over the first
-  ``anneal_epochs`` epochs.
-* **Meta-test** (:func:`Trainer.meta_test`): a fresh agent trained by the frozen loss with
+* **Outer loop** (lines 2-14, eq. 5; :func:`outer_step`): ``es_grad`` over ``phi`` with
+  the population vmapped (each member its own noise, task and inner run:
+  :func:`sample_members`, :func:`es_step`); the ascent direction is the authors'
+  ``ranks . eps / n - l2 phi`` (:func:`es_ascent`, ``l2_form``), applied by Adam
+  (``beta1 = 0``, learning rate decayed linearly, as the authors' code); ``alpha``
+  (:func:`alpha_at`) anneals linearly from 1 to ``alpha_final`` (0; Figure 7: 0.5) over
+  the first ``anneal_epochs`` epochs.
+* **Meta-test** (:func:`meta_test`): a fresh agent trained by the frozen loss with
   ``alpha = alpha_final`` (0 by default: it never sees a reward unless the loss was
   configured to read them, ``use_reward``, the forward/backward hopper of section 4.5).
   Per update it reports ``spearman_ppo``, section 4.3's rank correlation between the
@@ -43,6 +46,9 @@ Choices the paper leaves open, or where we depart from the authors' code (see
   and the agent's initialisation (common random numbers);
 * one env per member (as one MPI worker had).
 
+Each stage is a module-level function taking the static :class:`Parts`
+(:func:`make_parts`) first; :func:`make_train` binds them into the :class:`Trainer`.
+
 Usage::
 
     env = metareward.envs.make("pendulum", randomize=True)
@@ -50,11 +56,13 @@ Usage::
     state = trainer.init(jax.random.PRNGKey(0))
     state, metrics = jax.jit(trainer.update)(state)     # one ES epoch
     curve = trainer.meta_test(state.params["loss"], task, key)
+    agent, per_update = epg.inner_run(trainer.parts, state.params["loss"], task, key, 0.0)
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import math
 from collections.abc import Callable
@@ -70,9 +78,11 @@ from flax import struct
 from jax.flatten_util import ravel_pytree
 
 from metareward.algos import config as cfg
+from metareward.algos.common import scan_train
 from metareward.algos.policy import check_one_seed
 from metareward.axes import gather_members, local_members
 from metareward.envs.spec import EnvSpec
+from metareward.envs.tasks import TaskDistribution
 from metareward.meta import es_grad
 from metareward.meta.es import SHAPINGS
 from metareward.meta.evosax_adapter import EvosaxStrategy, evosax_strategies
@@ -81,7 +91,7 @@ from metareward.nets.policies import ValueNet, make_policy
 from metareward.rl.gae import gae
 from metareward.rl.losses import ppo_loss
 from metareward.rl.normalize import RunningStats
-from metareward.rl.rollout import evaluate_episodes, rollout
+from metareward.rl.rollout import ActFn, Transition, evaluate_episodes, rollout
 from metareward.rl.stats import standardize
 
 Params = Any
@@ -337,7 +347,10 @@ def outer_optimizer(config: Config) -> optax.GradientTransformation:
 class Experience(NamedTuple):
     """The buffer of a member's last ``N`` steps, oldest first: raw observations
     ``[N, O]``, raw (policy-space) actions ``[N, A]``, rewards ``[N]``, termination
-    flags ``[N]``, and ``valid [N]`` (1 for rows filled with real steps)."""
+    flags ``[N]``, and ``valid [N]`` (1 for rows filled with real steps).
+
+    Not a replay row: the loss's temporal convolutions read it in order as one window
+    (section 3.2), refreshed by the newest ``M`` steps every update, never sampled."""
 
     obs: jax.Array
     action: jax.Array
@@ -348,12 +361,13 @@ class Experience(NamedTuple):
 
 @struct.dataclass
 class InnerState:
-    """One member's agent: flat parameters ``params`` (``theta``: policy, value, memory), its
-    optimiser state, running statistics of observations, actions and rewards, the
-    experience buffer, the env state and a PRNG key."""
+    """One member's agent: flat parameters ``params`` (``theta``: policy, value, memory;
+    :attr:`Parts.unravel_theta` gives the dict), ``opt_state = {"agent": ...}`` (the inner
+    optimiser's state over all of ``theta``), running statistics of observations, actions
+    and rewards, the experience buffer, the env state and a PRNG key."""
 
     params: jax.Array
-    opt_state: optax.OptState
+    opt_state: dict[str, optax.OptState]
     obs_stats: RunningStats
     act_stats: RunningStats
     rew_stats: RunningStats
@@ -364,75 +378,110 @@ class InnerState:
 
 @struct.dataclass
 class EpgState:
-    """The outer loop's state: ``params = {"loss": phi}``, the outer Adam state, the
-    epoch counter ``update_step``, cumulative env steps and a PRNG key."""
+    """The outer loop's state: ``params = {"loss": phi}``, ``opt_state = {"loss": ...}``
+    (the outer Adam's state, or the evosax strategy's, which steps ``phi``), the epoch
+    counter ``update_step``, cumulative env steps, outer steps skipped as non-finite and a
+    PRNG key."""
 
     params: Params
-    opt_state: optax.OptState
+    opt_state: dict[str, Any]
     update_step: jax.Array
     env_steps: jax.Array
     nonfinite: jax.Array
     key: jax.Array
 
 
-class Trainer(NamedTuple):
-    """EPG bound to a config and a randomised env; all functions pure and jittable.
+class Parts(NamedTuple):
+    """EPG's static parts, built once by :func:`make_parts` from a config and a randomised
+    env; every stage below takes them as its first argument.
 
-    * ``init(key) -> EpgState`` and ``update(state) -> (state, metrics)`` (one ES epoch):
-      the runner's learner protocol, so ``metareward meta-train epg`` is a chunked,
-      checkpointed run; ``train(key)``: ``init`` and ``num_updates`` epochs, scanned;
-    * ``act(agent, obs, key, deterministic=False)``: env actions of an inner agent
-      (an ``InnerState``, e.g. ``inner_run``'s, or its
-      :class:`~metareward.algos.policy.Policy`; EPG's train state holds a loss, not a
-      policy); ``policy_init(key)``: a fresh agent on the nominal task;
-    * ``inner(phi, task, key, alpha) -> (fitness, aux)``: one member's inner loop
-      (``aux``: ``returns [K + 1]`` and ``inner_nonfinite``);
-    * ``inner_run(phi, task, key, alpha) -> (InnerState, metrics)``: the inner loop's final
-      agent and per-update metrics ``[K]`` (``episode_return`` NaN where no episode
-      ended, ``loss_phi``, ``loss_ppo``, ``kl`` between consecutive policies on the new
-      steps: the paper's Figure 6; ``spearman_ppo``: section 4.3's Spearman correlation
-      of ``d L_phi / d theta`` and ``d L_PPO / d theta`` over the policy's parameters,
-      before the update);
-    * ``meta_test(phi, task, key) -> metrics``: ``inner_run`` with ``alpha = alpha_final``
-      (0 unless Figure 7's mode) plus the final return (``final_return``): a fresh agent
-      trained by the frozen loss;
-    * ``loss_inputs(theta, obs_stats, act_stats, rew_stats, buffer) -> [N, F]``: what the
-      loss reads, so that ``loss_net.apply(phi, x, M)`` scores it (sensitivity analyses,
-      the paper's Figure 9);
-    * ``init_loss(key)``: fresh loss parameters ``phi``; ``inner_init(task, key)``: the
-      fresh agent ``inner_run`` starts from; ``agent_params(theta)``: an inner agent's
-      flat parameters as ``{"policy", "value", "memory"}``.
-    """
+    ``unravel_theta(theta)``: an inner agent's flat parameters as ``{"policy", "value",
+    "memory"}``; ``unravel_phi``: the flat loss parameters as the loss net's;
+    ``policy_idx``: the entries of ``theta`` that are the policy's (section 4.3's gradients
+    are compared there: ``L_phi`` has none on the value net, ``L_PPO`` none on the
+    memory); ``strategy``: the evosax strategy (``None`` for ``outer_strategy="es"``)."""
 
     config: Config
     env: Env
     spec: EnvSpec
-    loss_net: EPGLoss
+    tasks: TaskDistribution
     policy: nn.Module
-    num_updates: int
-    init: Callable[[jax.Array], EpgState]
-    update: Callable[[EpgState], tuple[EpgState, Metrics]]
-    train: Callable[[jax.Array], tuple[EpgState, Metrics]]
-    act: Callable[..., jax.Array]
-    policy_init: Callable[[jax.Array], InnerState]
-    inner: Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
-    inner_run: Callable[..., tuple[InnerState, Metrics]]
-    meta_test: Callable[..., Metrics]
-    evaluate: Callable[..., jax.Array]
-    loss_inputs: Callable[..., jax.Array]
-    alpha: Callable[[jax.Array], jax.Array]
-    init_loss: Callable[[jax.Array], Params]
-    agent_params: Callable[[jax.Array], Params]
-    inner_init: Callable[..., InnerState]
-    #: The population axis for sharding (``metareward.runtime.sharding``): members live
-    #: only inside ``update``, split over the mesh's "members" devices there (es_grad).
-    population_sizes: tuple[int, ...] = ()
-    population_name: str = "pop_size"
+    value: ValueNet
+    memory: MemoryUnit
+    loss_net: EPGLoss
+    inner_opt: optax.GradientTransformation
+    outer_opt: optax.GradientTransformation
+    strategy: EvosaxStrategy | None
+    unravel_theta: Callable[[jax.Array], Params]
+    unravel_phi: Callable[[jax.Array], Params]
+    policy_idx: np.ndarray
 
 
-def make_train(config: Config, env: Env) -> Trainer:
-    """Binds EPG to a randomised env (``metareward.envs.make(name, randomize=True)``).
-    Bad configs, a discrete or non-randomised env raise here, before anything compiles."""
+def loss_input_size(config: Config, spec: EnvSpec) -> int:
+    """``F``, the loss's inputs per step (:func:`loss_inputs`; section 3.2).
+
+    Args:
+      config: ``memory_size`` and ``use_reward``.
+      spec: the env's observation and action sizes.
+
+    Returns:
+      The observation, action, termination-flag, memory, policy-mean and -log-std
+      columns, plus one for the reward with ``use_reward``.
+    """
+    A, O = spec.action_size, spec.obs_size  # noqa: E741
+    return O + A + 1 + config.memory_size + 2 * A + (1 if config.use_reward else 0)
+
+
+def init_agent(parts: Parts, key: jax.Array) -> Params:
+    """A fresh inner agent's parameters ``theta`` (Algorithm 1's inner loop starts each
+    worker from one).
+
+    Args:
+      parts: the static :class:`Parts` (its nets and observation size).
+      key: PRNG key.
+
+    Returns:
+      ``{"policy", "value", "memory"}``: the Gaussian policy, the value net (PPO's
+      guidance, eq. 6) and the memory unit (section 3.2).
+    """
+    k_pi, k_v, k_m = jax.random.split(key, 3)
+    dummy = jnp.zeros((1, parts.spec.obs_size), jnp.float32)
+    return {"policy": parts.policy.init(k_pi, dummy), "value": parts.value.init(k_v, dummy),
+            "memory": parts.memory.init(k_m)}
+
+
+def init_loss(parts: Parts, key: jax.Array) -> Params:
+    """Fresh loss parameters ``phi`` (the initial ``L_phi`` of Algorithm 1).
+
+    Args:
+      parts: the static :class:`Parts` (the loss net, ``N``, ``M`` and ``F``).
+      key: PRNG key.
+
+    Returns:
+      The loss net's parameters for ``[N, F]`` inputs scored on ``M`` rows.
+    """
+    c = parts.config
+    x = jnp.zeros((c.buffer_size, loss_input_size(c, parts.spec)), jnp.float32)
+    return parts.loss_net.init(key, x, c.steps_per_update)
+
+
+def _unravel_of(fn: Callable[[jax.Array], Params]) -> tuple[Any, Callable[[jax.Array], Params]]:
+    """The shapes ``fn(key)`` returns and the function unflattening a flat vector to them."""
+    shapes = jax.eval_shape(fn, jax.random.PRNGKey(0))
+    return shapes, ravel_pytree(jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes))[1]
+
+
+def make_parts(config: Config, env: Env) -> Parts:
+    """Validates ``config`` and ``env`` (a randomised env with continuous actions and a
+    time limit) and builds the nets, optimisers and flat-vector layouts of EPG.
+
+    Args:
+      config: the EPG :class:`Config`.
+      env: a randomised env (``metareward.envs.make(name, randomize=True)``).
+
+    Returns:
+      The :class:`Parts`. Bad configs, a discrete or non-randomised env raise here.
+    """
     if not isinstance(config, Config):
         raise TypeError(f"expected metareward.algos.epg.Config, got {type(config).__name__}")
     spec: EnvSpec = env.spec
@@ -444,297 +493,669 @@ def make_train(config: Config, env: Env) -> Trainer:
         raise ValueError(f"EPG here has a Gaussian policy; {spec.name} has discrete actions")
     if spec.episode_length is None:
         raise ValueError(f"{spec.name} has no time limit; EPG's final evaluation needs one")
-    M, K, N = config.steps_per_update, config.inner_updates, config.buffer_size
-    P, A, O = config.pop_size, spec.action_size, spec.obs_size  # noqa: E741
-    F = O + A + 1 + config.memory_size + 2 * A + (1 if config.use_reward else 0)
-    ep_len = int(spec.episode_length)
-
-    policy = make_policy(False, A, config.hidden, "tanh")
-    value = ValueNet(config.hidden, "tanh")
-    memory = MemoryUnit(config.memory_size)
-    loss_net = make_loss(config.loss_arch)
     inner_opt = (optax.adam(config.inner_learning_rate) if config.inner_optimizer == "adam"
                  else optax.sgd(config.inner_learning_rate))
     if config.max_grad_norm is not None:
         inner_opt = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), inner_opt)
-    outer_opt = outer_optimizer(config)
-    strategy: EvosaxStrategy | None = None  # built below, once phi's shapes are known
-
-    def init_agent(key: jax.Array) -> Params:
-        k_pi, k_v, k_m = jax.random.split(key, 3)
-        dummy = jnp.zeros((1, O), jnp.float32)
-        return {"policy": policy.init(k_pi, dummy), "value": value.init(k_v, dummy),
-                "memory": memory.init(k_m)}
-
-    _agent_shapes = jax.eval_shape(init_agent, jax.random.PRNGKey(0))
-    unravel_theta = ravel_pytree(jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
-                                              _agent_shapes))[1]
-    # theta's entries that are the policy's (section 4.3's gradients are compared there:
-    # L_phi has none on the value net, L_PPO none on the memory)
+    parts = Parts(
+        config=config, env=env, spec=spec, tasks=tasks,
+        policy=make_policy(False, spec.action_size, config.hidden, "tanh"),
+        value=ValueNet(config.hidden, "tanh"), memory=MemoryUnit(config.memory_size),
+        loss_net=make_loss(config.loss_arch), inner_opt=inner_opt,
+        outer_opt=outer_optimizer(config), strategy=None, unravel_theta=None,
+        unravel_phi=None, policy_idx=None)  # the layouts below, once the shapes are known
+    agent_shapes, unravel_theta = _unravel_of(functools.partial(init_agent, parts))
+    loss_shapes, unravel_phi = _unravel_of(functools.partial(init_loss, parts))
     # (numpy, in ravel_pytree's leaf order, so that a traced config can build this too)
     policy_idx = np.flatnonzero(np.concatenate(jax.tree.leaves(
         {k: jax.tree.map(lambda s, k=k: np.full(math.prod(s.shape), k == "policy"), v)
-         for k, v in _agent_shapes.items()})))
+         for k, v in agent_shapes.items()})))
+    strategy = (None if config.outer_strategy == "es"
+                else make_evosax_strategy(config, loss_shapes, parts.outer_opt))
+    return parts._replace(strategy=strategy, unravel_theta=unravel_theta,
+                          unravel_phi=unravel_phi, policy_idx=policy_idx)
 
-    def init_loss(key: jax.Array) -> Params:
-        return loss_net.init(key, jnp.zeros((N, F), jnp.float32), M)
 
-    _loss_shapes = jax.eval_shape(init_loss, jax.random.PRNGKey(0))
-    unravel_phi = ravel_pytree(jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
-                                            _loss_shapes))[1]
-    if config.outer_strategy != "es":
-        strategy = make_evosax_strategy(config, _loss_shapes, outer_opt)
+def alpha_at(config: Config, epoch: jax.Array) -> jax.Array:
+    """Eq. 6's alpha at an outer epoch: 1 -> ``alpha_final`` linearly over
+    ``anneal_epochs`` (section 3.3), then ``alpha_final``.
 
-    def loss_inputs(theta: jax.Array, obs_stats: RunningStats, act_stats: RunningStats,
-                    rew_stats: RunningStats, buf: Experience) -> jax.Array:
-        """The loss's per-step inputs ``[N, F]`` from the buffer and the current agent: the
-        policy's distribution and the memory are functions of ``theta`` (gradients reach
-        the agent through them)."""
-        p = unravel_theta(theta)
-        obs_n = obs_stats.normalize(buf.obs)
-        dist = policy.apply(p["policy"], obs_n)
-        mem = memory.apply(p["memory"])
-        cols = [obs_n, act_stats.normalize(buf.action), buf.done[:, None],
-                jnp.broadcast_to(mem, (N, config.memory_size)),
-                act_stats.normalize(dist.mean), jnp.broadcast_to(dist.log_std, (N, A))]
-        if config.use_reward:
-            cols.append(rew_stats.normalize(buf.reward[:, None] * config.reward_scale))
-        return jnp.concatenate(cols, axis=-1) * buf.valid[:, None]
+    Args:
+      config: ``alpha_epochs`` (``anneal_epochs`` resolved) and ``alpha_final``.
+      epoch: the outer epoch (``EpgState.update_step``), an int array.
 
-    def alpha(epoch: jax.Array) -> jax.Array:
-        """Eq. 6's alpha at an epoch: 1 -> ``alpha_final`` linearly over
-        ``anneal_epochs``, then ``alpha_final``."""
-        E, end = config.alpha_epochs, config.alpha_final
-        if E == 0:
-            return jnp.full((), end, jnp.float32)
-        frac = jnp.clip(1.0 - epoch.astype(jnp.float32) / E, 0.0, 1.0)
-        return end + (1.0 - end) * frac
+    Returns:
+      A float32 scalar.
+    """
+    E, end = config.alpha_epochs, config.alpha_final
+    if E == 0:
+        return jnp.full((), end, jnp.float32)
+    frac = jnp.clip(1.0 - epoch.astype(jnp.float32) / E, 0.0, 1.0)
+    return end + (1.0 - end) * frac
 
-    def act_fn(theta: jax.Array, stats: RunningStats):
-        p = unravel_theta(theta)
 
-        def act(obs: jax.Array, k: jax.Array):
-            dist = policy.apply(p["policy"], stats.normalize(obs))
-            raw = dist.sample(k)
-            return raw, dist.to_env(raw), dist.log_prob(raw)
+# --- Inner loop (Algorithm 1, lines 3-13) --------------------------------------------
 
-        return act
 
-    def inner_init(task: Any, key: jax.Array) -> InnerState:
-        k_agent, k_env, key = jax.random.split(key, 3)
-        theta = ravel_pytree(init_agent(k_agent))[0]
-        zeros = Experience(jnp.zeros((N, O)), jnp.zeros((N, A)), jnp.zeros((N,)),
-                           jnp.zeros((N,)), jnp.zeros((N,)))
-        return InnerState(
-            params=theta, opt_state=inner_opt.init(theta),
-            obs_stats=RunningStats.create((O,)), act_stats=RunningStats.create((A,)),
-            rew_stats=RunningStats.create((1,)), buffer=zeros,
-            env_state=env.reset(k_env, task=task), key=key)
+def inner_init(parts: Parts, task: Any, key: jax.Array) -> InnerState:
+    """A worker's fresh agent on its task ``M_i`` (Algorithm 1, lines 3-7: ``theta``
+    initialised, the initial state ``s_0`` sampled): empty buffer (zeros, ``valid = 0``),
+    fresh running statistics and inner optimiser state.
 
-    def inner_step(phi: Params, alpha_: jax.Array, s: InnerState, _):
-        """One inner update (Algorithm 1, lines 6-12): ``M`` env steps, then one step of
-        the agent's optimiser on ``(1 - alpha) L_phi + alpha L_ppo`` (eqs. 4, 6)."""
-        key, k_roll = jax.random.split(s.key)
-        env_state, traj = rollout(env, s.env_state, act_fn(s.params, s.obs_stats), k_roll, M)
-        obs_stats = s.obs_stats.update(traj.obs)
-        act_stats = s.act_stats.update(traj.action)
-        rew_stats = s.rew_stats.update(traj.reward[:, None] * config.reward_scale)
-        term = traj.done * (1.0 - traj.truncation)
+    Args:
+      parts: the static :class:`Parts`.
+      task: a task of ``parts.tasks`` (checked).
+      key: the agent's PRNG key (its initialisation, env reset and later steps).
 
-        def push(old, new):
-            return jnp.concatenate([old[M:], new.astype(old.dtype)], axis=0)
+    Returns:
+      The :class:`InnerState` that :func:`inner_run` starts from.
+    """
+    task = parts.tasks.check(task)
+    N, O, A = parts.config.buffer_size, parts.spec.obs_size, parts.spec.action_size  # noqa: E741
+    k_agent, k_env, key = jax.random.split(key, 3)
+    theta = ravel_pytree(init_agent(parts, k_agent))[0]
+    zeros = Experience(jnp.zeros((N, O)), jnp.zeros((N, A)), jnp.zeros((N,)),
+                       jnp.zeros((N,)), jnp.zeros((N,)))
+    return InnerState(
+        params=theta, opt_state={"agent": parts.inner_opt.init(theta)},
+        obs_stats=RunningStats.create((O,)), act_stats=RunningStats.create((A,)),
+        rew_stats=RunningStats.create((1,)), buffer=zeros,
+        env_state=parts.env.reset(k_env, task=task), key=key)
 
-        buf = Experience(push(s.buffer.obs, traj.obs), push(s.buffer.action, traj.action),
-                         push(s.buffer.reward, traj.reward), push(s.buffer.done, term),
-                         push(s.buffer.valid, jnp.ones((M,))))
-        obs_n, next_n = obs_stats.normalize(traj.obs), obs_stats.normalize(traj.next_obs)
 
-        def loss_phi(theta):
-            x = loss_inputs(theta, obs_stats, act_stats, rew_stats, buf)
-            return jnp.mean(loss_net.apply(phi, x, M))
+def policy_init(parts: Parts, key: jax.Array) -> InnerState:
+    """A fresh agent on the nominal task (the learner contract's ``policy_init``).
 
-        def loss_ppo(theta):
-            p = unravel_theta(theta)
-            v = value.apply(p["value"], obs_n)
-            v_next = jax.lax.stop_gradient(value.apply(p["value"], next_n))
-            adv, ret = gae(traj.reward * config.reward_scale, jax.lax.stop_gradient(v), v_next,
-                           traj.done, traj.truncation, config.gamma, config.gae_lambda)
-            adv = standardize(adv)
-            dist = policy.apply(p["policy"], obs_n)
-            l_ppo, _ = ppo_loss(dist.log_prob(traj.action), traj.log_prob, adv, v, v, ret,
-                                dist.entropy(), clip_eps=config.clip_eps,
-                                vf_coef=config.vf_coef, ent_coef=0.0)
-            old = (jax.lax.stop_gradient(dist.mean), jax.lax.stop_gradient(dist.log_std))
-            return l_ppo, old
+    Args:
+      parts: the static :class:`Parts`.
+      key: the agent's PRNG key.
 
-        # the gradient of eq. 6, (1 - alpha) dL_phi + alpha dL_ppo, from its two terms
-        l_phi, g_phi = jax.value_and_grad(loss_phi)(s.params)
-        (l_ppo, (old_mean, old_log_std)), g_ppo = jax.value_and_grad(
-            loss_ppo, has_aux=True)(s.params)
-        grads = (1.0 - alpha_) * g_phi + alpha_ * g_ppo
-        ok = jnp.all(jnp.isfinite(grads))
-        updates, opt_state = inner_opt.update(grads, s.opt_state, s.params)
-        theta = jnp.where(ok, s.params + updates, s.params)
-        opt_state = jax.tree.map(lambda a, b: jnp.where(ok, a, b), opt_state, s.opt_state)
-        # KL(pi_old || pi_new) on the new steps (Figure 6); pi_old as the loss saw it.
-        new = policy.apply(unravel_theta(theta)["policy"], obs_n)
-        kl = jnp.mean(jnp.sum(new.log_std - old_log_std + (jnp.exp(2 * old_log_std) + (
-            old_mean - new.mean) ** 2) / (2 * jnp.exp(2 * new.log_std)) - 0.5, axis=-1))
-        n_ep = jnp.sum(traj.done)
-        ret = jnp.where(n_ep > 0, jnp.sum(traj.completed_return * traj.done)
-                        / jnp.maximum(n_ep, 1.0), jnp.nan)
-        s = InnerState(theta, opt_state, obs_stats, act_stats, rew_stats, buf, env_state, key)
-        return s, {"episode_return": ret, "episodes": n_ep.astype(jnp.int32),
-                   "loss_phi": l_phi, "loss_ppo": l_ppo, "kl": kl,
-                   "spearman_ppo": spearman(g_phi[policy_idx], g_ppo[policy_idx]),
-                   "inner_nonfinite": (~ok).astype(jnp.int32)}
+    Returns:
+      :func:`inner_init` on ``parts.tasks.nominal()``.
+    """
+    return inner_init(parts, parts.tasks.nominal(), key)
 
-    def inner_run(phi: Params, task: Any, key: jax.Array, alpha_: jax.Array):
-        """A fresh agent on ``task`` trained for ``K`` updates by the loss ``phi``."""
-        task = tasks.check(task)
-        s = inner_init(task, key)
-        return jax.lax.scan(lambda c, x: inner_step(phi, alpha_, c, x), s, None, length=K)
 
-    def final_returns(s: InnerState, task: Any, key: jax.Array, num: int) -> jax.Array:
-        act = act_fn(s.params, s.obs_stats)
+def agent_sampler(parts: Parts, theta: jax.Array, stats: RunningStats) -> ActFn:
+    """``pi_theta`` as a rollout's actor (Algorithm 1, line 9: ``a_t ~ pi_theta(a_t|s_t)``).
 
-        def policy_act(obs, k):
-            if config.deterministic_eval:
-                p = unravel_theta(s.params)
-                dist = policy.apply(p["policy"], s.obs_stats.normalize(obs))
-                return dist.to_env(dist.mode())
-            return act(obs, k)[1]
+    Args:
+      parts: the static :class:`Parts`.
+      theta: the agent's flat parameters.
+      stats: the running observation statistics it normalises with.
 
-        return evaluate_episodes(env, policy_act, key, num, ep_len, task=task)
+    Returns:
+      ``act(obs, key) -> (raw action, env action, log-prob)`` on raw observations.
+    """
+    p = parts.unravel_theta(theta)
 
-    def inner(phi: Params, task: Any, key: jax.Array, alpha_: jax.Array):
-        """One member (Algorithm 1, lines 3-13): ``(fitness, aux)`` with ``aux =
-        {"returns": [K + 1], "final_return", "inner_nonfinite"}``."""
-        k_run, k_eval = jax.random.split(key)
-        s, m = inner_run(phi, task, k_run, alpha_)
-        final = jnp.mean(final_returns(s, tasks.check(task), k_eval, config.eval_episodes))
-        returns = jnp.concatenate([m["episode_return"], final[None]])
-        return fitness(returns), {"returns": returns, "final_return": final,
-                                  "inner_nonfinite": jnp.sum(m["inner_nonfinite"])}
+    def act(obs: jax.Array, k: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        dist = parts.policy.apply(p["policy"], stats.normalize(obs))
+        raw = dist.sample(k)
+        return raw, dist.to_env(raw), dist.log_prob(raw)
 
-    def meta_test(phi: Params, task: Any, key: jax.Array, num_eval: int | None = None):
-        """A fresh agent trained on ``task`` by the frozen loss ``phi`` with ``alpha =
-        alpha_final`` (default 0: no PPO guidance, rewards reach it only if the loss reads
-        them; Figure 7: 0.5): per-update metrics ``[K]`` (with the agent's cumulative
-        ``env_steps`` and section 4.3's ``spearman_ppo``) and ``final_return`` (mean of
-        ``num_eval`` fresh episodes)."""
-        k_run, k_eval = jax.random.split(key)
-        s, m = inner_run(phi, task, k_run, jnp.full((), config.alpha_final, jnp.float32))
-        final = final_returns(s, tasks.check(task), k_eval, num_eval or config.eval_episodes)
-        env_steps = jnp.arange(1, K + 1, dtype=jnp.int32) * M
-        return {**m, "env_steps": env_steps, "final_return": jnp.mean(final)}
+    return act
 
-    def init(key: jax.Array) -> EpgState:
-        k_phi, key = jax.random.split(key)
-        phi = init_loss(k_phi)
-        flat = ravel_pytree(phi)[0]
-        if strategy is not None:  # (the state's key as with "es": the same epochs follow)
-            outer_state = strategy.init(jax.random.fold_in(key, 1), phi)
-        else:
-            outer_state = outer_opt.init(flat)
-        return EpgState(params={"loss": phi}, opt_state=outer_state,
-                        update_step=jnp.zeros((), jnp.int32), env_steps=jnp.zeros((), jnp.int32),
-                        nonfinite=jnp.zeros((), jnp.int32), key=key)
 
-    steps_per_epoch = env_steps_per_epoch(config, ep_len)
+def push_buffer(buf: Experience, traj: Transition) -> Experience:
+    """Fills the buffer (section 3.2: the loss reads the last ``N`` steps).
 
-    def update(state: EpgState) -> tuple[EpgState, Metrics]:
-        """One ES epoch (Algorithm 1, lines 2-14)."""
-        key, k_task, k_agent, k_noise = jax.random.split(state.key, 4)
-        half = P // 2 if config.antithetic else P
-        task_keys = jax.random.split(k_task, half)
-        agent_keys = jax.random.split(k_agent, half)
-        member_tasks = jax.vmap(tasks.sample)(task_keys)
-        if config.antithetic:  # pairs +eps / -eps share task and agent (common random numbers)
-            member_tasks = jax.tree.map(lambda x: jnp.concatenate([x, x]), member_tasks)
-            agent_keys = jnp.concatenate([agent_keys, agent_keys])
-        a = alpha(state.update_step)
-        flat, _ = ravel_pytree(state.params["loss"])
-        if strategy is None:
-            direction, fit, aux = es_grad(
-                lambda phi, args: inner(phi, args[0], args[1], a),
-                state.params["loss"], k_noise, pop_size=P, sigma=config.sigma,
-                antithetic=config.antithetic, shaping=config.shaping,
-                args=(member_tasks, agent_keys), has_aux=True)
-            d = ravel_pytree(direction)[0]
-            # minimised by Adam: ascent on fitness (the authors' units by default)
-            upd, opt_state = outer_opt.update(-es_ascent(d, flat, config), state.opt_state,
-                                              flat)
-            step = upd
-        else:  # evosax owns the search distribution; its mean is phi
-            # k_noise as es_grad uses it: "Open_ES" draws the same eps as "es" would.
-            k_ask, k_tell = k_noise, jax.random.fold_in(k_noise, 1)
-            population, opt_state = strategy.ask(k_ask, state.opt_state)
-            # Split over devices, each runs its block of members (metareward.axes).
-            fit, aux = gather_members(jax.vmap(lambda phi, t, k: inner(phi, t, k, a))(
-                *local_members((population, member_tasks, agent_keys))))
-            opt_state = strategy.tell(k_tell, population, fit, opt_state)
-            step = ravel_pytree(strategy.mean(opt_state))[0] - flat
-            d = step
-        ok = jnp.all(jnp.isfinite(step))
-        new_flat = jnp.where(ok, flat + step, flat)
-        opt_state = jax.tree.map(lambda x, y: jnp.where(ok, x, y), opt_state, state.opt_state)
-        env_steps = state.env_steps + steps_per_epoch
-        finals = aux["final_return"]
-        metrics = {
-            "env_steps": env_steps,
-            "fitness_mean": jnp.nanmean(fit),
-            "fitness_max": jnp.nanmax(fit),
-            "alpha": a,
-            "episode_return": jnp.nanmean(finals),
-            "episode_return_std": jnp.nanstd(finals),
-            "episodes": jnp.int32(P * config.eval_episodes),
-            "es_grad_norm": jnp.linalg.norm(d),
-            "phi_norm": jnp.linalg.norm(new_flat),
-            "inner_nonfinite_members": jnp.sum(aux["inner_nonfinite"] > 0),
-            "nonfinite": state.nonfinite + (~ok),
-        }
-        state = EpgState(params={"loss": unravel_phi(new_flat)}, opt_state=opt_state,
-                         update_step=state.update_step + 1, env_steps=env_steps,
-                         nonfinite=state.nonfinite + (~ok), key=key)
-        return state, metrics
+    Args:
+      buf: the buffer, oldest row first.
+      traj: the newest ``M`` transitions.
 
-    def train(key: jax.Array) -> tuple[EpgState, Metrics]:
-        state = init(key)
-        return jax.lax.scan(lambda s, _: update(s), state, None, length=config.num_epochs)
+    Returns:
+      ``buf`` with the ``M`` steps appended and the oldest ``M`` dropped; their
+      termination flags are ``done`` without time-limit truncations, ``valid`` 1.
+    """
+    M = traj.reward.shape[0]
+    term = traj.done * (1.0 - traj.truncation)
 
-    def act(agent: Any, obs: jax.Array, key: jax.Array,
-            deterministic: bool = False) -> jax.Array:
-        """Env actions of an inner agent (``InnerState`` or its ``Policy``: what is read
-        is ``params``, the flat ``theta``, and ``obs_stats``) for raw observations."""
-        if isinstance(agent, EpgState):
-            raise TypeError("EPG's train state holds the learned loss, not a policy: act "
-                            "with an inner agent (the InnerState of inner_run)")
-        dist = policy.apply(unravel_theta(agent.params)["policy"],
-                            agent.obs_stats.normalize(obs))
-        return dist.to_env(dist.mode() if deterministic else dist.sample(key))
+    def push(old: jax.Array, new: jax.Array) -> jax.Array:
+        return jnp.concatenate([old[M:], new.astype(old.dtype)], axis=0)
 
-    def evaluate(state: EpgState, key: jax.Array, num_episodes: int = 16,
-                 deterministic: bool = False) -> jax.Array:
-        """Meta-test returns: ``num_episodes`` fresh agents, each on its own random task,
-        trained by the current loss with ``alpha = alpha_final`` (``meta_test``); the
-        final return of each."""
-        check_one_seed(state)
-        del deterministic  # the agents' evaluation follows config.deterministic_eval
-        k_task, k_run = jax.random.split(key)
-        ts = jax.vmap(tasks.sample)(jax.random.split(k_task, num_episodes))
-        out = jax.vmap(lambda t, k: meta_test(state.params["loss"], t, k))(
-            ts, jax.random.split(k_run, num_episodes))
-        return out["final_return"]
+    return Experience(push(buf.obs, traj.obs), push(buf.action, traj.action),
+                      push(buf.reward, traj.reward), push(buf.done, term),
+                      push(buf.valid, jnp.ones((M,))))
 
+
+def collect(parts: Parts, s: InnerState) -> tuple[InnerState, Transition]:
+    """``M`` env steps of the agent on its task (Algorithm 1, lines 8-11: act, observe
+    ``r_t`` and ``s_{t+1}``, reset on termination), then the running statistics
+    (section 4.1: all inputs normalised) and the buffer updated with them.
+
+    Args:
+      parts: the static :class:`Parts`.
+      s: the agent before the steps (``params`` unchanged by this stage).
+
+    Returns:
+      ``(s, traj)``: the agent with new statistics, buffer, env state and key, and the
+      ``M`` transitions.
+    """
+    c = parts.config
+    key, k_roll = jax.random.split(s.key)
+    env_state, traj = rollout(parts.env, s.env_state, agent_sampler(parts, s.params, s.obs_stats),
+                              k_roll, c.steps_per_update)
+    obs_stats = s.obs_stats.update(traj.obs)
+    act_stats = s.act_stats.update(traj.action)
+    rew_stats = s.rew_stats.update(traj.reward[:, None] * c.reward_scale)
+    return s.replace(obs_stats=obs_stats, act_stats=act_stats, rew_stats=rew_stats,
+                     buffer=push_buffer(s.buffer, traj), env_state=env_state, key=key), traj
+
+
+def loss_inputs(parts: Parts, theta: jax.Array, obs_stats: RunningStats,
+                act_stats: RunningStats, rew_stats: RunningStats, buf: Experience) -> jax.Array:
+    """What the learned loss reads (section 3.2): per buffer row the normalised
+    observation and action, the termination flag, the memory output, the policy's mean
+    (normalised like the actions) and log-std, and with ``use_reward`` the normalised
+    reward; rows not yet filled are zeros.
+
+    Args:
+      parts: the static :class:`Parts`.
+      theta: the agent's flat parameters (the policy and memory are functions of it, so
+        gradients reach the agent through them).
+      obs_stats: running observation statistics.
+      act_stats: running action statistics.
+      rew_stats: running (scaled) reward statistics.
+      buf: the :class:`Experience` buffer.
+
+    Returns:
+      ``x [N, F]``; ``parts.loss_net.apply(phi, x, M)`` scores its newest ``M`` rows.
+    """
+    c, N, A = parts.config, parts.config.buffer_size, parts.spec.action_size
+    p = parts.unravel_theta(theta)
+    obs_n = obs_stats.normalize(buf.obs)
+    dist = parts.policy.apply(p["policy"], obs_n)
+    mem = parts.memory.apply(p["memory"])
+    cols = [obs_n, act_stats.normalize(buf.action), buf.done[:, None],
+            jnp.broadcast_to(mem, (N, c.memory_size)),
+            act_stats.normalize(dist.mean), jnp.broadcast_to(dist.log_std, (N, A))]
+    if c.use_reward:
+        cols.append(rew_stats.normalize(buf.reward[:, None] * c.reward_scale))
+    return jnp.concatenate(cols, axis=-1) * buf.valid[:, None]
+
+
+def evolved_loss(parts: Parts, phi: Params, theta: jax.Array, s: InnerState) -> jax.Array:
+    """``L_phi``, the learned loss of eq. 4.
+
+    Args:
+      parts: the static :class:`Parts`.
+      phi: the loss parameters.
+      theta: the agent's flat parameters (differentiated).
+      s: the agent's statistics and buffer (after :func:`collect`).
+
+    Returns:
+      The mean over the newest ``M`` buffer rows of the loss net on :func:`loss_inputs`.
+    """
+    x = loss_inputs(parts, theta, s.obs_stats, s.act_stats, s.rew_stats, s.buffer)
+    return jnp.mean(parts.loss_net.apply(phi, x, parts.config.steps_per_update))
+
+
+def ppo_guidance(parts: Parts, theta: jax.Array, traj: Transition, obs_n: jax.Array,
+                 next_n: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    """``L_PPO`` of eq. 6: PPO's clipped surrogate with GAE (and its value loss) on the
+    newest ``M`` steps.
+
+    Args:
+      parts: the static :class:`Parts`.
+      theta: the agent's flat parameters.
+      traj: the ``M`` transitions (behaviour log-probs, rewards, done, truncation).
+      obs_n: their normalised observations.
+      next_n: their normalised next observations.
+
+    Returns:
+      ``(L_PPO, (mean, log_std))``: the loss and, gradient-stopped, the policy's
+      distribution on ``obs_n`` before the update (for :func:`policy_kl`).
+    """
+    c = parts.config
+    p = parts.unravel_theta(theta)
+    v = parts.value.apply(p["value"], obs_n)
+    v_next = jax.lax.stop_gradient(parts.value.apply(p["value"], next_n))
+    adv, ret = gae(traj.reward * c.reward_scale, jax.lax.stop_gradient(v), v_next,
+                   traj.done, traj.truncation, c.gamma, c.gae_lambda)
+    adv = standardize(adv)
+    dist = parts.policy.apply(p["policy"], obs_n)
+    l_ppo, _ = ppo_loss(dist.log_prob(traj.action), traj.log_prob, adv, v, v, ret,
+                        dist.entropy(), clip_eps=c.clip_eps, vf_coef=c.vf_coef, ent_coef=0.0)
+    old = (jax.lax.stop_gradient(dist.mean), jax.lax.stop_gradient(dist.log_std))
+    return l_ppo, old
+
+
+def agent_step(parts: Parts, s: InnerState,
+               grads: jax.Array) -> tuple[jax.Array, dict[str, optax.OptState], jax.Array]:
+    """Eq. 4's parameter update ``theta <- theta - delta grads`` (Algorithm 1, line 12; by
+    the inner optimiser, Adam as the authors' code or plain SGD), skipped when ``grads``
+    has a non-finite entry.
+
+    Args:
+      parts: the static :class:`Parts` (the inner optimiser).
+      s: the agent (its ``params`` and ``opt_state["agent"]``).
+      grads: eq. 6's gradient on the flat ``theta``.
+
+    Returns:
+      ``(theta, opt_state, ok)``: new parameters and ``{"agent": ...}`` optimiser state
+      (both unchanged unless ``ok``).
+    """
+    ok = jnp.all(jnp.isfinite(grads))
+    updates, agent_opt = parts.inner_opt.update(grads, s.opt_state["agent"], s.params)
+    theta = jnp.where(ok, s.params + updates, s.params)
+    opt_state = jax.tree.map(lambda a, b: jnp.where(ok, a, b), {"agent": agent_opt},
+                             s.opt_state)
+    return theta, opt_state, ok
+
+
+def policy_kl(parts: Parts, theta: jax.Array, obs_n: jax.Array, old_mean: jax.Array,
+              old_log_std: jax.Array) -> jax.Array:
+    """The KL between consecutive policies of the inner loop (Figure 6).
+
+    Args:
+      parts: the static :class:`Parts`.
+      theta: the updated agent (``pi_new``).
+      obs_n: the new steps' normalised observations.
+      old_mean: ``pi_old``'s mean on them.
+      old_log_std: ``pi_old``'s log-std.
+
+    Returns:
+      ``KL(pi_old || pi_new)`` averaged over the states.
+    """
+    new = parts.policy.apply(parts.unravel_theta(theta)["policy"], obs_n)
+    return jnp.mean(jnp.sum(new.log_std - old_log_std + (jnp.exp(2 * old_log_std) + (
+        old_mean - new.mean) ** 2) / (2 * jnp.exp(2 * new.log_std)) - 0.5, axis=-1))
+
+
+def inner_step(parts: Parts, phi: Params, alpha: jax.Array, s: InnerState,
+               _: Any = None) -> tuple[InnerState, Metrics]:
+    """One inner update (Algorithm 1, lines 6-12): :func:`collect` ``M`` steps, then one
+    step of the agent's optimiser (:func:`agent_step`, eq. 4) along eq. 6's gradient
+    ``(1 - alpha) dL_phi + alpha dL_PPO`` (:func:`evolved_loss`, :func:`ppo_guidance`).
+
+    Args:
+      parts: the static :class:`Parts`.
+      phi: the (perturbed) loss parameters.
+      alpha: eq. 6's weight of PPO's guidance.
+      s: the agent.
+      _: unused (``lax.scan``'s input).
+
+    Returns:
+      ``(s, metrics)``: ``episode_return`` (mean of the episodes that ended, NaN if none),
+      ``episodes``, ``loss_phi``, ``loss_ppo``, ``kl`` (:func:`policy_kl`),
+      ``spearman_ppo`` (section 4.3, over the policy's entries of the two gradients) and
+      ``inner_nonfinite``.
+    """
+    s, traj = collect(parts, s)
+    obs_n, next_n = s.obs_stats.normalize(traj.obs), s.obs_stats.normalize(traj.next_obs)
+    l_phi, g_phi = jax.value_and_grad(evolved_loss, argnums=2)(parts, phi, s.params, s)
+    (l_ppo, (old_mean, old_log_std)), g_ppo = jax.value_and_grad(
+        ppo_guidance, argnums=1, has_aux=True)(parts, s.params, traj, obs_n, next_n)
+    grads = (1.0 - alpha) * g_phi + alpha * g_ppo
+    theta, opt_state, ok = agent_step(parts, s, grads)
+    kl = policy_kl(parts, theta, obs_n, old_mean, old_log_std)
+    n_ep = jnp.sum(traj.done)
+    ret = jnp.where(n_ep > 0, jnp.sum(traj.completed_return * traj.done)
+                    / jnp.maximum(n_ep, 1.0), jnp.nan)
+    idx = parts.policy_idx
+    return s.replace(params=theta, opt_state=opt_state), {
+        "episode_return": ret, "episodes": n_ep.astype(jnp.int32), "loss_phi": l_phi,
+        "loss_ppo": l_ppo, "kl": kl, "spearman_ppo": spearman(g_phi[idx], g_ppo[idx]),
+        "inner_nonfinite": (~ok).astype(jnp.int32)}
+
+
+def inner_run(parts: Parts, phi: Params, task: Any, key: jax.Array,
+              alpha: jax.Array) -> tuple[InnerState, Metrics]:
+    """A fresh agent on ``task`` trained for ``K`` updates by the loss ``phi``
+    (Algorithm 1, lines 6-12 for one worker: :func:`inner_init`, then ``K``
+    :func:`inner_step`).
+
+    Args:
+      parts: the static :class:`Parts`.
+      phi: the (perturbed) loss parameters.
+      task: a task of ``parts.tasks``.
+      key: the agent's PRNG key.
+      alpha: eq. 6's alpha.
+
+    Returns:
+      ``(s, metrics)``: the final agent and :func:`inner_step`'s metrics stacked ``[K]``.
+    """
+    s = inner_init(parts, task, key)
+    step = functools.partial(inner_step, parts, phi, alpha)
+    return jax.lax.scan(step, s, None, length=parts.config.inner_updates)
+
+
+def final_returns(parts: Parts, s: InnerState, task: Any, key: jax.Array,
+                  num: int) -> jax.Array:
+    """The final return ``R_i`` of a trained agent (Algorithm 1, line 13).
+
+    Args:
+      parts: the static :class:`Parts`.
+      s: the trained agent.
+      task: its (checked) task.
+      key: PRNG key of the episodes.
+      num: fresh episodes to run.
+
+    Returns:
+      ``[num]`` returns of fresh episodes on ``task`` under :func:`act` (the policy's mode
+      if ``deterministic_eval``).
+    """
+    policy_act = lambda obs, k: act(parts, s, obs, k, parts.config.deterministic_eval)
+    return evaluate_episodes(parts.env, policy_act, key, num, int(parts.spec.episode_length),
+                             task=task)
+
+
+def inner_loop(parts: Parts, phi: Params, task: Any, key: jax.Array,
+               alpha: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """One worker of the inner loop (Algorithm 1, lines 3-13): :func:`inner_run` on its
+    task with its loss ``phi + sigma eps_i``, then :func:`final_returns`.
+
+    Args:
+      parts: the static :class:`Parts`.
+      phi: the member's (perturbed) loss parameters.
+      task: its task ``M_i``.
+      key: its PRNG key.
+      alpha: eq. 6's alpha.
+
+    Returns:
+      ``(fitness, aux)``: footnote 1's fitness (:func:`fitness`) and ``aux =
+      {"returns": [K + 1], "final_return", "inner_nonfinite"}``.
+    """
+    k_run, k_eval = jax.random.split(key)
+    s, m = inner_run(parts, phi, task, k_run, alpha)
+    final = jnp.mean(final_returns(parts, s, parts.tasks.check(task), k_eval,
+                                   parts.config.eval_episodes))
+    returns = jnp.concatenate([m["episode_return"], final[None]])
+    return fitness(returns), {"returns": returns, "final_return": final,
+                              "inner_nonfinite": jnp.sum(m["inner_nonfinite"])}
+
+
+def meta_test(parts: Parts, phi: Params, task: Any, key: jax.Array,
+              num_eval: int | None = None) -> Metrics:
+    """A fresh agent trained on ``task`` by the frozen loss ``phi`` with ``alpha =
+    alpha_final`` (default 0, section 4.2: no PPO guidance, rewards reach it only if the
+    loss reads them; Figure 7: 0.5).
+
+    Args:
+      parts: the static :class:`Parts`.
+      phi: the loss parameters.
+      task: a task of ``parts.tasks``.
+      key: the agent's PRNG key.
+      num_eval: fresh episodes for the final return (default ``eval_episodes``).
+
+    Returns:
+      :func:`inner_step`'s metrics ``[K]`` with the agent's cumulative ``env_steps``, and
+      ``final_return`` (mean of ``num_eval`` fresh episodes).
+    """
+    c = parts.config
+    k_run, k_eval = jax.random.split(key)
+    s, m = inner_run(parts, phi, task, k_run, jnp.full((), c.alpha_final, jnp.float32))
+    final = final_returns(parts, s, parts.tasks.check(task), k_eval,
+                          num_eval or c.eval_episodes)
+    env_steps = jnp.arange(1, c.inner_updates + 1, dtype=jnp.int32) * c.steps_per_update
+    return {**m, "env_steps": env_steps, "final_return": jnp.mean(final)}
+
+
+# --- Outer loop (Algorithm 1, lines 2-14) --------------------------------------------
+
+
+def outer_init(parts: Parts, key: jax.Array) -> EpgState:
+    """The outer loop's first state (before Algorithm 1, line 2).
+
+    Args:
+      parts: the static :class:`Parts`.
+      key: the run's PRNG key.
+
+    Returns:
+      The :class:`EpgState` with fresh ``phi`` (:func:`init_loss`) and ``opt_state =
+      {"loss": ...}``, the outer optimiser's (or evosax strategy's) state.
+    """
+    k_phi, key = jax.random.split(key)
+    phi = init_loss(parts, k_phi)
+    flat = ravel_pytree(phi)[0]
+    if parts.strategy is not None:  # (the state's key as with "es": the same epochs follow)
+        outer_state = parts.strategy.init(jax.random.fold_in(key, 1), phi)
+    else:
+        outer_state = parts.outer_opt.init(flat)
+    return EpgState(params={"loss": phi}, opt_state={"loss": outer_state},
+                    update_step=jnp.zeros((), jnp.int32), env_steps=jnp.zeros((), jnp.int32),
+                    nonfinite=jnp.zeros((), jnp.int32), key=key)
+
+
+def sample_members(parts: Parts, k_task: jax.Array,
+                   k_agent: jax.Array) -> tuple[Any, jax.Array]:
+    """Every worker's task ``M_i ~ p(M)`` (Algorithm 1, line 5) and agent key; with
+    ``antithetic``, the pairs ``+eps`` / ``-eps`` (members ``i`` and ``i + n/2``) share
+    both (common random numbers).
+
+    Args:
+      parts: the static :class:`Parts`.
+      k_task: PRNG key of the tasks.
+      k_agent: PRNG key of the agents' keys.
+
+    Returns:
+      ``(tasks, agent_keys)``, each with a leading ``pop_size`` axis.
+    """
+    c = parts.config
+    half = c.pop_size // 2 if c.antithetic else c.pop_size
+    task_keys = jax.random.split(k_task, half)
+    agent_keys = jax.random.split(k_agent, half)
+    member_tasks = jax.vmap(parts.tasks.sample)(task_keys)
+    if c.antithetic:
+        member_tasks = jax.tree.map(lambda x: jnp.concatenate([x, x]), member_tasks)
+        agent_keys = jnp.concatenate([agent_keys, agent_keys])
+    return member_tasks, agent_keys
+
+
+def es_step(parts: Parts, state: EpgState, alpha: jax.Array, member_tasks: Any,
+            agent_keys: jax.Array, k_noise: jax.Array) -> tuple[jax.Array, Any, Any, Any, Any]:
+    """ES over ``phi`` (Algorithm 1, lines 4 and 14, eq. 5): ``es_grad`` perturbs ``phi``
+    by ``sigma eps_i``, runs every member's :func:`inner_loop` (vmapped), shapes the
+    fitness; Adam ascends :func:`es_ascent` of its direction.
+
+    Args:
+      parts: the static :class:`Parts`.
+      state: the outer state (``phi`` and ``opt_state["loss"]``).
+      alpha: eq. 6's alpha of the epoch.
+      member_tasks: every member's task (:func:`sample_members`).
+      agent_keys: every member's agent key.
+      k_noise: PRNG key of the perturbations ``eps_i``.
+
+    Returns:
+      ``(step, opt_state, fitness, aux, direction)``: the flat step on ``phi``, the new
+      outer optimiser state, the members' fitness and aux, the flat ES direction.
+    """
+    c = parts.config
+    flat = ravel_pytree(state.params["loss"])[0]
+    direction, fit, aux = es_grad(
+        lambda phi, args: inner_loop(parts, phi, args[0], args[1], alpha),
+        state.params["loss"], k_noise, pop_size=c.pop_size, sigma=c.sigma,
+        antithetic=c.antithetic, shaping=c.shaping, args=(member_tasks, agent_keys),
+        has_aux=True)
+    d = ravel_pytree(direction)[0]
+    # minimised by Adam: ascent on fitness (the authors' units by default)
+    step, opt_state = parts.outer_opt.update(-es_ascent(d, flat, c), state.opt_state["loss"],
+                                             flat)
+    return step, opt_state, fit, aux, d
+
+
+def evosax_step(parts: Parts, state: EpgState, alpha: jax.Array, member_tasks: Any,
+                agent_keys: jax.Array, k_noise: jax.Array) -> tuple[jax.Array, Any, Any, Any, Any]:
+    """The outer step by an evosax strategy (``outer_strategy``), which owns the search
+    distribution (its mean is ``phi``): ask for the members, run every member's
+    :func:`inner_loop` (split over the "members" devices, ``metareward.axes``), tell the
+    fitness (Algorithm 1, lines 4, 13-14 with the strategy's own update rule).
+
+    Args:
+      parts: the static :class:`Parts` (with ``strategy``).
+      state: the outer state (``phi`` and ``opt_state["loss"]``, the strategy's).
+      alpha: eq. 6's alpha of the epoch.
+      member_tasks: every member's task (:func:`sample_members`).
+      agent_keys: every member's agent key.
+      k_noise: PRNG key of the ask (as ``es_grad``'s noise) and tell.
+
+    Returns:
+      As :func:`es_step`; the direction is the step itself.
+    """
+    flat = ravel_pytree(state.params["loss"])[0]
+    # k_noise as es_grad uses it: "Open_ES" draws the same eps as "es" would.
+    k_ask, k_tell = k_noise, jax.random.fold_in(k_noise, 1)
+    population, opt_state = parts.strategy.ask(k_ask, state.opt_state["loss"])
+    fit, aux = gather_members(jax.vmap(
+        lambda phi, t, k: inner_loop(parts, phi, t, k, alpha))(
+        *local_members((population, member_tasks, agent_keys))))
+    opt_state = parts.strategy.tell(k_tell, population, fit, opt_state)
+    step = ravel_pytree(parts.strategy.mean(opt_state))[0] - flat
+    return step, opt_state, fit, aux, step
+
+
+def outer_step(parts: Parts, state: EpgState) -> tuple[EpgState, Metrics]:
+    """One ES epoch (Algorithm 1, lines 2-14): members' tasks and agents
+    (:func:`sample_members`), eq. 6's alpha of the epoch (:func:`alpha_at`), the
+    population's inner loops and the step on ``phi`` (:func:`es_step` or
+    :func:`evosax_step`), skipped when non-finite.
+
+    Args:
+      parts: the static :class:`Parts`.
+      state: the outer state.
+
+    Returns:
+      ``(state, metrics)``: ``env_steps``, ``fitness_mean``/``_max``, ``alpha``, the
+      members' final returns (``episode_return``, ``_std``, ``episodes``),
+      ``es_grad_norm``, ``phi_norm``, ``inner_nonfinite_members`` and ``nonfinite``.
+    """
+    c = parts.config
+    key, k_task, k_agent, k_noise = jax.random.split(state.key, 4)
+    member_tasks, agent_keys = sample_members(parts, k_task, k_agent)
+    a = alpha_at(c, state.update_step)
+    flat, _ = ravel_pytree(state.params["loss"])
+    outer = es_step if parts.strategy is None else evosax_step
+    step, loss_opt, fit, aux, d = outer(parts, state, a, member_tasks, agent_keys, k_noise)
+    ok = jnp.all(jnp.isfinite(step))
+    new_flat = jnp.where(ok, flat + step, flat)
+    opt_state = jax.tree.map(lambda x, y: jnp.where(ok, x, y), {"loss": loss_opt},
+                             state.opt_state)
+    env_steps = state.env_steps + env_steps_per_epoch(c, int(parts.spec.episode_length))
+    finals = aux["final_return"]
+    metrics = {
+        "env_steps": env_steps,
+        "fitness_mean": jnp.nanmean(fit),
+        "fitness_max": jnp.nanmax(fit),
+        "alpha": a,
+        "episode_return": jnp.nanmean(finals),
+        "episode_return_std": jnp.nanstd(finals),
+        "episodes": jnp.int32(c.pop_size * c.eval_episodes),
+        "es_grad_norm": jnp.linalg.norm(d),
+        "phi_norm": jnp.linalg.norm(new_flat),
+        "inner_nonfinite_members": jnp.sum(aux["inner_nonfinite"] > 0),
+        "nonfinite": state.nonfinite + (~ok),
+    }
+    state = EpgState(params={"loss": parts.unravel_phi(new_flat)}, opt_state=opt_state,
+                     update_step=state.update_step + 1, env_steps=env_steps,
+                     nonfinite=state.nonfinite + (~ok), key=key)
+    return state, metrics
+
+
+def act(parts: Parts, agent: Any, obs: jax.Array, key: jax.Array,
+        deterministic: bool = False) -> jax.Array:
+    """Env actions of an inner agent for raw observations.
+
+    Args:
+      parts: the static :class:`Parts`.
+      agent: an :class:`InnerState` or its ``Policy`` (what is read is ``params``, the
+        flat ``theta``, and ``obs_stats``); not the train state, which holds a loss.
+      obs: raw observations.
+      key: PRNG key of the sample.
+      deterministic: the policy's mode instead of a sample.
+
+    Returns:
+      Env actions.
+    """
+    if isinstance(agent, EpgState):
+        raise TypeError("EPG's train state holds the learned loss, not a policy: act "
+                        "with an inner agent (the InnerState of inner_run)")
+    dist = parts.policy.apply(parts.unravel_theta(agent.params)["policy"],
+                              agent.obs_stats.normalize(obs))
+    return dist.to_env(dist.mode() if deterministic else dist.sample(key))
+
+
+def evaluate(parts: Parts, state: EpgState, key: jax.Array, num_episodes: int = 16,
+             deterministic: bool = False) -> jax.Array:
+    """Meta-test returns of the current loss: ``num_episodes`` fresh agents, each on its
+    own random task, trained by ``phi`` with ``alpha = alpha_final`` (:func:`meta_test`).
+
+    Args:
+      parts: the static :class:`Parts`.
+      state: one seed's :class:`EpgState`.
+      key: PRNG key of the tasks and agents.
+      num_episodes: agents (one final return each).
+      deterministic: unused (the agents' evaluation follows ``deterministic_eval``).
+
+    Returns:
+      ``[num_episodes]`` final returns.
+    """
+    check_one_seed(state)
+    del deterministic
+    k_task, k_run = jax.random.split(key)
+    ts = jax.vmap(parts.tasks.sample)(jax.random.split(k_task, num_episodes))
+    out = jax.vmap(lambda t, k: meta_test(parts, state.params["loss"], t, k))(
+        ts, jax.random.split(k_run, num_episodes))
+    return out["final_return"]
+
+
+class Trainer(NamedTuple):
+    """EPG bound to a config and a randomised env; all functions pure and jittable (the
+    module's stages bound to :attr:`parts`).
+
+    * ``init(key) -> EpgState`` (:func:`outer_init`) and ``update(state) -> (state,
+      metrics)`` (:func:`outer_step`, one ES epoch): the runner's learner protocol, so
+      ``metareward meta-train epg`` is a chunked, checkpointed run; ``train(key)``:
+      ``init`` and ``num_updates`` epochs, scanned;
+    * ``act(agent, obs, key, deterministic=False)`` (:func:`act`): env actions of an inner
+      agent (an ``InnerState``, e.g. :func:`inner_run`'s, or its
+      :class:`~metareward.algos.policy.Policy`; EPG's train state holds a loss, not a
+      policy); ``policy_init(key)``: a fresh agent on the nominal task;
+    * ``inner(phi, task, key, alpha) -> (fitness, aux)`` (:func:`inner_loop`): one
+      member's inner loop;
+    * ``meta_test(phi, task, key, num_eval=None) -> metrics`` (:func:`meta_test`): a fresh
+      agent trained by the frozen loss (what ``metareward meta-test`` runs);
+    * ``evaluate(state, key, num_episodes)`` (:func:`evaluate`): meta-test final returns.
+
+    The other stages (:func:`inner_run`, :func:`loss_inputs`, :func:`init_loss`,
+    :func:`inner_init`, :func:`alpha_at`, ...) take ``trainer.parts`` as first argument.
+    """
+
+    config: Config
+    env: Env
+    spec: EnvSpec
+    parts: Parts
+    loss_net: EPGLoss
+    policy: nn.Module
+    num_updates: int
+    init: Callable[[jax.Array], EpgState]
+    update: Callable[[EpgState], tuple[EpgState, Metrics]]
+    train: Callable[[jax.Array], tuple[EpgState, Metrics]]
+    act: Callable[..., jax.Array]
+    policy_init: Callable[[jax.Array], InnerState]
+    inner: Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
+    meta_test: Callable[..., Metrics]
+    evaluate: Callable[..., jax.Array]
+    #: The population axis for sharding (``metareward.runtime.sharding``): members live
+    #: only inside ``update``, split over the mesh's "members" devices there (es_grad).
+    population_sizes: tuple[int, ...] = ()
+    population_name: str = "pop_size"
+
+
+def make_train(config: Config, env: Env) -> Trainer:
+    """Binds EPG to a randomised env (``metareward.envs.make(name, randomize=True)``).
+    Bad configs, a discrete or non-randomised env raise here, before anything compiles
+    (:func:`make_parts`)."""
+    parts = make_parts(config, env)
+    bind = functools.partial
+    init, update = bind(outer_init, parts), bind(outer_step, parts)
     return Trainer(
-        config=config, env=env, spec=spec, loss_net=loss_net, policy=policy,
-        num_updates=config.num_epochs, init=init, update=update, train=train, act=act,
-        policy_init=lambda key: inner_init(tasks.nominal(), key), inner=inner,
-        inner_run=inner_run, meta_test=meta_test, evaluate=evaluate, loss_inputs=loss_inputs,
-        alpha=alpha, init_loss=init_loss, agent_params=unravel_theta,
-        inner_init=lambda task, key: inner_init(tasks.check(task), key),
-        population_sizes=(P,),
+        config=config, env=env, spec=parts.spec, parts=parts, loss_net=parts.loss_net,
+        policy=parts.policy, num_updates=config.num_epochs, init=init, update=update,
+        train=scan_train(init, update, config.num_epochs), act=bind(act, parts),
+        policy_init=bind(policy_init, parts), inner=bind(inner_loop, parts),
+        meta_test=bind(meta_test, parts), evaluate=bind(evaluate, parts),
+        population_sizes=(config.pop_size,),
     )
 
 
@@ -764,6 +1185,11 @@ def env_steps_per_epoch(config: Config, episode_length: int) -> int:
                               + config.eval_episodes * episode_length)
 
 
-__all__ = ["L2_FORMS", "PRESETS", "Config", "EpgState", "Experience", "InnerState", "Trainer",
-           "env_steps_per_epoch", "es_ascent", "fitness", "make_train", "outer_optimizer",
-           "preset", "spearman"]
+__all__ = ["L2_FORMS", "PRESETS", "Config", "EpgState", "Experience", "InnerState", "Parts",
+           "Trainer", "act", "agent_sampler", "agent_step", "alpha_at", "collect",
+           "env_steps_per_epoch", "es_ascent", "es_step", "evaluate", "evolved_loss",
+           "evosax_step", "final_returns", "fitness", "init_agent", "init_loss", "inner_init",
+           "inner_loop", "inner_run", "inner_step", "loss_input_size", "loss_inputs",
+           "make_evosax_strategy", "make_parts", "make_train", "meta_test", "outer_init",
+           "outer_optimizer", "outer_step", "policy_init", "policy_kl", "ppo_guidance",
+           "preset", "push_buffer", "sample_members", "spearman"]
