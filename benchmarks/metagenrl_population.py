@@ -16,7 +16,7 @@ population gradient step (critic steps every update; objective gradient, policy 
 Cost: one agent, the paper's sizes (350x350 ReLU + LayerNorm nets; the meta-gradient on
 2 x 100 windows of 20 steps, ``meta_batch="per_part"``, the default; 100 transitions for
 TD3): the objective's eq.-6 gradient
-(``Trainer.objective_gradient``: one differentiable SGD step of the policy on
+(``metagenrl.objective_gradient``: one differentiable SGD step of the policy on
 ``L_alpha`` through the LSTM, then ``d/d alpha`` of ``-Q(s, pi_{phi'}(s))``) against one TD3
 policy update (``grad -Q(s, pi(s))`` and Adam, :mod:`metareward.algos.td3`), same process.
 
@@ -114,9 +114,9 @@ def cost_worker(min_time: float) -> dict:
 
     env = envs.make("pendulum")
     cfg = metagenrl.Config(num_agents=1, total_steps=1000, buffer_size=4096)
-    tr = metagenrl.make_train(cfg, env)
-    group = tr.groups[0]
-    st = tr.init(jax.random.PRNGKey(0))
+    parts = metagenrl.make_parts(cfg, env)
+    group = parts.groups[0]
+    st = metagenrl.init(parts, jax.random.PRNGKey(0))
     params = jax.tree.map(lambda x: x[0], st.params["agents"][0])
     alpha = st.params["objective"]
     k = jax.random.split(jax.random.PRNGKey(1), 6)
@@ -124,21 +124,22 @@ def cost_worker(min_time: float) -> dict:
     # the meta-gradient's own windows: (inner_steps + 1) x batch_size with the default
     # meta_batch="per_part" (the authors' 2 x 100), the policy's batch_size with "split"
     n_meta = B * (cfg.inner_steps + 1) if cfg.meta_batch == "per_part" else B
-    rows = metagenrl.Rows(
+    done = (jnp.arange(L) % 200 == 199)[:, None] * 1.0
+    rows = replay.Row(
         obs=jax.random.normal(k[0], (L, 1, 3)),
         action=jax.random.uniform(k[1], (L, 1, 1), minval=-1, maxval=1),
         reward=jax.random.normal(k[2], (L, 1)),
-        terminal=jnp.zeros((L, 1)), done=(jnp.arange(L) % 200 == 199)[:, None] * 1.0,
+        done=done, truncation=done,  # time limits: terminal 0
         next_obs=jax.random.normal(k[3], (L, 1, 3)), time=jnp.zeros((L, 1)))
     buf = replay.ring_insert(jax.tree.map(lambda x: x[0], st.groups[0].buffer), rows)
     win, mask = replay.ring_windows(k[4], buf, n_meta, W, lambda d: d.done)
-    win = metagenrl.Rows(*win)
     t, e = replay.ring_sample_indices(k[5], buf, B)
-    batch = metagenrl.Rows(*replay.gather(buf, t, e))
+    batch = replay.gather(buf, t, e)
 
     @jax.jit
     def objective_update(a):
-        g = tr.objective_gradient(a, params["actor"], params["critic"], win, mask, group)
+        g, _ = metagenrl.objective_gradient(
+            parts, group, a, params["actor"], params["critic"], win, mask)
         return jax.tree.map(lambda x, y: x - 1e-3 * y, a, g)
 
     opt = optax.adam(1e-3)

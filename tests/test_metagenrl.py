@@ -4,6 +4,7 @@ vmapped population step against agents run one at a time, the fixed REINFORCE ob
 config errors, and (slow) a two-env population running end to end."""
 
 import dataclasses
+import functools
 
 import jax
 import jax.flatten_util
@@ -43,6 +44,12 @@ def trainer(env):
 
 
 @pytest.fixture(scope="module")
+def parts(env):
+    """The static parts the module-level stages take (those ``trainer`` is bound to)."""
+    return mg.make_parts(TINY, env)
+
+
+@pytest.fixture(scope="module")
 def state(trainer):
     """The initial population, every agent's buffer filled with 64 random rows (episodes
     of 9 steps, so windows get masked) and its episode index updated to match."""
@@ -50,12 +57,12 @@ def state(trainer):
     k = jax.random.split(jax.random.PRNGKey(1), 6)
     n, L = TINY.num_agents, 64
     done = (jnp.arange(L) % 9 == 8).astype(jnp.float32)[:, None]
-    rows = mg.Rows(
+    rows = replay.Row(  # every other episode ends by the time limit: terminal = done * (1 - trunc)
         obs=jax.random.normal(k[0], (L, 1, 3)),
         action=jax.random.uniform(k[1], (L, 1, 1), minval=-1, maxval=1),
         reward=jax.random.normal(k[2], (L, 1)),
-        terminal=done * (jnp.arange(L) % 18 == 8)[:, None],
         done=done,
+        truncation=done * (jnp.arange(L) % 18 != 8)[:, None],
         next_obs=jax.random.normal(k[3], (L, 1, 3)),
         time=((jnp.arange(L) % 9) / 200.0)[:, None],
     )
@@ -69,10 +76,9 @@ def state(trainer):
 
 def _window_batch(state, agent=0, seed=2):
     buf = jax.tree.map(lambda x: x[agent], state.groups[0].buffer)
-    win, mask = replay.ring_windows(
+    return replay.ring_windows(
         jax.random.PRNGKey(seed), buf, TINY.batch_size, TINY.window, lambda d: d.done
     )
-    return mg.Rows(*win), mask
 
 
 def _agent(state, i):
@@ -83,14 +89,14 @@ def _agent(state, i):
 
 
 @pytest.mark.slow
-def test_meta_gradient_matches_central_finite_difference(trainer, state):
+def test_meta_gradient_matches_central_finite_difference(parts, state):
     """d/d alpha of -mean Q_1(s, pi_{phi'(alpha)}(s)), phi' = phi - lr grad_phi sum L_alpha
     on the first half of the windows (eq. 6; the sum rescaled to ``inner_windows``
     windows), against a central difference along random
     directions, in float64."""
     win, mask = _window_batch(state)
     params, _ = _agent(state, 0)
-    group = trainer.groups[0]
+    group = parts.groups[0]
     with jax.enable_x64(True):
         f64 = lambda t: jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), t)
         alpha, actor, critic = (
@@ -99,11 +105,11 @@ def test_meta_gradient_matches_central_finite_difference(trainer, state):
             f64(params["critic"]),
         )
         win, mask = f64(win), f64(mask)
-        g = trainer.objective_gradient(alpha, actor, critic, win, mask, group)
+        g, _ = mg.objective_gradient(parts, group, alpha, actor, critic, win, mask)
         flat_a, unravel = jax.flatten_util.ravel_pytree(alpha)
         flat_g = jax.flatten_util.ravel_pytree(g)[0]
         assert float(jnp.linalg.norm(flat_g)) > 0
-        values = trainer.window_values(actor, critic, win, group)
+        values = mg.window_values(group, actor, critic, win)
         half = TINY.batch_size // 2
 
         @jax.jit
@@ -112,7 +118,9 @@ def test_meta_gradient_matches_central_finite_difference(trainer, state):
             first = jax.tree.map(lambda x: x[:half], win)
             vals = jax.tree.map(lambda x: x[:half], values)
             gp = jax.grad(
-                lambda p: jnp.sum(trainer.per_step_objective(a, p, first, mask[:half], vals, group))
+                lambda p: jnp.sum(
+                    mg.per_step_objective(parts, group, a, p, first, mask[:half], vals)
+                )
             )(actor)
             lr = TINY.inner_learning_rate * TINY.inner_windows / half  # rescaled sum
             phi2 = jax.tree.map(lambda p, d: p - lr * d, actor, gp)
@@ -129,17 +137,17 @@ def test_meta_gradient_matches_central_finite_difference(trainer, state):
             np.testing.assert_allclose(float(flat_g @ u), float(fd), rtol=1e-5, atol=1e-10)
 
 
-def test_no_gradient_reaches_the_critic_through_the_objective(trainer, state):
+def test_no_gradient_reaches_the_critic_through_the_objective(parts, state):
     """V_t and V_{t+1} are constants: the objective's gradient w.r.t. the critic is
     exactly zero, while its gradient w.r.t. the actor is not."""
     win, mask = _window_batch(state)
     params, _ = _agent(state, 0)
-    group = trainer.groups[0]
+    group = parts.groups[0]
 
     def total(actor, critic):
-        vals = trainer.window_values(actor, critic, win, group)
+        vals = mg.window_values(group, actor, critic, win)
         return jnp.sum(
-            trainer.per_step_objective(state.params["objective"], actor, win, mask, vals, group)
+            mg.per_step_objective(parts, group, state.params["objective"], actor, win, mask, vals)
         )
 
     g_actor, g_critic = jax.grad(total, argnums=(0, 1))(params["actor"], params["critic"])
@@ -148,15 +156,15 @@ def test_no_gradient_reaches_the_critic_through_the_objective(trainer, state):
 
 
 @pytest.mark.slow
-def test_vmapped_population_step_equals_agents_one_at_a_time(trainer, state):
+def test_vmapped_population_step_equals_agents_one_at_a_time(parts, state):
     """The population's agent step (vmapped over 3 agents) equals the same step run for
     each agent alone: parameters, targets, optimiser states and the clipped objective
     gradients."""
-    group = trainer.groups[0]
+    group = parts.groups[0]
     alpha = state.params["objective"]
     keys = jax.random.split(jax.random.PRNGKey(5), 3)
-    step = lambda p, a, k: trainer.agent_step(
-        group, p, a, alpha, k, jnp.bool_(True), jnp.float32(0.5)
+    step = lambda p, a, k: mg.agent_step(
+        parts, group, p, a, alpha, k, jnp.bool_(True), jnp.float32(0.5)
     )
     out_v = jax.jit(jax.vmap(step))(state.params["agents"][0], state.groups[0], keys)
     one = jax.jit(step)
@@ -187,25 +195,25 @@ def test_reinforce_objective_is_score_function_times_gae(env):
     constant in log N) with A the GAE of the window's TD errors, masked, normalised
     over valid steps; checked against a numpy loop."""
     cfg = dataclasses.replace(TINY, objective="reinforce", gae_lambda=0.9)
-    tr = mg.make_train(cfg, env)
-    s = jax.jit(tr.init)(jax.random.PRNGKey(0))
+    parts = mg.make_parts(cfg, env)
+    s = jax.jit(functools.partial(mg.init, parts))(jax.random.PRNGKey(0))
     assert s.params["objective"] == {}
-    group = tr.groups[0]
+    group = parts.groups[0]
     k = jax.random.split(jax.random.PRNGKey(3), 6)
     B, W = 4, 5
-    win = mg.Rows(
+    win = replay.Row(
         obs=jax.random.normal(k[0], (B, W, 3)),
         action=jax.random.uniform(k[1], (B, W, 1), minval=-1, maxval=1),
         reward=jax.random.normal(k[2], (B, W)),
-        terminal=jnp.zeros((B, W)),
         done=jnp.zeros((B, W)).at[1, 2].set(1.0),
+        truncation=jnp.zeros((B, W)).at[1, 2].set(1.0),  # (terminal 0: a time limit)
         next_obs=jax.random.normal(k[3], (B, W, 3)),
         time=jnp.zeros((B, W)),
     )
     mask = jnp.ones((B, W)).at[1, 3:].set(0.0).at[2, 4].set(0.0)
     v, vn = jax.random.normal(k[4], (B, W)), jax.random.normal(k[5], (B, W))
     actor = jax.tree.map(lambda x: x[0], s.params["agents"][0]["actor"])
-    out = np.asarray(tr.per_step_objective({}, actor, win, mask, (v, vn), group))
+    out = np.asarray(mg.per_step_objective(parts, group, {}, actor, win, mask, (v, vn)))
     pi = np.asarray(group.td3.actor.apply(actor, win.obs))[..., 0]
     a, r, m = np.asarray(win.action)[..., 0], np.asarray(win.reward), np.asarray(mask)
     d, v, vn = np.asarray(win.done), np.asarray(v), np.asarray(vn)

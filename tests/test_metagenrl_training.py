@@ -6,6 +6,7 @@ Each test runs against both values of its field, the authors' default and the fi
 version's (:data:`metareward.algos.metagenrl.LEGACY_TRAINING`)."""
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -310,23 +311,24 @@ def env():
     return envs.make("pendulum")
 
 
-def _filled_state(tr):
-    """``tr``'s initial population, every agent's buffer holding 64 random rows in
-    episodes of 9 steps (and its episode index to match)."""
-    s = jax.jit(tr.init)(jax.random.PRNGKey(0))
+def _filled_state(parts):
+    """The initial population of ``parts`` (:func:`metagenrl.make_parts`), every agent's
+    buffer holding 64 random rows in episodes of 9 steps (and its episode index to
+    match)."""
+    s = jax.jit(functools.partial(mg.init, parts))(jax.random.PRNGKey(0))
     k = jax.random.split(jax.random.PRNGKey(1), 6)
     L = 64
     done = (jnp.arange(L) % 9 == 8).astype(jnp.float32)[:, None]
-    rows = mg.Rows(
+    rows = replay.Row(  # every other episode ends by the time limit: terminal = done * (1 - trunc)
         obs=jax.random.normal(k[0], (L, 1, 3)),
         action=jax.random.uniform(k[1], (L, 1, 1), minval=-1, maxval=1),
         reward=jax.random.normal(k[2], (L, 1)),
-        terminal=done * (jnp.arange(L) % 18 == 8)[:, None],
         done=done,
+        truncation=done * (jnp.arange(L) % 18 != 8)[:, None],
         next_obs=jax.random.normal(k[3], (L, 1, 3)),
         time=((jnp.arange(L) % 9) / 200.0)[:, None],
     )
-    n = tr.groups[0].num_agents
+    n = parts.groups[0].num_agents
     rows_n = jax.tree.map(lambda x: jnp.stack([x] * n), rows)
     g = s.groups[0]
     buf = jax.vmap(replay.ring_insert)(g.buffer, rows_n)
@@ -358,7 +360,7 @@ def _adam_first_moment(opt_state) -> jnp.ndarray:
 
 @pytest.fixture(scope="module")
 def stepper(env):
-    """``stepper(clip) -> (trainer, state, step)``: a trainer of ``TINY`` with windows of
+    """``stepper(clip) -> (parts, state, step)``: the parts of ``TINY`` with windows of
     12 steps (episodes of 9 in the filled buffer: 3 steps of each window masked), its
     filled state and its jitted agent step ``step(params, agents, key, policy_turn, p)``,
     compiled once per ``clip``."""
@@ -366,13 +368,14 @@ def stepper(env):
 
     def get(clip):
         if clip not in cache:
-            tr = mg.make_train(dataclasses.replace(TINY, window=12, policy_grad_clip=clip), env)
-            s = _filled_state(tr)
+            parts = mg.make_parts(dataclasses.replace(TINY, window=12, policy_grad_clip=clip), env)
+            s = _filled_state(parts)
             alpha = s.params["objective"]
+            group = parts.groups[0]
             step = jax.jit(
-                lambda pa, ag, k, turn, p: tr.agent_step(tr.groups[0], pa, ag, alpha, k, turn, p)
+                lambda pa, ag, k, turn, p: mg.agent_step(parts, group, pa, ag, alpha, k, turn, p)
             )
-            cache[clip] = (tr, s, step)
+            cache[clip] = (parts, s, step)
         return cache[clip]
 
     return get
@@ -383,21 +386,21 @@ def test_policy_gradient_is_clipped_to_global_norm_one(stepper, clip):
     """DDPG's gradient (``p = 0``) through a critic scaled up so that its norm is well
     above 1: Adam is fed that gradient rescaled to norm 1.0 with ``policy_grad_clip=1.0``
     and unchanged with ``None`` (the first version)."""
-    tr, s, step = stepper(clip)
+    parts, s, step = stepper(clip)
     params, agents = _agent(s)
     params = {**params, "critic": jax.tree.map(lambda x: 30.0 * x, params["critic"])}
     key = jax.random.PRNGKey(3)
     out = step(params, agents, key, jnp.bool_(True), jnp.float32(0.0))
     raw = float(out[4]["policy_grad_norm"])
     assert raw > 2.0, raw  # the precondition: a gradient clipping would change
-    fed = np.asarray(_adam_first_moment(out[1].actor_opt_state)) / 0.1  # (1 - b1) = 0.1
+    fed = np.asarray(_adam_first_moment(out[1].opt_state["actor"])) / 0.1  # (1 - b1) = 0.1
     expected = 1.0 if clip is not None else raw
     np.testing.assert_allclose(np.linalg.norm(fed), expected, rtol=1e-4)
     # and the DDPG gradient itself, recomputed: -grad mean Q_1(s, pi(s)) on the policy batch
-    win, mask = jax.jit(tr.sample_batches)(agents, key).policy
+    win, mask = jax.jit(functools.partial(mg.sample_batches, parts.config))(agents, key).policy
     q1 = jax.tree.map(lambda x: x[0], out[0]["critic"])
     flat, unravel = ravel_pytree(params["actor"])
-    td3_ = tr.groups[0].td3
+    td3_ = parts.groups[0].td3
 
     def minus_q(f):
         q = td3_.critic.apply(q1, win.obs, td3_.actor.apply(unravel(f), win.obs))
@@ -419,16 +422,16 @@ def test_batch_shapes(env, legacy):
     c = mg.Config(
         num_agents=1, total_steps=400, buffer_size=400, hidden=(8, 8), **(LEGACY if legacy else {})
     )
-    tr = mg.make_train(c, envs.make("pendulum", episode_length=30))
-    s = jax.jit(tr.init)(jax.random.PRNGKey(0))
-    # 400 steps of 30-step episodes: 13 completed ones
+    parts = mg.make_parts(c, envs.make("pendulum", episode_length=30))
+    s = jax.jit(functools.partial(mg.init, parts))(jax.random.PRNGKey(0))
+    # 400 steps of 30-step episodes: 13 completed ones (by the time limit)
     done = (jnp.arange(400) % 30 == 29).astype(jnp.float32)[:, None]
-    rows = mg.Rows(
+    rows = replay.Row(
         obs=jnp.zeros((400, 1, 3)),
         action=jnp.zeros((400, 1, 1)),
         reward=jnp.zeros((400, 1)),
-        terminal=jnp.zeros((400, 1)),
         done=done,
+        truncation=done,
         next_obs=jnp.zeros((400, 1, 3)),
         time=jnp.zeros((400, 1)),
     )
@@ -437,7 +440,7 @@ def test_batch_shapes(env, legacy):
         buffer=replay.ring_insert(agents.buffer, rows),
         episodes=replay.episode_insert(agents.episodes, agents.buffer.head, rows.done),
     )
-    b = jax.jit(tr.sample_batches)(agents, jax.random.PRNGKey(1))
+    b = jax.jit(functools.partial(mg.sample_batches, c))(agents, jax.random.PRNGKey(1))
     (cr, cm), (pr, pm), (mr, mm) = b
     assert pr.obs.shape == (100, 20, 3) and pm.shape == (100, 20)
     if legacy:
@@ -454,13 +457,13 @@ def test_critic_trains_on_the_masked_window_batch(stepper):
     """The critic loss the step reports is the sum over the twin critics of the mean
     squared TD error over the valid steps of the window batch (numpy, from the batch the
     step drew; windows of 12 steps over episodes of 9, so 3 steps of each are masked)."""
-    tr, s, step = stepper(1.0)
+    parts, s, step = stepper(1.0)
     params, agents = _agent(s)
     key = jax.random.PRNGKey(4)
     out = step(params, agents, key, jnp.bool_(False), jnp.float32(0.0))
-    rows, mask = jax.jit(tr.sample_batches)(agents, key).critic
+    rows, mask = jax.jit(functools.partial(mg.sample_batches, parts.config))(agents, key).critic
     assert mask.shape == (TINY.batch_size, 12) and float(mask.sum()) == TINY.batch_size * 9
-    td3_ = tr.groups[0].td3
+    td3_ = parts.groups[0].td3
     y = np.asarray(jax.jit(td3_.td_target)(agents.target_params, rows, jax.random.split(key, 3)[1]))
     q = np.asarray(jax.jit(td3_.q_values)(params["critic"], rows.obs, rows.action))
     m = np.asarray(mask)
@@ -476,21 +479,21 @@ def test_time_input(env, time_input):
     """``"window"``: ``j / W`` at window position ``j`` whatever the stored time (the
     authors' code); ``"episode"``: the stored ``t / T``. The objective reads it."""
     c = dataclasses.replace(TINY, window=20, batch_size=2, time_input=time_input)
-    tr = mg.make_train(c, env)
-    s = jax.jit(tr.init)(jax.random.PRNGKey(0))
+    parts = mg.make_parts(c, env)
+    s = jax.jit(functools.partial(mg.init, parts))(jax.random.PRNGKey(0))
     B, W = 3, 20
     k = jax.random.split(jax.random.PRNGKey(2), 5)
     stored = jax.random.uniform(k[0], (B, W))
-    win = mg.Rows(
+    win = replay.Row(
         obs=jax.random.normal(k[1], (B, W, 3)),
         action=jax.random.uniform(k[2], (B, W, 1), minval=-1, maxval=1),
         reward=jax.random.normal(k[3], (B, W)),
-        terminal=jnp.zeros((B, W)),
         done=jnp.zeros((B, W)),
+        truncation=jnp.zeros((B, W)),
         next_obs=jax.random.normal(k[4], (B, W, 3)),
         time=stored,
     )
-    got = np.asarray(tr.objective_time(win))
+    got = np.asarray(mg.objective_time(c, win))
     if time_input == "window":
         np.testing.assert_allclose(got, np.tile(np.arange(20) / 20.0, (B, 1)), rtol=1e-7)
         assert got[0, 1] == pytest.approx(0.05) and got[0, 19] == pytest.approx(0.95)
@@ -499,6 +502,7 @@ def test_time_input(env, time_input):
     actor = jax.tree.map(lambda x: x[0], s.params["agents"][0]["actor"])
     alpha = jax.tree.map(lambda x: x + 0.1, s.params["objective"])  # (biases 0 at init)
     mask, vals = jnp.ones((B, W)), (jnp.zeros((B, W)), jnp.ones((B, W)))
-    f = jax.jit(lambda w: tr.per_step_objective(alpha, actor, w, mask, vals, tr.groups[0]))
+    group = parts.groups[0]
+    f = jax.jit(lambda w: mg.per_step_objective(parts, group, alpha, actor, w, mask, vals))
     changed = np.max(np.abs(np.asarray(f(win)) - np.asarray(f(win._replace(time=stored[::-1])))))
     assert (changed == 0.0) if time_input == "window" else (changed > 1e-6)
