@@ -232,16 +232,6 @@ class TD3State(LearnerState):
     buffer: RingBuffer
     grad_steps: jax.Array
 
-    @property
-    def actor_opt_state(self) -> optax.OptState:
-        """``opt_state["actor"]`` (the name :mod:`metareward.algos.metagenrl` reads)."""
-        return self.opt_state["actor"]
-
-    @property
-    def critic_opt_state(self) -> optax.OptState:
-        """``opt_state["critic"]`` (the name :mod:`metareward.algos.metagenrl` reads)."""
-        return self.opt_state["critic"]
-
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Trainer(LearnerBase):
