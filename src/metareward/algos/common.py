@@ -1,9 +1,9 @@
-"""The two stages every learner ends with, written once.
+"""What every learner shares, written once: its state's and its ``Trainer``'s contract
+fields, and the two stages it ends with.
 
-Each learner's ``make_train`` builds its own ``init``, ``update`` and ``act``; the
-functions here derive the rest of the learner contract
-(:class:`metareward.algos.registry.Learner`) from them:
-
+* :class:`LearnerState`: the state fields of the contract
+  (:class:`metareward.algos.registry.Learner`); :func:`zero_counters` for a fresh state;
+* :class:`LearnerBase`: the ``Trainer`` fields of the contract;
 * :func:`scan_train`: ``train(key) = lax.scan(update, init(key))`` over the run;
 * :func:`episode_evaluator`: ``evaluate(state, key, num_episodes, deterministic)``,
   returns of fresh episodes of ``act``.
