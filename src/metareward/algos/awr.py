@@ -75,6 +75,7 @@ from metareward.algos import config as cfg
 from metareward.algos.common import (
     LearnerBase,
     LearnerState,
+    act_with_policy,
     episode_evaluator,
     scan_train,
     zero_counters,
@@ -372,24 +373,8 @@ def init(parts: Parts, key: jax.Array) -> AwrState:
     )
 
 
-def act(parts: Parts, state: Any, obs: jax.Array, key: jax.Array,
-        deterministic: bool = False) -> jax.Array:
-    """Env actions of the current policy for a batch of raw observations.
-
-    Args:
-        parts: The static parts.
-        state: A train state or a :class:`~metareward.algos.policy.Policy` (what is
-            read: ``params["policy"]`` and ``obs_stats``).
-        obs: Raw observations, ``[B, ...]``.
-        key: PRNG key (unused if ``deterministic``).
-        deterministic: The distribution's mode instead of a sample.
-
-    Returns:
-        Env actions, ``[B, ...]``.
-    """
-    dist = parts.policy.apply(state.params["policy"], parts.prep(state.obs_stats, obs))
-    raw = dist.mode() if deterministic else dist.sample(key)
-    return dist.to_env(raw)
+#: Env actions of the current policy (:func:`metareward.algos.common.act_with_policy`).
+act = act_with_policy
 
 
 def collect(

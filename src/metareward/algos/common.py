@@ -95,6 +95,29 @@ def zero_counters() -> dict[str, jax.Array]:
     return {"update_step": zero(), "env_steps": zero(), "nonfinite": zero()}
 
 
+def act_with_policy(
+    parts: Any, state: Any, obs: jax.Array, key: jax.Array, deterministic: bool = False
+) -> jax.Array:
+    """Env actions of a learner's stochastic policy for a batch of raw observations: the
+    ``act`` of every learner whose parts hold ``policy`` (a module returning a
+    distribution) and ``prep`` (observation flattening and normalisation).
+
+    Args:
+        parts: The learner's static parts (``parts.policy``, ``parts.prep``).
+        state: A train state or a :class:`~metareward.algos.policy.Policy` (reads
+            ``params["policy"]`` and ``obs_stats``).
+        obs: Raw observations ``[B, *obs_shape]``.
+        key: PRNG key (unused if ``deterministic``).
+        deterministic: Act with the distribution's mode.
+
+    Returns:
+        Env actions ``[B, ...]``.
+    """
+    dist = parts.policy.apply(state.params["policy"], parts.prep(state.obs_stats, obs))
+    raw = dist.mode() if deterministic else dist.sample(key)
+    return dist.to_env(raw)
+
+
 def scan_train(
     init: Callable[[jax.Array], Any],
     update: Callable[[Any], tuple[Any, Metrics]],
@@ -149,4 +172,5 @@ def episode_evaluator(
     return evaluate
 
 
-__all__ = ["LearnerBase", "LearnerState", "episode_evaluator", "scan_train", "zero_counters"]
+__all__ = ["LearnerBase", "LearnerState", "act_with_policy", "episode_evaluator", "scan_train",
+           "zero_counters"]

@@ -75,6 +75,7 @@ from metareward.algos import ppo
 from metareward.algos.common import (
     LearnerBase,
     LearnerState,
+    act_with_policy,
     episode_evaluator,
     scan_train,
     zero_counters,
@@ -420,23 +421,8 @@ def init_state(parts: Parts, key: jax.Array) -> LirpgState:
     )
 
 
-def act(parts: Parts, state: Any, obs: jax.Array, key: jax.Array,
-        deterministic: bool = False) -> jax.Array:
-    """Env actions of the current policy ``pi_theta``.
-
-    Args:
-        parts: The learner's static parts.
-        state: A train state or a :class:`~metareward.algos.policy.Policy`.
-        obs: Raw observations ``[B, *obs_shape]``.
-        key: PRNG key (unused if ``deterministic``).
-        deterministic: Act with the distribution's mode.
-
-    Returns:
-        Env actions ``[B, ...]``.
-    """
-    dist = parts.policy.apply(state.params["policy"], parts.prep(state.obs_stats, obs))
-    raw = dist.mode() if deterministic else dist.sample(key)
-    return dist.to_env(raw)
+#: Env actions of the current policy (:func:`metareward.algos.common.act_with_policy`).
+act = act_with_policy
 
 
 def intrinsic_reward(parts: Parts, params: Params, obs_stats: RunningStats, obs: jax.Array,

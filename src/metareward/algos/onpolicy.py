@@ -26,6 +26,7 @@ from metareward.algos import config as cfg
 from metareward.algos.common import (
     LearnerBase,
     LearnerState,
+    act_with_policy,
     episode_evaluator,
     scan_train,
     zero_counters,
@@ -277,24 +278,8 @@ def init_state(parts: Parts, key: jax.Array) -> TrainState:
     )
 
 
-def act(
-    parts: Parts, state: Any, obs: jax.Array, key: jax.Array, deterministic: bool = False
-) -> jax.Array:
-    """Env actions of the current policy for a batch of raw observations.
-
-    Args:
-        parts: The learner's static parts.
-        state: A train state or a :class:`~metareward.algos.policy.Policy`.
-        obs: Raw observations ``[B, *obs_shape]``.
-        key: PRNG key (unused if ``deterministic``).
-        deterministic: Act with the distribution's mode.
-
-    Returns:
-        Env actions ``[B, ...]``.
-    """
-    dist = parts.policy.apply(state.params["policy"], parts.prep(state.obs_stats, obs))
-    raw = dist.mode() if deterministic else dist.sample(key)
-    return dist.to_env(raw)
+#: Env actions of the current policy (:func:`metareward.algos.common.act_with_policy`).
+act = act_with_policy
 
 
 def collect(

@@ -20,7 +20,7 @@ from brax.envs.base import Env
 from flax import struct
 from jax.flatten_util import ravel_pytree
 
-from metareward.algos.common import LearnerState, zero_counters
+from metareward.algos.common import LearnerState, act_with_policy, zero_counters
 from metareward.algos.tare.config import AWRConfig, Config
 from metareward.envs.spec import EnvSpec
 from metareward.rl import replay
@@ -213,23 +213,8 @@ def init(parts: Parts, key: jax.Array) -> TareState:
     )
 
 
-def act(parts: Parts, state: Any, obs: jax.Array, key: jax.Array,
-        deterministic: bool = False) -> jax.Array:
-    """Env actions of the current policy for a batch of raw observations.
-
-    Args:
-      parts: The static parts.
-      state: A train state or a :class:`~metareward.algos.policy.Policy`.
-      obs: Raw observations ``[B, ...]``.
-      key: Sampling key.
-      deterministic: The distribution's mode instead of a sample.
-
-    Returns:
-      Env actions ``[B, ...]``.
-    """
-    dist = parts.policy.apply(state.params["policy"], parts.prep(state.obs_stats, obs))
-    raw = dist.mode() if deterministic else dist.sample(key)
-    return dist.to_env(raw)
+#: Env actions of the current policy (:func:`metareward.algos.common.act_with_policy`).
+act = act_with_policy
 
 
 def collect(parts: Parts, state: TareState
