@@ -24,8 +24,8 @@ from metareward.algos.onpolicy import (
     LossFn,
     Objective,
     Trainer,
-    make_onpolicy,
-    with_live_bonus,
+    annealed,
+    make_learner,
 )
 from metareward.rl.losses import a2c_loss
 
@@ -84,27 +84,10 @@ def make_train(config: Config, env: Env) -> Trainer:
     if not isinstance(config, Config):
         raise TypeError(f"expected metareward.algos.a2c.Config, got {type(config).__name__}")
     num_updates = max(config.total_steps // (config.num_envs * config.num_steps), 1)
-    lr = (
-        optax.linear_schedule(config.learning_rate, 0.0, num_updates)
-        if config.anneal_lr
-        else config.learning_rate
-    )
     optimizer = optax.rmsprop(
-        lr, decay=config.rms_decay, eps=config.rms_eps, initial_scale=config.rms_initial_scale
-    )
-    return with_live_bonus(
-        lambda e: make_onpolicy(
-            config,
-            e,
-            make_loss=make_loss(config),
-            optimizer=optimizer,
-            max_grad_norm=config.max_grad_norm,
-            num_epochs=1,
-            num_minibatches=1,
-        ),
-        config,
-        env,
-    )
+        annealed(config.learning_rate, config.anneal_lr, num_updates), decay=config.rms_decay,
+        eps=config.rms_eps, initial_scale=config.rms_initial_scale)
+    return make_learner(config, env, make_loss(config), optimizer, 1, 1)
 
 
 __all__ = ["PRESETS", "Config", "make_loss", "make_train", "objective", "preset"]

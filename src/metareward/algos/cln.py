@@ -153,7 +153,13 @@ from metareward.algos.common import (
     scan_train,
     zero_counters,
 )
-from metareward.algos.onpolicy import PPOBase, batch_geometry, check_env, obs_preprocessor
+from metareward.algos.onpolicy import (
+    PPOBase,
+    annealed,
+    batch_geometry,
+    check_env,
+    obs_preprocessor,
+)
 from metareward.envs.spec import EnvSpec
 from metareward.envs.wrappers import VmapWrapper
 from metareward.meta import unrolled_hypergrad
@@ -1339,8 +1345,7 @@ def make_parts(config: Config, env: Env, reward_body: nn.Module | None = None) -
     if buffer_rows < T:
         raise ValueError(f"reward_buffer_size={config.reward_buffer_size} holds fewer than "
                          f"num_steps={T} rows of {N} envs")
-    lr = (optax.linear_schedule(config.learning_rate, 0.0, num_updates * E * M)
-          if config.anneal_lr else config.learning_rate)
+    lr = annealed(config.learning_rate, config.anneal_lr, num_updates * E * M)
     if reward_body is None:
         reward_body = RewardBody(spec.discrete, config.reward_hidden, config.reward_activation)
     F = _feature_size(reward_body, spec)

@@ -78,7 +78,7 @@ from flax import struct
 from jax.flatten_util import ravel_pytree
 
 from metareward.algos import config as cfg
-from metareward.algos.common import scan_train
+from metareward.algos.common import LearnerBase, scan_train
 from metareward.algos.policy import check_one_seed
 from metareward.axes import gather_members, local_members
 from metareward.envs.spec import EnvSpec
@@ -1099,7 +1099,8 @@ def evaluate(parts: Parts, state: EpgState, key: jax.Array, num_episodes: int = 
     return out["final_return"]
 
 
-class Trainer(NamedTuple):
+@dataclasses.dataclass(frozen=True, eq=False)
+class Trainer(LearnerBase):
     """EPG bound to a config and a randomised env; all functions pure and jittable (the
     module's stages bound to :attr:`parts`).
 
@@ -1121,21 +1122,12 @@ class Trainer(NamedTuple):
     :func:`inner_init`, :func:`alpha_at`, ...) take ``trainer.parts`` as first argument.
     """
 
-    config: Config
-    env: Env
-    spec: EnvSpec
     parts: Parts
     loss_net: EPGLoss
     policy: nn.Module
-    num_updates: int
-    init: Callable[[jax.Array], EpgState]
-    update: Callable[[EpgState], tuple[EpgState, Metrics]]
-    train: Callable[[jax.Array], tuple[EpgState, Metrics]]
-    act: Callable[..., jax.Array]
     policy_init: Callable[[jax.Array], InnerState]
     inner: Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
     meta_test: Callable[..., Metrics]
-    evaluate: Callable[..., jax.Array]
     #: The population axis for sharding (``metareward.runtime.sharding``): members live
     #: only inside ``update``, split over the mesh's "members" devices there (es_grad).
     population_sizes: tuple[int, ...] = ()

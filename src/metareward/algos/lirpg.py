@@ -83,6 +83,7 @@ from metareward.algos.common import (
 from metareward.algos.onpolicy import (
     A2CBase,
     PPOBase,
+    annealed,
     batch_geometry,
     check_env,
     obs_preprocessor,
@@ -107,22 +108,46 @@ Metrics = dict[str, jax.Array]
 LOOKAHEADS = ("exact", "constant_second_moment")
 
 
-def _check_lirpg_fields(c: Any) -> None:
-    """The checks of the fields both flavours add to their on-policy base."""
-    cfg.check("lookahead", c.lookahead, c.lookahead in LOOKAHEADS,
-              f"one of {', '.join(map(repr, LOOKAHEADS))}")
-    cfg.positive("intrinsic_learning_rate", c.intrinsic_learning_rate)
-    for name in ("v_ex_coef", "r_ex_coef", "r_in_coef"):
-        cfg.non_negative(name, getattr(c, name))
-    if not cfg.is_traced(c.r_ex_coef, c.r_in_coef):
-        cfg.check("r_ex_coef, r_in_coef", (c.r_ex_coef, c.r_in_coef),
-                  c.r_ex_coef > 0 or c.r_in_coef > 0, "at least one of them > 0")
-    cfg.hidden_sizes("reward_hidden", c.reward_hidden)
-    object.__setattr__(c, "reward_hidden", tuple(c.reward_hidden))
+@dataclasses.dataclass(frozen=True)
+class IntrinsicFields:
+    """The fields LIRPG adds to its on-policy base (:class:`Config` on PPO,
+    :class:`A2CConfig` on A2C), with the PPO flavour's defaults, and their checks (run
+    after the base's).
+
+    Attributes:
+      intrinsic_learning_rate: Step size of ``eta`` (the intrinsic reward and ``V_ex``).
+      v_ex_coef: Weight of ``V_ex``'s regression in the meta-objective.
+      r_ex_coef: Weight of the extrinsic reward in the policy's reward ``r_ex_coef r_ex +
+        r_in_coef r_in`` (``lirpg_slides.md``: ``G^{ex+in}``'s ``lambda`` is
+        ``r_in_coef``).
+      r_in_coef: Weight of the intrinsic reward there.
+      reward_hidden: Hidden sizes of the default intrinsic reward net.
+      lookahead: One of :data:`LOOKAHEADS` (see :class:`Config`).
+    """
+
+    intrinsic_learning_rate: float = 1e-4
+    v_ex_coef: float = 0.5
+    r_ex_coef: float = 0.0
+    r_in_coef: float = 1.0
+    reward_hidden: tuple[int, ...] = (64, 64)
+    lookahead: str = "constant_second_moment"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()  # the on-policy base's checks
+        cfg.check("lookahead", self.lookahead, self.lookahead in LOOKAHEADS,
+                  f"one of {', '.join(map(repr, LOOKAHEADS))}")
+        cfg.positive("intrinsic_learning_rate", self.intrinsic_learning_rate)
+        for name in ("v_ex_coef", "r_ex_coef", "r_in_coef"):
+            cfg.non_negative(name, getattr(self, name))
+        if not cfg.is_traced(self.r_ex_coef, self.r_in_coef):
+            cfg.check("r_ex_coef, r_in_coef", (self.r_ex_coef, self.r_in_coef),
+                      self.r_ex_coef > 0 or self.r_in_coef > 0, "at least one of them > 0")
+        cfg.hidden_sizes("reward_hidden", self.reward_hidden)
+        object.__setattr__(self, "reward_hidden", tuple(self.reward_hidden))
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(PPOBase):
+class Config(IntrinsicFields, PPOBase):
     """LIRPG on PPO. Defaults: the authors' delayed-MuJoCo settings (``ppo2``,
     ``run_mujoco.py``): 1 env x 2048 steps, 10 epochs of 32 minibatches, Adam (eps 1e-5)
     with constant policy lr 3e-4 and intrinsic lr 1e-4, gamma 0.99, lambda 0.95, clip
@@ -151,20 +176,10 @@ class Config(PPOBase):
     # (PPOBase's fields, with the authors' constant learning rate and clipped value loss)
     anneal_lr: bool = False
     vf_clip_eps: float | None = 0.2
-    intrinsic_learning_rate: float = 1e-4
-    v_ex_coef: float = 0.5
-    r_ex_coef: float = 0.0
-    r_in_coef: float = 1.0
-    reward_hidden: tuple[int, ...] = (64, 64)
-    lookahead: str = "constant_second_moment"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _check_lirpg_fields(self)
 
 
 @dataclasses.dataclass(frozen=True)
-class A2CConfig(A2CBase):
+class A2CConfig(IntrinsicFields, A2CBase):
     """LIRPG on A2C. Defaults: the authors' Atari settings (``a2c.py``,
     ``run_atari.py``): 16 envs x 5 steps, RMSProp (decay 0.99, eps 1e-5, TensorFlow's
     accumulator start 1) at 7e-4 for both policy and intrinsic reward, linearly
@@ -181,12 +196,7 @@ class A2CConfig(A2CBase):
     v_ex_coef: float = 0.1
     r_ex_coef: float = 1.0
     r_in_coef: float = 0.01
-    reward_hidden: tuple[int, ...] = (64, 64)
     lookahead: str = "exact"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _check_lirpg_fields(self)
 
 
 #: Settings for the small gymnax envs (used by the tests and the benchmark).
@@ -311,8 +321,8 @@ class Trainer(LearnerBase):
 def _optimizers(config: Any, num_steps: int) -> tuple[optax.GradientTransformation, ...]:
     """``(policy, intrinsic)`` optimisers; ``num_steps`` gradient steps in the run."""
 
-    def lr(value: float):
-        return optax.linear_schedule(value, 0.0, num_steps) if config.anneal_lr else value
+    def lr(value: float) -> optax.ScalarOrSchedule:
+        return annealed(value, config.anneal_lr, num_steps)
 
     if isinstance(config, Config):
         return tuple(optax.adam(lr(v), eps=config.adam_eps)
@@ -882,6 +892,7 @@ __all__ = [
     "A2CConfig",
     "Batch",
     "Config",
+    "IntrinsicFields",
     "LirpgState",
     "Minibatch",
     "Parts",

@@ -105,7 +105,7 @@ from jax.flatten_util import ravel_pytree
 
 from metareward.algos import config as cfg
 from metareward.algos import td3
-from metareward.algos.common import episode_evaluator, scan_train
+from metareward.algos.common import LearnerBase, episode_evaluator, scan_train
 from metareward.algos.onpolicy import check_env, obs_preprocessor
 from metareward.algos.policy import Policy
 from metareward.axes import local_members, mean_members, sum_members
@@ -506,11 +506,13 @@ class Parts(NamedTuple):
         return c.window_sampler == "episode" or c.annealing == "from_start"
 
 
-class Trainer(NamedTuple):
+@dataclasses.dataclass(frozen=True, eq=False)
+class Trainer(LearnerBase):
     """MetaGenRL bound to a config and its envs; all functions pure and jittable.
 
-    Beyond the :class:`~metareward.algos.registry.Learner` protocol (``env``: the first
-    of ``envs``; ``act`` and ``evaluate``: agent 0 of the first env, or ``agent`` of
+    Beyond the :class:`~metareward.algos.registry.Learner` protocol
+    (:class:`~metareward.algos.common.LearnerBase`; ``env`` and ``spec``: the first of
+    ``envs``; ``act`` and ``evaluate``: agent 0 of the first env, or ``agent`` of
     ``group``):
 
     * ``groups``: the static :class:`Group` s; ``objective``: the
@@ -524,17 +526,9 @@ class Trainer(NamedTuple):
     functions of the :class:`Parts` that :func:`make_parts` builds.
     """
 
-    config: Config
-    env: Env
     envs: tuple[Env, ...]
     groups: tuple[Group, ...]
     objective: ObjectiveLSTM
-    num_updates: int
-    init: Callable[[jax.Array], MetaGenRLState]
-    update: Callable[[MetaGenRLState], tuple[MetaGenRLState, Metrics]]
-    train: Callable[[jax.Array], tuple[MetaGenRLState, Metrics]]
-    act: Callable[..., jax.Array]
-    evaluate: Callable[..., jax.Array]
     meta_test: Callable[..., Metrics]
     #: Per-env returns and their episode counts, for the runner (NaN where none ended).
     episode_metric_names: dict[str, str]
@@ -1665,6 +1659,7 @@ def make_train(config: Config, env: Env | Sequence[Env]) -> Trainer:
     return Trainer(
         config=config,
         env=parts.groups[0].env,
+        spec=parts.groups[0].spec,
         envs=tuple(g.env for g in parts.groups),
         groups=parts.groups,
         objective=parts.objective,

@@ -534,6 +534,44 @@ def with_live_bonus(build: Callable[[Env], Trainer], config: Any, env: Env) -> T
     return trainer._replace(env=env, evaluate=evaluate)
 
 
+def make_learner(
+    config: Any,
+    env: Env,
+    make_loss: Callable[[nn.Module, nn.Module], LossFn],
+    optimizer: optax.GradientTransformation,
+    num_epochs: int,
+    num_minibatches: int,
+) -> Trainer:
+    """:func:`make_onpolicy` with the config's gradient clip and its ``live_bonus``
+    (:func:`with_live_bonus`): how PPO and A2C build their learners.
+
+    Args:
+        config: A :class:`BaseConfig` with ``live_bonus``.
+        env: The env without the bonus.
+        make_loss: ``make_loss(policy, value) -> loss(params, batch)``.
+        optimizer: The optimiser of the flat parameter vector.
+        num_epochs: Passes over each rollout.
+        num_minibatches: Minibatches per pass.
+
+    Returns:
+        The learner.
+    """
+
+    def build(e: Env) -> Trainer:
+        return make_onpolicy(config, e, make_loss=make_loss, optimizer=optimizer,
+                             max_grad_norm=config.max_grad_norm, num_epochs=num_epochs,
+                             num_minibatches=num_minibatches)
+
+    return with_live_bonus(build, config, env)
+
+
+def annealed(learning_rate: float | jax.Array, anneal: bool, steps: int) -> optax.ScalarOrSchedule:
+    """``learning_rate`` decayed linearly to 0 over ``steps`` optimiser steps if
+    ``anneal`` (the ``anneal_lr`` of PPO, A2C, REINFORCE, LIRPG, CLN and TARE), else the
+    constant ``learning_rate``."""
+    return optax.linear_schedule(learning_rate, 0.0, steps) if anneal else learning_rate
+
+
 def check_finite(metrics: Metrics) -> None:
     """Raises ``FloatingPointError`` naming the first update whose loss was not finite.
 
@@ -553,6 +591,7 @@ def check_finite(metrics: Metrics) -> None:
 
 
 __all__ = ["A2CBase", "BaseConfig", "Batch", "LiveBonus", "LossFn", "Objective", "PPOBase",
-           "Parts", "TrainState", "Trainer", "act", "batch_geometry", "check_env",
-           "check_finite", "collect", "init_state", "make_loss", "make_onpolicy",
-           "obs_preprocessor", "optimise", "sgd_step", "update", "with_live_bonus"]
+           "Parts", "TrainState", "Trainer", "act", "annealed", "batch_geometry",
+           "check_env", "check_finite", "collect", "init_state", "make_learner",
+           "make_loss", "make_onpolicy", "obs_preprocessor", "optimise", "sgd_step",
+           "update", "with_live_bonus"]

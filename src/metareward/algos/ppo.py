@@ -31,7 +31,8 @@ from metareward.algos.onpolicy import (
     Objective,
     PPOBase,
     Trainer,
-    make_onpolicy,
+    annealed,
+    make_learner,
     with_live_bonus,
 )
 from metareward.rl.losses import ppo_loss
@@ -106,25 +107,10 @@ def make_train(config: Config, env: Env) -> Trainer:
         raise TypeError(f"expected metareward.algos.ppo.Config, got {type(config).__name__}")
     num_updates = config.total_steps // (config.num_envs * config.num_steps)
     total_sgd = max(num_updates, 1) * config.num_epochs * config.num_minibatches
-    lr = (
-        optax.linear_schedule(config.learning_rate, 0.0, total_sgd)
-        if config.anneal_lr
-        else config.learning_rate
-    )
-    optimizer = optax.adam(lr, eps=config.adam_eps)
-    return with_live_bonus(
-        lambda e: make_onpolicy(
-            config,
-            e,
-            make_loss=make_loss(config),
-            optimizer=optimizer,
-            max_grad_norm=config.max_grad_norm,
-            num_epochs=config.num_epochs,
-            num_minibatches=config.num_minibatches,
-        ),
-        config,
-        env,
-    )
+    optimizer = optax.adam(annealed(config.learning_rate, config.anneal_lr, total_sgd),
+                           eps=config.adam_eps)
+    return make_learner(config, env, make_loss(config), optimizer, config.num_epochs,
+                        config.num_minibatches)
 
 
 __all__ = ["PRESETS", "TUNED", "Config", "LiveBonus", "make_loss", "make_train", "objective",

@@ -34,7 +34,7 @@ from brax.envs.base import Env
 
 from metareward.algos import a2c, onpolicy
 from metareward.algos import config as cfg
-from metareward.algos.onpolicy import BaseConfig, LossFn, Trainer, make_onpolicy
+from metareward.algos.onpolicy import BaseConfig, LossFn, Trainer, annealed, make_onpolicy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,8 +85,7 @@ def make_train(config: Config, env: Env) -> Trainer:
         raise TypeError(
             f"expected metareward.algos.reinforce.Config, got {type(config).__name__}")
     num_updates = max(config.total_steps // (config.num_envs * config.num_steps), 1)
-    lr = (optax.linear_schedule(config.learning_rate, 0.0, num_updates * config.num_epochs)
-          if config.anneal_lr else config.learning_rate)
+    lr = annealed(config.learning_rate, config.anneal_lr, num_updates * config.num_epochs)
     return make_onpolicy(
         config, env, make_loss=make_loss(config), optimizer=optax.adam(lr),
         max_grad_norm=(config.max_grad_norm if config.max_grad_norm is not None

@@ -231,7 +231,9 @@ def _prepare(
 
 
 class _RewardNetBase(nn.Module):
-    """Fields shared by TARE's reward nets (see the comment block above)."""
+    """Fields and the call shared by TARE's reward nets (see the comment block above): a
+    subclass defines ``features(sa, rt, done)``, the torso between the prepared inputs
+    and the bounded head."""
 
     discrete: bool
     action_size: int
@@ -239,11 +241,17 @@ class _RewardNetBase(nn.Module):
     lstm_hidden: int = 32
     bound: float = 20.0
 
-    def _inputs(
+    @nn.compact
+    def __call__(
         self, obs: jax.Array, action: jax.Array, reward: jax.Array, t: jax.Array, done: jax.Array
-    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    ) -> jax.Array:
         _check_sizes(self.action_size, self.hidden, self.lstm_hidden, self.bound)
-        return _prepare(self.discrete, self.action_size, obs, action, reward, t, done)
+        sa, rt, done = _prepare(self.discrete, self.action_size, obs, action, reward, t, done)
+        return BoundedHead(self.bound, name="head")(self.features(sa, rt, done))
+
+    def features(self, sa: jax.Array, rt: jax.Array, done: jax.Array) -> jax.Array:
+        """The torso's features ``[T, *B, width]`` of ``[s, a]``, ``[r, t]`` and ``done``."""
+        raise NotImplementedError
 
 
 class MLPConcatReward(_RewardNetBase):
@@ -253,13 +261,8 @@ class MLPConcatReward(_RewardNetBase):
     ``__call__(obs, action, reward, t, done) -> [T, *B]``.
     """
 
-    @nn.compact
-    def __call__(
-        self, obs: jax.Array, action: jax.Array, reward: jax.Array, t: jax.Array, done: jax.Array
-    ) -> jax.Array:
-        sa, rt, _ = self._inputs(obs, action, reward, t, done)
-        x = DenseLNStack(self.hidden, 2, name="torso")(jnp.concatenate([sa, rt], axis=-1))
-        return BoundedHead(self.bound, name="head")(x)
+    def features(self, sa: jax.Array, rt: jax.Array, done: jax.Array) -> jax.Array:
+        return DenseLNStack(self.hidden, 2, name="torso")(jnp.concatenate([sa, rt], axis=-1))
 
 
 class MLPMulReward(_RewardNetBase):
@@ -271,15 +274,10 @@ class MLPMulReward(_RewardNetBase):
     ``__call__(obs, action, reward, t, done) -> [T, *B]``.
     """
 
-    @nn.compact
-    def __call__(
-        self, obs: jax.Array, action: jax.Array, reward: jax.Array, t: jax.Array, done: jax.Array
-    ) -> jax.Array:
-        sa, rt, _ = self._inputs(obs, action, reward, t, done)
+    def features(self, sa: jax.Array, rt: jax.Array, done: jax.Array) -> jax.Array:
         h = DenseLNStack(self.hidden, 2, name="sa_embed")(sa)
         h = h * DenseLNStack(self.hidden, 2, name="rt_embed")(rt)
-        h = DenseLNStack(self.hidden, 2, name="torso")(h)
-        return BoundedHead(self.bound, name="head")(h)
+        return DenseLNStack(self.hidden, 2, name="torso")(h)
 
 
 class LSTMConcatReward(_RewardNetBase):
@@ -295,15 +293,11 @@ class LSTMConcatReward(_RewardNetBase):
     backward: bool = False
     num_layers: int = 2
 
-    @nn.compact
-    def __call__(
-        self, obs: jax.Array, action: jax.Array, reward: jax.Array, t: jax.Array, done: jax.Array
-    ) -> jax.Array:
-        sa, rt, done = self._inputs(obs, action, reward, t, done)
+    def features(self, sa: jax.Array, rt: jax.Array, done: jax.Array) -> jax.Array:
         h = jnp.concatenate([sa, rt], axis=-1)
         for i in range(self.num_layers):
             h = EpisodicLSTM(self.lstm_hidden, self.backward, name=f"lstm{i}")(h, done)
-        return BoundedHead(self.bound, name="head")(h)
+        return h
 
 
 class LSTMMulReward(_RewardNetBase):
@@ -321,16 +315,12 @@ class LSTMMulReward(_RewardNetBase):
     backward: bool = True
     num_layers: int = 1
 
-    @nn.compact
-    def __call__(
-        self, obs: jax.Array, action: jax.Array, reward: jax.Array, t: jax.Array, done: jax.Array
-    ) -> jax.Array:
-        sa, rt, done = self._inputs(obs, action, reward, t, done)
+    def features(self, sa: jax.Array, rt: jax.Array, done: jax.Array) -> jax.Array:
         h = DenseLNStack(self.hidden, 2, name="sa_embed")(sa)
         h = h * DenseLNStack(self.hidden, 2, name="rt_embed")(rt)
         for i in range(self.num_layers):
             h = EpisodicLSTM(self.lstm_hidden, self.backward, name=f"lstm{i}")(h, done)
-        return BoundedHead(self.bound, name="head")(h)
+        return h
 
 
 class PerStep(nn.Module):

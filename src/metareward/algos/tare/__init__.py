@@ -123,7 +123,7 @@ from jax.flatten_util import ravel_pytree
 
 from metareward.algos import config as cfg
 from metareward.algos.common import LearnerBase, episode_evaluator, scan_train
-from metareward.algos.onpolicy import check_env, obs_preprocessor
+from metareward.algos.onpolicy import annealed, check_env, obs_preprocessor
 from metareward.algos.tare import awr, ppo
 from metareward.algos.tare.config import (
     AWR_PRESETS,
@@ -216,8 +216,8 @@ def _optimizers(c: Config | AWRConfig, num_updates: int
     if isinstance(c, Config):
         rounds = 2 if c.swap else 1
         steps = num_updates * rounds * c.num_epochs * c.num_minibatches
-        lr = optax.linear_schedule(c.learning_rate, 0.0, steps) if c.anneal_lr else c.learning_rate
-        inner = {"agent": optax.adam(lr, eps=c.adam_eps)}
+        inner = {"agent": optax.adam(annealed(c.learning_rate, c.anneal_lr, steps),
+                                     eps=c.adam_eps)}
     else:
         inner = {"policy": optax.sgd(c.policy_lr, momentum=c.momentum),
                  "value": optax.sgd(c.value_lr, momentum=c.momentum)}

@@ -26,7 +26,6 @@ from metareward.algos.tare.core import (
     Segment,
     TareState,
     collect,
-    episode_param_return,
     finish_update,
     flat_params,
     make_segment,
@@ -44,7 +43,7 @@ from metareward.algos.tare.reward import (
 from metareward.rl import replay
 from metareward.rl.losses import awr_policy_loss, awr_weights
 from metareward.rl.normalize import RunningStats
-from metareward.rl.rollout import Transition
+from metareward.rl.rollout import Transition, episodic_sum
 
 Index = tuple[jax.Array, jax.Array]
 
@@ -254,7 +253,7 @@ def update(parts: Parts, state: TareState) -> tuple[TareState, Metrics]:
     seg = buffer_segment(parts, data)
     newest = jax.tree.map(lambda x: x[parts.buffer_rows - c.num_steps:], seg)
     r_phi = learned_reward(parts, state.params["reward"], newest)
-    param_run, param_ret = episode_param_return(state.param_return, r_phi, traj.done)
+    param_run, param_ret = episodic_sum(state.param_return, r_phi, traj.done)
     k_split, k_rounds = jax.random.split(key)
     p, opt = state.params, state.opt_state
     carry = (flat_params(p, "policy"), flat_params(p, "value"), opt["policy"], opt["value"],

@@ -366,22 +366,6 @@ def reward_by_action(spec: EnvSpec, r_phi: jax.Array, action: jax.Array) -> Metr
     return out
 
 
-def episode_param_return(param_return: jax.Array, r_phi: jax.Array, done: jax.Array
-                         ) -> tuple[jax.Array, jax.Array]:
-    """Running per-episode sums of ``r_phi`` ``[N]`` carried over the rollout ``[T, N]``,
-    and the mean over the episodes that ended (NaN if none did)."""
-
-    def accumulate(run, x):
-        r, d = x
-        total = run + r
-        return jnp.where(d > 0, 0.0, total), jnp.where(d > 0, total, 0.0)
-
-    run, ended = jax.lax.scan(accumulate, param_return, (r_phi, done))
-    n = jnp.sum(done)
-    mean = jnp.where(n > 0, jnp.sum(ended) / jnp.maximum(n, 1), jnp.nan)
-    return run, mean
-
-
 def finish_update(parts: Parts, state: TareState, traj: Transition, r_phi: jax.Array,
                   round_metrics: Metrics, **new: Any) -> tuple[TareState, Metrics]:
     """The end of an update (both flavours): the metrics of the rounds (averaged), of the
@@ -412,6 +396,6 @@ def finish_update(parts: Parts, state: TareState, traj: Transition, r_phi: jax.A
 
 
 __all__ = ["PARAM_GROUPS", "Parts", "Segment", "TareState", "act", "collect",
-           "episode_param_return", "finish_update", "flat_params", "init", "init_params",
+           "finish_update", "flat_params", "init", "init_params",
            "make_segment", "policy_params", "reward_by_action", "rollout_rows",
            "rollout_segment", "row_example", "split_columns", "take", "values"]

@@ -20,7 +20,6 @@ from metareward.algos.tare.core import (
     Segment,
     TareState,
     collect,
-    episode_param_return,
     finish_update,
     flat_params,
     make_segment,
@@ -31,6 +30,7 @@ from metareward.algos.tare.core import (
 from metareward.algos.tare.reward import eq11_loss, learned_reward, param_advantage, reward_update
 from metareward.rl.grads import clip_by_global_norm
 from metareward.rl.losses import ppo_loss
+from metareward.rl.rollout import episodic_sum
 from metareward.rl.stats import standardize
 
 Batch = dict[str, jax.Array]
@@ -170,7 +170,7 @@ def update(parts: Parts, state: TareState) -> tuple[TareState, Metrics]:
     seg = make_segment(parts, state.params, state.obs_stats, state.reward_stats,
                        rollout_rows(traj, time), traj.log_prob)
     r_phi = learned_reward(parts, state.params["reward"], seg)
-    param_run, param_ret = episode_param_return(state.param_return, r_phi, traj.done)
+    param_run, param_ret = episodic_sum(state.param_return, r_phi, traj.done)
     k_split, k_rounds = jax.random.split(key)
     theta = flat_params(state.params, "agent")
     phi = flat_params(state.params, "reward")
