@@ -81,12 +81,12 @@ from metareward.algos.common import (
     zero_counters,
 )
 from metareward.algos.onpolicy import check_env, obs_preprocessor
-from metareward.algos.td3 import clipped_step
 from metareward.envs.spec import EnvSpec
 from metareward.envs.wrappers import VmapWrapper
 from metareward.nets.policies import ValueNet, make_policy
 from metareward.rl import replay
 from metareward.rl.gae import gae
+from metareward.rl.grads import clipped_step
 from metareward.rl.losses import awr_policy_loss, awr_weights
 from metareward.rl.normalize import RunningStats
 from metareward.rl.replay import ReplayBuffer
@@ -412,14 +412,7 @@ def collect(
             keep = state.env_steps < config.normalizer_samples
             updated = jax.tree.map(lambda a, b: jnp.where(keep, a, b), updated, stats)
         stats = updated
-    rows = replay.Row(
-        obs=obs_flat,
-        action=traj.action,
-        reward=(traj.reward * config.reward_scale).astype(jnp.float32),
-        done=traj.done.astype(jnp.float32),
-        truncation=traj.truncation.astype(jnp.float32),
-        next_obs=parts.flatten_obs(traj.next_obs).astype(jnp.float32),
-    )
+    rows = replay.Row.from_rollout(traj, parts.flatten_obs, config.reward_scale)
     return env_state, traj, stats, replay.insert(state.buffer, rows)
 
 
@@ -537,7 +530,7 @@ def sgd_step(
     carry: tuple[jax.Array, optax.OptState, jax.Array],
     batch: tuple[jax.Array, ...],
 ) -> tuple[tuple[jax.Array, optax.OptState, jax.Array], Metrics]:
-    """One minibatch step on a flat parameter vector (:func:`metareward.algos.td3.
+    """One minibatch step on a flat parameter vector (:func:`metareward.rl.grads.
     clipped_step`): a non-finite loss or gradient keeps the parameters and is counted.
 
     Args:

@@ -680,9 +680,9 @@ def meta_gradient(parts: Parts, theta: Params, opt_state: optax.OptState, eta: P
 
     Args:
         parts: The learner's static parts.
-        theta: ``{"policy", "value"}`` parameters, or the learner's flat vector of them.
-        opt_state: ``parts.agent_opt``'s state, of ``theta``'s structure.
-        eta: ``{"reward", "value_ex"}`` parameters, or the learner's flat vector.
+        theta: ``theta`` as for :func:`lookahead`.
+        opt_state: The policy optimiser's state, as for :func:`lookahead`.
+        eta: ``eta`` as for :func:`lookahead`.
         batch: The rollout.
         mb: The minibatch.
 

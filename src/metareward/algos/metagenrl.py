@@ -115,6 +115,7 @@ from metareward.meta import unrolled_hypergrad
 from metareward.nets.metagenrl import ObjectiveLSTM
 from metareward.rl import replay
 from metareward.rl.gae import discounted_cumsum
+from metareward.rl.grads import clipped_step
 from metareward.rl.replay import RingBuffer, Row
 from metareward.rl.stats import masked_mean
 
@@ -839,7 +840,7 @@ def update_critic(
         loss = sum(masked_mean(jnp.square(q[i] - y), mask) for i in range(q.shape[0]))
         return loss, {"critic_loss": loss, "q_mean": masked_mean(q[0], mask)}
 
-    c_flat, opt_state, ok, _, aux = td3.clipped_step(
+    c_flat, opt_state, ok, _, aux = clipped_step(
         critic_loss, parts.optimizers["critic"], c_flat, opt_state, None
     )
     return c_unravel(c_flat), opt_state, ok, aux
@@ -1103,7 +1104,7 @@ def update_policy(
         q = q_objective(group, ap, critic_params, win.obs, mask)
         return p * l_mean - (1.0 - p) * q, {"objective_value": l_mean, "q_pi": q}
 
-    a_flat, opt_state, ok, _, aux = td3.clipped_step(
+    a_flat, opt_state, ok, _, aux = clipped_step(
         loss, parts.optimizers["actor"], a_flat, opt_state, parts.config.policy_grad_clip
     )
     return a_unravel(a_flat), opt_state, ok, aux

@@ -67,6 +67,7 @@ from metareward.envs.spec import EnvSpec
 from metareward.envs.wrappers import VmapWrapper
 from metareward.nets.policies import DeterministicPolicy, QNetwork
 from metareward.rl import replay
+from metareward.rl.grads import clipped_step
 from metareward.rl.replay import RingBuffer
 from metareward.rl.rollout import episode_metrics, rollout
 
@@ -260,39 +261,6 @@ def polyak(target: Params, online: Params, tau: float) -> Params:
     return jax.tree.map(lambda t, o: tau * o + (1.0 - tau) * t, target, online)
 
 
-def clipped_step(
-    loss_fn: Callable[[jax.Array], tuple[jax.Array, Metrics]],
-    optimizer: optax.GradientTransformation,
-    flat: jax.Array,
-    opt_state: optax.OptState,
-    max_grad_norm: float | None,
-) -> tuple[jax.Array, optax.OptState, jax.Array, jax.Array, Metrics]:
-    """One optimiser step on a flat parameter vector.
-
-    The gradient is clipped to ``max_grad_norm`` (if given); a non-finite loss or
-    gradient feeds the optimiser a zero gradient and keeps the parameters.
-
-    Args:
-        loss_fn: ``loss_fn(flat) -> (loss, aux)``.
-        optimizer: The optimiser.
-        flat: The flat parameter vector.
-        opt_state: Its optimiser state.
-        max_grad_norm: Global-norm clip, or ``None``.
-
-    Returns:
-        ``(flat, opt_state, ok, loss, aux)``; ``ok`` False where the step was skipped;
-        ``aux`` gains ``grad_norm``.
-    """
-    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(flat)
-    norm = jnp.sqrt(jnp.sum(grads**2))
-    ok = jnp.isfinite(loss) & jnp.isfinite(norm)
-    if max_grad_norm is not None:
-        grads = grads * jnp.minimum(1.0, max_grad_norm / (norm + 1e-6))
-    grads = jnp.where(ok, grads, 0.0)
-    updates, new_state = optimizer.update(grads, opt_state, flat)
-    return jnp.where(ok, flat + updates, flat), new_state, ok, loss, {**aux, "grad_norm": norm}
-
-
 def init_params(parts: Parts, k_pi: jax.Array, k_q: jax.Array) -> Params:
     """TD3, Algorithm 1, first line: random actor ``phi`` and critics ``theta_i``.
 
@@ -456,14 +424,7 @@ def collect(parts: Parts, state: TD3State, key: jax.Array) -> tuple[State, Any, 
         return a, a, jnp.zeros(a.shape[:-1], jnp.float32)
 
     env_state, traj = rollout(parts.venv, state.env_state, policy_act, key, config.num_steps)
-    rows = replay.Row(
-        obs=parts.flatten_obs(traj.obs).astype(jnp.float32),
-        action=traj.action,
-        reward=(traj.reward * config.reward_scale).astype(jnp.float32),
-        done=traj.done.astype(jnp.float32),
-        truncation=traj.truncation.astype(jnp.float32),
-        next_obs=parts.flatten_obs(traj.next_obs).astype(jnp.float32),
-    )
+    rows = replay.Row.from_rollout(traj, parts.flatten_obs, config.reward_scale)
     return env_state, traj, replay.ring_insert(state.buffer, rows)
 
 

@@ -67,6 +67,38 @@ class Row(NamedTuple):
         """``done * (1 - truncation)``: 1 where the episode truly ended (no bootstrap)."""
         return self.done * (1.0 - self.truncation.astype(self.done.dtype))
 
+    @classmethod
+    def from_rollout(
+        cls,
+        traj: Any,
+        flatten_obs: Callable[[jax.Array], jax.Array],
+        reward_scale: float | jax.Array | None = None,
+        time: jax.Array | None = None,
+    ) -> Row:
+        """The rows of a time-major rollout (:class:`metareward.rl.rollout.Transition`
+        ``[T, N, ...]``): observations flattened, everything but the action float32.
+
+        Args:
+            traj: The rollout.
+            flatten_obs: Flattens the env's observations to ``[..., obs_size]``.
+            reward_scale: Stored rewards are ``reward_scale`` times the env's (``None``:
+                the env's).
+            time: The optional ``time`` column.
+
+        Returns:
+            ``[T, N]`` rows.
+        """
+        reward = traj.reward if reward_scale is None else traj.reward * reward_scale
+        return cls(
+            obs=flatten_obs(traj.obs).astype(jnp.float32),
+            action=traj.action,
+            reward=reward.astype(jnp.float32),
+            done=traj.done.astype(jnp.float32),
+            truncation=traj.truncation.astype(jnp.float32),
+            next_obs=flatten_obs(traj.next_obs).astype(jnp.float32),
+            time=time,
+        )
+
 
 class _Shape:
     """The static sizes of a buffer's ``data`` (``[L, N, ...]`` leaves)."""

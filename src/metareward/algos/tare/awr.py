@@ -41,6 +41,7 @@ from metareward.algos.tare.reward import (
     valid_mean_std,
 )
 from metareward.rl import replay
+from metareward.rl.grads import clipped_step
 from metareward.rl.losses import awr_policy_loss, awr_weights
 from metareward.rl.normalize import RunningStats
 from metareward.rl.rollout import Transition, episodic_sum
@@ -75,10 +76,7 @@ def buffer_data(parts: Parts, state: TareState, traj: Transition, time: jax.Arra
     Returns:
       ``(the new buffer, BufferData)``.
     """
-    f = parts.flatten_obs
-    row = replay.Row(obs=f(traj.obs), action=traj.action, reward=traj.reward,
-                     done=traj.done, truncation=traj.truncation, next_obs=f(traj.next_obs),
-                     time=time)
+    row = replay.Row.from_rollout(traj, parts.flatten_obs, time=time)
     buf = replay.insert(state.buffer, row)
     L = parts.buffer_rows
     done = jnp.where((jnp.arange(L) == L - buf.size - 1)[:, None], 1.0, buf.data.done)
@@ -109,7 +107,8 @@ def sgd_steps(loss_fn: Callable, optimizer: optax.GradientTransformation, flat: 
               opt_state: Any, bad: jax.Array, sample: Callable[[jax.Array], Any],
               key: jax.Array, num_steps: int) -> tuple[jax.Array, Any, jax.Array, Metrics]:
     """``num_steps`` minibatch steps of ``optimizer`` on ``loss_fn(flat, batch)``,
-    ``batch = sample(key)``; a non-finite loss or gradient is skipped and counted.
+    ``batch = sample(key)`` (:func:`metareward.rl.grads.clipped_step`, unclipped); a
+    non-finite loss or gradient is skipped and counted.
 
     Returns:
       ``(flat, opt_state, bad, mean metrics)``.
@@ -117,12 +116,10 @@ def sgd_steps(loss_fn: Callable, optimizer: optax.GradientTransformation, flat: 
 
     def step(carry, k):
         flat, opt_state, bad = carry
-        (loss, aux), g = jax.value_and_grad(loss_fn, has_aux=True)(flat, sample(k))
-        norm = jnp.sqrt(jnp.sum(g**2))
-        ok = jnp.isfinite(loss) & jnp.isfinite(norm)
-        upd, opt_state = optimizer.update(jnp.where(ok, g, 0.0), opt_state, flat)
-        flat = jnp.where(ok, flat + upd, flat)
-        return (flat, opt_state, bad + (~ok)), {**aux, "grad_norm": norm}
+        batch = sample(k)
+        flat, opt_state, ok, _, aux = clipped_step(lambda f: loss_fn(f, batch), optimizer,
+                                                   flat, opt_state, None)
+        return (flat, opt_state, bad + (~ok)), aux
 
     (flat, opt_state, bad), m = jax.lax.scan(step, (flat, opt_state, bad),
                                              jax.random.split(key, num_steps))
