@@ -76,3 +76,27 @@ def test_a2c_loss_can_pass_gradients_to_the_advantages():
     g = jax.grad(lambda a: a2c_loss(LOGP, a, V, TGT, ENT, vf_coef=0.0, ent_coef=0.0,
                                     stop_advantage_gradient=False)[0])(ADV)
     np.testing.assert_allclose(g, [0.0, 0.55], rtol=1e-6)
+
+
+def test_action_bound_penalty_matches_a_loop_over_actions():
+    from metareward.rl.losses import action_bound_penalty
+
+    rng = np.random.default_rng(0)
+    mean = rng.normal(0.0, 2.0, (5, 3)).astype(np.float32)
+    low = np.array([-1.0, -0.5, -2.0], np.float32)
+    high = np.array([1.0, 0.5, 2.0], np.float32)
+    per_row = []
+    for b in range(5):
+        s = 0.0
+        for i in range(3):
+            if mean[b, i] < low[i]:
+                s += (mean[b, i] - low[i]) ** 2
+            elif mean[b, i] > high[i]:
+                s += (mean[b, i] - high[i]) ** 2
+        per_row.append(s)
+    want = 0.5 * np.mean(per_row)
+    assert want > 0
+    got = action_bound_penalty(jnp.asarray(mean), jnp.asarray(low), jnp.asarray(high))
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    inside = np.clip(mean, low, high)
+    assert float(action_bound_penalty(jnp.asarray(inside), low, high)) == 0.0

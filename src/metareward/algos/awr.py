@@ -87,7 +87,7 @@ from metareward.nets.policies import ValueNet, make_policy
 from metareward.rl import replay
 from metareward.rl.gae import gae
 from metareward.rl.grads import clipped_step
-from metareward.rl.losses import awr_policy_loss, awr_weights
+from metareward.rl.losses import action_bound_penalty, awr_policy_loss, awr_weights
 from metareward.rl.normalize import RunningStats
 from metareward.rl.replay import ReplayBuffer
 from metareward.rl.rollout import episode_metrics, rollout
@@ -496,7 +496,7 @@ def policy_loss(
     """The advantage-weighted regression loss (AWR, Algorithm 1, line 6; TARE eq. 4):
     ``-E[w log pi(a|s)]`` (:func:`metareward.rl.losses.awr_policy_loss`), plus, for
     continuous actions, ``action_bound_coef`` times the authors' action-bound penalty
-    ``0.5 E[sum_i (min(mu_i - lo_i, 0)^2 + max(mu_i - hi_i, 0)^2)]``.
+    (:func:`metareward.rl.losses.action_bound_penalty`).
 
     Args:
         parts: The static parts.
@@ -513,10 +513,7 @@ def policy_loss(
     loss = awr_policy_loss(dist.log_prob(action), weight)
     aux = {"policy_loss": loss, "entropy": jnp.mean(dist.entropy())}
     if not parts.spec.discrete:
-        mu = dist.mean
-        violation = jnp.sum(jnp.square(jnp.minimum(mu - parts.action_low, 0.0))
-                            + jnp.square(jnp.maximum(mu - parts.action_high, 0.0)), axis=-1)
-        bound = 0.5 * jnp.mean(violation)
+        bound = action_bound_penalty(dist.mean, parts.action_low, parts.action_high)
         loss = loss + parts.config.action_bound_coef * bound
         aux["bound_loss"] = bound
     return loss, aux

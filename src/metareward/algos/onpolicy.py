@@ -35,6 +35,7 @@ from metareward.envs.spec import EnvSpec
 from metareward.envs.wrappers import VmapWrapper
 from metareward.nets.policies import ValueNet, make_policy
 from metareward.rl.gae import gae
+from metareward.rl.grads import clipped_step
 from metareward.rl.normalize import RunningStats
 from metareward.rl.rollout import episode_metrics, rollout
 from metareward.rl.stats import standardize
@@ -324,8 +325,9 @@ SgdCarry = tuple[jax.Array, optax.OptState, jax.Array]
 def sgd_step(
     parts: Parts, unravel: Callable[[jax.Array], Params], carry: SgdCarry, mb: Batch
 ) -> tuple[SgdCarry, Metrics]:
-    """One clipped gradient step on a minibatch; a step whose loss or gradient is not
-    finite feeds the optimiser a zero gradient and leaves the parameters unchanged.
+    """One clipped gradient step on a minibatch (:func:`metareward.rl.grads.clipped_step`):
+    a step whose loss or gradient is not finite feeds the optimiser a zero gradient and
+    leaves the parameters unchanged.
 
     Args:
         parts: The learner's static parts.
@@ -337,18 +339,12 @@ def sgd_step(
         The new carry and the step's metrics (``loss``, ``grad_norm`` and the loss's aux).
     """
     flat, opt_state, nonfinite = carry
-    loss_flat = lambda f: parts.loss_fn(unravel(f), mb)
-    (loss, aux), grads = jax.value_and_grad(loss_flat, has_aux=True)(flat)
-    # Gradient-norm clipping is done here (not by optax) so that the norm is computed
+    # Gradient-norm clipping is done there (not by optax) so that the norm is computed
     # once and also serves the finiteness check.
-    grad_norm = jnp.sqrt(jnp.sum(grads**2))
-    ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    scale = jnp.minimum(1.0, parts.max_grad_norm / (grad_norm + 1e-6))
-    grads = jnp.where(ok, grads * scale, 0.0)
-    updates, opt_state = parts.optimizer.update(grads, opt_state, flat)
-    flat = jnp.where(ok, flat + updates, flat)
-    metrics = {"loss": loss, "grad_norm": grad_norm, **aux}
-    return (flat, opt_state, nonfinite + (~ok)), metrics
+    flat, opt_state, ok, loss, aux = clipped_step(
+        lambda f: parts.loss_fn(unravel(f), mb), parts.optimizer, flat, opt_state,
+        parts.max_grad_norm)
+    return (flat, opt_state, nonfinite + (~ok)), {"loss": loss, **aux}
 
 
 def optimise(

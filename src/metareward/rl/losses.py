@@ -118,3 +118,21 @@ def awr_policy_loss(log_prob: jax.Array, weights: jax.Array) -> jax.Array:
     (Peng et al. 2019, Algorithm 1; TARE eq. 4 with ``w = exp(A / beta)`` from
     :func:`awr_weights`)."""
     return -jnp.mean(weights * log_prob)
+
+
+def action_bound_penalty(mean: jax.Array, low: jax.Array, high: jax.Array) -> jax.Array:
+    """The AWR code's penalty on Gaussian means outside the action bounds (``xbpeng/awr``,
+    ``action_bound_loss``; not in the paper): ``0.5 E[sum_i (min(mu_i - lo_i, 0)^2 +
+    max(mu_i - hi_i, 0)^2)]``.
+
+    Args:
+        mean: The policy's means ``mu``, ``[B, A]``.
+        low: The lower action bounds ``[A]``.
+        high: The upper action bounds ``[A]``.
+
+    Returns:
+        The penalty, a scalar.
+    """
+    violation = jnp.sum(jnp.square(jnp.minimum(mean - low, 0.0))
+                        + jnp.square(jnp.maximum(mean - high, 0.0)), axis=-1)
+    return 0.5 * jnp.mean(violation)

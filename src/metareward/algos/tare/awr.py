@@ -42,7 +42,7 @@ from metareward.algos.tare.reward import (
 )
 from metareward.rl import replay
 from metareward.rl.grads import clipped_step
-from metareward.rl.losses import awr_policy_loss, awr_weights
+from metareward.rl.losses import action_bound_penalty, awr_policy_loss, awr_weights
 from metareward.rl.normalize import RunningStats
 from metareward.rl.rollout import Transition, episodic_sum
 
@@ -140,7 +140,8 @@ def value_loss(parts: Parts, vals: jax.Array, batch: tuple) -> tuple[jax.Array, 
 
 def policy_loss(parts: Parts, pol: jax.Array, batch: tuple) -> tuple[jax.Array, Metrics]:
     """AWR's policy regression (eqs. 4, 12): ``-E[w log pi(a|s)]``, plus for continuous
-    actions the AWR code's penalty on Gaussian means outside the action bounds.
+    actions the AWR code's penalty on Gaussian means outside the action bounds
+    (:func:`metareward.rl.losses.action_bound_penalty`).
     ``batch = (obs, action, weight)``."""
     c = parts.config
     obs, action, w = batch
@@ -149,10 +150,8 @@ def policy_loss(parts: Parts, pol: jax.Array, batch: tuple) -> tuple[jax.Array, 
     aux = {"policy_loss": loss, "entropy": jnp.mean(dist.entropy()),
            "weight_mean": jnp.mean(w)}
     if not parts.spec.discrete:
-        mu = dist.mean
-        viol = jnp.sum(jnp.square(jnp.minimum(mu - parts.action_low, 0.0))
-                       + jnp.square(jnp.maximum(mu - parts.action_high, 0.0)), axis=-1)
-        loss = loss + c.action_bound_coef * 0.5 * jnp.mean(viol)
+        loss = loss + c.action_bound_coef * action_bound_penalty(
+            dist.mean, parts.action_low, parts.action_high)
     return loss, aux
 
 

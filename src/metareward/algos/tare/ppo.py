@@ -28,7 +28,7 @@ from metareward.algos.tare.core import (
     take,
 )
 from metareward.algos.tare.reward import eq11_loss, learned_reward, param_advantage, reward_update
-from metareward.rl.grads import clip_by_global_norm
+from metareward.rl.grads import clipped_step
 from metareward.rl.losses import ppo_loss
 from metareward.rl.rollout import episodic_sum
 from metareward.rl.stats import standardize
@@ -77,7 +77,9 @@ def inner_loss(parts: Parts, theta: jax.Array, batch: Batch) -> tuple[jax.Array,
 def minibatch_step(parts: Parts, carry: tuple[jax.Array, Any, jax.Array], batch: Batch
                    ) -> tuple[tuple[jax.Array, Any, jax.Array], Metrics]:
     """One Adam step of ``theta`` on :func:`inner_loss`, the gradient clipped at
-    ``max_grad_norm``; a non-finite step is skipped and counted.
+    ``max_grad_norm`` (:func:`metareward.rl.grads.clipped_step`, as every learner's step);
+    a non-finite loss or gradient feeds Adam a zero gradient, keeps ``theta`` and is
+    counted.
 
     Args:
       parts: The static parts.
@@ -88,13 +90,10 @@ def minibatch_step(parts: Parts, carry: tuple[jax.Array, Any, jax.Array], batch:
       ``(carry, metrics)``.
     """
     theta, opt, bad = carry
-    (loss, aux), g = jax.value_and_grad(lambda th: inner_loss(parts, th, batch),
-                                        has_aux=True)(theta)
-    g, norm, ok = clip_by_global_norm(g, parts.config.max_grad_norm)
-    ok = ok & jnp.isfinite(loss)
-    upd, opt = parts.optimizers["agent"].update(g, opt, theta)
-    theta = jnp.where(ok, theta + upd, theta)
-    return (theta, opt, bad + (~ok)), {"loss": loss, "grad_norm": norm, **aux}
+    theta, opt, ok, loss, aux = clipped_step(
+        lambda th: inner_loss(parts, th, batch), parts.optimizers["agent"], theta, opt,
+        parts.config.max_grad_norm)
+    return (theta, opt, bad + (~ok)), {"loss": loss, **aux}
 
 
 def inner_step(parts: Parts, theta: jax.Array, opt: Any, bad: jax.Array, phi: jax.Array,
