@@ -79,14 +79,16 @@ TARGET = 1.3
 
 def learners(setting: str):
     """``(env, cln_config, ppo_config)`` of a setting; the CLN config's ``terms`` is the
-    default (best-response), PPO's fields are all copied from it."""
+    default (best-response), PPO's fields that CLN shares are copied from it (PPO's own,
+    such as ``live_bonus``, keep their defaults)."""
     from metareward import envs
     from metareward.algos import cln, ppo
 
     env_name, which = SETTINGS[setting]
     env = envs.make(env_name)
     cc = cln.PRESETS[env_name] if which == "preset" else cln.Config()
-    pc = ppo.Config(**{f.name: getattr(cc, f.name) for f in dataclasses.fields(ppo.Config)})
+    pc = ppo.Config(**{f.name: getattr(cc, f.name) for f in dataclasses.fields(ppo.Config)
+                       if hasattr(cc, f.name)})
     return env, cc, pc
 
 

@@ -33,6 +33,23 @@ def _where(cond: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
     return jnp.where(cond, a, b)
 
 
+
+def reset_adding_info(env: Env, rng: jax.Array, task: Task | None, **info: jax.Array) -> State:
+    """``env``'s reset (:func:`metareward.envs.tasks.reset_with_task`) with ``info``'s
+    entries added to the state's ``info``: how a wrapper starts its own counters.
+
+    Args:
+        env: The wrapped env.
+        rng: The reset's key.
+        task: The task, or None.
+        **info: The entries to add (their initial values).
+
+    Returns:
+        The reset state.
+    """
+    state = reset_with_task(env, rng, task)
+    return state.replace(info={**state.info, **info})
+
 class EpisodeWrapper(Wrapper):
     """Ends episodes after ``episode_length`` steps, flagging ``info["truncation"]``.
 
@@ -47,13 +64,8 @@ class EpisodeWrapper(Wrapper):
         self.episode_length = int(episode_length)
 
     def reset(self, rng: jax.Array, task: Task | None = None) -> State:
-        state = reset_with_task(self.env, rng, task)
-        info = {
-            **state.info,
-            "steps": jnp.zeros((), jnp.int32),
-            "truncation": jnp.zeros((), jnp.float32),
-        }
-        return state.replace(info=info)
+        return reset_adding_info(self.env, rng, task, steps=jnp.zeros((), jnp.int32),
+                                 truncation=jnp.zeros((), jnp.float32))
 
     def step(self, state: State, action: jax.Array) -> State:
         nxt = self.env.step(state, action)
@@ -106,16 +118,9 @@ class EpisodeStats(Wrapper):
     """Tracks undiscounted episode returns and lengths in ``State.info``."""
 
     def reset(self, rng: jax.Array, task: Task | None = None) -> State:
-        state = reset_with_task(self.env, rng, task)
         zf, zi = jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32)
-        info = {
-            **state.info,
-            "episode_return": zf,
-            "episode_length": zi,
-            "completed_return": zf,
-            "completed_length": zi,
-        }
-        return state.replace(info=info)
+        return reset_adding_info(self.env, rng, task, episode_return=zf, episode_length=zi,
+                                 completed_return=zf, completed_length=zi)
 
     def step(self, state: State, action: jax.Array) -> State:
         nxt = self.env.step(state, action)
@@ -151,13 +156,8 @@ class DelayedReward(Wrapper):
         self.every = int(every)
 
     def reset(self, rng: jax.Array, task: Task | None = None) -> State:
-        state = reset_with_task(self.env, rng, task)
-        info = {
-            **state.info,
-            "delay_steps": jnp.zeros((), jnp.int32),
-            "delay_acc": jnp.zeros((), jnp.float32),
-        }
-        return state.replace(info=info)
+        return reset_adding_info(self.env, rng, task, delay_steps=jnp.zeros((), jnp.int32),
+                                 delay_acc=jnp.zeros((), jnp.float32))
 
     def step(self, state: State, action: jax.Array) -> State:
         nxt = self.env.step(state, action)
