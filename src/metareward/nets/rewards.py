@@ -231,9 +231,11 @@ def _prepare(
 
 
 class _RewardNetBase(nn.Module):
-    """Fields and the call shared by TARE's reward nets (see the comment block above): a
-    subclass defines ``features(sa, rt, done)``, the torso between the prepared inputs
-    and the bounded head."""
+    """Fields and the call shared by TARE's reward nets (see the comment block above).
+
+    Not a net by itself: each subclass defines ``features(sa, rt, done) -> [T, *B, width]``,
+    the torso between the prepared inputs (``[s, a]``, ``[r, t]``, ``done``) and the
+    bounded head."""
 
     discrete: bool
     action_size: int
@@ -248,10 +250,6 @@ class _RewardNetBase(nn.Module):
         _check_sizes(self.action_size, self.hidden, self.lstm_hidden, self.bound)
         sa, rt, done = _prepare(self.discrete, self.action_size, obs, action, reward, t, done)
         return BoundedHead(self.bound, name="head")(self.features(sa, rt, done))
-
-    def features(self, sa: jax.Array, rt: jax.Array, done: jax.Array) -> jax.Array:
-        """The torso's features ``[T, *B, width]`` of ``[s, a]``, ``[r, t]`` and ``done``."""
-        raise NotImplementedError
 
 
 class MLPConcatReward(_RewardNetBase):
