@@ -4,16 +4,15 @@ eq. 5 of ``epg_evolved_policy_gradients.md``)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
+from metareward.aliases import PyTree
 from metareward.axes import gather_members, local_members, sum_members
 from metareward.meta.util import check_count, check_scalar
 
-PyTree = Any
 SHAPINGS = ("none", "centered_ranks")
 
 

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-PyTree = Any
+from metareward.aliases import PyTree
 
 _INSTALL_HINT = "evosax is not installed: pip install 'metareward[evosax]' (evosax==0.3.2)"
 # evosax ask/tell machinery, not knobs of a strategy.

@@ -13,10 +13,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from metareward.aliases import PyTree
 from metareward.meta.solvers import CGInfo, cg_solve, hvp, neumann_solve
 from metareward.meta.util import check_count, check_scalar, is_zero, tree_axpy, tree_vdot
 
-PyTree = Any
 SOLVERS = ("cg", "neumann")
 
 

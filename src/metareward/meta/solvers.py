@@ -13,14 +13,13 @@ fix the program (``maxiter``, ``steps``) must be Python ints.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from metareward.aliases import PyTree
 from metareward.meta.util import check_count, check_scalar, is_zero, tree_axpy, tree_vdot
-
-PyTree = Any
 
 
 def hvp(f: Callable[[PyTree], jax.Array], params: PyTree, v: PyTree) -> PyTree:

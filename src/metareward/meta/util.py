@@ -9,7 +9,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-PyTree = Any
+from metareward.aliases import PyTree
 
 
 def tree_vdot(a: PyTree, b: PyTree) -> jax.Array:
