@@ -22,6 +22,18 @@ def test_module_preset(module):
     without = next(n for n in ("acrobot", "catch", "hopper") if n not in mod.PRESETS)
     with pytest.warns(DefaultConfigWarning, match=f"no .* preset for env '{without}'"):
         assert mod.preset(without) == mod.Config()
+    # Built by config.preset_function: a documented function of its module.
+    assert mod.preset.__name__ == "preset"
+    assert mod.preset.__module__ == mod.Config.__module__
+    assert f"{mod.Config.__module__}.Config" in mod.preset.__doc__
+
+
+def test_module_preset_finds_entries_added_later(monkeypatch):
+    from metareward.algos import ppo
+
+    custom = ppo.Config(num_envs=3)
+    monkeypatch.setitem(ppo.PRESETS, "acrobot", custom)
+    assert ppo.preset("acrobot") is custom
 
 
 @pytest.mark.parametrize("name", algorithm_names())

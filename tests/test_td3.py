@@ -206,7 +206,7 @@ def test_bad_inputs(env):
         td3.Config(policy_delay=0)
     with pytest.raises(ConfigError, match="exploration_noise"):
         td3.Config(exploration_noise=-0.1)
-    with pytest.raises(ValueError, match="less than one update"):
+    with pytest.raises(ValueError, match="less than one rollout"):
         td3.make_train(dataclasses.replace(TINY, total_steps=0 + 1, num_steps=2), env)
     with pytest.raises(TypeError, match=r"td3\.Config"):
         td3.make_train(object(), env)

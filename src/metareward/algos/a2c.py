@@ -18,20 +18,11 @@ from brax.envs.base import Env
 
 from metareward.algos import config as cfg
 from metareward.algos import onpolicy
-from metareward.algos.onpolicy import (
-    A2CBase,
-    Batch,
-    LossFn,
-    Objective,
-    Trainer,
-    annealed,
-    make_learner,
-)
 from metareward.rl.losses import a2c_loss
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(A2CBase):
+class Config(onpolicy.A2CBase):
     """A2C hyperparameters; defaults from OpenAI baselines' a2c (Atari): 16 envs x 5 steps,
     RMSProp lr 7e-4 (decay 0.99, eps 1e-5) linearly annealed, entropy 0.01, value
     coefficient 0.5, gradient-norm clip 0.5, gamma 0.99, n-step returns
@@ -54,40 +45,36 @@ PRESETS: dict[str, Config] = {
 }
 
 
-def preset(env_name: str) -> Config:
-    """The tuned config for ``env_name`` if there is one, else the paper defaults (with a
-    :class:`~metareward.algos.config.DefaultConfigWarning`); ``ConfigError`` for an env
-    name that is not registered (see :func:`metareward.algos.config.preset`)."""
-    return cfg.preset(PRESETS, Config(), env_name, "a2c")
+preset = cfg.preset_function(PRESETS, Config, "a2c")
 
 
-def objective(config: Any) -> Objective:
+def objective(config: Any) -> onpolicy.Objective:
     """A2C's minibatch loss (Mnih et al. 2016, Algorithm S3): the policy gradient of the
     advantages, the value regression and the entropy bonus
     (:func:`metareward.rl.losses.a2c_loss`). REINFORCE uses it too."""
 
-    def loss(dist, values: jax.Array, adv: jax.Array, b: Batch):
+    def loss(dist, values: jax.Array, adv: jax.Array, b: onpolicy.Batch):
         return a2c_loss(dist.log_prob(b.action), adv, values, b.target, dist.entropy(),
                         vf_coef=config.vf_coef, ent_coef=config.ent_coef)
 
     return loss
 
 
-def make_loss(config: Config) -> Callable[[nn.Module, nn.Module], LossFn]:
+def make_loss(config: Config) -> Callable[[nn.Module, nn.Module], onpolicy.LossFn]:
     """The A2C loss of ``config`` as a function of the policy and value modules."""
     return onpolicy.make_loss(config, objective(config))
 
 
-def make_train(config: Config, env: Env) -> Trainer:
+def make_train(config: Config, env: Env) -> onpolicy.Trainer:
     """Binds A2C to a single env (batched here with ``config.num_envs``); see
     :func:`metareward.algos.ppo.make_train` for the returned functions."""
     if not isinstance(config, Config):
         raise TypeError(f"expected metareward.algos.a2c.Config, got {type(config).__name__}")
     num_updates = max(config.total_steps // (config.num_envs * config.num_steps), 1)
-    optimizer = optax.rmsprop(
-        annealed(config.learning_rate, config.anneal_lr, num_updates), decay=config.rms_decay,
-        eps=config.rms_eps, initial_scale=config.rms_initial_scale)
-    return make_learner(config, env, make_loss(config), optimizer, 1, 1)
+    lr = onpolicy.annealed(config.learning_rate, config.anneal_lr, num_updates)
+    optimizer = optax.rmsprop(lr, decay=config.rms_decay, eps=config.rms_eps,
+                              initial_scale=config.rms_initial_scale)
+    return onpolicy.make_learner(config, env, make_loss(config), optimizer, 1, 1)
 
 
 __all__ = ["PRESETS", "Config", "make_loss", "make_train", "objective", "preset"]

@@ -71,16 +71,9 @@ from brax.envs.base import Env, State
 from flax import struct
 from jax.flatten_util import ravel_pytree
 
+from metareward.algos import common, onpolicy
 from metareward.algos import config as cfg
-from metareward.algos.common import (
-    LearnerBase,
-    LearnerState,
-    act_with_policy,
-    episode_evaluator,
-    scan_train,
-    zero_counters,
-)
-from metareward.algos.onpolicy import check_env, obs_preprocessor
+from metareward.aliases import Metrics, Params
 from metareward.envs.spec import EnvSpec
 from metareward.envs.wrappers import VmapWrapper
 from metareward.nets.policies import ValueNet, make_policy
@@ -90,11 +83,8 @@ from metareward.rl.grads import clipped_step
 from metareward.rl.losses import action_bound_penalty, awr_policy_loss, awr_weights
 from metareward.rl.normalize import RunningStats
 from metareward.rl.replay import ReplayBuffer
-from metareward.rl.rollout import episode_metrics, rollout
+from metareward.rl.rollout import episode_metrics, rollout, sampler
 from metareward.rl.stats import masked_mean_std
-
-Params = Any
-Metrics = dict[str, jax.Array]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,11 +186,7 @@ PRESETS: dict[str, Config] = {
 }
 
 
-def preset(env_name: str) -> Config:
-    """The tuned config for ``env_name`` if there is one, else the paper defaults (with a
-    :class:`~metareward.algos.config.DefaultConfigWarning`); ``ConfigError`` for an env
-    name that is not registered (see :func:`metareward.algos.config.preset`)."""
-    return cfg.preset(PRESETS, Config(), env_name, "awr")
+preset = cfg.preset_function(PRESETS, Config, "awr")
 
 
 class Parts(NamedTuple):
@@ -233,7 +219,7 @@ class Parts(NamedTuple):
 
 
 @struct.dataclass
-class AwrState(LearnerState):
+class AwrState(common.LearnerState):
     """Everything AWR carries between updates (a pytree).
 
     ``params = {"policy": ..., "value": ...}``; ``opt_state = {"policy": ..., "value":
@@ -248,7 +234,7 @@ class AwrState(LearnerState):
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class Trainer(LearnerBase):
+class Trainer(common.LearnerBase):
     """AWR bound to a config and an env; all functions pure and jittable
     (``init / update / train / act / evaluate``: the
     :class:`~metareward.algos.registry.Learner` protocol; ``policy`` and ``value`` the
@@ -308,22 +294,16 @@ def make_parts(config: Config, env: Env) -> Parts:
     """
     if not isinstance(config, Config):
         raise TypeError(f"expected metareward.algos.awr.Config, got {type(config).__name__}")
-    spec = check_env(env)
-    N, T = config.num_envs, config.num_steps
-    rollout_size = N * T
-    num_updates = config.total_steps // rollout_size
-    if num_updates < 1:
-        raise ValueError(
-            f"total_steps={config.total_steps} is less than one rollout "
-            f"(num_envs * num_steps = {rollout_size})"
-        )
+    spec = onpolicy.check_env(env)
+    N = config.num_envs
+    _, num_updates = common.run_length(config)
     discrete = spec.discrete
     policy = make_policy(discrete, spec.action_size, config.hidden, config.activation,
                          False, cfg.log(config.action_std))
     value = ValueNet(config.hidden, config.activation)
     value_scale = (1.0 / (1.0 - config.gamma) if config.value_scale is None
                    else config.value_scale)
-    flatten_obs, prep = obs_preprocessor(spec, config.normalize_obs)
+    flatten_obs, prep = onpolicy.obs_preprocessor(spec, config.normalize_obs)
     a_low = a_high = None
     if not discrete:
         a_low = jnp.asarray(spec.action_low or (-1.0,) * spec.action_size, jnp.float32)
@@ -335,16 +315,6 @@ def make_parts(config: Config, env: Env) -> Parts:
         value_scale=value_scale, flatten_obs=flatten_obs, prep=prep, action_low=a_low,
         action_high=a_high, num_rows=config.buffer_size // N, num_updates=num_updates,
     )
-
-
-def example_row(parts: Parts) -> replay.Row:
-    """One buffer row of zeros, ``[num_envs, ...]`` leaves (shapes and dtypes only)."""
-    N, spec = parts.config.num_envs, parts.spec
-    obs = jnp.zeros((N, spec.obs_size), jnp.float32)
-    action = (jnp.zeros((N,), jnp.int32) if spec.discrete
-              else jnp.zeros((N, spec.action_size), jnp.float32))
-    f = jnp.zeros((N,), jnp.float32)
-    return replay.Row(obs, action, f, f, f, obs)
 
 
 def init(parts: Parts, key: jax.Array) -> AwrState:
@@ -359,22 +329,22 @@ def init(parts: Parts, key: jax.Array) -> AwrState:
         The initial :class:`AwrState` (env reset, normaliser empty).
     """
     k_pi, k_v, k_env, key = jax.random.split(key, 4)
-    dummy = jnp.zeros((1, parts.spec.obs_size), jnp.float32)
+    dummy, _ = common.example_inputs(parts.spec)
     params = {"policy": parts.policy.init(k_pi, dummy), "value": parts.value.init(k_v, dummy)}
     return AwrState(
         params=params,
         opt_state={"policy": parts.policy_opt.init(ravel_pytree(params["policy"])[0]),
                    "value": parts.value_opt.init(ravel_pytree(params["value"])[0])},
         obs_stats=RunningStats.create((parts.spec.obs_size,)),
-        buffer=replay.init(example_row(parts), parts.num_rows),
+        buffer=replay.init(replay.Row.example(parts.spec, parts.config.num_envs), parts.num_rows),
         env_state=parts.venv.reset(k_env),
         key=key,
-        **zero_counters(),
+        **common.zero_counters(),
     )
 
 
 #: Env actions of the current policy (:func:`metareward.algos.common.act_with_policy`).
-act = act_with_policy
+act = common.act_with_policy
 
 
 def collect(
@@ -398,11 +368,7 @@ def collect(
     """
     config, params, stats = parts.config, state.params, state.obs_stats
 
-    def policy_act(obs: jax.Array, k: jax.Array):
-        dist = parts.policy.apply(params["policy"], parts.prep(stats, obs))
-        raw = dist.sample(k)
-        return raw, dist.to_env(raw), dist.log_prob(raw)
-
+    policy_act = sampler(lambda obs: parts.policy.apply(params["policy"], parts.prep(stats, obs)))
     env_state, traj = rollout(parts.venv, state.env_state, policy_act, key, config.num_steps)
     obs_flat = parts.flatten_obs(traj.obs).astype(jnp.float32)
     if config.normalize_obs:
@@ -755,13 +721,13 @@ def make_train(config: Config, env: Env) -> Trainer:
     return Trainer(
         config=config, env=env, spec=parts.spec, policy=parts.policy, value=parts.value,
         num_updates=parts.num_updates, init=init_fn, update=update_fn,
-        train=scan_train(init_fn, update_fn, parts.num_updates), act=act_fn,
-        evaluate=episode_evaluator(env, act_fn, parts.spec.episode_length),
+        train=common.scan_train(init_fn, update_fn, parts.num_updates), act=act_fn,
+        evaluate=common.episode_evaluator(env, act_fn, parts.spec.episode_length),
     )
 
 
 __all__ = ["PRESETS", "AwrState", "Config", "Parts", "Trainer", "act", "advantage_weights",
-           "collect", "example_row", "freeze_std", "init", "make_parts", "make_train",
+           "collect", "freeze_std", "init", "make_parts", "make_train",
            "policy_loss", "policy_regression", "preset", "sgd_step", "td_lambda_targets",
            "update", "value_loss", "value_regression", "value_targets",
            "values_and_targets"]

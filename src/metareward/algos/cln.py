@@ -144,22 +144,9 @@ from brax.envs.base import Env
 from flax import struct
 from jax.flatten_util import ravel_pytree
 
+from metareward.algos import common, onpolicy, ppo
 from metareward.algos import config as cfg
-from metareward.algos import ppo
-from metareward.algos.common import (
-    LearnerBase,
-    LearnerState,
-    episode_evaluator,
-    scan_train,
-    zero_counters,
-)
-from metareward.algos.onpolicy import (
-    PPOBase,
-    annealed,
-    batch_geometry,
-    check_env,
-    obs_preprocessor,
-)
+from metareward.aliases import Metrics, Params
 from metareward.envs.spec import EnvSpec
 from metareward.envs.wrappers import VmapWrapper
 from metareward.meta import unrolled_hypergrad
@@ -179,11 +166,8 @@ from metareward.rl.gae import discounted_cumsum, gae, td_errors
 from metareward.rl.grads import clip_by_global_norm
 from metareward.rl.losses import ppo_loss
 from metareward.rl.normalize import RunningStats
-from metareward.rl.rollout import episode_metrics, episodic_sum, rollout
+from metareward.rl.rollout import episode_metrics, episodic_sum, rollout, sampler
 from metareward.rl.stats import standardize
-
-Params = Any
-Metrics = dict[str, jax.Array]
 
 #: The hypergradient modes of ``Config.terms`` (the paper's Figure 5 ablation).
 TERMS = ("best-response", "lirpg", "all")
@@ -192,7 +176,7 @@ REWARD_CLIPS = ("none", "joint", "separate")
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(PPOBase):
+class Config(onpolicy.PPOBase):
     """CLN bilevel intrinsic rewards on PPO.
 
     PPO defaults are the paper's setup (OpenAI baselines' ppo2 MuJoCo settings, 4 env
@@ -319,15 +303,11 @@ PRESETS: dict[str, Config] = {
 }
 
 
-def preset(env_name: str) -> Config:
-    """The tuned config for ``env_name`` if there is one, else the paper defaults (with a
-    :class:`~metareward.algos.config.DefaultConfigWarning`); ``ConfigError`` for an env
-    name that is not registered (see :func:`metareward.algos.config.preset`)."""
-    return cfg.preset(PRESETS, Config(), env_name, "cln")
+preset = cfg.preset_function(PRESETS, Config, "cln")
 
 
 @struct.dataclass
-class ClnState(LearnerState):
+class ClnState(common.LearnerState):
     """What CLN carries between updates (a pytree).
 
     ``params = {"policy", "value", "reward_body", "eta", "rho"}``: ``theta`` is the CLN
@@ -438,7 +418,7 @@ class Parts(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class Trainer(LearnerBase):
+class Trainer(common.LearnerBase):
     """CLN bound to a config and an env; all functions pure and jittable.
 
     Beyond the learner contract (``init / update / train / act / evaluate``) it holds the
@@ -483,14 +463,6 @@ def _softplus_inv(x: float) -> float:
     return x + math.log(-math.expm1(-x))
 
 
-def _dummy_inputs(spec: EnvSpec) -> tuple[jax.Array, jax.Array]:
-    """A batch of one observation and one (policy-space) action, for initialising nets."""
-    dummy = jnp.zeros((1, spec.obs_size), jnp.float32)
-    dummy_a = (jnp.zeros((1,), jnp.int32) if spec.discrete
-               else jnp.zeros((1, spec.action_size), jnp.float32))
-    return dummy, dummy_a
-
-
 def _head(parts: Parts, features: jax.Array, eta: jax.Array, action: jax.Array) -> jax.Array:
     return reward_head(features, eta, action, discrete=parts.spec.discrete,
                        action_size=parts.spec.action_size)
@@ -533,7 +505,7 @@ def init_params(parts: Parts, k_pi: jax.Array, k_v: jax.Array) -> Params:
     """
     config, spec, D = parts.config, parts.spec, parts.head_size
     k_body, k_eta = jax.random.split(jax.random.fold_in(k_pi, 1))
-    dummy, dummy_a = _dummy_inputs(spec)
+    dummy, dummy_a = common.example_inputs(spec)
     policy_params = parts.policy.init(k_pi, dummy, jnp.zeros((1, D), jnp.float32))
     if cfg.maybe(config.cln_kernel_std != _CLN_KERNEL_STD):
         # The CLN maps' kernels are drawn from N(0, 0.01^2) (the nets' default);
@@ -565,7 +537,7 @@ def init(parts: Parts, key: jax.Array) -> ClnState:
     params = init_params(parts, k_pi, k_v)
     theta, psi = split_params(params)
     env_state = parts.venv.reset(k_env)
-    _, dummy_a = _dummy_inputs(spec)
+    _, dummy_a = common.example_inputs(spec)
     row = {"obs": jnp.zeros((N, *spec.obs_shape), jnp.float32),
            "action": jnp.zeros((N, *dummy_a.shape[1:]), dummy_a.dtype),
            "r_ex": jnp.zeros((N,), jnp.float32)}
@@ -576,7 +548,7 @@ def init(parts: Parts, key: jax.Array) -> ClnState:
         env_state=env_state,
         reward_buffer=replay.init(row, parts.buffer_rows),
         key=key,
-        **zero_counters(),
+        **common.zero_counters(),
         intrinsic_return=jnp.zeros((N,), jnp.float32),
     )
 
@@ -646,11 +618,7 @@ def collect(parts: Parts, state: ClnState
     params, stats, prep = state.params, state.obs_stats, parts.prep
     cond = params["eta"][None]
 
-    def policy_act(obs: jax.Array, k: jax.Array):
-        dist = parts.policy.apply(params["policy"], prep(stats, obs), cond)
-        raw = dist.sample(k)
-        return raw, dist.to_env(raw), dist.log_prob(raw)
-
+    policy_act = sampler(lambda obs: parts.policy.apply(params["policy"], prep(stats, obs), cond))
     env_state, traj = rollout(parts.venv, state.env_state, policy_act, k_roll, T)
     obs_n, next_n = prep(stats, traj.obs), prep(stats, traj.next_obs)
     vals = parts.value.apply(params["value"], obs_n)
@@ -1304,7 +1272,7 @@ def update(parts: Parts, state: ClnState) -> tuple[ClnState, Metrics]:
 
 def _feature_size(body: nn.Module, spec: EnvSpec) -> int:
     """``F``, the reward body's feature size, from its output on one dummy transition."""
-    dummy, dummy_a = _dummy_inputs(spec)
+    dummy, dummy_a = common.example_inputs(spec)
     out = jax.eval_shape(lambda k: body.init_with_output(k, dummy, dummy_a)[0],
                          jax.random.PRNGKey(0))
     if out.ndim != 2 or out.shape[0] != 1:
@@ -1333,9 +1301,9 @@ def make_parts(config: Config, env: Env, reward_body: nn.Module | None = None) -
     """
     if not isinstance(config, Config):
         raise TypeError(f"expected metareward.algos.cln.Config, got {type(config).__name__}")
-    spec = check_env(env)
+    spec = onpolicy.check_env(env)
     T, N, E, M = config.num_steps, config.num_envs, config.num_epochs, config.num_minibatches
-    batch_size, num_updates, _ = batch_geometry(config, M)
+    batch_size, num_updates, _ = onpolicy.batch_geometry(config, M)
     for name in ("num_minibatches", "reward_steps"):  # stratified minibatches
         if T % getattr(config, name):
             raise ValueError(f"num_steps = {T} must be divisible by {name} = "
@@ -1345,11 +1313,11 @@ def make_parts(config: Config, env: Env, reward_body: nn.Module | None = None) -
     if buffer_rows < T:
         raise ValueError(f"reward_buffer_size={config.reward_buffer_size} holds fewer than "
                          f"num_steps={T} rows of {N} envs")
-    lr = annealed(config.learning_rate, config.anneal_lr, num_updates * E * M)
+    lr = onpolicy.annealed(config.learning_rate, config.anneal_lr, num_updates * E * M)
     if reward_body is None:
         reward_body = RewardBody(spec.discrete, config.reward_hidden, config.reward_activation)
     F = _feature_size(reward_body, spec)
-    flatten_obs, prep = obs_preprocessor(spec, config.normalize_obs)
+    flatten_obs, prep = onpolicy.obs_preprocessor(spec, config.normalize_obs)
     parts = Parts(
         config=config, spec=spec, venv=VmapWrapper(env, N),
         policy=make_cln_policy(spec.discrete, spec.action_size, config.hidden,
@@ -1393,8 +1361,9 @@ def make_train(config: Config, env: Env, reward_body: nn.Module | None = None) -
     return Trainer(
         config=config, env=env, spec=parts.spec, policy=parts.policy, value=parts.value,
         reward_body=parts.reward_body, parts=parts, num_updates=parts.num_updates,
-        init=init_fn, update=update_fn, train=scan_train(init_fn, update_fn, parts.num_updates),
-        act=act_fn, evaluate=episode_evaluator(env, act_fn, parts.spec.episode_length))
+        init=init_fn, update=update_fn,
+        train=common.scan_train(init_fn, update_fn, parts.num_updates),
+        act=act_fn, evaluate=common.episode_evaluator(env, act_fn, parts.spec.episode_length))
 
 
 __all__ = ["PRESETS", "REWARD_CLIPS", "TERMS", "AdvBasis", "Batch", "ClnState", "Config",

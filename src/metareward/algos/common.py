@@ -4,6 +4,8 @@ fields, and the two stages it ends with.
 * :class:`LearnerState`: the state fields of the contract
   (:class:`metareward.algos.registry.Learner`); :func:`zero_counters` for a fresh state;
 * :class:`LearnerBase`: the ``Trainer`` fields of the contract;
+* :func:`run_length`: env steps per update and updates per run, checked;
+* :func:`example_inputs`: a zero observation and action to initialise nets with;
 * :func:`scan_train`: ``train(key) = lax.scan(update, init(key))`` over the run;
 * :func:`episode_evaluator`: ``evaluate(state, key, num_episodes, deterministic)``,
   returns of fresh episodes of ``act``.
@@ -21,9 +23,9 @@ from brax.envs.base import Env
 from flax import struct
 
 from metareward.algos.policy import check_one_seed
+from metareward.aliases import Metrics
+from metareward.envs.spec import EnvSpec
 from metareward.rl.rollout import evaluate_episodes
-
-Metrics = dict[str, jax.Array]
 
 
 @struct.dataclass
@@ -93,6 +95,46 @@ def zero_counters() -> dict[str, jax.Array]:
     """
     zero = lambda: jnp.zeros((), jnp.int32)
     return {"update_step": zero(), "env_steps": zero(), "nonfinite": zero()}
+
+
+def run_length(config: Any) -> tuple[int, int]:
+    """``(rollout_size, num_updates)`` of a config with ``num_envs``, ``num_steps`` and
+    ``total_steps``: the env steps one update collects (``num_envs * num_steps``) and the
+    whole updates in the run; a run shorter than one rollout fails here, before compiling.
+
+    Args:
+        config: A learner's config.
+
+    Returns:
+        ``(num_envs * num_steps, total_steps // (num_envs * num_steps))``.
+
+    Raises:
+        ValueError: ``total_steps`` is less than one rollout.
+    """
+    rollout_size = config.num_envs * config.num_steps
+    num_updates = config.total_steps // rollout_size
+    if num_updates < 1:
+        raise ValueError(
+            f"total_steps={config.total_steps} is less than one rollout "
+            f"(num_envs * num_steps = {rollout_size})"
+        )
+    return rollout_size, num_updates
+
+
+def example_inputs(spec: EnvSpec) -> tuple[jax.Array, jax.Array]:
+    """A batch of one zero observation (flattened) and one zero action in the policy's
+    action space (an int32 index for discrete actions), for initialising nets.
+
+    Args:
+        spec: The env's spec.
+
+    Returns:
+        ``(obs [1, obs_size] float32, action [1] int32 or [1, action_size] float32)``.
+    """
+    obs = jnp.zeros((1, spec.obs_size), jnp.float32)
+    action = (jnp.zeros((1,), jnp.int32) if spec.discrete
+              else jnp.zeros((1, spec.action_size), jnp.float32))
+    return obs, action
 
 
 def act_with_policy(
@@ -172,5 +214,5 @@ def episode_evaluator(
     return evaluate
 
 
-__all__ = ["LearnerBase", "LearnerState", "act_with_policy", "episode_evaluator", "scan_train",
-           "zero_counters"]
+__all__ = ["LearnerBase", "LearnerState", "act_with_policy", "episode_evaluator",
+           "example_inputs", "run_length", "scan_train", "zero_counters"]

@@ -15,14 +15,16 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import jax
 import numpy as np
 
 from metareward.errors import ConfigError  # (defined there for light imports; re-exported)
 from metareward.nets.policies import ACTIVATIONS
+
+ConfigT = TypeVar("ConfigT")
 
 
 def is_traced(*values: Any) -> bool:
@@ -123,6 +125,37 @@ def activation_name(name: str, value: str) -> None:
 
 class DefaultConfigWarning(UserWarning):
     """A config was asked for an env without a preset: the paper's defaults are used."""
+
+
+def preset_function(presets: Mapping[str, ConfigT], config_cls: Callable[[], ConfigT],
+                    algorithm: str) -> Callable[[str], ConfigT]:
+    """An algorithm module's ``preset(env_name)``: :func:`preset` bound to its presets and
+    its ``Config``, so that each learner declares its lookup in one line.
+
+    Args:
+        presets: The algorithm's presets, by env name (looked up at each call, so entries
+            added later are found).
+        config_cls: Its config class; ``config_cls()`` are the paper defaults.
+        algorithm: The algorithm's name, for messages.
+
+    Returns:
+        ``preset(env_name) -> Config``: the tuned config for ``env_name`` if there is one,
+        else the paper defaults (with a :class:`DefaultConfigWarning`); ``ConfigError``
+        for an env name that is not registered.
+    """
+
+    def lookup(env_name: str) -> ConfigT:
+        return preset(presets, config_cls(), env_name, algorithm)
+
+    lookup.__name__ = lookup.__qualname__ = "preset"
+    lookup.__module__ = config_cls.__module__
+    lookup.__doc__ = (
+        f"The tuned :class:`{config_cls.__module__}.{config_cls.__qualname__}` for "
+        "``env_name`` if there is one, else the paper defaults (with a "
+        ":class:`~metareward.algos.config.DefaultConfigWarning`); ``ConfigError`` for an "
+        "env name that is not registered (:func:`metareward.algos.config.preset`)."
+    )
+    return lookup
 
 
 def preset(presets: Mapping[str, Any], default: Any, env_name: str, algorithm: str) -> Any:

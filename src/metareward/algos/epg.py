@@ -77,9 +77,10 @@ from brax.envs.base import Env, State
 from flax import struct
 from jax.flatten_util import ravel_pytree
 
+from metareward.algos import common
 from metareward.algos import config as cfg
-from metareward.algos.common import LearnerBase, scan_train
 from metareward.algos.policy import check_one_seed
+from metareward.aliases import Metrics, Params
 from metareward.axes import gather_members, local_members
 from metareward.envs.spec import EnvSpec
 from metareward.envs.tasks import TaskDistribution
@@ -93,9 +94,6 @@ from metareward.rl.losses import ppo_loss
 from metareward.rl.normalize import RunningStats
 from metareward.rl.rollout import ActFn, Transition, evaluate_episodes, rollout
 from metareward.rl.stats import standardize
-
-Params = Any
-Metrics = dict[str, jax.Array]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -271,11 +269,7 @@ PRESETS: dict[str, Config] = {
 }
 
 
-def preset(env_name: str) -> Config:
-    """The tuned config for ``env_name`` if there is one, else the paper defaults (with a
-    :class:`~metareward.algos.config.DefaultConfigWarning`); ``ConfigError`` for an env
-    name that is not registered (see :func:`metareward.algos.config.preset`)."""
-    return cfg.preset(PRESETS, Config(), env_name, "epg")
+preset = cfg.preset_function(PRESETS, Config, "epg")
 
 
 def fitness(returns: jax.Array) -> jax.Array:
@@ -445,7 +439,7 @@ def init_agent(parts: Parts, key: jax.Array) -> Params:
       guidance, eq. 6) and the memory unit (section 3.2).
     """
     k_pi, k_v, k_m = jax.random.split(key, 3)
-    dummy = jnp.zeros((1, parts.spec.obs_size), jnp.float32)
+    dummy, _ = common.example_inputs(parts.spec)
     return {"policy": parts.policy.init(k_pi, dummy), "value": parts.value.init(k_v, dummy),
             "memory": parts.memory.init(k_m)}
 
@@ -1100,7 +1094,7 @@ def evaluate(parts: Parts, state: EpgState, key: jax.Array, num_episodes: int = 
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class Trainer(LearnerBase):
+class Trainer(common.LearnerBase):
     """EPG bound to a config and a randomised env; all functions pure and jittable (the
     module's stages bound to :attr:`parts`).
 
@@ -1144,7 +1138,7 @@ def make_train(config: Config, env: Env) -> Trainer:
     return Trainer(
         config=config, env=env, spec=parts.spec, parts=parts, loss_net=parts.loss_net,
         policy=parts.policy, num_updates=config.num_epochs, init=init, update=update,
-        train=scan_train(init, update, config.num_epochs), act=bind(act, parts),
+        train=common.scan_train(init, update, config.num_epochs), act=bind(act, parts),
         policy_init=bind(policy_init, parts), inner=bind(inner_loop, parts),
         meta_test=bind(meta_test, parts), evaluate=bind(evaluate, parts),
         population_sizes=(config.pop_size,),

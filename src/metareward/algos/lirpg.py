@@ -70,24 +70,9 @@ from brax.envs.base import Env
 from flax import struct
 from jax.flatten_util import ravel_pytree
 
+from metareward.algos import common, onpolicy, ppo
 from metareward.algos import config as cfg
-from metareward.algos import ppo
-from metareward.algos.common import (
-    LearnerBase,
-    LearnerState,
-    act_with_policy,
-    episode_evaluator,
-    scan_train,
-    zero_counters,
-)
-from metareward.algos.onpolicy import (
-    A2CBase,
-    PPOBase,
-    annealed,
-    batch_geometry,
-    check_env,
-    obs_preprocessor,
-)
+from metareward.aliases import Metrics, Params
 from metareward.envs.spec import EnvSpec
 from metareward.envs.wrappers import VmapWrapper
 from metareward.meta import unrolled_hypergrad
@@ -99,10 +84,6 @@ from metareward.rl.losses import a2c_loss, ppo_loss
 from metareward.rl.normalize import RunningStats
 from metareward.rl.rollout import episode_metrics, episodic_sum, rollout
 from metareward.rl.stats import standardize
-
-Params = Any
-Metrics = dict[str, jax.Array]
-
 
 #: ``lookahead`` values: how the one-step look-ahead is differentiated.
 LOOKAHEADS = ("exact", "constant_second_moment")
@@ -147,7 +128,7 @@ class IntrinsicFields:
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(IntrinsicFields, PPOBase):
+class Config(IntrinsicFields, onpolicy.PPOBase):
     """LIRPG on PPO. Defaults: the authors' delayed-MuJoCo settings (``ppo2``,
     ``run_mujoco.py``): 1 env x 2048 steps, 10 epochs of 32 minibatches, Adam (eps 1e-5)
     with constant policy lr 3e-4 and intrinsic lr 1e-4, gamma 0.99, lambda 0.95, clip
@@ -179,7 +160,7 @@ class Config(IntrinsicFields, PPOBase):
 
 
 @dataclasses.dataclass(frozen=True)
-class A2CConfig(IntrinsicFields, A2CBase):
+class A2CConfig(IntrinsicFields, onpolicy.A2CBase):
     """LIRPG on A2C. Defaults: the authors' Atari settings (``a2c.py``,
     ``run_atari.py``): 16 envs x 5 steps, RMSProp (decay 0.99, eps 1e-5, TensorFlow's
     accumulator start 1) at 7e-4 for both policy and intrinsic reward, linearly
@@ -212,15 +193,11 @@ A2C_PRESETS: dict[str, A2CConfig] = {
 }
 
 
-def preset(env_name: str) -> Config:
-    """The tuned config for ``env_name`` if there is one, else the paper defaults (with a
-    :class:`~metareward.algos.config.DefaultConfigWarning`); ``ConfigError`` for an env
-    name that is not registered (see :func:`metareward.algos.config.preset`)."""
-    return cfg.preset(PRESETS, Config(), env_name, "lirpg")
+preset = cfg.preset_function(PRESETS, Config, "lirpg")
 
 
 @struct.dataclass
-class LirpgState(LearnerState):
+class LirpgState(common.LearnerState):
     """What LIRPG carries between updates (a pytree).
 
     ``params = {"policy", "value", "reward", "value_ex"}``: ``theta`` is the policy and
@@ -295,7 +272,7 @@ class Parts(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class Trainer(LearnerBase):
+class Trainer(common.LearnerBase):
     """LIRPG bound to a config and an env; all functions pure and jittable.
 
     Beyond the baselines' ``init / update / train / act / evaluate``:
@@ -322,7 +299,7 @@ def _optimizers(config: Any, num_steps: int) -> tuple[optax.GradientTransformati
     """``(policy, intrinsic)`` optimisers; ``num_steps`` gradient steps in the run."""
 
     def lr(value: float) -> optax.ScalarOrSchedule:
-        return annealed(value, config.anneal_lr, num_steps)
+        return onpolicy.annealed(value, config.anneal_lr, num_steps)
 
     if isinstance(config, Config):
         return tuple(optax.adam(lr(v), eps=config.adam_eps)
@@ -396,9 +373,7 @@ def init_params(parts: Parts, k_pi: jax.Array, k_v: jax.Array) -> Params:
         PPO's from the same keys (so with ``r_in_coef=0`` LIRPG's policy is PPO's).
     """
     k_r, k_vx = jax.random.split(jax.random.fold_in(k_pi, 1))
-    dummy = jnp.zeros((1, parts.spec.obs_size), jnp.float32)
-    dummy_a = (jnp.zeros((1,), jnp.int32) if parts.spec.discrete
-               else jnp.zeros((1, parts.spec.action_size), jnp.float32))
+    dummy, dummy_a = common.example_inputs(parts.spec)
     return {
         "policy": parts.policy.init(k_pi, dummy),
         "value": parts.value.init(k_v, dummy),
@@ -426,13 +401,13 @@ def init_state(parts: Parts, key: jax.Array) -> LirpgState:
         obs_stats=RunningStats.create((parts.spec.obs_size,)),
         env_state=parts.venv.reset(k_env),
         key=key,
-        **zero_counters(),
+        **common.zero_counters(),
         intrinsic_return=jnp.zeros((parts.config.num_envs,), jnp.float32),
     )
 
 
 #: Env actions of the current policy (:func:`metareward.algos.common.act_with_policy`).
-act = act_with_policy
+act = common.act_with_policy
 
 
 def intrinsic_reward(parts: Parts, params: Params, obs_stats: RunningStats, obs: jax.Array,
@@ -831,10 +806,10 @@ def make_parts(config: Config | A2CConfig, env: Env,
             f"expected metareward.algos.lirpg.Config or A2CConfig, got {type(config).__name__}"
         )
     is_ppo = isinstance(config, Config)
-    spec = check_env(env)
+    spec = onpolicy.check_env(env)
     num_epochs = config.num_epochs if is_ppo else 1
     num_minibatches = config.num_minibatches if is_ppo else 1
-    batch_size, num_updates, mb_size = batch_geometry(config, num_minibatches)
+    batch_size, num_updates, mb_size = onpolicy.batch_geometry(config, num_minibatches)
     agent_opt, reward_opt = _optimizers(config, num_updates * num_epochs * num_minibatches)
     if reward_net is None:
         reward_net = IntrinsicReward(spec.discrete, spec.action_size, config.reward_hidden,
@@ -844,7 +819,7 @@ def make_parts(config: Config | A2CConfig, env: Env,
         make_policy(spec.discrete, spec.action_size, config.hidden, config.activation,
                     config.squash, config.log_std_init),
         ValueNet(config.hidden, config.activation), reward_net, agent_opt, reward_opt,
-        *obs_preprocessor(spec, config.normalize_obs), num_epochs, num_minibatches,
+        *onpolicy.obs_preprocessor(spec, config.normalize_obs), num_epochs, num_minibatches,
         batch_size, mb_size, num_updates,
     )
     # theta / eta <-> parameter dicts, from the shapes alone.
@@ -879,8 +854,8 @@ def make_train(config: Config | A2CConfig, env: Env,
     return Trainer(
         config=config, env=env, spec=parts.spec, policy=parts.policy, value=parts.value,
         reward_net=parts.reward_net, num_updates=parts.num_updates, init=init, update=step,
-        train=scan_train(init, step, parts.num_updates), act=act_fn,
-        evaluate=episode_evaluator(env, act_fn, parts.spec.episode_length),
+        train=common.scan_train(init, step, parts.num_updates), act=act_fn,
+        evaluate=common.episode_evaluator(env, act_fn, parts.spec.episode_length),
         intrinsic_reward=functools.partial(intrinsic_reward, parts),
     )
 

@@ -103,11 +103,10 @@ from brax.envs.base import Env, State
 from flax import struct
 from jax.flatten_util import ravel_pytree
 
+from metareward.algos import common, onpolicy, td3
 from metareward.algos import config as cfg
-from metareward.algos import td3
-from metareward.algos.common import LearnerBase, episode_evaluator, scan_train
-from metareward.algos.onpolicy import check_env, obs_preprocessor
 from metareward.algos.policy import Policy
+from metareward.aliases import Metrics, Params
 from metareward.axes import local_members, mean_members, sum_members
 from metareward.envs.spec import EnvSpec
 from metareward.envs.wrappers import VmapWrapper
@@ -118,9 +117,6 @@ from metareward.rl.gae import discounted_cumsum
 from metareward.rl.grads import clipped_step
 from metareward.rl.replay import RingBuffer, Row
 from metareward.rl.stats import masked_mean
-
-Params = Any
-Metrics = dict[str, jax.Array]
 
 OBJECTIVES = ("learned", "reinforce")
 #: ``Config.annealing``: "from_start": ``p = min(1, t / anneal_steps)`` from env step 0,
@@ -349,11 +345,7 @@ PRESETS: dict[str, Config] = {
 }
 
 
-def preset(env_name: str) -> Config:
-    """The tuned config for ``env_name`` if there is one, else the paper defaults (with a
-    :class:`~metareward.algos.config.DefaultConfigWarning`); ``ConfigError`` for an env
-    name that is not registered (see :func:`metareward.algos.config.preset`)."""
-    return cfg.preset(PRESETS, Config(), env_name, "metagenrl")
+preset = cfg.preset_function(PRESETS, Config, "metagenrl")
 
 
 def anneal_p(config: Config, env_steps: jax.Array | int) -> jax.Array:
@@ -508,7 +500,7 @@ class Parts(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class Trainer(LearnerBase):
+class Trainer(common.LearnerBase):
     """MetaGenRL bound to a config and its envs; all functions pure and jittable.
 
     Beyond the :class:`~metareward.algos.registry.Learner` protocol
@@ -588,18 +580,7 @@ def init_agent(parts: Parts, group: Group, key: jax.Array) -> tuple[Params, Agen
         (:class:`Agents`, unbatched).
     """
     st = group.td3.init(key)
-    obs_dim, A = group.spec.obs_size, group.spec.action_size
-    z = jnp.zeros((1,), jnp.float32)
-    row = Row(
-        obs=jnp.zeros((1, obs_dim)),
-        action=jnp.zeros((1, A)),
-        reward=z,
-        done=z,
-        truncation=z,
-        next_obs=jnp.zeros((1, obs_dim)),
-        time=z,
-    )
-    buffer = replay.ring_init(row, parts.num_rows)
+    buffer = replay.ring_init(Row.example(group.spec, 1, with_time=True), parts.num_rows)
     agents = Agents(
         target_params=st.target_params,
         opt_state={"actor": st.opt_state["actor"], "critic": st.opt_state["critic"]},
@@ -681,7 +662,7 @@ def extend_buffer(
     config, tr, spec = parts.config, group.td3, group.spec
     low, high = action_box(spec)
     env1 = VmapWrapper(group.env, 1)
-    flatten_obs, _ = obs_preprocessor(spec, False)
+    flatten_obs, _ = onpolicy.obs_preprocessor(spec, False)
 
     def step(state: State, k: jax.Array) -> tuple[State, tuple[Row, jax.Array]]:
         k_a, k_u = jax.random.split(k)
@@ -1529,7 +1510,7 @@ def evaluate(
     del deterministic
     grp = parts.groups[group]
     fn = lambda s, obs, k, _: act(parts, s, obs, k, True, group, agent)
-    return episode_evaluator(grp.env, fn, grp.spec.episode_length)(state, key, num_episodes)
+    return common.episode_evaluator(grp.env, fn, grp.spec.episode_length)(state, key, num_episodes)
 
 
 def meta_test(
@@ -1611,7 +1592,7 @@ def make_parts(config: Config, env: Env | Sequence[Env]) -> Parts:
     tcfg = _td3_config(config)
     groups = []
     for g, e in enumerate(env_list):
-        spec = check_env(e)
+        spec = onpolicy.check_env(e)
         if spec.discrete:
             raise ValueError(f"MetaGenRL needs continuous actions; env {spec.name!r} is discrete")
         n = len(range(g, config.num_agents, len(env_list)))
@@ -1667,7 +1648,7 @@ def make_train(config: Config, env: Env | Sequence[Env]) -> Trainer:
         num_updates=num_updates,
         init=init_,
         update=update_,
-        train=scan_train(init_, update_, num_updates),
+        train=common.scan_train(init_, update_, num_updates),
         act=functools.partial(act, parts),
         evaluate=functools.partial(evaluate, parts),
         meta_test=functools.partial(meta_test, parts),

@@ -22,26 +22,17 @@ from brax.envs.base import Env, State, Wrapper
 from flax import struct
 from jax.flatten_util import ravel_pytree
 
+from metareward.algos import common
 from metareward.algos import config as cfg
-from metareward.algos.common import (
-    LearnerBase,
-    LearnerState,
-    act_with_policy,
-    episode_evaluator,
-    scan_train,
-    zero_counters,
-)
+from metareward.aliases import Metrics, Params
 from metareward.envs.spec import EnvSpec
 from metareward.envs.wrappers import VmapWrapper
 from metareward.nets.policies import ValueNet, make_policy
 from metareward.rl.gae import gae
 from metareward.rl.grads import clipped_step
 from metareward.rl.normalize import RunningStats
-from metareward.rl.rollout import episode_metrics, rollout
+from metareward.rl.rollout import episode_metrics, rollout, sampler
 from metareward.rl.stats import standardize
-
-Params = Any
-Metrics = dict[str, jax.Array]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,7 +141,7 @@ class A2CBase(BaseConfig):
 
 
 @struct.dataclass
-class TrainState(LearnerState):
+class TrainState(common.LearnerState):
     """Everything a learner carries between updates (a pytree).
 
     ``params = {"policy": ..., "value": ...}``; ``opt_state = {"agent": ...}``, the state
@@ -179,7 +170,7 @@ LossFn = Callable[[Params, Batch], tuple[jax.Array, Metrics]]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class Trainer(LearnerBase):
+class Trainer(common.LearnerBase):
     """A learner bound to a config and an env. All functions are pure and jittable."""
 
     policy: nn.Module
@@ -208,12 +199,7 @@ def batch_geometry(config: Any, num_minibatches: int) -> tuple[int, int, int]:
             f"num_envs * num_steps = {batch_size} must be divisible by "
             f"num_minibatches = {num_minibatches}"
         )
-    num_updates = config.total_steps // batch_size
-    if num_updates < 1:
-        raise ValueError(
-            f"total_steps={config.total_steps} is less than one rollout "
-            f"(num_envs * num_steps = {batch_size})"
-        )
+    _, num_updates = common.run_length(config)
     return batch_size, num_updates, batch_size // num_minibatches
 
 
@@ -267,7 +253,7 @@ def init_state(parts: Parts, key: jax.Array) -> TrainState:
         over the flattened policy and value parameters).
     """
     k_pi, k_v, k_env, key = jax.random.split(key, 4)
-    dummy = jnp.zeros((1, parts.spec.obs_size), jnp.float32)
+    dummy, _ = common.example_inputs(parts.spec)
     params = {"policy": parts.policy.init(k_pi, dummy), "value": parts.value.init(k_v, dummy)}
     return TrainState(
         params=params,
@@ -275,12 +261,12 @@ def init_state(parts: Parts, key: jax.Array) -> TrainState:
         obs_stats=RunningStats.create((parts.spec.obs_size,)),
         env_state=parts.venv.reset(k_env),
         key=key,
-        **zero_counters(),
+        **common.zero_counters(),
     )
 
 
 #: Env actions of the current policy (:func:`metareward.algos.common.act_with_policy`).
-act = act_with_policy
+act = common.act_with_policy
 
 
 def collect(
@@ -302,11 +288,7 @@ def collect(
     """
     c, params, stats = parts.config, state.params, state.obs_stats
 
-    def policy_act(obs: jax.Array, k: jax.Array):
-        dist = parts.policy.apply(params["policy"], parts.prep(stats, obs))
-        raw = dist.sample(k)
-        return raw, dist.to_env(raw), dist.log_prob(raw)
-
+    policy_act = sampler(lambda obs: parts.policy.apply(params["policy"], parts.prep(stats, obs)))
     env_state, traj = rollout(parts.venv, state.env_state, policy_act, key, c.num_steps)
     obs_n = parts.prep(stats, traj.obs)
     values = parts.value.apply(params["value"], obs_n)
@@ -491,9 +473,9 @@ def make_onpolicy(
         num_updates=num_updates,
         init=init,
         update=step,
-        train=scan_train(init, step, num_updates),
+        train=common.scan_train(init, step, num_updates),
         act=act_fn,
-        evaluate=episode_evaluator(env, act_fn, spec.episode_length),
+        evaluate=common.episode_evaluator(env, act_fn, spec.episode_length),
     )
 
 
@@ -526,7 +508,7 @@ def with_live_bonus(build: Callable[[Env], Trainer], config: Any, env: Env) -> T
     if not cfg.is_traced(config.live_bonus) and not config.live_bonus:
         return build(env)
     trainer = build(LiveBonus(env, config.live_bonus))
-    evaluate = episode_evaluator(env, trainer.act, trainer.spec.episode_length)
+    evaluate = common.episode_evaluator(env, trainer.act, trainer.spec.episode_length)
     return trainer._replace(env=env, evaluate=evaluate)
 
 

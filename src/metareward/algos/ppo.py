@@ -24,22 +24,12 @@ from brax.envs.base import Env
 
 from metareward.algos import config as cfg
 from metareward.algos import onpolicy
-from metareward.algos.onpolicy import (
-    Batch,
-    LiveBonus,
-    LossFn,
-    Objective,
-    PPOBase,
-    Trainer,
-    annealed,
-    make_learner,
-    with_live_bonus,
-)
+from metareward.algos.onpolicy import LiveBonus, with_live_bonus
 from metareward.rl.losses import ppo_loss
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(PPOBase):
+class Config(onpolicy.PPOBase):
     """PPO hyperparameters. Defaults are the paper's MuJoCo settings (Table 3: horizon
     2048, Adam 3e-4, 10 epochs, minibatch 64, gamma 0.99, lambda 0.95, clip 0.2) with the
     details of OpenAI baselines' ppo2 (Adam eps 1e-5, gradient-norm clip 0.5, value
@@ -72,18 +62,14 @@ TUNED: dict[str, dict[str, Any]] = {
 PRESETS: dict[str, Config] = {env: Config(**kw) for env, kw in TUNED.items()}
 
 
-def preset(env_name: str) -> Config:
-    """The tuned config for ``env_name`` if there is one, else the paper defaults (with a
-    :class:`~metareward.algos.config.DefaultConfigWarning`); ``ConfigError`` for an env
-    name that is not registered (see :func:`metareward.algos.config.preset`)."""
-    return cfg.preset(PRESETS, Config(), env_name, "ppo")
+preset = cfg.preset_function(PRESETS, Config, "ppo")
 
 
-def objective(config: Config) -> Objective:
+def objective(config: Config) -> onpolicy.Objective:
     """PPO's minibatch loss: the clipped surrogate (Schulman et al. 2017, eq. 7), the value
     loss and the entropy bonus (eq. 9), :func:`metareward.rl.losses.ppo_loss`."""
 
-    def loss(dist, values: jax.Array, adv: jax.Array, b: Batch):
+    def loss(dist, values: jax.Array, adv: jax.Array, b: onpolicy.Batch):
         return ppo_loss(dist.log_prob(b.action), b.log_prob, adv, values, b.value, b.target,
                         dist.entropy(), clip_eps=config.clip_eps, vf_coef=config.vf_coef,
                         ent_coef=config.ent_coef, vf_clip_eps=config.vf_clip_eps)
@@ -91,12 +77,12 @@ def objective(config: Config) -> Objective:
     return loss
 
 
-def make_loss(config: Config) -> Callable[[nn.Module, nn.Module], LossFn]:
+def make_loss(config: Config) -> Callable[[nn.Module, nn.Module], onpolicy.LossFn]:
     """The PPO loss of ``config`` as a function of the policy and value modules."""
     return onpolicy.make_loss(config, objective(config))
 
 
-def make_train(config: Config, env: Env) -> Trainer:
+def make_train(config: Config, env: Env) -> onpolicy.Trainer:
     """Binds PPO to a single env (batched here with ``config.num_envs``).
 
     Returns a :class:`~metareward.algos.onpolicy.Trainer` with pure ``init(key)``,
@@ -107,10 +93,10 @@ def make_train(config: Config, env: Env) -> Trainer:
         raise TypeError(f"expected metareward.algos.ppo.Config, got {type(config).__name__}")
     num_updates = config.total_steps // (config.num_envs * config.num_steps)
     total_sgd = max(num_updates, 1) * config.num_epochs * config.num_minibatches
-    optimizer = optax.adam(annealed(config.learning_rate, config.anneal_lr, total_sgd),
-                           eps=config.adam_eps)
-    return make_learner(config, env, make_loss(config), optimizer, config.num_epochs,
-                        config.num_minibatches)
+    lr = onpolicy.annealed(config.learning_rate, config.anneal_lr, total_sgd)
+    optimizer = optax.adam(lr, eps=config.adam_eps)
+    return onpolicy.make_learner(config, env, make_loss(config), optimizer, config.num_epochs,
+                                 config.num_minibatches)
 
 
 __all__ = ["PRESETS", "TUNED", "Config", "LiveBonus", "make_loss", "make_train", "objective",

@@ -34,11 +34,10 @@ from brax.envs.base import Env
 
 from metareward.algos import a2c, onpolicy
 from metareward.algos import config as cfg
-from metareward.algos.onpolicy import BaseConfig, LossFn, Trainer, annealed, make_onpolicy
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(BaseConfig):
+class Config(onpolicy.BaseConfig):
     """On-policy REINFORCE (GAE) hyperparameters; defaults from Spinning Up's VPG (one env
     x 4000 steps, Adam 3e-4 constant, lambda 0.97, no gradient clipping)."""
 
@@ -65,28 +64,24 @@ PRESETS: dict[str, Config] = {
 }
 
 
-def preset(env_name: str) -> Config:
-    """The tuned config for ``env_name`` if there is one, else the paper defaults (with a
-    :class:`~metareward.algos.config.DefaultConfigWarning`); ``ConfigError`` for an env
-    name that is not registered (see :func:`metareward.algos.config.preset`)."""
-    return cfg.preset(PRESETS, Config(), env_name, "reinforce")
+preset = cfg.preset_function(PRESETS, Config, "reinforce")
 
 
-def make_loss(config: Config) -> Callable[[nn.Module, nn.Module], LossFn]:
+def make_loss(config: Config) -> Callable[[nn.Module, nn.Module], onpolicy.LossFn]:
     """REINFORCE with GAE (eq. 3) plus the value regression, as a function of the modules:
     A2C's loss (:func:`metareward.algos.a2c.objective`) on full-batch rollouts."""
     return onpolicy.make_loss(config, a2c.objective(config))
 
 
-def make_train(config: Config, env: Env) -> Trainer:
+def make_train(config: Config, env: Env) -> onpolicy.Trainer:
     """Binds on-policy REINFORCE to a single env (batched with ``config.num_envs``).
     Bad configs or env/config mismatches raise here, before anything is compiled."""
     if not isinstance(config, Config):
         raise TypeError(
             f"expected metareward.algos.reinforce.Config, got {type(config).__name__}")
     num_updates = max(config.total_steps // (config.num_envs * config.num_steps), 1)
-    lr = annealed(config.learning_rate, config.anneal_lr, num_updates * config.num_epochs)
-    return make_onpolicy(
+    lr = onpolicy.annealed(config.learning_rate, config.anneal_lr, num_updates * config.num_epochs)
+    return onpolicy.make_onpolicy(
         config, env, make_loss=make_loss(config), optimizer=optax.adam(lr),
         max_grad_norm=(config.max_grad_norm if config.max_grad_norm is not None
                        else float("inf")),

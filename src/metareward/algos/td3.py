@@ -54,15 +54,9 @@ from brax.envs.base import Env, State
 from flax import struct
 from jax.flatten_util import ravel_pytree
 
+from metareward.algos import common, onpolicy
 from metareward.algos import config as cfg
-from metareward.algos.common import (
-    LearnerBase,
-    LearnerState,
-    episode_evaluator,
-    scan_train,
-    zero_counters,
-)
-from metareward.algos.onpolicy import check_env, obs_preprocessor
+from metareward.aliases import Metrics, Params
 from metareward.envs.spec import EnvSpec
 from metareward.envs.wrappers import VmapWrapper
 from metareward.nets.policies import DeterministicPolicy, QNetwork
@@ -70,9 +64,6 @@ from metareward.rl import replay
 from metareward.rl.grads import clipped_step
 from metareward.rl.replay import RingBuffer
 from metareward.rl.rollout import episode_metrics, rollout
-
-Params = Any
-Metrics = dict[str, jax.Array]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,11 +170,7 @@ DDPG_PRESETS: dict[str, Config] = {
 }
 
 
-def preset(env_name: str) -> Config:
-    """The tuned config for ``env_name`` if there is one, else the paper defaults (with a
-    :class:`~metareward.algos.config.DefaultConfigWarning`); ``ConfigError`` for an env
-    name that is not registered (see :func:`metareward.algos.config.preset`)."""
-    return cfg.preset(PRESETS, Config(), env_name, "td3")
+preset = cfg.preset_function(PRESETS, Config, "td3")
 
 
 class Parts(NamedTuple):
@@ -217,7 +204,7 @@ class Parts(NamedTuple):
 
 
 @struct.dataclass
-class TD3State(LearnerState):
+class TD3State(common.LearnerState):
     """Everything TD3 carries between updates (a pytree).
 
     ``params = {"actor": ..., "critic": ...}``; the critic's leaves have a leading axis
@@ -235,7 +222,7 @@ class TD3State(LearnerState):
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class Trainer(LearnerBase):
+class Trainer(common.LearnerBase):
     """TD3 bound to a config and an env; all functions pure and jittable.
 
     Beyond ``init / update / train / act / evaluate`` (the
@@ -298,16 +285,12 @@ def make_parts(config: Config, env: Env) -> Parts:
     """
     if not isinstance(config, Config):
         raise TypeError(f"expected metareward.algos.td3.Config, got {type(config).__name__}")
-    spec = check_env(env)
+    spec = onpolicy.check_env(env)
     if spec.discrete:
         raise ValueError(f"TD3/DDPG need continuous actions; env {spec.name!r} is discrete "
                          f"({spec.action_size} actions)")
     N, T = config.num_envs, config.num_steps
-    rollout_size = N * T
-    num_updates = config.total_steps // rollout_size
-    if num_updates < 1:
-        raise ValueError(f"total_steps={config.total_steps} is less than one update "
-                         f"(num_envs * num_steps = {rollout_size})")
+    rollout_size, num_updates = common.run_length(config)
     num_rows = config.buffer_size // rollout_size * T  # a multiple of the rows per insert
     if num_rows < T:
         raise ValueError(f"buffer_size={config.buffer_size} holds less than one update's "
@@ -323,7 +306,7 @@ def make_parts(config: Config, env: Env) -> Parts:
         critic=QNetwork(config.hidden, config.activation, config.layer_norm),
         actor_opt=optax.adam(config.actor_learning_rate),
         critic_opt=optax.adam(config.critic_learning_rate),
-        flatten_obs=obs_preprocessor(spec, False)[0], low=low, high=high,
+        flatten_obs=onpolicy.obs_preprocessor(spec, False)[0], low=low, high=high,
         half_range=0.5 * (high - low), num_critics=2 if config.twin_critics else 1,
         num_rows=num_rows, num_updates=num_updates,
         grad_steps=config.gradient_steps or rollout_size,
@@ -349,10 +332,7 @@ def init(parts: Parts, key: jax.Array) -> TD3State:
     """
     k_pi, k_q, k_env, key = jax.random.split(key, 4)
     params = init_params(parts, k_pi, k_q)
-    N = parts.config.num_envs
-    obs = jnp.zeros((N, parts.spec.obs_size), jnp.float32)
-    f = jnp.zeros((N,), jnp.float32)
-    row = replay.Row(obs, jnp.zeros((N, parts.spec.action_size), jnp.float32), f, f, f, obs)
+    row = replay.Row.example(parts.spec, parts.config.num_envs)
     return TD3State(
         params=params,
         target_params=params,
@@ -362,7 +342,7 @@ def init(parts: Parts, key: jax.Array) -> TD3State:
         env_state=parts.venv.reset(k_env),
         key=key,
         grad_steps=jnp.zeros((), jnp.int32),
-        **zero_counters(),
+        **common.zero_counters(),
     )
 
 
@@ -647,10 +627,10 @@ def make_train(config: Config, env: Env) -> Trainer:
     return Trainer(
         config=config, env=env, spec=parts.spec, actor=parts.actor, critic=parts.critic,
         num_updates=parts.num_updates, init=init_fn, update=update_fn,
-        train=scan_train(init_fn, update_fn, parts.num_updates),
+        train=common.scan_train(init_fn, update_fn, parts.num_updates),
         act=functools.partial(act, parts),
-        evaluate=episode_evaluator(env, functools.partial(act_mean, parts),
-                                   parts.spec.episode_length),
+        evaluate=common.episode_evaluator(env, functools.partial(act_mean, parts),
+                                          parts.spec.episode_length),
         q_values=functools.partial(q_values, parts),
         td_target=functools.partial(td_target, parts),
         critic_loss=functools.partial(critic_loss, parts),

@@ -5,7 +5,13 @@ from metareward.rl import replay
 from metareward.rl.gae import discounted_cumsum, discounted_returns, gae, td_errors
 from metareward.rl.losses import a2c_loss, awr_policy_loss, awr_weights, ppo_loss
 from metareward.rl.normalize import RunningStats
-from metareward.rl.rollout import Transition, episode_metrics, evaluate_episodes, rollout
+from metareward.rl.rollout import (
+    Transition,
+    episode_metrics,
+    evaluate_episodes,
+    rollout,
+    sampler,
+)
 
 __all__ = [
     "RunningStats",
@@ -21,5 +27,6 @@ __all__ = [
     "ppo_loss",
     "replay",
     "rollout",
+    "sampler",
     "td_errors",
 ]

@@ -68,6 +68,29 @@ class Row(NamedTuple):
         return self.done * (1.0 - self.truncation.astype(self.done.dtype))
 
     @classmethod
+    def example(cls, spec: Any, num_envs: int, with_time: bool = False) -> Row:
+        """The shapes and dtypes of one row of ``num_envs`` envs, to size a buffer with
+        (:func:`init`, :func:`ring_init`).
+
+        Args:
+            spec: The env's :class:`~metareward.envs.spec.EnvSpec`.
+            num_envs: ``N``, the leading axis of every leaf.
+            with_time: Include the ``time`` leaf (MetaGenRL, TARE's AWR flavour).
+
+        Returns:
+            A ``Row`` of ``jax.ShapeDtypeStruct``: flattened float32 observations,
+            actions in the policy's space (int32 indices for a discrete env, float32
+            vectors otherwise), float32 scalars.
+        """
+        f32 = jnp.float32
+        scalar = jax.ShapeDtypeStruct((num_envs,), f32)
+        obs = jax.ShapeDtypeStruct((num_envs, spec.obs_size), f32)
+        action = (jax.ShapeDtypeStruct((num_envs,), jnp.int32) if spec.discrete
+                  else jax.ShapeDtypeStruct((num_envs, spec.action_size), f32))
+        return cls(obs=obs, action=action, reward=scalar, done=scalar, truncation=scalar,
+                   next_obs=obs, time=scalar if with_time else None)
+
+    @classmethod
     def from_rollout(
         cls,
         traj: Any,

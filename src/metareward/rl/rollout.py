@@ -15,6 +15,27 @@ from metareward.envs.wrappers import VmapWrapper
 ActFn = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array, jax.Array]]
 
 
+def sampler(dist_fn: Callable[[jax.Array], Any]) -> ActFn:
+    """The :data:`ActFn` of a stochastic policy: ``act(obs, key)`` samples a raw action
+    from ``dist_fn(obs)`` and returns it with its env action and log-probability.
+
+    Args:
+        dist_fn: ``obs -> distribution`` with ``sample``, ``to_env`` and ``log_prob``
+            (:mod:`metareward.nets.distributions`), e.g. the policy applied to the
+            normalised observations.
+
+    Returns:
+        ``act(obs, key) -> (raw_action, env_action, log_prob)``.
+    """
+
+    def act(obs: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        dist = dist_fn(obs)
+        raw = dist.sample(key)
+        return raw, dist.to_env(raw), dist.log_prob(raw)
+
+    return act
+
+
 class Transition(NamedTuple):
     """One step of experience; a rollout stacks them time-major ``[T, num_envs, ...]``.
 

@@ -121,9 +121,8 @@ import optax
 from brax.envs.base import Env
 from jax.flatten_util import ravel_pytree
 
+from metareward.algos import common, onpolicy
 from metareward.algos import config as cfg
-from metareward.algos.common import LearnerBase, episode_evaluator, scan_train
-from metareward.algos.onpolicy import annealed, check_env, obs_preprocessor
 from metareward.algos.tare import awr, ppo
 from metareward.algos.tare.config import (
     AWR_PRESETS,
@@ -164,7 +163,7 @@ from metareward.nets.rewards import make_reward_net
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class Trainer(LearnerBase):
+class Trainer(common.LearnerBase):
     """TARE bound to a config and an env; all functions pure and jittable.
 
     The learner contract (``init / update / train / act / evaluate``), the nets
@@ -191,11 +190,7 @@ class Trainer(LearnerBase):
 def _run_sizes(c: Config | AWRConfig) -> tuple[int, int]:
     """``(num_updates, buffer rows)``; a geometry that does not fit raises."""
     T, N = c.num_steps, c.num_envs
-    batch_size = T * N
-    num_updates = c.total_steps // batch_size
-    if num_updates < 1:
-        raise ValueError(f"total_steps={c.total_steps} is less than one rollout "
-                         f"(num_envs * num_steps = {batch_size})")
+    batch_size, num_updates = common.run_length(c)
     if isinstance(c, Config):
         if (T * (N // 2)) % c.num_minibatches:
             raise ValueError(f"num_steps * num_envs / 2 = {T * (N // 2)} (one half's batch) "
@@ -216,7 +211,7 @@ def _optimizers(c: Config | AWRConfig, num_updates: int
     if isinstance(c, Config):
         rounds = 2 if c.swap else 1
         steps = num_updates * rounds * c.num_epochs * c.num_minibatches
-        inner = {"agent": optax.adam(annealed(c.learning_rate, c.anneal_lr, steps),
+        inner = {"agent": optax.adam(onpolicy.annealed(c.learning_rate, c.anneal_lr, steps),
                                      eps=c.adam_eps)}
     else:
         inner = {"policy": optax.sgd(c.policy_lr, momentum=c.momentum),
@@ -255,7 +250,7 @@ def make_parts(config: Config | AWRConfig, env: Env, reward_net: nn.Module | Non
     if not isinstance(config, Config | AWRConfig):
         raise TypeError("expected metareward.algos.tare.Config or AWRConfig, got "
                         f"{type(config).__name__}")
-    spec = check_env(env)
+    spec = onpolicy.check_env(env)
     c = config
     num_updates, buffer_rows = _run_sizes(c)
     policy = make_policy(spec.discrete, spec.action_size, c.hidden, c.activation, False,
@@ -265,7 +260,7 @@ def make_parts(config: Config | AWRConfig, env: Env, reward_net: nn.Module | Non
         reward_net = make_reward_net(c.reward_net, discrete=spec.discrete,
                                      action_size=spec.action_size, hidden=c.reward_hidden,
                                      lstm_hidden=c.reward_lstm_hidden, bound=c.reward_bound)
-    flatten_obs, prep = obs_preprocessor(spec, c.normalize_obs)
+    flatten_obs, prep = onpolicy.obs_preprocessor(spec, c.normalize_obs)
     low = high = None
     if not spec.discrete:  # the env's action bounds ([-1, 1] after make's rescaling)
         low = jnp.asarray(spec.action_low or (-1.0,) * spec.action_size, jnp.float32)
@@ -307,8 +302,8 @@ def make_train(config: Config | AWRConfig, env: Env, reward_net: nn.Module | Non
     return Trainer(
         config=config, env=env, spec=parts.spec, policy=parts.policy, value=parts.value,
         reward_net=parts.reward_net, parts=parts, num_updates=parts.num_updates,
-        init=init_fn, update=update, train=scan_train(init_fn, update, parts.num_updates),
-        act=act_fn, evaluate=episode_evaluator(env, act_fn, parts.spec.episode_length),
+        init=init_fn, update=update, train=common.scan_train(init_fn, update, parts.num_updates),
+        act=act_fn, evaluate=common.episode_evaluator(env, act_fn, parts.spec.episode_length),
         reward=partial(learned_reward, parts), collect_segment=partial(rollout_segment, parts),
         objectives=partial(objectives, parts), hypergradient=partial(hypergradient, parts),
     )

@@ -19,27 +19,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from metareward.algos.tare.core import (
-    Metrics,
-    Params,
-    Parts,
-    Segment,
-    TareState,
-    collect,
-    finish_update,
-    flat_params,
-    make_segment,
-    policy_params,
-    split_columns,
-    take,
-)
-from metareward.algos.tare.reward import (
-    learned_reward,
-    param_advantage,
-    policy_dist,
-    reward_update,
-    valid_mean_std,
-)
+from metareward.algos.tare import core, reward
+from metareward.aliases import Metrics, Params
 from metareward.rl import replay
 from metareward.rl.grads import clipped_step
 from metareward.rl.losses import action_bound_penalty, awr_policy_loss, awr_weights
@@ -63,7 +44,7 @@ class BufferData(NamedTuple):
     reward_stats: RunningStats
 
 
-def buffer_data(parts: Parts, state: TareState, traj: Transition, time: jax.Array
+def buffer_data(parts: core.Parts, state: core.TareState, traj: Transition, time: jax.Array
                 ) -> tuple[replay.ReplayBuffer, BufferData]:
     """Appends the rollout to the replay buffer (flattened raw observations, raw
     rewards, the time in the episode) and reads it back for the rounds.
@@ -86,15 +67,16 @@ def buffer_data(parts: Parts, state: TareState, traj: Transition, time: jax.Arra
     return buf, data
 
 
-def buffer_segment(parts: Parts, data: BufferData, vals: jax.Array | None = None) -> Segment:
+def buffer_segment(parts: core.Parts, data: BufferData,
+                   vals: jax.Array | None = None) -> core.Segment:
     """The whole buffer as a :class:`~metareward.algos.tare.core.Segment` ``[L, N]``,
     valued with the flat ``{value, value_ex}`` ``vals`` (the update's starting values if
     None)."""
     p = data.params if vals is None else {**data.params, **parts.unravel["value"](vals)}
-    return make_segment(parts, p, data.obs_stats, data.reward_stats, data.rows, None)
+    return core.make_segment(parts, p, data.obs_stats, data.reward_stats, data.rows, None)
 
 
-def sample_entries(parts: Parts, size: jax.Array, key: jax.Array, n: int) -> Index:
+def sample_entries(parts: core.Parts, size: jax.Array, key: jax.Array, n: int) -> Index:
     """``n`` entries ``(t, e)`` drawn uniformly, with replacement, from the valid rows of
     a half's ``N/2`` columns."""
     num = jnp.maximum(size, 1)
@@ -126,7 +108,7 @@ def sgd_steps(loss_fn: Callable, optimizer: optax.GradientTransformation, flat: 
     return flat, opt_state, bad, jax.tree.map(jnp.mean, m)
 
 
-def value_loss(parts: Parts, vals: jax.Array, batch: tuple) -> tuple[jax.Array, Metrics]:
+def value_loss(parts: core.Parts, vals: jax.Array, batch: tuple) -> tuple[jax.Array, Metrics]:
     """AWR's value regression (Algorithm 1, value step): ``V`` on the parameterised
     TD(lambda) targets, ``V_ex`` on the extrinsic ones, in the net's normalised units
     (targets over ``value_scale``). ``batch = (obs, target, target_ex)``."""
@@ -138,14 +120,14 @@ def value_loss(parts: Parts, vals: jax.Array, batch: tuple) -> tuple[jax.Array, 
     return lv + lx, {"value_loss": lv, "value_ex_loss": lx}
 
 
-def policy_loss(parts: Parts, pol: jax.Array, batch: tuple) -> tuple[jax.Array, Metrics]:
+def policy_loss(parts: core.Parts, pol: jax.Array, batch: tuple) -> tuple[jax.Array, Metrics]:
     """AWR's policy regression (eqs. 4, 12): ``-E[w log pi(a|s)]``, plus for continuous
     actions the AWR code's penalty on Gaussian means outside the action bounds
     (:func:`metareward.rl.losses.action_bound_penalty`).
     ``batch = (obs, action, weight)``."""
     c = parts.config
     obs, action, w = batch
-    dist = policy_dist(parts, policy_params(parts, pol), obs)
+    dist = reward.policy_dist(parts, core.policy_params(parts, pol), obs)
     loss = awr_policy_loss(dist.log_prob(action), w)
     aux = {"policy_loss": loss, "entropy": jnp.mean(dist.entropy()),
            "weight_mean": jnp.mean(w)}
@@ -155,7 +137,7 @@ def policy_loss(parts: Parts, pol: jax.Array, batch: tuple) -> tuple[jax.Array, 
     return loss, aux
 
 
-def value_step(parts: Parts, data: BufferData, vals: jax.Array, opt_vals: Any,
+def value_step(parts: core.Parts, data: BufferData, vals: jax.Array, opt_vals: Any,
                bad: jax.Array, phi: jax.Array, cols: jax.Array, key: jax.Array
                ) -> tuple[jax.Array, Any, jax.Array, Metrics]:
     """Algorithm 1, lines 4-6 (AWR), first half: ``value_steps`` SGD-momentum steps of
@@ -166,8 +148,8 @@ def value_step(parts: Parts, data: BufferData, vals: jax.Array, opt_vals: Any,
       ``(vals, opt_vals, bad, metrics)``.
     """
     c = parts.config
-    seg_tr = take(buffer_segment(parts, data, vals), cols)
-    target = param_advantage(parts, phi, seg_tr)[1]
+    seg_tr = core.take(buffer_segment(parts, data, vals), cols)
+    target = reward.param_advantage(parts, phi, seg_tr)[1]
 
     def batch(k):
         t, e = sample_entries(parts, data.size, k, c.value_batch)
@@ -177,8 +159,8 @@ def value_step(parts: Parts, data: BufferData, vals: jax.Array, opt_vals: Any,
                      bad, batch, key, c.value_steps)
 
 
-def policy_step(parts: Parts, data: BufferData, pol: jax.Array, opt_pol: Any, bad: jax.Array,
-                phi: jax.Array, seg_tr: Segment, key: jax.Array
+def policy_step(parts: core.Parts, data: BufferData, pol: jax.Array, opt_pol: Any, bad: jax.Array,
+                phi: jax.Array, seg_tr: core.Segment, key: jax.Array
                 ) -> tuple[jax.Array, Any, jax.Array, Metrics]:
     """Algorithm 1, lines 4-6 (AWR), second half: ``policy_steps`` SGD-momentum steps of
     :func:`policy_loss` on minibatches of the training half, weighted by ``exp(A_phi /
@@ -189,8 +171,8 @@ def policy_step(parts: Parts, data: BufferData, pol: jax.Array, opt_pol: Any, ba
       ``(pol, opt_pol, bad, metrics)``.
     """
     c = parts.config
-    adv = param_advantage(parts, phi, seg_tr)[0]
-    mean, std = valid_mean_std(adv, data.valid)
+    adv = reward.param_advantage(parts, phi, seg_tr)[0]
+    mean, std = reward.valid_mean_std(adv, data.valid)
     adv_n = (adv - mean) / (std + 1e-5) if c.normalize_advantages else adv
     weights = awr_weights(adv_n, c.temperature, c.weight_clip)
 
@@ -202,7 +184,7 @@ def policy_step(parts: Parts, data: BufferData, pol: jax.Array, opt_pol: Any, ba
                      bad, batch, key, c.policy_steps)
 
 
-def round_step(parts: Parts, data: BufferData, carry: tuple,
+def round_step(parts: core.Parts, data: BufferData, carry: tuple,
                xs: tuple[jax.Array, jax.Array]) -> tuple[tuple, Metrics]:
     """One round: the value step, the policy step, then the reward step
     (:func:`metareward.algos.tare.reward.reward_update`) on ``hypergrad_batch`` entries
@@ -222,17 +204,17 @@ def round_step(parts: Parts, data: BufferData, carry: tuple,
     k_v, k_pi, k_tr, k_va = jax.random.split(k, 4)
     vals, opt_vals, bad, vm = value_step(parts, data, vals, opt_vals, bad, phi, cols[0], k_v)
     seg_all = buffer_segment(parts, data, vals)
-    seg_tr, seg_va = take(seg_all, cols[0]), take(seg_all, cols[1])
+    seg_tr, seg_va = core.take(seg_all, cols[0]), core.take(seg_all, cols[1])
     pol, opt_pol, bad, pm = policy_step(parts, data, pol, opt_pol, bad, phi, seg_tr, k_pi)
     n = parts.config.hypergrad_batch
     idx_tr = sample_entries(parts, data.size, k_tr, n)
     idx_va = sample_entries(parts, data.size, k_va, n)
-    phi, opt_phi, bad_r, rm = reward_update(parts, pol, phi, opt_phi, seg_tr, seg_va, idx_tr,
-                                            idx_va, data.valid)
+    phi, opt_phi, bad_r, rm = reward.reward_update(parts, pol, phi, opt_phi, seg_tr, seg_va, idx_tr,
+                                                   idx_va, data.valid)
     return (pol, vals, opt_pol, opt_vals, phi, opt_phi, bad + bad_r), {**vm, **pm, **rm}
 
 
-def update(parts: Parts, state: TareState) -> tuple[TareState, Metrics]:
+def update(parts: core.Parts, state: core.TareState) -> tuple[core.TareState, Metrics]:
     """One iteration of AWR-TARE (Algorithm 1): collect into the buffer, the learned
     reward on the rollout's rows, ``rounds`` of (value step, policy step, reward step).
 
@@ -244,26 +226,26 @@ def update(parts: Parts, state: TareState) -> tuple[TareState, Metrics]:
       ``(state, metrics)``.
     """
     c = parts.config
-    state, traj, time, key = collect(parts, state)
+    state, traj, time, key = core.collect(parts, state)
     buf, data = buffer_data(parts, state, traj, time)
     seg = buffer_segment(parts, data)
     newest = jax.tree.map(lambda x: x[parts.buffer_rows - c.num_steps:], seg)
-    r_phi = learned_reward(parts, state.params["reward"], newest)
+    r_phi = reward.learned_reward(parts, state.params["reward"], newest)
     param_run, param_ret = episodic_sum(state.param_return, r_phi, traj.done)
     k_split, k_rounds = jax.random.split(key)
     p, opt = state.params, state.opt_state
-    carry = (flat_params(p, "policy"), flat_params(p, "value"), opt["policy"], opt["value"],
-             flat_params(p, "reward"), opt["reward"], state.nonfinite)
+    carry = (core.flat_params(p, "policy"), core.flat_params(p, "value"), opt["policy"],
+             opt["value"], core.flat_params(p, "reward"), opt["reward"], state.nonfinite)
     (pol, vals, opt_pol, opt_vals, phi, opt_phi, nonfinite), metrics = jax.lax.scan(
         lambda cr, xs: round_step(parts, data, cr, xs), carry,
-        (split_columns(parts, k_split), jax.random.split(k_rounds, parts.rounds)))
+        (core.split_columns(parts, k_split), jax.random.split(k_rounds, parts.rounds)))
     params = {**parts.unravel["policy"](pol), **parts.unravel["value"](vals),
               **parts.unravel["reward"](phi)}
-    return finish_update(parts, state, traj, r_phi, metrics, params=params,
-                         opt_state={"policy": opt_pol, "value": opt_vals, "reward": opt_phi},
-                         buffer=buf, nonfinite=nonfinite, param_return=param_run,
-                         param_mean=param_ret,
-                         extra={"buffer_size": buf.size * c.num_envs})
+    return core.finish_update(parts, state, traj, r_phi, metrics, params=params,
+                              opt_state={"policy": opt_pol, "value": opt_vals, "reward": opt_phi},
+                              buffer=buf, nonfinite=nonfinite, param_return=param_run,
+                              param_mean=param_ret,
+                              extra={"buffer_size": buf.size * c.num_envs})
 
 
 __all__ = ["BufferData", "buffer_data", "buffer_segment", "policy_loss", "policy_step",

@@ -216,8 +216,4 @@ AWR_PRESETS: dict[str, AWRConfig] = {
 AWR_PRESETS["chain-truncating"] = AWR_PRESETS["chain"]
 
 
-def preset(env_name: str) -> Config:
-    """The tuned config for ``env_name`` if there is one, else the paper defaults (with a
-    :class:`~metareward.algos.config.DefaultConfigWarning`); ``ConfigError`` for an env
-    name that is not registered (see :func:`metareward.algos.config.preset`)."""
-    return cfg.preset(PRESETS, Config(), env_name, "tare")
+preset = cfg.preset_function(PRESETS, Config, "tare")

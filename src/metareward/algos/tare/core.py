@@ -20,16 +20,14 @@ from brax.envs.base import Env
 from flax import struct
 from jax.flatten_util import ravel_pytree
 
-from metareward.algos.common import LearnerState, act_with_policy, zero_counters
+from metareward.algos import common
 from metareward.algos.tare.config import AWRConfig, Config
+from metareward.aliases import Metrics, Params
 from metareward.envs.spec import EnvSpec
 from metareward.rl import replay
 from metareward.rl.gae import gae, td_errors
 from metareward.rl.normalize import RunningStats
-from metareward.rl.rollout import Transition, episode_metrics, rollout
-
-Params = Any
-Metrics = dict[str, jax.Array]
+from metareward.rl.rollout import Transition, episode_metrics, rollout, sampler
 
 #: The parameter groups each optimiser state steps (the keys of ``TareState.opt_state``):
 #: PPO's one Adam over policy and values (``"agent"``), AWR's SGD on the policy
@@ -83,7 +81,7 @@ class Parts:
 
 
 @struct.dataclass
-class TareState(LearnerState):
+class TareState(common.LearnerState):
     """What TARE carries between updates (a pytree).
 
     ``params = {"policy", "value", "value_ex", "reward"}``: ``theta`` is the policy (the
@@ -155,9 +153,7 @@ def init_params(policy: nn.Module, value: nn.Module, reward_net: nn.Module, spec
       The parameter dict of :class:`TareState`.
     """
     k_pi, k_v, k_vx, k_r = keys
-    dummy = jnp.zeros((1, spec.obs_size), jnp.float32)
-    dummy_a = (jnp.zeros((1,), jnp.int32) if spec.discrete
-               else jnp.zeros((1, spec.action_size), jnp.float32))
+    dummy, dummy_a = common.example_inputs(spec)
     z1 = jnp.zeros((1,), jnp.float32)
     return {
         "policy": policy.init(k_pi, dummy),
@@ -165,21 +161,6 @@ def init_params(policy: nn.Module, value: nn.Module, reward_net: nn.Module, spec
         "value_ex": value.init(k_vx, dummy),
         "reward": reward_net.init(k_r, dummy, dummy_a, z1, z1, z1),
     }
-
-
-def row_example(parts: Parts) -> replay.Row:
-    """One row of AWR's buffer (:class:`metareward.rl.replay.Row` with ``time``): raw
-    observations, normalised with the current statistics when used; the raw extrinsic
-    reward (the reward net reads it normalised by running statistics, the objectives
-    scaled by ``reward_scale``)."""
-    spec, n, f32 = parts.spec, parts.config.num_envs, jnp.float32
-    a_shape = (n,) if spec.discrete else (n, spec.action_size)
-    scalar = jax.ShapeDtypeStruct((n,), f32)
-    return replay.Row(
-        obs=jax.ShapeDtypeStruct((n, spec.obs_size), f32),
-        action=jax.ShapeDtypeStruct(a_shape, jnp.int32 if spec.discrete else f32),
-        reward=scalar, done=scalar, truncation=scalar,
-        next_obs=jax.ShapeDtypeStruct((n, spec.obs_size), f32), time=scalar)
 
 
 def init(parts: Parts, key: jax.Array) -> TareState:
@@ -197,8 +178,9 @@ def init(parts: Parts, key: jax.Array) -> TareState:
     params = init_params(parts.policy, parts.value, parts.reward_net, parts.spec,
                          (k_pi, k_v, k_vx, k_r))
     opt_state = {k: opt.init(flat_params(params, k)) for k, opt in parts.optimizers.items()}
-    buffer = None if parts.is_ppo else replay.init(row_example(parts), parts.buffer_rows)
     n = parts.config.num_envs
+    row = replay.Row.example(parts.spec, n, with_time=True)
+    buffer = None if parts.is_ppo else replay.init(row, parts.buffer_rows)
     return TareState(
         params=params,
         opt_state=opt_state,
@@ -206,7 +188,7 @@ def init(parts: Parts, key: jax.Array) -> TareState:
         reward_stats=RunningStats.create(()),
         env_state=parts.venv.reset(k_env),
         key=key,
-        **zero_counters(),
+        **common.zero_counters(),
         episode_step=jnp.zeros((n,), jnp.int32),
         param_return=jnp.zeros((n,), jnp.float32),
         buffer=buffer,
@@ -214,7 +196,7 @@ def init(parts: Parts, key: jax.Array) -> TareState:
 
 
 #: Env actions of the current policy (:func:`metareward.algos.common.act_with_policy`).
-act = act_with_policy
+act = common.act_with_policy
 
 
 def collect(parts: Parts, state: TareState
@@ -235,11 +217,7 @@ def collect(parts: Parts, state: TareState
     key, k_roll, k_learn = jax.random.split(state.key, 3)
     params, stats = state.params, state.obs_stats
 
-    def policy_act(obs: jax.Array, k: jax.Array):
-        dist = parts.policy.apply(params["policy"], parts.prep(stats, obs))
-        raw = dist.sample(k)
-        return raw, dist.to_env(raw), dist.log_prob(raw)
-
+    policy_act = sampler(lambda obs: parts.policy.apply(params["policy"], parts.prep(stats, obs)))
     env_state, traj = rollout(parts.venv, state.env_state, policy_act, k_roll,
                               parts.config.num_steps)
 
@@ -398,4 +376,4 @@ def finish_update(parts: Parts, state: TareState, traj: Transition, r_phi: jax.A
 __all__ = ["PARAM_GROUPS", "Parts", "Segment", "TareState", "act", "collect",
            "finish_update", "flat_params", "init", "init_params",
            "make_segment", "policy_params", "reward_by_action", "rollout_rows",
-           "rollout_segment", "row_example", "split_columns", "take", "values"]
+           "rollout_segment", "split_columns", "take", "values"]

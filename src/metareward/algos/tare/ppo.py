@@ -14,20 +14,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from metareward.algos.tare.core import (
-    Metrics,
-    Parts,
-    Segment,
-    TareState,
-    collect,
-    finish_update,
-    flat_params,
-    make_segment,
-    rollout_rows,
-    split_columns,
-    take,
-)
+from metareward.algos.tare import core
 from metareward.algos.tare.reward import eq11_loss, learned_reward, param_advantage, reward_update
+from metareward.aliases import Metrics
 from metareward.rl.grads import clipped_step
 from metareward.rl.losses import ppo_loss
 from metareward.rl.rollout import episodic_sum
@@ -36,7 +25,7 @@ from metareward.rl.stats import standardize
 Batch = dict[str, jax.Array]
 
 
-def inner_loss(parts: Parts, theta: jax.Array, batch: Batch) -> tuple[jax.Array, Metrics]:
+def inner_loss(parts: core.Parts, theta: jax.Array, batch: Batch) -> tuple[jax.Array, Metrics]:
     """The policy's loss on a minibatch (eq. 11 with ``A_phi``): PPO's clipped surrogate
     (``policy_objective="clipped"``, the paper's "PPO") or eq. 11 itself (``"eq11"``),
     plus ``V``'s regression on the parameterised returns and ``V_ex``'s on the extrinsic
@@ -74,7 +63,7 @@ def inner_loss(parts: Parts, theta: jax.Array, batch: Batch) -> tuple[jax.Array,
     return loss + c.vf_coef * v_ex_loss, {**aux, "value_ex_loss": v_ex_loss}
 
 
-def minibatch_step(parts: Parts, carry: tuple[jax.Array, Any, jax.Array], batch: Batch
+def minibatch_step(parts: core.Parts, carry: tuple[jax.Array, Any, jax.Array], batch: Batch
                    ) -> tuple[tuple[jax.Array, Any, jax.Array], Metrics]:
     """One Adam step of ``theta`` on :func:`inner_loss`, the gradient clipped at
     ``max_grad_norm`` (:func:`metareward.rl.grads.clipped_step`, as every learner's step);
@@ -96,8 +85,8 @@ def minibatch_step(parts: Parts, carry: tuple[jax.Array, Any, jax.Array], batch:
     return (theta, opt, bad + (~ok)), {"loss": loss, **aux}
 
 
-def inner_step(parts: Parts, theta: jax.Array, opt: Any, bad: jax.Array, phi: jax.Array,
-               seg_tr: Segment, key: jax.Array
+def inner_step(parts: core.Parts, theta: jax.Array, opt: Any, bad: jax.Array, phi: jax.Array,
+               seg_tr: core.Segment, key: jax.Array
                ) -> tuple[tuple[jax.Array, Any, jax.Array], Metrics]:
     """Algorithm 1, lines 4-6 (PPO): ``num_epochs`` epochs of ``num_minibatches`` minibatch
     steps on the training half, the advantages ``A_phi`` computed once with ``phi``
@@ -130,7 +119,7 @@ def inner_step(parts: Parts, theta: jax.Array, opt: Any, bad: jax.Array, phi: ja
     return jax.lax.scan(epoch, (theta, opt, bad), jax.random.split(key, c.num_epochs))
 
 
-def round_step(parts: Parts, seg: Segment, carry: tuple, xs: tuple[jax.Array, jax.Array]
+def round_step(parts: core.Parts, seg: core.Segment, carry: tuple, xs: tuple[jax.Array, jax.Array]
                ) -> tuple[tuple, Metrics]:
     """One round: the inner step on the training half, then the reward step
     (:func:`metareward.algos.tare.reward.reward_update`) with the trained policy.
@@ -146,15 +135,15 @@ def round_step(parts: Parts, seg: Segment, carry: tuple, xs: tuple[jax.Array, ja
     """
     theta, opt_theta, phi, opt_phi, bad = carry
     cols, k = xs
-    seg_tr, seg_va = take(seg, cols[0]), take(seg, cols[1])
+    seg_tr, seg_va = core.take(seg, cols[0]), core.take(seg, cols[1])
     (theta, opt_theta, bad), losses = inner_step(parts, theta, opt_theta, bad, phi, seg_tr, k)
-    pol = flat_params(parts.unravel["agent"](theta), "policy")
+    pol = core.flat_params(parts.unravel["agent"](theta), "policy")
     phi, opt_phi, bad_r, rmetrics = reward_update(parts, pol, phi, opt_phi, seg_tr, seg_va)
     metrics = {**jax.tree.map(jnp.mean, losses), **rmetrics}
     return (theta, opt_theta, phi, opt_phi, bad + bad_r), metrics
 
 
-def update(parts: Parts, state: TareState) -> tuple[TareState, Metrics]:
+def update(parts: core.Parts, state: core.TareState) -> tuple[core.TareState, Metrics]:
     """One iteration of PPO-TARE (Algorithm 1): collect, the learned reward on the
     rollout, ``rounds`` of (inner step, reward step).
 
@@ -165,23 +154,23 @@ def update(parts: Parts, state: TareState) -> tuple[TareState, Metrics]:
     Returns:
       ``(state, metrics)``.
     """
-    state, traj, time, key = collect(parts, state)
-    seg = make_segment(parts, state.params, state.obs_stats, state.reward_stats,
-                       rollout_rows(traj, time), traj.log_prob)
+    state, traj, time, key = core.collect(parts, state)
+    seg = core.make_segment(parts, state.params, state.obs_stats, state.reward_stats,
+                            core.rollout_rows(traj, time), traj.log_prob)
     r_phi = learned_reward(parts, state.params["reward"], seg)
     param_run, param_ret = episodic_sum(state.param_return, r_phi, traj.done)
     k_split, k_rounds = jax.random.split(key)
-    theta = flat_params(state.params, "agent")
-    phi = flat_params(state.params, "reward")
+    theta = core.flat_params(state.params, "agent")
+    phi = core.flat_params(state.params, "reward")
     carry = (theta, state.opt_state["agent"], phi, state.opt_state["reward"],
              state.nonfinite)
     (theta, opt_theta, phi, opt_phi, nonfinite), metrics = jax.lax.scan(
         lambda cr, xs: round_step(parts, seg, cr, xs), carry,
-        (split_columns(parts, k_split), jax.random.split(k_rounds, parts.rounds)))
+        (core.split_columns(parts, k_split), jax.random.split(k_rounds, parts.rounds)))
     params = {**parts.unravel["agent"](theta), **parts.unravel["reward"](phi)}
-    return finish_update(parts, state, traj, r_phi, metrics, params=params,
-                         opt_state={"agent": opt_theta, "reward": opt_phi},
-                         nonfinite=nonfinite, param_return=param_run, param_mean=param_ret)
+    return core.finish_update(parts, state, traj, r_phi, metrics, params=params,
+                              opt_state={"agent": opt_theta, "reward": opt_phi},
+                              nonfinite=nonfinite, param_return=param_run, param_mean=param_ret)
 
 
 __all__ = ["inner_loss", "inner_step", "minibatch_step", "round_step", "update"]
