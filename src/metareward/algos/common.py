@@ -25,6 +25,7 @@ from flax import struct
 from metareward.algos.policy import check_one_seed
 from metareward.aliases import Metrics
 from metareward.envs.spec import EnvSpec
+from metareward.rl import replay
 from metareward.rl.rollout import evaluate_episodes
 
 
@@ -123,7 +124,8 @@ def run_length(config: Any) -> tuple[int, int]:
 
 def example_inputs(spec: EnvSpec) -> tuple[jax.Array, jax.Array]:
     """A batch of one zero observation (flattened) and one zero action in the policy's
-    action space (an int32 index for discrete actions), for initialising nets.
+    action space, for initialising nets: the ``obs`` and ``action`` of a one-env
+    :meth:`metareward.rl.replay.Row.example`, as arrays.
 
     Args:
         spec: The env's spec.
@@ -131,10 +133,9 @@ def example_inputs(spec: EnvSpec) -> tuple[jax.Array, jax.Array]:
     Returns:
         ``(obs [1, obs_size] float32, action [1] int32 or [1, action_size] float32)``.
     """
-    obs = jnp.zeros((1, spec.obs_size), jnp.float32)
-    action = (jnp.zeros((1,), jnp.int32) if spec.discrete
-              else jnp.zeros((1, spec.action_size), jnp.float32))
-    return obs, action
+    row = replay.Row.example(spec, 1)
+    return (jnp.zeros(row.obs.shape, row.obs.dtype),
+            jnp.zeros(row.action.shape, row.action.dtype))
 
 
 def act_with_policy(

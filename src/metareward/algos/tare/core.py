@@ -179,8 +179,10 @@ def init(parts: Parts, key: jax.Array) -> TareState:
                          (k_pi, k_v, k_vx, k_r))
     opt_state = {k: opt.init(flat_params(params, k)) for k, opt in parts.optimizers.items()}
     n = parts.config.num_envs
-    row = replay.Row.example(parts.spec, n, with_time=True)
-    buffer = None if parts.is_ppo else replay.init(row, parts.buffer_rows)
+    buffer = None
+    if not parts.is_ppo:
+        row = replay.Row.example(parts.spec, n, with_time=True)
+        buffer = replay.init(row, parts.buffer_rows)
     return TareState(
         params=params,
         opt_state=opt_state,
