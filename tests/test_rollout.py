@@ -1,8 +1,10 @@
 """The small shared pieces of collecting experience: the stochastic policy's ``act``
 (:func:`metareward.rl.rollout.sampler`), the example inputs nets are initialised with
 (:func:`metareward.algos.common.example_inputs`), the example replay row buffers are sized
-with (:meth:`metareward.rl.replay.Row.example`) and the run length
-(:func:`metareward.algos.common.run_length`)."""
+with (:meth:`metareward.rl.replay.Row.example`), the run length
+(:func:`metareward.algos.common.run_length`), and the fields a run starts with and an
+update advances (:func:`metareward.algos.common.run_start`,
+:func:`metareward.algos.common.advance`)."""
 
 import math
 
@@ -11,11 +13,21 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metareward.algos.common import example_inputs, run_length
+from metareward import envs
+from metareward.algos.common import (
+    actor_critic_params,
+    advance,
+    example_inputs,
+    run_length,
+    run_start,
+)
 from metareward.algos.ppo import Config
 from metareward.envs.spec import EnvSpec
+from metareward.envs.wrappers import VmapWrapper
 from metareward.nets.distributions import DiagGaussian, TanhGaussian
+from metareward.nets.policies import ValueNet, make_policy
 from metareward.rl import replay
+from metareward.rl.normalize import RunningStats
 from metareward.rl.rollout import sampler
 
 
@@ -88,3 +100,43 @@ def test_run_length():
     with pytest.raises(ValueError, match=r"total_steps=31 is less than one rollout "
                                          r"\(num_envs \* num_steps = 32\)"):
         run_length(Config(num_envs=4, num_steps=8, total_steps=31))
+
+
+def test_run_start_and_advance_keep_the_contract_counters():
+    env = envs.make("pendulum")
+    venv = VmapWrapper(env, 3)
+    k_env, key = jax.random.split(jax.random.PRNGKey(1))
+    fields = run_start(env.spec, venv, k_env, key)
+    fresh = RunningStats.create((env.spec.obs_size,))
+    for a, b in zip(jax.tree.leaves(fields["obs_stats"]), jax.tree.leaves(fresh), strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(fields["env_state"].obs, venv.reset(k_env).obs)
+    assert fields["key"] is key
+    for name in ("update_step", "env_steps", "nonfinite"):
+        assert fields[name].dtype == jnp.int32 and int(fields[name]) == 0
+
+    class State:  # any learner state: advance only needs ``replace``
+        def __init__(self, **f):
+            self.__dict__.update(f)
+
+        def replace(self, **changes):
+            return State(**{**self.__dict__, **changes})
+
+    state = State(**fields)
+    nxt = advance(state, jnp.int32(96), nonfinite=jnp.int32(2))
+    assert (int(nxt.update_step), int(nxt.env_steps), int(nxt.nonfinite)) == (1, 96, 2)
+    assert int(advance(nxt, jnp.int32(192)).update_step) == 2
+    assert nxt.obs_stats is fields["obs_stats"] and int(state.update_step) == 0
+
+
+@pytest.mark.parametrize("discrete", [False, True])
+def test_actor_critic_params_are_each_nets_init_on_a_zero_observation(discrete):
+    spec = EnvSpec("c", (3,), discrete=discrete, action_size=2)
+    policy, value = make_policy(discrete, 2, hidden=(4,)), ValueNet(hidden=(4,))
+    k_pi, k_v = jax.random.split(jax.random.PRNGKey(2))
+    params = actor_critic_params(policy, value, spec, k_pi, k_v)
+    obs = jnp.zeros((1, 3), jnp.float32)
+    expected = {"policy": policy.init(k_pi, obs), "value": value.init(k_v, obs)}
+    assert jax.tree.structure(params) == jax.tree.structure(expected)
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_array_equal(a, b)

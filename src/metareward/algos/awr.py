@@ -78,7 +78,7 @@ from metareward.envs.spec import EnvSpec
 from metareward.envs.wrappers import VmapWrapper
 from metareward.nets.policies import ValueNet, make_policy
 from metareward.rl import replay
-from metareward.rl.gae import gae
+from metareward.rl.gae import td_lambda_targets
 from metareward.rl.grads import clipped_step
 from metareward.rl.losses import action_bound_penalty, awr_policy_loss, awr_weights
 from metareward.rl.normalize import RunningStats
@@ -244,38 +244,6 @@ class Trainer(common.LearnerBase):
     value: nn.Module
 
 
-def td_lambda_targets(
-    rewards: jax.Array,
-    values: jax.Array,
-    next_values: jax.Array,
-    dones: jax.Array,
-    truncations: jax.Array,
-    gamma: float | jax.Array,
-    td_lambda: float | jax.Array,
-) -> jax.Array:
-    """TD(lambda) returns over time-major ``[T, ...]`` arrays (AWR, Peng et al. 2019,
-    Section 3.3 and ``awr_agent.py``'s ``_compute_return``).
-
-    ``R_t = r_t + gamma [(1 - lambda) V(s'_t) + lambda R_{t+1}]`` within an episode,
-    ``R_t = r_t + gamma V(s'_t)`` on its last step if truncated (or at the end of the
-    data) and ``R_t = r_t`` if terminated. Computed as GAE's ``adv + V``
-    (:func:`metareward.rl.gae.gae`).
-
-    Args:
-        rewards: ``r_t``, ``[T, ...]``.
-        values: ``V(s_t)``, ``[T, ...]``.
-        next_values: ``V(s'_t)`` of the observation each step reached, ``[T, ...]``.
-        dones: 1 where the episode ended at step ``t``.
-        truncations: 1 where it ended by the time limit (bootstraps).
-        gamma: Discount.
-        td_lambda: The TD(lambda) mixing parameter.
-
-    Returns:
-        ``R^lambda``, ``[T, ...]``.
-    """
-    return gae(rewards, values, next_values, dones, truncations, gamma, td_lambda)[1]
-
-
 def make_parts(config: Config, env: Env) -> Parts:
     """Validates ``config`` against ``env`` and builds AWR's static parts.
 
@@ -329,17 +297,13 @@ def init(parts: Parts, key: jax.Array) -> AwrState:
         The initial :class:`AwrState` (env reset, normaliser empty).
     """
     k_pi, k_v, k_env, key = jax.random.split(key, 4)
-    dummy, _ = common.example_inputs(parts.spec)
-    params = {"policy": parts.policy.init(k_pi, dummy), "value": parts.value.init(k_v, dummy)}
+    params = common.actor_critic_params(parts.policy, parts.value, parts.spec, k_pi, k_v)
     return AwrState(
         params=params,
         opt_state={"policy": parts.policy_opt.init(ravel_pytree(params["policy"])[0]),
                    "value": parts.value_opt.init(ravel_pytree(params["value"])[0])},
-        obs_stats=RunningStats.create((parts.spec.obs_size,)),
         buffer=replay.init(replay.Row.example(parts.spec, parts.config.num_envs), parts.num_rows),
-        env_state=parts.venv.reset(k_env),
-        key=key,
-        **common.zero_counters(),
+        **common.run_start(parts.spec, parts.venv, k_env, key),
     )
 
 
@@ -385,8 +349,9 @@ def collect(
 def values_and_targets(
     parts: Parts, value_params: Params, obs_n: jax.Array, next_n: jax.Array, data: replay.Row
 ) -> tuple[jax.Array, jax.Array]:
-    """``V(s)`` and the TD(lambda) targets ``R^lambda`` (:func:`td_lambda_targets`) of
-    every buffer entry, from normalised observations.
+    """``V(s)`` and the TD(lambda) targets ``R^lambda``
+    (:func:`metareward.rl.gae.td_lambda_targets`) of every buffer entry, from normalised
+    observations.
 
     Args:
         parts: The static parts.
@@ -686,17 +651,10 @@ def update(parts: Parts, state: AwrState) -> tuple[AwrState, Metrics]:
         "env_steps": env_steps,
         "nonfinite": nonfinite,
     }
-    new_state = AwrState(
-        params={"policy": new_policy, "value": new_value},
-        opt_state={"policy": pi_opt, "value": v_opt},
-        obs_stats=stats,
-        buffer=buffer,
-        env_state=env_state,
-        key=key,
-        update_step=state.update_step + 1,
-        env_steps=env_steps,
-        nonfinite=nonfinite,
-    )
+    new_state = common.advance(
+        state, env_steps, params={"policy": new_policy, "value": new_value},
+        opt_state={"policy": pi_opt, "value": v_opt}, obs_stats=stats, buffer=buffer,
+        env_state=env_state, key=key, nonfinite=nonfinite)
     return new_state, metrics
 
 

@@ -536,7 +536,6 @@ def init(parts: Parts, key: jax.Array) -> ClnState:
     k_pi, k_v, k_env, key = jax.random.split(key, 4)
     params = init_params(parts, k_pi, k_v)
     theta, psi = split_params(params)
-    env_state = parts.venv.reset(k_env)
     _, dummy_a = common.example_inputs(spec)
     row = {"obs": jnp.zeros((N, *spec.obs_shape), jnp.float32),
            "action": jnp.zeros((N, *dummy_a.shape[1:]), dummy_a.dtype),
@@ -544,11 +543,8 @@ def init(parts: Parts, key: jax.Array) -> ClnState:
     return ClnState(
         params=params,
         opt_state={"agent": parts.policy_opt.init(theta), "reward": parts.reward_opt.init(psi)},
-        obs_stats=RunningStats.create((spec.obs_size,)),
-        env_state=env_state,
         reward_buffer=replay.init(row, parts.buffer_rows),
-        key=key,
-        **common.zero_counters(),
+        **common.run_start(spec, parts.venv, k_env, key),
         intrinsic_return=jnp.zeros((N,), jnp.float32),
     )
 
@@ -1261,9 +1257,8 @@ def update(parts: Parts, state: ClnState) -> tuple[ClnState, Metrics]:
     metrics = {**jax.tree.map(jnp.mean, p_metrics), **jax.tree.map(jnp.mean, r_metrics),
                **roll_metrics, "noise_std": jnp.mean(sigma), "env_steps": env_steps,
                "nonfinite": nonfinite}
-    state = state.replace(params=params, opt_state={"agent": opt_theta, "reward": opt_psi},
-                          update_step=state.update_step + 1, env_steps=env_steps,
-                          nonfinite=nonfinite)
+    state = common.advance(state, env_steps, params=params, nonfinite=nonfinite,
+                           opt_state={"agent": opt_theta, "reward": opt_psi})
     return state, metrics
 
 

@@ -2,10 +2,13 @@
 fields, and the two stages it ends with.
 
 * :class:`LearnerState`: the state fields of the contract
-  (:class:`metareward.algos.registry.Learner`); :func:`zero_counters` for a fresh state;
+  (:class:`metareward.algos.registry.Learner`); :func:`zero_counters` for a fresh state,
+  :func:`run_start` for the fields a fresh on-policy state starts a run with;
+  :func:`advance` for the state one update on;
 * :class:`LearnerBase`: the ``Trainer`` fields of the contract;
 * :func:`run_length`: env steps per update and updates per run, checked;
 * :func:`example_inputs`: a zero observation and action to initialise nets with;
+  :func:`actor_critic_params`: a fresh policy and value function from them;
 * :func:`scan_train`: ``train(key) = lax.scan(update, init(key))`` over the run;
 * :func:`episode_evaluator`: ``evaluate(state, key, num_episodes, deterministic)``,
   returns of fresh episodes of ``act``.
@@ -23,9 +26,10 @@ from brax.envs.base import Env
 from flax import struct
 
 from metareward.algos.policy import check_one_seed
-from metareward.aliases import Metrics
+from metareward.aliases import Metrics, Params
 from metareward.envs.spec import EnvSpec
 from metareward.rl import replay
+from metareward.rl.normalize import RunningStats
 from metareward.rl.rollout import evaluate_episodes
 
 
@@ -98,6 +102,39 @@ def zero_counters() -> dict[str, jax.Array]:
     return {"update_step": zero(), "env_steps": zero(), "nonfinite": zero()}
 
 
+def run_start(spec: EnvSpec, venv: Env, k_env: jax.Array, key: jax.Array) -> dict[str, Any]:
+    """The fields a learner with an observation normaliser starts a run with: the
+    normaliser empty, every env reset, the run's key and zero counters.
+
+    Args:
+        spec: The env's spec (the normaliser's size).
+        venv: The batched env.
+        k_env: The key of the envs' reset.
+        key: The key the state carries on.
+
+    Returns:
+        ``{"obs_stats", "env_state", "key", "update_step", "env_steps", "nonfinite"}``, to
+        splat into the state's constructor.
+    """
+    return {"obs_stats": RunningStats.create((spec.obs_size,)),
+            "env_state": venv.reset(k_env), "key": key, **zero_counters()}
+
+
+def advance(state: Any, env_steps: jax.Array, **changes: Any) -> Any:
+    """The state one update on: ``update_step + 1``, ``env_steps`` as counted by the
+    update, and the update's other ``changes`` (params, optimiser states, envs, key...).
+
+    Args:
+        state: The state the update started from (any learner's).
+        env_steps: Transitions collected so far, this update's included.
+        **changes: The other fields the update changed.
+
+    Returns:
+        ``state.replace(update_step=state.update_step + 1, env_steps=env_steps, **changes)``.
+    """
+    return state.replace(update_step=state.update_step + 1, env_steps=env_steps, **changes)
+
+
 def run_length(config: Any) -> tuple[int, int]:
     """``(rollout_size, num_updates)`` of a config with ``num_envs``, ``num_steps`` and
     ``total_steps``: the env steps one update collects (``num_envs * num_steps``) and the
@@ -136,6 +173,24 @@ def example_inputs(spec: EnvSpec) -> tuple[jax.Array, jax.Array]:
     row = replay.Row.example(spec, 1)
     return (jnp.zeros(row.obs.shape, row.obs.dtype),
             jnp.zeros(row.action.shape, row.action.dtype))
+
+
+def actor_critic_params(policy: Any, value: Any, spec: EnvSpec, k_pi: jax.Array,
+                        k_v: jax.Array) -> dict[str, Params]:
+    """Fresh parameters of a policy and a value function on the env's observations.
+
+    Args:
+        policy: The policy module (``policy(obs)`` a distribution).
+        value: The value module (``value(obs)``).
+        spec: The env's spec (:func:`example_inputs`).
+        k_pi: The policy's key.
+        k_v: The value function's key.
+
+    Returns:
+        ``{"policy": ..., "value": ...}``.
+    """
+    obs, _ = example_inputs(spec)
+    return {"policy": policy.init(k_pi, obs), "value": value.init(k_v, obs)}
 
 
 def act_with_policy(
@@ -215,5 +270,6 @@ def episode_evaluator(
     return evaluate
 
 
-__all__ = ["LearnerBase", "LearnerState", "act_with_policy", "episode_evaluator",
-           "example_inputs", "run_length", "scan_train", "zero_counters"]
+__all__ = ["LearnerBase", "LearnerState", "act_with_policy", "actor_critic_params", "advance",
+           "episode_evaluator", "example_inputs", "run_length", "run_start", "scan_train",
+           "zero_counters"]

@@ -439,8 +439,7 @@ def init_agent(parts: Parts, key: jax.Array) -> Params:
       guidance, eq. 6) and the memory unit (section 3.2).
     """
     k_pi, k_v, k_m = jax.random.split(key, 3)
-    dummy, _ = common.example_inputs(parts.spec)
-    return {"policy": parts.policy.init(k_pi, dummy), "value": parts.value.init(k_v, dummy),
+    return {**common.actor_critic_params(parts.policy, parts.value, parts.spec, k_pi, k_v),
             "memory": parts.memory.init(k_m)}
 
 
@@ -1040,9 +1039,8 @@ def outer_step(parts: Parts, state: EpgState) -> tuple[EpgState, Metrics]:
         "inner_nonfinite_members": jnp.sum(aux["inner_nonfinite"] > 0),
         "nonfinite": state.nonfinite + (~ok),
     }
-    state = EpgState(params={"loss": parts.unravel_phi(new_flat)}, opt_state=opt_state,
-                     update_step=state.update_step + 1, env_steps=env_steps,
-                     nonfinite=state.nonfinite + (~ok), key=key)
+    state = common.advance(state, env_steps, params={"loss": parts.unravel_phi(new_flat)},
+                           opt_state=opt_state, nonfinite=state.nonfinite + (~ok), key=key)
     return state, metrics
 
 

@@ -375,8 +375,7 @@ def init_params(parts: Parts, k_pi: jax.Array, k_v: jax.Array) -> Params:
     k_r, k_vx = jax.random.split(jax.random.fold_in(k_pi, 1))
     dummy, dummy_a = common.example_inputs(parts.spec)
     return {
-        "policy": parts.policy.init(k_pi, dummy),
-        "value": parts.value.init(k_v, dummy),
+        **common.actor_critic_params(parts.policy, parts.value, parts.spec, k_pi, k_v),
         "reward": parts.reward_net.init(k_r, dummy, dummy_a),
         "value_ex": parts.value.init(k_vx, dummy),
     }
@@ -398,10 +397,7 @@ def init_state(parts: Parts, key: jax.Array) -> LirpgState:
     return LirpgState(
         params=params,
         opt_state={"agent": parts.agent_opt.init(theta), "reward": parts.reward_opt.init(eta)},
-        obs_stats=RunningStats.create((parts.spec.obs_size,)),
-        env_state=parts.venv.reset(k_env),
-        key=key,
-        **common.zero_counters(),
+        **common.run_start(parts.spec, parts.venv, k_env, key),
         intrinsic_return=jnp.zeros((parts.config.num_envs,), jnp.float32),
     )
 
@@ -777,9 +773,8 @@ def update(parts: Parts, state: LirpgState) -> tuple[LirpgState, Metrics]:
     env_steps = state.env_steps + parts.batch_size
     metrics = {**jax.tree.map(jnp.mean, losses), **roll_metrics,
                "env_steps": env_steps, "nonfinite": nonfinite}
-    state = state.replace(params=params, opt_state={"agent": opt_theta, "reward": opt_eta},
-                          key=key, update_step=state.update_step + 1, env_steps=env_steps,
-                          nonfinite=nonfinite)
+    state = common.advance(state, env_steps, params=params, key=key, nonfinite=nonfinite,
+                           opt_state={"agent": opt_theta, "reward": opt_eta})
     return state, metrics
 
 

@@ -1449,7 +1449,7 @@ def update(parts: Parts, state: MetaGenRLState) -> tuple[MetaGenRLState, Metrics
     )
     metrics = {**m, "anneal_p": p, "env_steps": env_steps, "nonfinite": new.nonfinite}
     metrics.update(episode_statistics(parts, returns))
-    new = new.replace(key=key, update_step=state.update_step + 1, env_steps=env_steps)
+    new = common.advance(new, env_steps, key=key)
     return new, metrics
 
 

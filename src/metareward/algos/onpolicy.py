@@ -253,15 +253,11 @@ def init_state(parts: Parts, key: jax.Array) -> TrainState:
         over the flattened policy and value parameters).
     """
     k_pi, k_v, k_env, key = jax.random.split(key, 4)
-    dummy, _ = common.example_inputs(parts.spec)
-    params = {"policy": parts.policy.init(k_pi, dummy), "value": parts.value.init(k_v, dummy)}
+    params = common.actor_critic_params(parts.policy, parts.value, parts.spec, k_pi, k_v)
     return TrainState(
         params=params,
         opt_state={"agent": parts.optimizer.init(ravel_pytree(params)[0])},
-        obs_stats=RunningStats.create((parts.spec.obs_size,)),
-        env_state=parts.venv.reset(k_env),
-        key=key,
-        **common.zero_counters(),
+        **common.run_start(parts.spec, parts.venv, k_env, key),
     )
 
 
@@ -379,16 +375,9 @@ def update(parts: Parts, state: TrainState) -> tuple[TrainState, Metrics]:
     metrics.update(episode_metrics(traj))
     env_steps = state.env_steps + parts.batch_size
     metrics.update(env_steps=env_steps, nonfinite=nonfinite)
-    new_state = TrainState(
-        params=params,
-        opt_state={"agent": opt_state},
-        obs_stats=new_stats,
-        env_state=env_state,
-        key=key,
-        update_step=state.update_step + 1,
-        env_steps=env_steps,
-        nonfinite=nonfinite,
-    )
+    new_state = common.advance(state, env_steps, params=params, opt_state={"agent": opt_state},
+                               obs_stats=new_stats, env_state=env_state, key=key,
+                               nonfinite=nonfinite)
     return new_state, metrics
 
 

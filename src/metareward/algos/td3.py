@@ -601,10 +601,9 @@ def update(parts: Parts, state: TD3State) -> tuple[TD3State, Metrics]:
     params, target, opt_state, n, nonfinite, m = learn(parts, state, buffer, k_grad, start)
     metrics = {**m, **episode_metrics(traj), "env_steps": env_steps,
                "nonfinite": nonfinite, "buffer_size": buffer.size * config.num_envs}
-    new_state = TD3State(
-        params=params, target_params=target, opt_state=opt_state, buffer=buffer,
-        env_state=env_state, key=key, update_step=state.update_step + 1,
-        env_steps=env_steps, grad_steps=n, nonfinite=nonfinite)
+    new_state = common.advance(
+        state, env_steps, params=params, target_params=target, opt_state=opt_state,
+        buffer=buffer, env_state=env_state, key=key, grad_steps=n, nonfinite=nonfinite)
     return new_state, metrics
 
 

@@ -2,7 +2,13 @@
 replay buffer."""
 
 from metareward.rl import replay
-from metareward.rl.gae import discounted_cumsum, discounted_returns, gae, td_errors
+from metareward.rl.gae import (
+    discounted_cumsum,
+    discounted_returns,
+    gae,
+    td_errors,
+    td_lambda_targets,
+)
 from metareward.rl.losses import a2c_loss, awr_policy_loss, awr_weights, ppo_loss
 from metareward.rl.normalize import RunningStats
 from metareward.rl.rollout import (
@@ -29,4 +35,5 @@ __all__ = [
     "rollout",
     "sampler",
     "td_errors",
+    "td_lambda_targets",
 ]

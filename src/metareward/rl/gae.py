@@ -1,4 +1,5 @@
-"""Advantage estimation: GAE (Schulman et al. 2016, eq. 16) and discounted returns.
+"""Advantage estimation: GAE (Schulman et al. 2016, eq. 16), TD(lambda) targets and
+discounted returns.
 
 Time limits: a transition that ends the episode by truncation bootstraps from
 ``V(final_obs)``; one that ends it by termination does not. In both cases the recursion
@@ -44,6 +45,38 @@ def gae(
 
     _, adv = jax.lax.scan(body, jnp.zeros_like(deltas[0]), (deltas, dones), reverse=True)
     return adv, adv + values
+
+
+def td_lambda_targets(
+    rewards: jax.Array,
+    values: jax.Array,
+    next_values: jax.Array,
+    dones: jax.Array,
+    truncations: jax.Array,
+    gamma: float | jax.Array,
+    td_lambda: float | jax.Array,
+) -> jax.Array:
+    """TD(lambda) returns over time-major ``[T, ...]`` arrays, the value targets of AWR
+    (Peng et al. 2019, "Advantage-Weighted Regression", Section 3.3; the authors'
+    ``_compute_return``).
+
+    ``R_t = r_t + gamma [(1 - lambda) V(s'_t) + lambda R_{t+1}]`` within an episode,
+    ``R_t = r_t + gamma V(s'_t)`` on its last step if truncated (or at the end of the
+    data) and ``R_t = r_t`` if terminated. Computed as GAE's ``adv + V`` (:func:`gae`).
+
+    Args:
+        rewards: ``r_t``, ``[T, ...]``.
+        values: ``V(s_t)``, ``[T, ...]``.
+        next_values: ``V(s'_t)`` of the observation each step reached, ``[T, ...]``.
+        dones: 1 where the episode ended at step ``t``.
+        truncations: 1 where it ended by the time limit (bootstraps).
+        gamma: Discount.
+        td_lambda: The TD(lambda) mixing parameter.
+
+    Returns:
+        ``R^lambda``, ``[T, ...]``.
+    """
+    return gae(rewards, values, next_values, dones, truncations, gamma, td_lambda)[1]
 
 
 def td_errors(

@@ -156,8 +156,7 @@ def init_params(policy: nn.Module, value: nn.Module, reward_net: nn.Module, spec
     dummy, dummy_a = common.example_inputs(spec)
     z1 = jnp.zeros((1,), jnp.float32)
     return {
-        "policy": policy.init(k_pi, dummy),
-        "value": value.init(k_v, dummy),
+        **common.actor_critic_params(policy, value, spec, k_pi, k_v),
         "value_ex": value.init(k_vx, dummy),
         "reward": reward_net.init(k_r, dummy, dummy_a, z1, z1, z1),
     }
@@ -186,11 +185,8 @@ def init(parts: Parts, key: jax.Array) -> TareState:
     return TareState(
         params=params,
         opt_state=opt_state,
-        obs_stats=RunningStats.create((parts.spec.obs_size,)),
         reward_stats=RunningStats.create(()),
-        env_state=parts.venv.reset(k_env),
-        key=key,
-        **common.zero_counters(),
+        **common.run_start(parts.spec, parts.venv, k_env, key),
         episode_step=jnp.zeros((n,), jnp.int32),
         param_return=jnp.zeros((n,), jnp.float32),
         buffer=buffer,
@@ -371,7 +367,7 @@ def finish_update(parts: Parts, state: TareState, traj: Transition, r_phi: jax.A
                "r_param_std": jnp.std(r_phi),
                **reward_by_action(parts.spec, r_phi, traj.action), **extra,
                "env_steps": env_steps, "nonfinite": new["nonfinite"]}
-    state = state.replace(update_step=state.update_step + 1, env_steps=env_steps, **new)
+    state = common.advance(state, env_steps, **new)
     return state, metrics
 
 
