@@ -3,12 +3,12 @@ fields, and the two stages it ends with.
 
 * :class:`LearnerState`: the state fields of the contract
   (:class:`metareward.algos.registry.Learner`); :func:`zero_counters` for a fresh state,
-  :func:`run_start` for the fields a fresh on-policy state starts a run with;
-  :func:`advance` for the state one update on;
+  :func:`run_start` for the fields a state with an observation normaliser starts a run
+  with; :func:`advance` for the state one update on;
 * :class:`LearnerBase`: the ``Trainer`` fields of the contract;
 * :func:`run_length`: env steps per update and updates per run, checked;
 * :func:`example_inputs`: a zero observation and action to initialise nets with;
-  :func:`actor_critic_params`: a fresh policy and value function from them;
+  :func:`actor_critic_params`: a fresh policy and value function initialised on them;
 * :func:`scan_train`: ``train(key) = lax.scan(update, init(key))`` over the run;
 * :func:`episode_evaluator`: ``evaluate(state, key, num_episodes, deterministic)``,
   returns of fresh episodes of ``act``.
@@ -20,6 +20,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from brax.envs.base import Env
@@ -123,6 +124,7 @@ def run_start(spec: EnvSpec, venv: Env, k_env: jax.Array, key: jax.Array) -> dic
 def advance(state: Any, env_steps: jax.Array, **changes: Any) -> Any:
     """The state one update on: ``update_step + 1``, ``env_steps`` as counted by the
     update, and the update's other ``changes`` (params, optimiser states, envs, key...).
+    A field not in ``changes`` keeps its value.
 
     Args:
         state: The state the update started from (any learner's).
@@ -175,7 +177,7 @@ def example_inputs(spec: EnvSpec) -> tuple[jax.Array, jax.Array]:
             jnp.zeros(row.action.shape, row.action.dtype))
 
 
-def actor_critic_params(policy: Any, value: Any, spec: EnvSpec, k_pi: jax.Array,
+def actor_critic_params(policy: nn.Module, value: nn.Module, spec: EnvSpec, k_pi: jax.Array,
                         k_v: jax.Array) -> dict[str, Params]:
     """Fresh parameters of a policy and a value function on the env's observations.
 
