@@ -3,8 +3,16 @@ vmapped program, mean +- std curves over seeds, and writing JSON, PNG and markdo
 
 Each entry point defines ``SCALES``: a dict from ``"smoke"`` (seconds, for the tests),
 ``"cpu"`` (a 2-core CPU, under ~30 minutes, pure-JAX envs) and ``"paper"`` (the paper's
-settings and MuJoCo envs, meant for accelerators) to a :class:`Scale`. All three run the
-same code; only the envs, budgets and seed counts differ.
+settings and MuJoCo envs, meant for accelerators) to a :class:`Scale`, and may add more
+(``"mujoco-cpu"``: the paper's settings on brax MuJoCo envs at the paper's budget, hours
+on one CPU core). All run the same code; only the envs, budgets and seed counts differ.
+
+A scale with ``run_dirs=True`` (or any scale given ``--runs DIR``) trains each run in a
+run directory through :mod:`metareward.runtime.driver`, as ``metareward train`` does:
+chunked, checkpointed, resumable. Running the same command again reads the finished
+runs, resumes the unfinished ones (``metareward resume DIR`` also does) and starts the
+rest; the outputs are rewritten after every run, so a grid split over several sittings
+has its partial results on disk. Checkpoints live under ``runs/`` (not committed).
 
 Outputs go to ``--out`` (default ``experiments/results/<scale>/``) as ``<name>.json``
 (everything measured, per seed), ``<name>*.png`` (figures: mean +- std over seeds) and
@@ -28,32 +36,62 @@ import numpy as np
 import metareward  # noqa: F401  (XLA flags before jax starts)
 
 HERE = Path(__file__).resolve().parent
+#: The scales every entry point has (it may add more).
 SCALE_NAMES = ("smoke", "cpu", "paper")
+#: Where run directories go by default: ``runs/experiments/<scale>/<name>/<run>``.
+RUNS = HERE.parent / "runs" / "experiments"
 
 
 @dataclasses.dataclass(frozen=True)
 class Scale:
     """One size of an experiment: ``envs`` to run, ``steps`` per seed (per env, ``None``
-    keeps the config's ``total_steps``), ``seeds`` per (env, learner), and free-form
-    ``extra`` settings the entry point reads."""
+    keeps the config's ``total_steps``), ``seeds`` per (env, learner), free-form
+    ``extra`` settings the entry point reads, and ``run_dirs``: train each run in a
+    resumable run directory (:func:`train_in_run_dir`) rather than in memory."""
 
     envs: tuple[str, ...]
     seeds: int
     steps: dict[str, int | None]
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    run_dirs: bool = False
 
 
-def parser(doc: str, scales: dict[str, Scale]) -> argparse.ArgumentParser:
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One run of an experiment: a registered algorithm (``metareward list``), its full
+    config, an env and the env's options; what ``metareward train`` would be given."""
+
+    algo: str
+    env: str
+    config: Any
+    env_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def trainer(self) -> Any:
+        """The learner, built as ``metareward train`` builds it."""
+        from metareward import envs
+        from metareward.algos.registry import get_algorithm
+
+        spec = get_algorithm(self.algo)
+        return spec.make_train(self.config,
+                               envs.make(self.env, **{**spec.env_kwargs, **self.env_kwargs}))
+
+
+def parser(doc: str, scales: dict[str, Scale], *, resumable: bool = False
+           ) -> argparse.ArgumentParser:
     """An argument parser with ``--scale``, ``--seeds``, ``--steps``, ``--envs`` and
-    ``--out``, the shared options of every entry point."""
+    ``--out``, the shared options of every entry point, and with ``resumable`` (an entry
+    point that trains through :func:`train_all`) ``--runs``."""
     missing = set(SCALE_NAMES) - set(scales)
     if missing:
         raise ValueError(f"SCALES lacks {sorted(missing)}")
     ap = argparse.ArgumentParser(description=doc.split("\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scale", choices=SCALE_NAMES, default="cpu",
+    ap.add_argument("--scale", choices=list(scales), default="cpu",
                     help="smoke: seconds (tests); cpu: a 2-core CPU in under ~30 min; "
-                         "paper: the paper's settings and envs (accelerators)")
+                         "paper: the paper's settings and envs (accelerators)"
+                         + ("; mujoco-cpu: the paper's settings on MuJoCo envs at the "
+                            "paper's budget, hours on one CPU core, resumable"
+                            if "mujoco-cpu" in scales else ""))
     ap.add_argument("--seeds", type=int, default=None,
                     help="seeds per run (default: the scale's: "
                          + ", ".join(f"{k} {v.seeds}" for k, v in scales.items()) + ")")
@@ -65,6 +103,11 @@ def parser(doc: str, scales: dict[str, Scale]) -> argparse.ArgumentParser:
                          + ")")
     ap.add_argument("--out", type=Path, default=None,
                     help="output directory (default: experiments/results/<scale>)")
+    if resumable:
+        ap.add_argument("--runs", type=Path, default=None,
+                        help="train each run in a resumable run directory under DIR "
+                             "(default for scales that use run directories: "
+                             "runs/experiments/<scale>); the same command resumes them")
     return ap
 
 
@@ -85,8 +128,10 @@ def resolve(args: argparse.Namespace, scales: dict[str, Scale]) -> Scale:
     steps = {e: args.steps or scale.steps.get(e) for e in envs_}
     if args.out is None:
         args.out = HERE / "results" / args.scale
+    if getattr(args, "runs", None) is None and scale.run_dirs:
+        args.runs = RUNS / args.scale
     return dataclasses.replace(scale, envs=envs_, seeds=args.seeds or scale.seeds,
-                               steps=steps)
+                               steps=steps, run_dirs=getattr(args, "runs", None) is not None)
 
 
 def with_steps(cfg: Any, steps: int | None) -> Any:
@@ -155,18 +200,121 @@ def train_seeds(trainer: Any, cfg: Any, seeds: int, *, seed: int = 42,
     return out
 
 
-def train_all(jobs: Sequence[tuple[dict, Callable[[], tuple[Any, Any]]]], seeds: int, *,
-              keys: Sequence[str] = ("env", "learner"), keep: Sequence[str] = ()) -> list[dict]:
-    """Run ``jobs`` in turn: each is ``(labels, build)`` where ``build()`` returns
-    ``(trainer, config)``; returns one :func:`train_seeds` record per job with its
-    ``labels`` in front, logging each as it finishes."""
+def train_all(jobs: Sequence[tuple[dict, Callable[[], Any]]], seeds: int, *,
+              keys: Sequence[str] = ("env", "learner"), keep: Sequence[str] = (),
+              runs: Path | None = None,
+              after_each: Callable[[list[dict]], None] | None = None) -> list[dict]:
+    """Run ``jobs`` in turn and return one record per job with its ``labels`` in front,
+    logging each as it finishes.
+
+    Each job is ``(labels, build)``; ``build()`` returns a :class:`Run` or a
+    ``(trainer, config)`` pair. Without ``runs`` a job trains in memory
+    (:func:`train_seeds`); with ``runs`` (only for :class:`Run` jobs) it trains in its
+    run directory ``runs / run_name(labels)`` (:func:`train_in_run_dir`), and
+    ``after_each(results so far)`` is called after every job, to write partial
+    outputs."""
     results = []
     for labels, build in jobs:
-        trainer, cfg = build()
-        r = {**labels, **train_seeds(trainer, cfg, seeds, keep=keep)}
+        built = build()
+        if runs is not None:
+            if not isinstance(built, Run):
+                raise TypeError(f"{labels}: run directories need a Run, got {type(built)}")
+            r = {**labels, **train_in_run_dir(built, Path(runs) / run_name(labels), seeds,
+                                              keep=keep)}
+        else:
+            trainer, cfg = (built.trainer(), built.config) if isinstance(built, Run) else built
+            r = {**labels, **train_seeds(trainer, cfg, seeds, keep=keep)}
         log_run(r, keys)
         results.append(r)
+        if after_each is not None and runs is not None:
+            after_each(results)
     return results
+
+
+def run_name(labels: dict) -> str:
+    """A run directory's name from a job's labels: ``hopper-20-lirpg``."""
+    return "-".join(str(v) for v in labels.values())
+
+
+def train_in_run_dir(run: Run, path: Path, seeds: int, *, seed: int = 0,
+                     keep: Sequence[str] = (), checkpoint_every: int = 5,
+                     eval_episodes: int = 32) -> dict:
+    """Train ``run`` in the run directory ``path`` to its end, as ``metareward train``
+    does (``seeds`` vmapped seeds, keys ``split(PRNGKey(seed), seeds)``, about 100
+    chunks, a checkpoint every ``checkpoint_every`` chunks, ``eval_episodes`` per seed
+    evaluated at the end), and return its record (:func:`run_record`).
+
+    A finished run is only read; an unfinished one is resumed from its newest
+    checkpoint (exactly); one whose recorded config differs from ``run`` fails, naming
+    the directory, rather than mixing two experiments."""
+    from metareward.runtime import configs, driver
+    from metareward.runtime.rundir import RunDir
+
+    path = Path(path)
+    rd = RunDir(path)
+    if (path / "config.json").is_file():
+        rec = rd.load_config()
+        want = configs.config_to_dict(run.config)
+        if (rec["algo"], rec["env"], rec["config"], rec.get("env_kwargs") or {},
+                rec["run"]["seeds"]) != (run.algo, run.env, want, run.env_kwargs, seeds):
+            raise SystemExit(f"{path} holds a different run (algo, env, config, env "
+                             "options or seeds); move it away or pass another --runs")
+        if not _finished(path):
+            print(f"resuming {path}", file=sys.stderr, flush=True)
+            driver.resume(path, stream=sys.stderr, progress=False)
+    else:
+        plan = driver.prepare(
+            run.algo, run.env, overrides=configs.config_to_dict(run.config),
+            env_kwargs=run.env_kwargs,
+            options=driver.RunOptions(seeds=seeds, seed=seed, checkpoint_every=checkpoint_every,
+                                      eval_episodes=eval_episodes))
+        print(f"training {path}", file=sys.stderr, flush=True)
+        driver.start(plan, out=path, stream=sys.stderr, progress=False)
+    return run_record(path, keep)
+
+
+def _finished(path: Path) -> bool:
+    summary = Path(path) / "summary.json"
+    return (summary.is_file() and json.loads(summary.read_text()).get("status") == "finished"
+            and (Path(path) / "eval.json").is_file())
+
+
+def run_record(path: Path, keep: Sequence[str] = ()) -> dict:
+    """The record of a finished run directory, in :func:`train_seeds`'s form: one
+    ``episode_return`` column per chunk (the mean return of the training episodes that
+    ended in it), ``env_steps`` at each chunk's end, ``eval_return_per_seed`` from
+    ``eval.json``, ``wall_s`` the summed chunk time of all its sessions (compilation not
+    included: ``compile_s`` is the last session's), ``config``, ``run_dir``, and each
+    metric in ``keep`` per seed and chunk."""
+    from metareward.runtime.rundir import RunDir
+
+    rd = RunDir(path)
+    rec = rd.load_config()
+    seeds = rec["run"]["seeds"]
+    by_seed: list[list[dict]] = [[] for _ in range(seeds)]
+    for m in sorted(rd.read_metrics(), key=lambda m: (m["update"], m["seed"])):
+        by_seed[m["seed"]].append(m)
+    summary = json.loads(rd.summary_json.read_text())
+    ev = json.loads(rd.eval_json.read_text())
+
+    def column(k: str) -> list:
+        return [[m.get(k) for m in rows] for rows in by_seed]
+
+    out = {
+        "seeds": seeds,
+        "env_steps": [m["env_steps"] for m in by_seed[0]],
+        "episode_return": listed(unlisted(column("return_mean")), 3),
+        "eval_return_per_seed": ev["per_seed"],
+        "wall_s": summary["wall_time"],
+        "compile_s": summary["compile_time"],
+        "config": rec["config"],
+        "env_kwargs": rec.get("env_kwargs") or {},
+        "run_dir": str(path),
+    }
+    for k in keep:
+        if any(k in m for m in by_seed[0]):
+            out[k] = listed(unlisted(column(k)), 5)
+    return out
 
 
 def smooth(y: np.ndarray, width: int) -> np.ndarray:

@@ -27,6 +27,13 @@ Scales (``--scale``):
   ``lirpg-frozen`` on cartpole only (the pendulum LIRPG run alone takes 15 minutes):
   the library's presets for these envs (37 minutes on one core of a 2-core CPU shared
   with other jobs, 2026-12-02);
+* ``mujoco-cpu``: the paper's Figure 4 setting at its budget on one CPU core: MuJoCo
+  (brax, ``backend=BACKEND``) ``hopper`` and ``walker2d``, delay 20, 1M steps, 5 seeds,
+  ``ppo``, ``ppo-bonus``, ``lirpg``, ``lirpg-mix`` and the control ``lirpg-frozen``,
+  with the paper's PPO settings (``ppo.Config()`` / ``lirpg.Config()``: 1 env x 2048
+  steps, 10 epochs of 32 minibatches, lr 3e-4). Each run trains in a resumable run
+  directory (``runs/experiments/mujoco-cpu/lirpg_delayed/<env>-<delay>-<learner>``);
+  the same command continues an interrupted grid;
 * ``paper``: MuJoCo (brax) ``hopper``, ``halfcheetah``, ``walker2d``, ``ant``, delays 10,
   20 and 40, 1M steps, 10 seeds, all three learners, with the paper's PPO settings
   (``ppo.Config()`` / ``lirpg.Config()`` defaults).
@@ -38,6 +45,7 @@ final evaluation of 32 episodes per seed, wall time, config), ``lirpg_delayed.pn
     python experiments/lirpg_delayed.py                          # --scale cpu
     python experiments/lirpg_delayed.py --scale smoke --out /tmp/smoke
     python experiments/lirpg_delayed.py --scale paper --envs hopper --delays 20
+    taskset -c 1 python experiments/lirpg_delayed.py --scale mujoco-cpu   # hours; resumable
 """
 
 from __future__ import annotations
@@ -51,6 +59,12 @@ LEARNERS = ("ppo", "ppo-bonus", "lirpg", "lirpg-exact", "lirpg-frozen", "lirpg-m
 COLORS = dict(zip(LEARNERS, ("C0", "C9", "C3", "C1", "C7", "C2"), strict=True))
 #: The PPO-bonus baseline's live bonus per step, in the env's reward units.
 LIVE_BONUS = 1.0
+#: The brax physics backend of the ``mujoco-cpu`` scale: the fastest on a CPU that keeps
+#: the task (``benchmarks/brax_backends.py``: ``generalized`` steps hopper ~1.4-1.8x as
+#: fast as ``mjx`` with the same random-policy episodes; ``positional`` and ``spring``
+#: are faster but change the task, e.g. a random hopper stays up ~5x as long).
+BACKEND = "generalized"
+MUJOCO_CPU = ("hopper", "walker2d")
 SCALES = {
     "smoke": common.Scale(envs=("cartpole",), seeds=2, steps={"cartpole": 1024},
                           extra={"delays": (10,), "learners": LEARNERS}),
@@ -58,6 +72,10 @@ SCALES = {
                         steps={"cartpole": 500_000, "pendulum": 1_000_000},
                         extra={"delays": (10,), "learners": ("ppo", "ppo-bonus", "lirpg"),
                                "cartpole_only": ("lirpg-exact", "lirpg-frozen")}),
+    "mujoco-cpu": common.Scale(
+        envs=MUJOCO_CPU, seeds=5, steps=dict.fromkeys(MUJOCO_CPU, 1_000_000), run_dirs=True,
+        extra={"delays": (20,), "env_kwargs": {"backend": BACKEND},
+               "learners": ("ppo", "ppo-bonus", "lirpg", "lirpg-mix", "lirpg-frozen")}),
     "paper": common.Scale(envs=("hopper", "halfcheetah", "walker2d", "ant"), seeds=10,
                           steps=dict.fromkeys(("hopper", "halfcheetah", "walker2d", "ant"),
                                               1_000_000),
@@ -65,26 +83,26 @@ SCALES = {
 }
 
 
-def build(learner: str, env_name: str, delay: int, steps: int | None):
-    """``(trainer, config)``: the library's preset for the env (the paper's defaults for
-    envs without one), ``total_steps`` = ``steps``."""
-    from metareward import envs
+def build(learner: str, env_name: str, delay: int, steps: int | None,
+          env_kwargs: dict | None = None) -> common.Run:
+    """The run of ``learner``: the library's preset for the env (the paper's defaults for
+    envs without one), ``total_steps`` = ``steps``, the reward delayed by ``delay``."""
     from metareward.algos import lirpg, ppo
 
     if learner.startswith("ppo"):
-        module, cfg = ppo, ppo.preset(env_name)
+        algo, cfg = "ppo", ppo.preset(env_name)
         if learner == "ppo-bonus":
             cfg = dataclasses.replace(cfg, live_bonus=LIVE_BONUS)
     else:
-        module, cfg = lirpg, lirpg.preset(env_name)
+        algo, cfg = "lirpg", lirpg.preset(env_name)
         coefs = (1.0, 1.0) if learner == "lirpg-mix" else (0.0, 1.0)
         cfg = dataclasses.replace(cfg, r_ex_coef=coefs[0], r_in_coef=coefs[1])
         if learner == "lirpg-exact":
             cfg = dataclasses.replace(cfg, lookahead="exact")
         elif learner == "lirpg-frozen":
             cfg = dataclasses.replace(cfg, intrinsic_learning_rate=1e-12)
-    cfg = common.with_steps(cfg, steps)
-    return module.make_train(cfg, envs.make(env_name, reward_delay=delay)), cfg
+    return common.Run(algo, env_name, common.with_steps(cfg, steps),
+                      {**(env_kwargs or {}), "reward_delay": delay})
 
 
 def plot(results: list[dict], path) -> None:
@@ -97,7 +115,7 @@ def plot(results: list[dict], path) -> None:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    ap = common.parser(__doc__, SCALES)
+    ap = common.parser(__doc__, SCALES, resumable=True)
     ap.add_argument("--learners", nargs="+", choices=LEARNERS, default=None)
     ap.add_argument("--delays", nargs="+", type=int, default=None)
     args = ap.parse_args(argv)
@@ -109,12 +127,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
     per_env = {e: list(learners) for e in scale.envs}
     if args.learners is None and "cartpole" in per_env:
         per_env["cartpole"] += scale.extra.get("cartpole_only", ())
+    env_kwargs = scale.extra.get("env_kwargs", {})
     jobs = [({"env": e, "delay": d, "learner": ln},
-             lambda e=e, d=d, ln=ln: build(ln, e, d, scale.steps[e]))
+             lambda e=e, d=d, ln=ln: build(ln, e, d, scale.steps[e], env_kwargs))
             for e in scale.envs for d in delays for ln in per_env[e]]
-    results = common.train_all(jobs, scale.seeds, keys=("env", "delay", "learner"))
-    md = common.eval_table(results, ("env", "delay", "learner"))
-    common.write(args.out, NAME, results, md, {"": lambda p: plot(results, p)})
+
+    def write(results: list[dict]) -> None:
+        md = common.eval_table(results, ("env", "delay", "learner"))
+        common.write(args.out, NAME, results, md, {"": lambda p: plot(results, p)})
+
+    results = common.train_all(jobs, scale.seeds, keys=("env", "delay", "learner"),
+                               runs=args.runs and args.runs / NAME, after_each=write)
+    if not scale.run_dirs:
+        write(results)
     return results
 
 
