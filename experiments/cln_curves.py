@@ -22,6 +22,13 @@ Scales (``--scale``):
   (``ppo`` / ``lirpg`` / ``cln.preset("pendulum")``: 16 envs x 128 steps, 10 epochs,
   16 minibatches, lr 1e-3, gamma 0.95, reward scale 0.1; 32 minutes on one core with
   the other busy, ~20 on an idle machine);
+* ``mujoco-cpu``: the paper's setting at its budget on one CPU core: MuJoCo (brax,
+  ``backend=common.MUJOCO_CPU_BACKEND``) ``hopper`` and ``walker2d``, 1M steps, 5 seeds,
+  the paper's batch (:data:`PAPER_BATCH`), ``ppo``, ``lirpg``, ``cln`` and the control
+  ``cln-nohyper`` (Figure 5's other terms are left out: each CLN run costs about an hour
+  here). Each run trains in a resumable run directory
+  (``runs/experiments/mujoco-cpu/cln_curves/<env>-<learner>``); the same command
+  continues an interrupted grid;
 * ``paper``: MuJoCo (brax) ``hopper``, ``walker2d``, ``halfcheetah``, ``ant``, 1M steps,
   5 seeds, the paper's batch (:data:`PAPER_BATCH`: 4 env copies x 2048 steps); the
   ablation on ``hopper`` only, as the paper's Figure 5.
@@ -42,6 +49,7 @@ Writes to ``--out``:
     python experiments/cln_curves.py                                  # --scale cpu
     python experiments/cln_curves.py --learners ppo lirpg cln
     python experiments/cln_curves.py --scale paper --envs hopper --merge
+    taskset -c 1 python experiments/cln_curves.py --scale mujoco-cpu      # hours; resumable
 """
 
 from __future__ import annotations
@@ -64,6 +72,7 @@ NO_HYPER = ("cln-nohyper",)
 #: One colour per learner, the same in both rows of the plot.
 COLORS = dict(zip(LEARNERS, ("C0", "C1", "C2", "C3", "C4", "C5"), strict=True))
 MUJOCO = ("hopper", "walker2d", "halfcheetah", "ant")
+MUJOCO_CPU = ("hopper", "walker2d")
 #: The paper's batch for every learner on the MuJoCo envs (section 5, "Experimental
 #: Setup": 4 env copies x 2048 steps; PPO's MuJoCo epochs, minibatches and lr).
 PAPER_BATCH = {"num_envs": 4, "num_steps": 2048, "num_epochs": 10, "num_minibatches": 32,
@@ -78,6 +87,10 @@ SCALES = {
                           extra={"ablation_envs": ("pendulum",)}),
     "cpu": common.Scale(envs=("pendulum",), seeds=4, steps={"pendulum": 1_000_000},
                         extra={"ablation_envs": ("pendulum",)}),
+    "mujoco-cpu": common.Scale(
+        envs=MUJOCO_CPU, seeds=5, steps=dict.fromkeys(MUJOCO_CPU, 1_000_000), run_dirs=True,
+        extra={"ablation_envs": MUJOCO_CPU, "learners": (*COMPARISON, *NO_HYPER),
+               "env_kwargs": {"backend": common.MUJOCO_CPU_BACKEND}}),
     "paper": common.Scale(envs=MUJOCO, seeds=5, steps=dict.fromkeys(MUJOCO, 1_000_000),
                           extra={"ablation_envs": ("hopper",)}),
 }
@@ -102,20 +115,19 @@ def _config(learner: str, env_name: str):
     return module, cfg
 
 
-def build(learner: str, env_name: str, steps: int | None = None):
-    """``(trainer, config)`` for a learner on an env (see the module docstring), with
-    ``total_steps`` set to ``steps`` (the config's own if None). Raises if the learner's
-    batch differs from PPO's on that env."""
-    from metareward import envs
-
-    module, cfg = _config(learner, env_name)
+def build(learner: str, env_name: str, steps: int | None = None,
+          env_kwargs: dict | None = None) -> common.Run:
+    """The run of a learner on an env (see the module docstring), with ``total_steps``
+    set to ``steps`` (the config's own if None). Raises if the learner's batch differs
+    from PPO's on that env."""
+    cfg = _config(learner, env_name)[1]
     ref = _config("ppo", env_name)[1]
     diff = {k: (getattr(cfg, k), getattr(ref, k)) for k in SHARED_FIELDS
             if getattr(cfg, k) != getattr(ref, k)}
     if diff:
         raise ValueError(f"{learner} on {env_name}: batch differs from ppo's: {diff}")
-    cfg = common.with_steps(cfg, steps)
-    return module.make_train(cfg, envs.make(env_name)), cfg
+    algo = {"ppo": "ppo", "lirpg": "lirpg"}.get(learner, "cln")
+    return common.Run(algo, env_name, common.with_steps(cfg, steps), dict(env_kwargs or {}))
 
 
 def _envs_of(results: list[dict]) -> list[str]:
@@ -159,28 +171,38 @@ def plot_intrinsic(results: list[dict], path, learner: str = "cln") -> None:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    ap = common.parser(__doc__, SCALES)
-    ap.add_argument("--learners", nargs="+", default=list(LEARNERS), choices=LEARNERS)
+    ap = common.parser(__doc__, SCALES, resumable=True)
+    ap.add_argument("--learners", nargs="+", default=None, choices=LEARNERS,
+                    help="(default: the scale's; all six except at mujoco-cpu)")
     ap.add_argument("--merge", action="store_true",
                     help="keep the (env, learner) runs of an existing cln_curves.json in "
                          "--out that this call does not rerun (figures and table then "
                          "show both)")
     args = ap.parse_args(argv)
     scale = common.resolve(args, SCALES)
-    todo = [(e, ln) for e in scale.envs for ln in args.learners
+    learners = args.learners or scale.extra.get("learners", LEARNERS)
+    todo = [(e, ln) for e in scale.envs for ln in learners
             if ln in COMPARISON or e in scale.extra["ablation_envs"]]
     kept = []
     old = args.out / f"{NAME}.json"
     if args.merge and old.exists():
         kept = [r for r in json.loads(old.read_text())
                 if (r["env"], r["learner"]) not in set(todo)]
-    jobs = [({"env": e, "learner": ln}, lambda e=e, ln=ln: build(ln, e, scale.steps[e]))
-            for e, ln in todo]
-    results = kept + common.train_all(jobs, scale.seeds, keep=DIAGNOSTICS)
-    common.write(args.out, NAME, results, common.eval_table(results),
-                 {"": lambda p: plot(results, p),
-                  "_intrinsic": lambda p: plot_intrinsic(results, p)})
-    return results
+    env_kwargs = scale.extra.get("env_kwargs", {})
+    jobs = [({"env": e, "learner": ln},
+             lambda e=e, ln=ln: build(ln, e, scale.steps[e], env_kwargs)) for e, ln in todo]
+
+    def write(done: list[dict]) -> None:
+        results = kept + done
+        common.write(args.out, NAME, results, common.eval_table(results),
+                     {"": lambda p: plot(results, p),
+                      "_intrinsic": lambda p: plot_intrinsic(results, p)})
+
+    done = common.train_all(jobs, scale.seeds, keep=DIAGNOSTICS,
+                            runs=args.runs and args.runs / NAME, after_each=write)
+    if not scale.run_dirs:
+        write(done)
+    return kept + done
 
 
 if __name__ == "__main__":

@@ -40,6 +40,13 @@ HERE = Path(__file__).resolve().parent
 SCALE_NAMES = ("smoke", "cpu", "paper")
 #: Where run directories go by default: ``runs/experiments/<scale>/<name>/<run>``.
 RUNS = HERE.parent / "runs" / "experiments"
+#: The brax physics backend of the ``mujoco-cpu`` scales: the fastest on a CPU that
+#: keeps the task. ``benchmarks/brax_backends.py`` (2026-12-03, one core of the 2-core
+#: VM): ``generalized`` steps hopper 1.4x (1 env) to 1.8x (4 envs) as fast as ``mjx``,
+#: with the same random-policy episodes (hopper: 87 episodes of mean return 22 in 2048
+#: steps on both); ``positional`` and ``spring`` are 2.6-10x as fast but change the
+#: task (a random hopper stays up 6-8x as long: 16-22 episodes, mean return 120-145).
+MUJOCO_CPU_BACKEND = "generalized"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,7 +28,8 @@ Scales (``--scale``):
   the library's presets for these envs (37 minutes on one core of a 2-core CPU shared
   with other jobs, 2026-12-02);
 * ``mujoco-cpu``: the paper's Figure 4 setting at its budget on one CPU core: MuJoCo
-  (brax, ``backend=BACKEND``) ``hopper`` and ``walker2d``, delay 20, 1M steps, 5 seeds,
+  (brax, ``backend=common.MUJOCO_CPU_BACKEND``) ``hopper`` and ``walker2d``, delay 20,
+  1M steps, 5 seeds,
   ``ppo``, ``ppo-bonus``, ``lirpg``, ``lirpg-mix`` and the control ``lirpg-frozen``,
   with the paper's PPO settings (``ppo.Config()`` / ``lirpg.Config()``: 1 env x 2048
   steps, 10 epochs of 32 minibatches, lr 3e-4). Each run trains in a resumable run
@@ -59,11 +60,6 @@ LEARNERS = ("ppo", "ppo-bonus", "lirpg", "lirpg-exact", "lirpg-frozen", "lirpg-m
 COLORS = dict(zip(LEARNERS, ("C0", "C9", "C3", "C1", "C7", "C2"), strict=True))
 #: The PPO-bonus baseline's live bonus per step, in the env's reward units.
 LIVE_BONUS = 1.0
-#: The brax physics backend of the ``mujoco-cpu`` scale: the fastest on a CPU that keeps
-#: the task (``benchmarks/brax_backends.py``: ``generalized`` steps hopper ~1.4-1.8x as
-#: fast as ``mjx`` with the same random-policy episodes; ``positional`` and ``spring``
-#: are faster but change the task, e.g. a random hopper stays up ~5x as long).
-BACKEND = "generalized"
 MUJOCO_CPU = ("hopper", "walker2d")
 SCALES = {
     "smoke": common.Scale(envs=("cartpole",), seeds=2, steps={"cartpole": 1024},
@@ -74,7 +70,7 @@ SCALES = {
                                "cartpole_only": ("lirpg-exact", "lirpg-frozen")}),
     "mujoco-cpu": common.Scale(
         envs=MUJOCO_CPU, seeds=5, steps=dict.fromkeys(MUJOCO_CPU, 1_000_000), run_dirs=True,
-        extra={"delays": (20,), "env_kwargs": {"backend": BACKEND},
+        extra={"delays": (20,), "env_kwargs": {"backend": common.MUJOCO_CPU_BACKEND},
                "learners": ("ppo", "ppo-bonus", "lirpg", "lirpg-mix", "lirpg-frozen")}),
     "paper": common.Scale(envs=("hopper", "halfcheetah", "walker2d", "ant"), seeds=10,
                           steps=dict.fromkeys(("hopper", "halfcheetah", "walker2d", "ant"),

@@ -3,8 +3,8 @@ TARE's learned reward, learning curves over seeds.
 
 Learners (``--learners``): ``ppo``, ``ppo-tare``, ``ppo-tare-frozen`` (the control: the
 same run with the reward frozen at its initialisation, ``hypergrad_coef=0``), ``awr``,
-``awr-tare``; each (env,
-learner) one vmapped, jitted program over seeds, from the library's presets (PPO / AWR:
+``awr-tare`` and ``awr-tare-frozen`` (AWR-TARE's control); each (env, learner) one
+vmapped, jitted program over seeds, from the library's presets (PPO / AWR:
 their ``PRESETS``; PPO-TARE / AWR-TARE: ``tare.PRESETS`` / ``tare.AWR_PRESETS``; the
 paper's defaults, ``Config()``, on envs without a preset). On ``chain`` PPO takes the
 PPO-TARE chain preset's batch and policy settings, so the two differ only in the reward.
@@ -15,6 +15,11 @@ Scales (``--scale``):
 * ``cpu``: TARE's ``chain`` and ``chain-truncating`` (163,840 steps each; the latter's
   step limit is bootstrapped, and plain PPO dithers there) and ``pendulum`` (300k steps),
   4 seeds, all five learners (about 30 minutes on one core);
+* ``mujoco-cpu``: the paper's setting at its budget on one CPU core: MuJoCo (brax,
+  ``backend=common.MUJOCO_CPU_BACKEND``) ``walker2d``, 1M steps, 5 seeds, all six
+  learners with the paper's defaults. Each run trains in a resumable run directory
+  (``runs/experiments/mujoco-cpu/tare_curves/<env>-<learner>``); the same command
+  continues an interrupted grid;
 * ``paper``: MuJoCo (brax) ``humanoid``, ``walker2d``, ``ant``, ``hopper``,
   ``halfcheetah``, ``swimmer`` (the paper's six), 1M steps, 5 seeds.
 
@@ -25,6 +30,7 @@ panel per env) and ``tare_curves.md``.
 
     python experiments/tare_curves.py                       # --scale cpu
     python experiments/tare_curves.py --envs chain --learners ppo ppo-tare
+    taskset -c 1 python experiments/tare_curves.py --scale mujoco-cpu     # hours; resumable
 """
 
 from __future__ import annotations
@@ -34,8 +40,10 @@ import dataclasses
 import common
 
 NAME = "tare_curves"
-LEARNERS = ("ppo", "ppo-tare", "ppo-tare-frozen", "awr", "awr-tare")
-COLORS = dict(zip(LEARNERS, ("C0", "C3", "C7", "C1", "C2"), strict=True))
+LEARNERS = ("ppo", "ppo-tare", "ppo-tare-frozen", "awr", "awr-tare", "awr-tare-frozen")
+#: The controls: the TARE learner with the hypergradient off (``hypergrad_coef=0``).
+FROZEN = ("ppo-tare-frozen", "awr-tare-frozen")
+COLORS = dict(zip(LEARNERS, ("C0", "C3", "C7", "C1", "C2", "C8"), strict=True))
 MUJOCO = ("humanoid", "walker2d", "ant", "hopper", "halfcheetah", "swimmer")
 SCALES = {
     "smoke": common.Scale(envs=("chain",), seeds=2,
@@ -43,8 +51,14 @@ SCALES = {
     "cpu": common.Scale(envs=("chain", "chain-truncating", "pendulum"), seeds=4,
                         steps={"chain": 163_840, "chain-truncating": 163_840,
                                "pendulum": 300_000}),
+    "mujoco-cpu": common.Scale(envs=("walker2d",), seeds=5, steps={"walker2d": 1_000_000},
+                               run_dirs=True,
+                               extra={"env_kwargs": {"backend": common.MUJOCO_CPU_BACKEND}}),
     "paper": common.Scale(envs=MUJOCO, seeds=5, steps=dict.fromkeys(MUJOCO, 1_000_000)),
 }
+#: The registered algorithm of each learner.
+ALGOS = {"ppo": "ppo", "awr": "awr", "ppo-tare": "tare", "ppo-tare-frozen": "tare",
+         "awr-tare": "tare-awr", "awr-tare-frozen": "tare-awr"}
 
 
 def base_config(learner: str, env_name: str):
@@ -65,20 +79,19 @@ def base_config(learner: str, env_name: str):
                                    value_steps=50, policy_steps=100,
                                    policy_learning_rate=1e-3, normalize_obs=False)
         return awr, awr.PRESETS.get(env_name, awr.Config())
-    cfg = preset("tare-awr" if learner == "awr-tare" else "tare", env_name)
-    if learner == "ppo-tare-frozen":
+    cfg = preset(ALGOS[learner], env_name)
+    if learner in FROZEN:
         cfg = dataclasses.replace(cfg, hypergrad_coef=0.0)
     return tare, cfg
 
 
-def build(learner: str, env_name: str, steps: int | None = None, **overrides):
-    """``(trainer, config)`` for a learner on an env, ``total_steps`` = ``steps`` (the
-    config's own if None), other fields from ``overrides``."""
-    from metareward import envs
-
-    module, cfg = base_config(learner, env_name)
-    cfg = common.with_steps(dataclasses.replace(cfg, **overrides), steps)
-    return module.make_train(cfg, envs.make(env_name)), cfg
+def build(learner: str, env_name: str, steps: int | None = None,
+          env_kwargs: dict | None = None, **overrides) -> common.Run:
+    """The run of a learner on an env, ``total_steps`` = ``steps`` (the config's own if
+    None), other config fields from ``overrides``, env options ``env_kwargs``."""
+    cfg = common.with_steps(dataclasses.replace(base_config(learner, env_name)[1], **overrides),
+                            steps)
+    return common.Run(ALGOS[learner], env_name, cfg, dict(env_kwargs or {}))
 
 
 def plot(results: list[dict], path) -> None:
@@ -87,17 +100,25 @@ def plot(results: list[dict], path) -> None:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    ap = common.parser(__doc__, SCALES)
+    ap = common.parser(__doc__, SCALES, resumable=True)
     ap.add_argument("--learners", nargs="+", default=list(LEARNERS), choices=LEARNERS)
     args = ap.parse_args(argv)
     scale = common.resolve(args, SCALES)
-    jobs = [({"env": e, "learner": ln}, lambda e=e, ln=ln: build(ln, e, scale.steps[e]))
+    env_kwargs = scale.extra.get("env_kwargs", {})
+    jobs = [({"env": e, "learner": ln},
+             lambda e=e, ln=ln: build(ln, e, scale.steps[e], env_kwargs))
             for e in scale.envs for ln in args.learners]
-    results = common.train_all(jobs, scale.seeds, keep=("param_return", "hypergrad_norm",
-                                                            "cg_negative_curvature",
-                                                            "cg_iterations"))
-    common.write(args.out, NAME, results, common.eval_table(results),
-                 {"": lambda p: plot(results, p)})
+
+    def write(results: list[dict]) -> None:
+        common.write(args.out, NAME, results, common.eval_table(results),
+                     {"": lambda p: plot(results, p)})
+
+    results = common.train_all(jobs, scale.seeds, runs=args.runs and args.runs / NAME,
+                               after_each=write,
+                               keep=("param_return", "hypergrad_norm",
+                                     "cg_negative_curvature", "cg_iterations"))
+    if not scale.run_dirs:
+        write(results)
     return results
 
 

@@ -41,8 +41,8 @@ SCALES = {
 }
 
 
-def build(learner: str, env_name: str, steps: int | None):
-    """``(trainer, config)``: PPO's preset for ``ppo``, else TARE's PPO preset with
+def build(learner: str, env_name: str, steps: int | None) -> common.Run:
+    """The run of ``learner``: PPO's preset for ``ppo``, else TARE's PPO preset with
     ``reward_net = learner``."""
     if learner == "ppo":
         return tare_curves.build("ppo", env_name, steps)

@@ -23,7 +23,7 @@ from fast_compile import fast_compile_env
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 ENTRY_POINTS = sorted(p.stem for p in EXPERIMENTS.glob("[a-z]*.py")
-                      if p.stem != "common" and not p.stem.endswith("_common"))
+                      if p.stem not in ("common", "claims") and not p.stem.endswith("_common"))
 
 
 def load(name: str):
@@ -189,3 +189,86 @@ def test_paper_scale_configs_are_valid():
     assert equal.num_envs * equal.num_steps == cfg.steps_per_update
     assert equal.total_steps == cfg.inner_updates * cfg.steps_per_update
     assert large.total_steps >= 25 * equal.total_steps - large.num_envs * large.num_steps
+
+
+@pytest.mark.slow
+def test_run_directory_mode_resumes_a_killed_grid_exactly(tmp_path):
+    """``--runs`` (what ``--scale mujoco-cpu`` uses): a grid killed in the middle of a run
+    (SIGKILL after chunk 6 of 8, one checkpoint at update 5) and started again with the
+    same command resumes that run and ends with the records of an uninterrupted grid;
+    the same directory with other settings is refused, naming it."""
+    import signal
+    import time
+
+    def cmd(name: str, *extra: str) -> list[str]:
+        return [sys.executable, str(EXPERIMENTS / "lirpg_delayed.py"), "--scale", "smoke",
+                "--learners", "ppo", "--steps", "4096", "--runs", str(tmp_path / name / "runs"),
+                "--out", str(tmp_path / name / "out"), *extra]
+
+    env = fast_compile_env()
+    whole = subprocess.run(cmd("whole"), env=env, capture_output=True, text=True, timeout=600)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+
+    killed = subprocess.Popen(cmd("killed"), env={**env, "METAREWARD_FAULT": "after-chunk:6"},
+                              stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        line = killed.stderr.readline()
+        if not line or "metareward fault point" in line:
+            break
+    assert killed.poll() is None, "the grid ended before the fault point"
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    run_dir = tmp_path / "killed" / "runs" / "lirpg_delayed" / "cartpole-10-ppo"
+    assert (run_dir / "config.json").is_file() and not (run_dir / "eval.json").exists()
+
+    again = subprocess.run(cmd("killed"), env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resuming {run_dir}" in again.stderr
+    a, b = (json.loads((tmp_path / n / "out" / "lirpg_delayed.json").read_text())[0]
+            for n in ("whole", "killed"))
+    for k in ("env_steps", "episode_return", "eval_return_per_seed", "config"):
+        assert a[k] == b[k], k
+    assert len(a["env_steps"]) == 8 and a["env_steps"][-1] == 4096
+
+    other = subprocess.run(cmd("killed", "--seeds", "3"), env=env, capture_output=True,
+                           text=True, timeout=600)
+    assert other.returncode != 0 and f"{run_dir} holds a different run" in other.stderr
+
+
+def _run(env: str, learner: str, evals: list[float], train: float, **labels) -> dict:
+    seeds = len(evals)
+    return {"env": env, "learner": learner, **labels, "env_steps": [500, 1000],
+            "eval_return_per_seed": evals,
+            "episode_return": [[None, train + i] for i in range(seeds)]}
+
+
+def test_claims_verdicts_follow_welch_tests_per_env(tmp_path):
+    """``experiments/claims.py``: ahead on every env is reproduced, on some is partly,
+    tied or behind everywhere is not; the numbers in the table are the runs' own."""
+    claims = load("claims")
+    high, low = [100.0, 104, 98, 102, 101], [50.0, 53, 49, 52, 47]
+    noisy = [40.0, 120, 60, 90, 45]
+    cln = [_run("hopper", "cln", high, 900), _run("hopper", "ppo", low, 400),
+           _run("walker2d", "cln", high, 900), _run("walker2d", "ppo", noisy, 400),
+           _run("hopper", "lirpg", high, 1), _run("hopper", "cln-nohyper", low, 1),
+           _run("walker2d", "lirpg", high, 1), _run("walker2d", "cln-nohyper", low, 1)]
+    lirpg = [_run("hopper", "lirpg", low, 0, delay=20), _run("hopper", "ppo", high, 0, delay=20),
+             _run("hopper", "lirpg-mix", high, 0, delay=10)]
+    (tmp_path / "cln_curves.json").write_text(json.dumps(cln))
+    (tmp_path / "lirpg_delayed.json").write_text(json.dumps(lirpg))
+    out = {(c["method"], c["baseline"]): c for c in claims.main(["--results", str(tmp_path)])}
+    assert [r["outcome"] for r in out[("cln", "ppo")]["rows"]] == ["ahead", "tied"]
+    assert out[("cln", "ppo")]["verdict"] == "partly"
+    assert out[("cln", "cln-nohyper")]["verdict"] == "reproduced"
+    assert out[("cln", "lirpg")]["verdict"] == "not reproduced"  # tied on both
+    assert out[("lirpg", "ppo")]["rows"][0]["outcome"] == "behind"
+    assert out[("lirpg", "ppo")]["verdict"] == "not reproduced"
+    assert out[("lirpg-mix", "ppo")]["verdict"] == "not run"  # only at delay 10
+    assert out[("ppo-tare", "ppo")]["verdict"] == "not run"  # no tare_curves.json
+    row = out[("cln", "ppo")]["rows"][0]
+    assert row["diff"] == pytest.approx(sum(high) / 5 - sum(low) / 5)
+    assert row["method_last"] == pytest.approx([900.0, 901, 902, 903, 904])
+    md = (tmp_path / "claims.md").read_text()
+    assert "| CLN | cln > ppo (Fig. 4) | hopper | 1,000 | 101 +- 2; [100, 104, 98, 102, 101]" in md
+    assert "**partly**" in md and "| TARE | ppo-tare > ppo (Fig. 6) | - |" in md
