@@ -18,6 +18,7 @@ from metareward.runtime.checkpoint import (
     ForeignCheckpointError,
     IncompatibleCheckpointError,
     NoCheckpointError,
+    abstract,
     first_difference,
 )
 
@@ -178,3 +179,23 @@ def test_wait_holds_a_second_ctrl_c_until_the_checkpoint_is_marked_good(tmp_path
 
 def test_first_difference_agrees_on_equal_trees():
     assert first_difference(TEMPLATE, jax.eval_shape(lambda: _tree(5))) is None
+
+
+def test_state_with_empty_arrays_round_trips(tmp_path):
+    """A state may hold zero-size arrays (an MJX hopper's ``pipeline_state.act``, shape
+    ``(seeds, 0)``), which orbax refuses to write: they are saved as placeholders and
+    come back with their shapes; a checkpoint whose empty leaf is now non-empty (or the
+    other way round) does not fit."""
+    state = {"act": np.zeros((3, 0), np.float32), "w": np.arange(6.0).reshape(3, 2),
+             "n": np.zeros((0,), np.int32)}
+    ck = Checkpointer(tmp_path / "checkpoints", run_id="r", asynchronous=False)
+    ck.save(4, state, {"update": 4})
+    ck.close()
+    step, back, _ = Checkpointer(tmp_path / "checkpoints", run_id="r").restore_latest(
+        abstract(state))
+    assert step == 4 and back["act"].shape == (3, 0) and back["n"].shape == (0,)
+    assert back["act"].dtype == np.float32 and back["n"].dtype == np.int32
+    np.testing.assert_array_equal(back["w"], state["w"])
+    grown = {**state, "act": np.zeros((3, 2), np.float32)}
+    with pytest.raises(IncompatibleCheckpointError, match="act"):
+        Checkpointer(tmp_path / "checkpoints", run_id="r").restore_latest(abstract(grown))

@@ -374,3 +374,25 @@ def test_progress_prints_lines_when_not_a_tty():
     assert 9 <= len(lines) <= 11  # about one per 10%
     assert "100%" in lines[-1] and "1,000 env steps" in lines[-1] and "return 100.0" in lines[-1]
     assert not math.isnan(float(lines[-1].split("return ")[1].split()[0]))
+
+
+@pytest.mark.slow
+def test_mjx_run_checkpoints_and_resumes(tmp_path):
+    """A run on a brax MJX env (the default backend of the MuJoCo envs) holds a zero-size
+    leaf in its state (hopper's ``pipeline_state.act``, no activations), which orbax
+    will not write; the run still checkpoints, and its checkpoint restores with the
+    leaf's shape."""
+    plan = driver.prepare(
+        "ppo", "hopper",
+        overrides={"num_envs": 1, "num_steps": 8, "num_minibatches": 1, "num_epochs": 1,
+                   "total_steps": 16, "hidden": "(8,)"},
+        options=driver.RunOptions(seeds=2, chunk_updates=1, checkpoint_every=1,
+                                  eval_episodes=0))
+    empty = [x.shape for x in jax.tree.leaves(
+        jax.eval_shape(jax.vmap(plan.learner.init), plan.keys())) if math.prod(x.shape) == 0]
+    assert empty, "the MJX hopper state no longer has a zero-size leaf: test nothing"
+    result = driver.start(plan, out=tmp_path / "run", progress=False, stream=io.StringIO())
+    assert result.status == "finished"
+    _, update, state, _ = driver.load(tmp_path / "run")
+    assert update == 2
+    assert sorted(x.shape for x in jax.tree.leaves(state) if x.size == 0) == sorted(empty)

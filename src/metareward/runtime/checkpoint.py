@@ -323,7 +323,7 @@ class Checkpointer:
         if self.run_id is not None:
             meta = {**meta, "run_id": self.run_id}
         # Host copies first: orbax's handling of numpy arrays is several times cheaper.
-        state = jax.device_get(state)
+        state = _fill_empty(jax.device_get(state))
         self._pending = step
         try:
             self.manager.save(
@@ -418,8 +418,9 @@ class Checkpointer:
     def _read_state(self, step: int, abstract_state: Any) -> Any:
         ocp = _ocp()
         restored = self.manager.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
-        return restored.state
+            step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(_fill_empty(abstract_state))))
+        return _unfill_empty(restored.state, abstract_state)
 
     def _check_identity(self, step_dir: Path, meta: dict[str, Any]) -> None:
         owner = meta.get("run_id")
@@ -436,7 +437,7 @@ class Checkpointer:
             return
         if saved is None:
             return
-        mismatch = first_difference(saved, abstract_state)
+        mismatch = first_difference(saved, _fill_empty(abstract_state))
         if mismatch is not None:
             raise IncompatibleCheckpointError(
                 f"checkpoint {step_dir} does not fit the state the current code and config "
@@ -473,6 +474,38 @@ class Checkpointer:
         if self._manager is not None:
             self._manager.close()
             self._manager = None
+
+
+#: The shape a zero-size leaf is saved with (orbax refuses to write zero-size arrays).
+_EMPTY_SHAPE = (1,)
+
+
+def _fill_empty(tree: Any) -> Any:
+    """``tree`` with every zero-size leaf (e.g. an MJX model's ``act`` of a model without
+    activations, shape ``(seeds, 0)``) replaced by a one-element placeholder of its
+    dtype, concrete or abstract like the leaf; the placeholder is what is written and
+    read, and :func:`_unfill_empty` gives the leaf its shape back from the abstract
+    state. A checkpoint whose placeholder meets a non-empty leaf (or the other way
+    round) does not fit (:meth:`Checkpointer.restore_latest`)."""
+    import numpy as np
+
+    def fill(x: Any) -> Any:
+        if getattr(x, "size", 1) != 0:
+            return x
+        if isinstance(x, jax.ShapeDtypeStruct):
+            return jax.ShapeDtypeStruct(_EMPTY_SHAPE, x.dtype)
+        return np.zeros(_EMPTY_SHAPE, x.dtype)
+
+    return jax.tree.map(fill, tree)
+
+
+def _unfill_empty(tree: Any, abstract_state: Any) -> Any:
+    """The inverse of :func:`_fill_empty`: each leaf that is zero-size in
+    ``abstract_state`` becomes an empty array of that shape and dtype."""
+    import numpy as np
+
+    return jax.tree.map(
+        lambda x, a: np.zeros(a.shape, a.dtype) if a.size == 0 else x, tree, abstract_state)
 
 
 def abstract(tree: Any) -> Any:
