@@ -41,11 +41,12 @@ SCALE_NAMES = ("smoke", "cpu", "paper")
 #: Where run directories go by default: ``runs/experiments/<scale>/<name>/<run>``.
 RUNS = HERE.parent / "runs" / "experiments"
 #: The brax physics backend of the ``mujoco-cpu`` scales: the fastest on a CPU that
-#: keeps the task. ``benchmarks/brax_backends.py`` (2026-12-03, one core of the 2-core
-#: VM): ``generalized`` steps hopper 1.4x (1 env) to 1.8x (4 envs) as fast as ``mjx``,
-#: with the same random-policy episodes (hopper: 87 episodes of mean return 22 in 2048
-#: steps on both); ``positional`` and ``spring`` are 2.6-10x as fast but change the
-#: task (a random hopper stays up 6-8x as long: 16-22 episodes, mean return 120-145).
+#: keeps the task. ``python benchmarks/brax_backends.py --cpu 0`` (2026-12-03, one core
+#: of the 2-core VM, 2048 random-action steps per env, 2 rounds): with 4 envs (5 vmapped
+#: seeds are a batch of 5) ``generalized`` takes 0.50x (hopper) and 0.47x (walker2d) of
+#: ``mjx``'s time, with the same random-policy episodes (mean length 21.7 vs 21.6 and
+#: 19.3 vs 20.7 steps); ``positional`` and ``spring`` take 0.10-0.26x but change the task:
+#: a random hopper stays up 4-5x as long (86-103 steps), a random walker 12x (230-266).
 MUJOCO_CPU_BACKEND = "generalized"
 
 
