@@ -287,6 +287,14 @@ def _finished(path: Path) -> bool:
             and (Path(path) / "eval.json").is_file())
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when inside it (results name no machine)."""
+    try:
+        return str(path.resolve().relative_to(HERE.parent))
+    except ValueError:
+        return str(path)
+
+
 def run_record(path: Path, keep: Sequence[str] = ()) -> dict:
     """The record of a finished run directory, in :func:`train_seeds`'s form: one
     ``episode_return`` column per chunk (the mean return of the training episodes that
@@ -317,7 +325,7 @@ def run_record(path: Path, keep: Sequence[str] = ()) -> dict:
         "compile_s": summary["compile_time"],
         "config": rec["config"],
         "env_kwargs": rec.get("env_kwargs") or {},
-        "run_dir": str(path),
+        "run_dir": _shown(Path(path)),
     }
     for k in keep:
         if any(k in m for m in by_seed[0]):
