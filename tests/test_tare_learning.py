@@ -59,7 +59,8 @@ def truncating():
                        total_steps=base.total_steps, num_epochs=base.num_epochs,
                        num_minibatches=2 * base.num_minibatches,
                        learning_rate=base.learning_rate, anneal_lr=False,
-                       ent_coef=base.ent_coef, normalize_obs=False, hidden=base.hidden)
+                       ent_coef=base.ent_coef, normalize_obs=False,
+                       normalize_reward=False, hidden=base.hidden)
     return {"tare": _train(tare, base, env),
             "frozen": _train(tare, dataclasses.replace(base, hypergrad_coef=0.0), env),
             "ppo": _train(ppo, plain, env)}

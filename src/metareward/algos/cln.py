@@ -148,7 +148,6 @@ from metareward.algos import common, onpolicy, ppo
 from metareward.algos import config as cfg
 from metareward.aliases import Metrics, Params
 from metareward.envs.spec import EnvSpec
-from metareward.envs.wrappers import VmapWrapper
 from metareward.meta import unrolled_hypergrad
 from metareward.nets.cln import (
     ConditionalLayerNorm,
@@ -180,7 +179,9 @@ class Config(onpolicy.PPOBase):
     """CLN bilevel intrinsic rewards on PPO.
 
     PPO defaults are the paper's setup (OpenAI baselines' ppo2 MuJoCo settings, 4 env
-    copies x 2048 steps, Adam everywhere); the paper gives no reward-side
+    copies x 2048 steps, Adam everywhere, ``VecNormalize``'s reward normalisation: the
+    paper's PPO and LIRPG are baselines' and the LIRPG authors' code, which both wrap
+    the env in it; each env copy keeps its own statistics here); the paper gives no reward-side
     hyperparameters, so those defaults are ours (see :data:`PRESETS` for tuned ones).
     """
 
@@ -1314,7 +1315,7 @@ def make_parts(config: Config, env: Env, reward_body: nn.Module | None = None) -
     F = _feature_size(reward_body, spec)
     flatten_obs, prep = onpolicy.obs_preprocessor(spec, config.normalize_obs)
     parts = Parts(
-        config=config, spec=spec, venv=VmapWrapper(env, N),
+        config=config, spec=spec, venv=onpolicy.batched_env(config, env),
         policy=make_cln_policy(spec.discrete, spec.action_size, config.hidden,
                                config.activation, config.cln_layers, config.squash,
                                config.log_std_init),

@@ -26,7 +26,7 @@ from metareward.algos import common
 from metareward.algos import config as cfg
 from metareward.aliases import Metrics, Params
 from metareward.envs.spec import EnvSpec
-from metareward.envs.wrappers import VmapWrapper
+from metareward.envs.wrappers import NormalizedReward, VmapWrapper
 from metareward.nets.policies import ValueNet, make_policy
 from metareward.rl.gae import gae
 from metareward.rl.grads import clipped_step
@@ -67,6 +67,10 @@ class BaseConfig:
     normalize_advantages: bool = True
     #: The reward the learner trains on is ``reward_scale`` times the env's.
     reward_scale: float = 1.0
+    #: Divide the env's reward (after any delay or live bonus, before ``reward_scale``)
+    #: by a running standard deviation of its discounted return, clipped to +-10
+    #: (:class:`metareward.envs.NormalizedReward`, baselines' ``VecNormalize``).
+    normalize_reward: bool = False
     hidden: tuple[int, ...] = (64, 64)
     activation: str = "tanh"
     #: Continuous actions: a tanh-squashed Gaussian instead of a clipped one.
@@ -87,6 +91,8 @@ class BaseConfig:
         if self.max_grad_norm is not None or not self.optional_grad_clip:
             cfg.positive("max_grad_norm", self.max_grad_norm)
         cfg.positive("reward_scale", self.reward_scale)
+        cfg.check("normalize_reward", self.normalize_reward,
+                  isinstance(self.normalize_reward, bool), "True or False")
         cfg.hidden_sizes("hidden", self.hidden)
         cfg.activation_name("activation", self.activation)
         object.__setattr__(self, "hidden", tuple(self.hidden))
@@ -95,8 +101,13 @@ class BaseConfig:
 @dataclasses.dataclass(frozen=True)
 class PPOBase(BaseConfig):
     """:class:`BaseConfig` plus PPO's optimisation: ``num_epochs`` of ``num_minibatches``
-    Adam steps per rollout on the clipped surrogate (Schulman et al. 2017, eq. 7)."""
+    Adam steps per rollout on the clipped surrogate (Schulman et al. 2017, eq. 7).
 
+    ``normalize_reward`` is on: baselines' ``ppo2`` on MuJoCo (the PPO paper's code, and
+    LIRPG's and CLN's baselines and codebase) wraps the env in ``VecNormalize``, whose
+    reward half this is. The tuned small-env presets turn it off."""
+
+    normalize_reward: bool = True
     num_epochs: int = 10
     num_minibatches: int = 32
     adam_eps: float = 1e-5
@@ -201,6 +212,23 @@ def batch_geometry(config: Any, num_minibatches: int) -> tuple[int, int, int]:
         )
     _, num_updates = common.run_length(config)
     return batch_size, num_updates, batch_size // num_minibatches
+
+
+def batched_env(config: Any, env: Env) -> VmapWrapper:
+    """``config.num_envs`` copies of ``env`` as the learner steps them: with
+    ``config.normalize_reward``, each one's reward normalised by
+    :class:`metareward.envs.NormalizedReward` (discount ``config.gamma``).
+
+    Args:
+        config: A :class:`BaseConfig`.
+        env: A single env.
+
+    Returns:
+        The batched env.
+    """
+    if config.normalize_reward:
+        env = NormalizedReward(env, config.gamma)
+    return VmapWrapper(env, config.num_envs)
 
 
 def obs_preprocessor(
@@ -447,7 +475,7 @@ def make_onpolicy(
                          getattr(config, "squash", False), getattr(config, "log_std_init", 0.0))
     value = ValueNet(tuple(config.hidden), config.activation)
     flatten_obs, prep = obs_preprocessor(spec, config.normalize_obs)
-    parts = Parts(config, env, VmapWrapper(env, config.num_envs), spec, policy, value,
+    parts = Parts(config, env, batched_env(config, env), spec, policy, value,
                   make_loss(policy, value), optimizer, max_grad_norm, num_epochs,
                   num_minibatches, batch_size, mb_size, flatten_obs, prep)
     init = functools.partial(init_state, parts)

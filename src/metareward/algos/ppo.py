@@ -34,7 +34,8 @@ class Config(onpolicy.PPOBase):
     2048, Adam 3e-4, 10 epochs, minibatch 64, gamma 0.99, lambda 0.95, clip 0.2) with the
     details of OpenAI baselines' ppo2 (Adam eps 1e-5, gradient-norm clip 0.5, value
     coefficient 0.5, linearly annealed learning rate, normalised observations and
-    advantages). See :data:`PRESETS` for the tuned small-env settings.
+    advantages, rewards normalised by ``VecNormalize``'s running return scale). See
+    :data:`PRESETS` for the tuned small-env settings.
 
     ``live_bonus``: a constant added to the reward the learner trains on at every step
     (``0``: none), after any reward delay and before ``reward_scale``. With it this is
@@ -50,13 +51,16 @@ class Config(onpolicy.PPOBase):
         cfg.non_negative("live_bonus", self.live_bonus)
 
 
-#: Settings tuned for the small gymnax envs (used by the tests and the quick start).
+#: Settings tuned for the small gymnax envs (used by the tests and the quick start), with
+#: a fixed ``reward_scale`` in place of the running reward normalisation.
 TUNED: dict[str, dict[str, Any]] = {
     # PureJaxRL's classic-control settings with lr 5e-4 (2.5e-4 left a seed short).
     "cartpole": dict(num_envs=4, num_steps=128, total_steps=500_000, num_epochs=4,
-                     num_minibatches=4, learning_rate=5e-4, ent_coef=0.01, normalize_obs=False),
+                     num_minibatches=4, learning_rate=5e-4, ent_coef=0.01, normalize_obs=False,
+                     normalize_reward=False),
     "pendulum": dict(num_envs=16, num_steps=128, total_steps=1_000_000, num_epochs=10,
-                     num_minibatches=16, learning_rate=1e-3, gamma=0.95, reward_scale=0.1),
+                     num_minibatches=16, learning_rate=1e-3, gamma=0.95, reward_scale=0.1,
+                     normalize_reward=False),
 }
 #: The tuned PPO configs; LIRPG's, CLN's and TARE's presets start from :data:`TUNED`.
 PRESETS: dict[str, Config] = {env: Config(**kw) for env, kw in TUNED.items()}

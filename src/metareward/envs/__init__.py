@@ -30,6 +30,7 @@ from metareward.envs.wrappers import (
     DelayedReward,
     EpisodeStats,
     EpisodeWrapper,
+    NormalizedReward,
     VmapWrapper,
 )
 
@@ -49,6 +50,7 @@ __all__ = [
     "EpisodeStats",
     "EpisodeWrapper",
     "GymnaxEnv",
+    "NormalizedReward",
     "State",
     "Task",
     "TaskDistribution",
