@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from toy_envs import CountEnv
+from toy_envs import CountEnv, scan_states
 
 from metareward import envs
 from metareward.envs import (
@@ -15,17 +15,6 @@ from metareward.envs import (
     EpisodeWrapper,
     VmapWrapper,
 )
-
-
-def run(env, actions, key):
-    """Steps a vmapped env through ``actions [T, N, 1]``; returns the stacked states."""
-    state = env.reset(key)
-
-    def step(s, a):
-        s = env.step(s, a)
-        return s, s
-
-    return jax.lax.scan(step, state, actions)[1]
 
 
 def reference_delay(rewards, dones, every):
@@ -50,8 +39,8 @@ def test_delayed_reward_on_toy_env(every):
     key = jax.random.PRNGKey(1)
     for terminate_at, limit in ((7, 100), (None, 6)):
         base = EpisodeStats(AutoResetWrapper(EpisodeWrapper(CountEnv(terminate_at), limit)))
-        true = run(VmapWrapper(base, N), actions, key)
-        delayed = run(VmapWrapper(DelayedReward(base, every), N), actions, key)
+        true = scan_states(VmapWrapper(base, N), actions, key)
+        delayed = scan_states(VmapWrapper(DelayedReward(base, every), N), actions, key)
         r_true, done = np.asarray(true.reward), np.asarray(true.done)
         r_del = np.asarray(delayed.reward)
         np.testing.assert_array_equal(np.asarray(delayed.done), done)  # dynamics untouched
@@ -85,7 +74,7 @@ def test_make_with_reward_delay_on_cartpole():
     venv = VmapWrapper(env, 8)
     T = 300
     actions = jax.random.bernoulli(jax.random.PRNGKey(2), 0.5, (T, 8)).astype(jnp.int32)
-    states = run(venv, actions, jax.random.PRNGKey(3))
+    states = scan_states(venv, actions, jax.random.PRNGKey(3))
     r, done = np.asarray(states.reward), np.asarray(states.done)
     completed = np.asarray(states.info["completed_return"])
     assert done.sum() >= 20  # random actions: short episodes

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from brax.envs.base import Wrapper
-from toy_envs import CountEnv
+from toy_envs import CountEnv, scan_states
 
 from metareward import envs
 from metareward.algos import a2c, cln, lirpg, onpolicy, ppo
@@ -22,17 +22,6 @@ from metareward.envs import (
     NormalizedReward,
     VmapWrapper,
 )
-
-
-def run(env, actions, key):
-    """Steps a vmapped env through ``actions [T, N, 1]``; returns the stacked states."""
-    state = env.reset(key)
-
-    def step(s, a):
-        s = env.step(s, a)
-        return s, s
-
-    return jax.lax.scan(step, state, actions)[1]
 
 
 def vecnormalize_rewards(rewards, dones, gamma, reset, clip=10.0, eps=1e-8):
@@ -55,8 +44,8 @@ def test_matches_vecnormalize_step_by_step(reset):
     T, N, gamma = 60, 3, 0.9
     actions = jax.random.uniform(jax.random.PRNGKey(0), (T, N, 1), minval=-2.0, maxval=3.0)
     base = EpisodeStats(AutoResetWrapper(EpisodeWrapper(CountEnv(7), 100)))
-    raw = run(VmapWrapper(base, N), actions, jax.random.PRNGKey(1))
-    normed = run(VmapWrapper(NormalizedReward(base, gamma, reset_at_episode_end=reset), N),
+    raw = scan_states(VmapWrapper(base, N), actions, jax.random.PRNGKey(1))
+    normed = scan_states(VmapWrapper(NormalizedReward(base, gamma, reset_at_episode_end=reset), N),
                  actions, jax.random.PRNGKey(1))
     r, done = np.asarray(raw.reward, np.float64), np.asarray(raw.done)
     np.testing.assert_array_equal(np.asarray(normed.done), done)
@@ -76,7 +65,7 @@ def test_the_clip_binds():
     T = 400
     acts = jnp.full((T, 1, 1), -0.999).at[T - 1].set(3.0)
     base = EpisodeStats(AutoResetWrapper(EpisodeWrapper(CountEnv(None), 1000)))
-    normed = run(VmapWrapper(NormalizedReward(base, 0.99), 1), acts, jax.random.PRNGKey(0))
+    normed = scan_states(VmapWrapper(NormalizedReward(base, 0.99), 1), acts, jax.random.PRNGKey(0))
     assert float(normed.reward[-1, 0]) == pytest.approx(10.0)
     assert 0.01 < float(normed.reward[-2, 0]) < 1.0
 

@@ -55,3 +55,16 @@ class CountEnv(Env):
     @property
     def backend(self) -> str:
         return "toy"
+
+
+def scan_states(env: Env, actions: jax.Array, key: jax.Array) -> State:
+    """Steps a (vmapped) env from ``env.reset(key)`` through ``actions [T, ...]``.
+
+    Returns:
+        The states after each step, stacked along a leading time axis.
+    """
+    def step(s, a):
+        s = env.step(s, a)
+        return s, s
+
+    return jax.lax.scan(step, env.reset(key), actions)[1]
