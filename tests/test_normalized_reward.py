@@ -45,8 +45,9 @@ def test_matches_vecnormalize_step_by_step(reset):
     actions = jax.random.uniform(jax.random.PRNGKey(0), (T, N, 1), minval=-2.0, maxval=3.0)
     base = EpisodeStats(AutoResetWrapper(EpisodeWrapper(CountEnv(7), 100)))
     raw = scan_states(VmapWrapper(base, N), actions, jax.random.PRNGKey(1))
-    normed = scan_states(VmapWrapper(NormalizedReward(base, gamma, reset_at_episode_end=reset), N),
-                 actions, jax.random.PRNGKey(1))
+    normed = scan_states(
+        VmapWrapper(NormalizedReward(base, gamma, reset_at_episode_end=reset), N),
+        actions, jax.random.PRNGKey(1))
     r, done = np.asarray(raw.reward, np.float64), np.asarray(raw.done)
     np.testing.assert_array_equal(np.asarray(normed.done), done)
     assert done.sum() >= 3 * N

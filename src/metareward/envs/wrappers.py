@@ -181,13 +181,14 @@ class NormalizedReward(Wrapper):
         r'  =  clip(r / sqrt(var + 1e-8), -clip, clip)
 
     with ``(mean, var, count)`` starting at ``(0, 1, 1e-4)`` (baselines'
-    ``RunningMeanStd``). As in the authors' copy of baselines, ``ret`` runs on across
-    episode ends; later baselines set it to 0 there (``reset_at_episode_end=True``).
-    Under :class:`VmapWrapper` every env keeps its own statistics; ``VecNormalize``
-    pools the envs of a step, so the two agree exactly with one env (the authors'
-    setting) and otherwise differ only in how fast the statistics settle.
-    ``info["norm_return"]``, ``["norm_mean"]``, ``["norm_var"]`` and ``["norm_count"]``
-    hold the state; episode statistics come from inside and stay the env's own.
+    ``RunningMeanStd``; here :class:`metareward.rl.normalize.RunningStats`, the same
+    update). As in the authors' copy of baselines, ``ret`` runs on across episode ends;
+    later baselines set it to 0 there (``reset_at_episode_end=True``). Under
+    :class:`VmapWrapper` every env keeps its own statistics; ``VecNormalize`` pools the
+    envs of a step, so the two agree exactly with one env (the authors' setting) and
+    otherwise differ only in how fast the statistics settle. ``info["norm_return"]`` and
+    ``info["norm_stats"]`` hold the state; episode statistics come from inside and stay
+    the env's own.
 
     Args:
       env: The env whose reward to normalise.
@@ -204,26 +205,20 @@ class NormalizedReward(Wrapper):
         self.reset_at_episode_end = bool(reset_at_episode_end)
 
     def reset(self, rng: jax.Array, task: Task | None = None) -> State:
-        z = jnp.zeros((), jnp.float32)
-        return reset_adding_info(self.env, rng, task, norm_return=z, norm_mean=z,
-                                 norm_var=jnp.ones((), jnp.float32),
-                                 norm_count=jnp.full((), 1e-4, jnp.float32))
+        from metareward.rl.normalize import RunningStats  # rl imports envs: here, not above
+
+        return reset_adding_info(self.env, rng, task, norm_return=jnp.zeros((), jnp.float32),
+                                 norm_stats=RunningStats.create(()))
 
     def step(self, state: State, action: jax.Array) -> State:
         nxt = self.env.step(state, action)
-        info = state.info
-        ret = self.gamma * info["norm_return"] + nxt.reward
-        count = info["norm_count"] + 1.0
-        delta = ret - info["norm_mean"]
-        mean = info["norm_mean"] + delta / count
-        var = (info["norm_var"] * info["norm_count"]
-               + delta**2 * info["norm_count"] / count) / count
-        reward = jnp.clip(nxt.reward / jnp.sqrt(var + 1e-8), -self.clip, self.clip)
+        ret = self.gamma * state.info["norm_return"] + nxt.reward
+        stats = state.info["norm_stats"].update(ret[None])
+        reward = jnp.clip(nxt.reward / jnp.sqrt(stats.var + 1e-8), -self.clip, self.clip)
         if self.reset_at_episode_end:
             ret = jnp.where(nxt.done > 0, 0.0, ret)
-        new = {"norm_return": ret, "norm_mean": mean,
-               "norm_var": var, "norm_count": count}
-        return nxt.replace(reward=reward, info={**nxt.info, **new})
+        return nxt.replace(reward=reward,
+                           info={**nxt.info, "norm_return": ret, "norm_stats": stats})
 
 
 class ActionRescale(Wrapper):
