@@ -55,7 +55,6 @@ Writes to ``--out``:
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import common
 
@@ -174,35 +173,28 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap = common.parser(__doc__, SCALES, resumable=True)
     ap.add_argument("--learners", nargs="+", default=None, choices=LEARNERS,
                     help="(default: the scale's; all six except at mujoco-cpu)")
-    ap.add_argument("--merge", action="store_true",
-                    help="keep the (env, learner) runs of an existing cln_curves.json in "
-                         "--out that this call does not rerun (figures and table then "
-                         "show both)")
     args = ap.parse_args(argv)
     scale = common.resolve(args, SCALES)
     learners = args.learners or scale.extra.get("learners", LEARNERS)
     todo = [(e, ln) for e in scale.envs for ln in learners
             if ln in COMPARISON or e in scale.extra["ablation_envs"]]
-    kept = []
-    old = args.out / f"{NAME}.json"
-    if args.merge and old.exists():
-        kept = [r for r in json.loads(old.read_text())
-                if (r["env"], r["learner"]) not in set(todo)]
     env_kwargs = scale.extra.get("env_kwargs", {})
     jobs = [({"env": e, "learner": ln},
              lambda e=e, ln=ln: build(ln, e, scale.steps[e], env_kwargs)) for e, ln in todo]
+    kept = common.kept_runs(args.out / f"{NAME}.json", ("env", "learner"), jobs, scale.seeds,
+                            lambda r: build(r["learner"], r["env"], r["config"]["total_steps"],
+                                            env_kwargs)) if args.merge else []
 
-    def write(done: list[dict]) -> None:
-        results = kept + done
+    def write(results: list[dict]) -> None:
         common.write(args.out, NAME, results, common.eval_table(results),
                      {"": lambda p: plot(results, p),
                       "_intrinsic": lambda p: plot_intrinsic(results, p)})
 
-    done = common.train_all(jobs, scale.seeds, keep=DIAGNOSTICS,
-                            runs=args.runs and args.runs / NAME, after_each=write)
+    results = common.train_all(jobs, scale.seeds, keep=DIAGNOSTICS, kept=kept,
+                               runs=args.runs and args.runs / NAME, after_each=write)
     if not scale.run_dirs:
-        write(done)
-    return kept + done
+        write(results)
+    return results
 
 
 if __name__ == "__main__":

@@ -116,6 +116,11 @@ def parser(doc: str, scales: dict[str, Scale], *, resumable: bool = False
                         help="train each run in a resumable run directory under DIR "
                              "(default for scales that use run directories: "
                              "runs/experiments/<scale>); the same command resumes them")
+        ap.add_argument("--merge", action="store_true",
+                        help="keep the runs of the existing <name>.json in --out that this "
+                             "call does not run (a grid split over machines or sittings "
+                             "whose run directories are gone); each kept run must have "
+                             "the config this code would run, or the call fails naming it")
     return ap
 
 
@@ -208,20 +213,63 @@ def train_seeds(trainer: Any, cfg: Any, seeds: int, *, seed: int = 42,
     return out
 
 
+def kept_runs(path: Path, keys: Sequence[str], jobs: Sequence[tuple[dict, Any]],
+              seeds: int, rebuild: Callable[[dict], Run]) -> list[dict]:
+    """The records of the results file ``path`` (``<name>.json``; none if it does not
+    exist) whose labels no job in ``jobs`` has: what ``--merge`` keeps.
+
+    Each kept record is checked against ``rebuild(record)``, the :class:`Run` this code
+    makes for its labels (at the record's own ``total_steps``), and against ``seeds``: a
+    record of another config, env options or seed count fails the call, naming it,
+    rather than mixing two versions of an experiment in one table.
+
+    Args:
+        path: the results JSON written by an earlier call (:func:`write`).
+        keys: the labels that name a run (``("env", "learner")``).
+        jobs: this call's ``(labels, build)`` jobs.
+        seeds: this call's seeds per run.
+        rebuild: the run this code makes for a record's labels.
+
+    Returns:
+        The kept records, in the file's order.
+    """
+    from metareward.runtime import configs
+
+    path = Path(path)
+    if not path.is_file():
+        return []
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"--merge: cannot read {path}: {e}") from e
+    new = {tuple(labels[k] for k in keys) for labels, _ in jobs}
+    kept = [r for r in old if tuple(r.get(k) for k in keys) not in new]
+    for r in kept:
+        run = rebuild(r)
+        as_dict = configs.config_to_dict if "run_dir" in r else config_dict
+        if (json.loads(json.dumps(as_dict(run.config))), seeds) != (r["config"], r["seeds"]) \
+                or run.env_kwargs != r.get("env_kwargs", run.env_kwargs):
+            raise SystemExit(f"--merge: {path} holds the run "
+                             f"{run_name({k: r[k] for k in keys})} with another config, env "
+                             "options or seed count than this call runs; rerun it or "
+                             "write to another --out")
+    return kept
+
+
 def train_all(jobs: Sequence[tuple[dict, Callable[[], Any]]], seeds: int, *,
               keys: Sequence[str] = ("env", "learner"), keep: Sequence[str] = (),
-              runs: Path | None = None,
+              runs: Path | None = None, kept: Sequence[dict] = (),
               after_each: Callable[[list[dict]], None] | None = None) -> list[dict]:
-    """Run ``jobs`` in turn and return one record per job with its ``labels`` in front,
-    logging each as it finishes.
+    """Run ``jobs`` in turn and return ``kept`` followed by one record per job with its
+    ``labels`` in front, logging each as it finishes.
 
     Each job is ``(labels, build)``; ``build()`` returns a :class:`Run` or a
     ``(trainer, config)`` pair. Without ``runs`` a job trains in memory
     (:func:`train_seeds`); with ``runs`` (only for :class:`Run` jobs) it trains in its
     run directory ``runs / run_name(labels)`` (:func:`train_in_run_dir`), and
-    ``after_each(results so far)`` is called after every job, to write partial
-    outputs."""
-    results = []
+    ``after_each(kept + results so far)`` is called after every job, to write partial
+    outputs. ``kept`` are records of earlier calls (:func:`kept_runs`)."""
+    results = list(kept)
     for labels, build in jobs:
         built = build()
         if runs is not None:

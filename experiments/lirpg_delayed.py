@@ -47,6 +47,8 @@ final evaluation of 32 episodes per seed, wall time, config), ``lirpg_delayed.pn
     python experiments/lirpg_delayed.py --scale smoke --out /tmp/smoke
     python experiments/lirpg_delayed.py --scale paper --envs hopper --delays 20
     taskset -c 1 python experiments/lirpg_delayed.py --scale mujoco-cpu   # hours; resumable
+    # one part of the grid, added to the committed results of the others:
+    taskset -c 1 python experiments/lirpg_delayed.py --scale mujoco-cpu --envs walker2d --merge
 """
 
 from __future__ import annotations
@@ -127,12 +129,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
     jobs = [({"env": e, "delay": d, "learner": ln},
              lambda e=e, d=d, ln=ln: build(ln, e, d, scale.steps[e], env_kwargs))
             for e in scale.envs for d in delays for ln in per_env[e]]
+    keys = ("env", "delay", "learner")
+    kept = common.kept_runs(args.out / f"{NAME}.json", keys, jobs, scale.seeds,
+                            lambda r: build(r["learner"], r["env"], r["delay"],
+                                            r["config"]["total_steps"], env_kwargs)
+                            ) if args.merge else []
 
     def write(results: list[dict]) -> None:
         md = common.eval_table(results, ("env", "delay", "learner"))
         common.write(args.out, NAME, results, md, {"": lambda p: plot(results, p)})
 
-    results = common.train_all(jobs, scale.seeds, keys=("env", "delay", "learner"),
+    results = common.train_all(jobs, scale.seeds, keys=keys, kept=kept,
                                runs=args.runs and args.runs / NAME, after_each=write)
     if not scale.run_dirs:
         write(results)

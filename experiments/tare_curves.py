@@ -118,13 +118,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
     jobs = [({"env": e, "learner": ln},
              lambda e=e, ln=ln: build(ln, e, scale.steps[e], env_kwargs))
             for e in scale.envs for ln in args.learners]
+    kept = common.kept_runs(args.out / f"{NAME}.json", ("env", "learner"), jobs, scale.seeds,
+                            lambda r: build(r["learner"], r["env"], r["config"]["total_steps"],
+                                            env_kwargs)) if args.merge else []
 
     def write(results: list[dict]) -> None:
         common.write(args.out, NAME, results, common.eval_table(results),
                      {"": lambda p: plot(results, p)})
 
     results = common.train_all(jobs, scale.seeds, runs=args.runs and args.runs / NAME,
-                               after_each=write,
+                               after_each=write, kept=kept,
                                keep=("param_return", "hypergrad_norm",
                                      "cg_negative_curvature", "cg_iterations"))
     if not scale.run_dirs:

@@ -272,3 +272,37 @@ def test_claims_verdicts_follow_welch_tests_per_env(tmp_path):
     md = (tmp_path / "claims.md").read_text()
     assert "| CLN | cln > ppo (Fig. 4) | hopper | 1,000 | 101 +- 2; [100, 104, 98, 102, 101]" in md
     assert "**partly**" in md and "| TARE | ppo-tare > ppo (Fig. 6) | - |" in md
+
+
+def test_merge_keeps_other_runs_and_refuses_stale_ones(tmp_path):
+    """``--merge`` (``common.kept_runs``): the runs of an earlier results file that this
+    call does not run are kept when this code would run them with the same config, env
+    options and seed count; one that differs fails, naming the run."""
+    common, delayed = load("common"), load("lirpg_delayed")
+    from metareward.runtime import configs
+
+    def record(learner: str, env: str, **cfg) -> dict:
+        run = delayed.build(learner, env, 20, 4096, {"backend": "generalized"})
+        config = {**configs.config_to_dict(run.config), **cfg}
+        return {"env": env, "delay": 20, "learner": learner, "seeds": 5, "config": config,
+                "env_kwargs": run.env_kwargs, "run_dir": f"runs/{env}-{learner}"}
+
+    path = tmp_path / "lirpg_delayed.json"
+    keys = ("env", "delay", "learner")
+    jobs = [({"env": "walker2d", "delay": 20, "learner": "ppo"}, None)]
+
+    def kept(seeds: int = 5) -> list[dict]:
+        return common.kept_runs(path, keys, jobs, seeds, lambda r: delayed.build(
+            r["learner"], r["env"], r["delay"], r["config"]["total_steps"],
+            {"backend": "generalized"}))
+
+    assert kept() == []  # no earlier results
+    old = [record("ppo", "hopper"), record("lirpg", "hopper"), record("ppo", "walker2d")]
+    path.write_text(json.dumps(old))
+    assert [(r["env"], r["learner"]) for r in kept()] == [("hopper", "ppo"), ("hopper", "lirpg")]
+    with pytest.raises(SystemExit, match="hopper-20-ppo with another config"):
+        kept(seeds=3)
+    stale = record("lirpg", "hopper", intrinsic_learning_rate=1.0)
+    path.write_text(json.dumps([record("ppo", "hopper"), stale]))
+    with pytest.raises(SystemExit, match="hopper-20-lirpg with another config"):
+        kept()
