@@ -75,12 +75,11 @@ def ppo_runs(cfg, env, tasks, keys, num_eval: int) -> dict:
     trainer's envs on it (every copy, auto-resets keep it) and evaluating on it."""
     import jax
 
-    from metareward.algos import ppo
-    from metareward.envs.wrappers import VmapWrapper
+    from metareward.algos import onpolicy, ppo
     from metareward.rl.rollout import evaluate_episodes
 
     tr = ppo.make_train(cfg, env)
-    venv = VmapWrapper(env, cfg.num_envs)
+    venv = onpolicy.batched_env(cfg, env)  # as the learner steps it
     ep_len = int(env.spec.episode_length)
 
     def run(task, key):

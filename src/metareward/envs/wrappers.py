@@ -211,6 +211,10 @@ class NormalizedReward(Wrapper):
                                  norm_stats=RunningStats.create(()))
 
     def step(self, state: State, action: jax.Array) -> State:
+        if "norm_return" not in state.info:
+            raise KeyError("NormalizedReward.step got a state its reset did not make (no "
+                           "info['norm_return']); reset a learner's envs with "
+                           "metareward.algos.onpolicy.batched_env(config, env).reset")
         nxt = self.env.step(state, action)
         ret = self.gamma * state.info["norm_return"] + nxt.reward
         stats = state.info["norm_stats"].update(ret[None])
