@@ -80,7 +80,8 @@ def learners(setting: str, cg_steps: int = 10):
                     learning_rate=tc.learning_rate, anneal_lr=tc.anneal_lr,
                     gamma=tc.gamma, gae_lambda=tc.gae_lambda, ent_coef=tc.ent_coef,
                     normalize_obs=tc.normalize_obs, reward_scale=tc.reward_scale,
-                    normalize_reward=False, hidden=tc.hidden, activation=tc.activation)
+                    normalize_reward=False, vf_clip_eps=None, hidden=tc.hidden,
+                    activation=tc.activation)
     return env, tc, ppo, bc
 
 

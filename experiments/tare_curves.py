@@ -78,7 +78,7 @@ def base_config(learner: str, env_name: str):
                 num_envs=t.num_envs, num_steps=t.num_steps, num_epochs=t.num_epochs,
                 num_minibatches=2 * t.num_minibatches, learning_rate=t.learning_rate,
                 anneal_lr=False, ent_coef=t.ent_coef, normalize_obs=False,
-                normalize_reward=False, hidden=t.hidden)
+                normalize_reward=False, vf_clip_eps=None, hidden=t.hidden)
         return ppo, ppo.preset(env_name)
     if learner == "awr":
         if env_name.startswith("chain"):

@@ -60,7 +60,7 @@ def truncating():
                        num_minibatches=2 * base.num_minibatches,
                        learning_rate=base.learning_rate, anneal_lr=False,
                        ent_coef=base.ent_coef, normalize_obs=False,
-                       normalize_reward=False, hidden=base.hidden)
+                       normalize_reward=False, vf_clip_eps=None, hidden=base.hidden)
     return {"tare": _train(tare, base, env),
             "frozen": _train(tare, dataclasses.replace(base, hypergrad_coef=0.0), env),
             "ppo": _train(ppo, plain, env)}

@@ -163,9 +163,8 @@ class Config(IntrinsicFields, onpolicy.PPOBase):
     361.1 +- 143.9 (two seeds at 276 and 169); on delayed pendulum (1M steps) authors'
     -809 +- 433, exact -1074 +- 371. So the authors' choice is the default."""
 
-    # (PPOBase's fields, with the authors' constant learning rate and clipped value loss)
+    # (PPOBase's fields, with the authors' constant learning rate)
     anneal_lr: bool = False
-    vf_clip_eps: float | None = 0.2
 
 
 @dataclasses.dataclass(frozen=True)

@@ -103,9 +103,12 @@ class PPOBase(BaseConfig):
     """:class:`BaseConfig` plus PPO's optimisation: ``num_epochs`` of ``num_minibatches``
     Adam steps per rollout on the clipped surrogate (Schulman et al. 2017, eq. 7).
 
-    ``normalize_reward`` is on: baselines' ``ppo2`` on MuJoCo (the PPO paper's code, and
-    LIRPG's and CLN's baselines and codebase) wraps the env in ``VecNormalize``, whose
-    reward half this is. The tuned small-env presets turn it off."""
+    ``normalize_reward`` is on and the value loss is clipped (``vf_clip_eps=0.2``), as
+    in baselines' ``ppo2`` on MuJoCo (the PPO paper's code, and LIRPG's and CLN's
+    baselines and codebase): it wraps the env in ``VecNormalize``, whose reward half this
+    is, and clips the value prediction to within ``cliprange`` of the rollout's. The tuned
+    small-env presets (``ppo.PRESETS``, ``cln.PRESETS``) turn both off: they were tuned
+    and measured without them."""
 
     normalize_reward: bool = True
     num_epochs: int = 10
@@ -113,7 +116,7 @@ class PPOBase(BaseConfig):
     adam_eps: float = 1e-5
     clip_eps: float = 0.2
     #: Clip of the value loss around the rollout's values (ppo2's); ``None``: unclipped.
-    vf_clip_eps: float | None = None
+    vf_clip_eps: float | None = 0.2
 
     def __post_init__(self) -> None:
         super().__post_init__()
