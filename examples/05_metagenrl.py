@@ -74,7 +74,9 @@ if not SMOKE:
     base = dataclasses.replace(metagenrl.preset("pendulum"), batch_size=20,
                                learning_starts=2_000, anneal_steps=4_000)
     TRAIN_STEPS, TEST_STEPS = 8_000, 6_000
-else:
+else:  # the tests' mechanics check: a pure-JAX held-out env (2 actions, 6 observations);
+    # compiling brax for the meta-test and TD3 was over half of this notebook's test time
+    TEST_ENV = "pointmass"
     base = metagenrl.Config(batch_size=8, window=5, hidden=(16, 16), learning_starts=100,
                             anneal_steps=50)
     TRAIN_STEPS, TEST_STEPS = 400, 300
