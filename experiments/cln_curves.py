@@ -191,6 +191,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                       "_intrinsic": lambda p: plot_intrinsic(results, p)})
 
     results = common.train_all(jobs, scale.seeds, keep=DIAGNOSTICS, kept=kept,
+                               learners=LEARNERS,
                                runs=args.runs and args.runs / NAME, after_each=write)
     if not scale.run_dirs:
         write(results)

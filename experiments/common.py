@@ -259,6 +259,7 @@ def kept_runs(path: Path, keys: Sequence[str], jobs: Sequence[tuple[dict, Any]],
 def train_all(jobs: Sequence[tuple[dict, Callable[[], Any]]], seeds: int, *,
               keys: Sequence[str] = ("env", "learner"), keep: Sequence[str] = (),
               runs: Path | None = None, kept: Sequence[dict] = (),
+              learners: Sequence[str] = (),
               after_each: Callable[[list[dict]], None] | None = None) -> list[dict]:
     """Run ``jobs`` in turn and return ``kept`` followed by one record per job with its
     ``labels`` in front, logging each as it finishes.
@@ -268,8 +269,17 @@ def train_all(jobs: Sequence[tuple[dict, Callable[[], Any]]], seeds: int, *,
     (:func:`train_seeds`); with ``runs`` (only for :class:`Run` jobs) it trains in its
     run directory ``runs / run_name(labels)`` (:func:`train_in_run_dir`), and
     ``after_each(kept + results so far)`` is called after every job, to write partial
-    outputs. ``kept`` are records of earlier calls (:func:`kept_runs`)."""
+    outputs. ``kept`` are records of earlier calls (:func:`kept_runs`); with ``learners``
+    (the entry point's learner order) kept and new records are listed by env, then by
+    ``learners``, whatever call made them."""
     results = list(kept)
+
+    def ordered() -> list[dict]:
+        if not learners:
+            return results
+        return sorted(results, key=lambda r: (r["env"], r.get("delay", 0),
+                                              list(learners).index(r["learner"])))
+
     for labels, build in jobs:
         built = build()
         if runs is not None:
@@ -283,8 +293,8 @@ def train_all(jobs: Sequence[tuple[dict, Callable[[], Any]]], seeds: int, *,
         log_run(r, keys)
         results.append(r)
         if after_each is not None and runs is not None:
-            after_each(results)
-    return results
+            after_each(ordered())
+    return ordered()
 
 
 def run_name(labels: dict) -> str:

@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         md = common.eval_table(results, ("env", "delay", "learner"))
         common.write(args.out, NAME, results, md, {"": lambda p: plot(results, p)})
 
-    results = common.train_all(jobs, scale.seeds, keys=keys, kept=kept,
+    results = common.train_all(jobs, scale.seeds, keys=keys, kept=kept, learners=LEARNERS,
                                runs=args.runs and args.runs / NAME, after_each=write)
     if not scale.run_dirs:
         write(results)

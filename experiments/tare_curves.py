@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                      {"": lambda p: plot(results, p)})
 
     results = common.train_all(jobs, scale.seeds, runs=args.runs and args.runs / NAME,
-                               after_each=write, kept=kept,
+                               after_each=write, kept=kept, learners=LEARNERS,
                                keep=("param_return", "hypergrad_norm",
                                      "cg_negative_curvature", "cg_iterations"))
     if not scale.run_dirs:
