@@ -20,7 +20,6 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from fast_compile import TEST_XLA_FLAGS
 
 from metareward import distributed
 from metareward.cli import main
@@ -41,8 +40,8 @@ def _free_port() -> int:
 
 
 def _env() -> dict[str, str]:
-    # One CPU device per process (no forced device count), the tests' compile level.
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1", XLA_FLAGS=TEST_XLA_FLAGS)
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
+    env.pop("XLA_FLAGS", None)  # one CPU device per process
     for var in distributed.ENV_VARS.values():
         env.pop(var, None)
     return env
@@ -81,7 +80,7 @@ def _one_process(args: list[str], devices: int = 2, timeout: float = 400) -> Non
     the two-process run agrees only to ~1e-6 at first, a different batching of the same
     sums, and RL amplifies that over a run.)"""
     env = {**_env(), "NPROC": str(2 * devices),
-           "XLA_FLAGS": f"{TEST_XLA_FLAGS} --xla_force_host_platform_device_count={devices}"}
+           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
     proc = subprocess.run([sys.executable, "-m", "metareward", *args, "--devices",
                            str(devices)], env=env, text=True, capture_output=True,
                           timeout=timeout)
