@@ -275,10 +275,11 @@ def train_all(jobs: Sequence[tuple[dict, Callable[[], Any]]], seeds: int, *,
     results = list(kept)
 
     def ordered() -> list[dict]:
-        if not learners:
+        rank = {ln: i for i, ln in enumerate(learners)}
+        if not rank:
             return results
         return sorted(results, key=lambda r: (r["env"], r.get("delay", 0),
-                                              list(learners).index(r["learner"])))
+                                              rank.get(r["learner"], len(rank))))
 
     for labels, build in jobs:
         built = build()
