@@ -131,6 +131,7 @@ def _learn(module, cfg, name, seeds=4):
     return np.asarray(ev).mean(axis=1)  # mean return per seed, stochastic policy
 
 
+@pytest.mark.slow  # a learning threshold: compiled as users compile (conftest)
 def test_ppo_learns_cartpole():
     cfg = ppo.preset("cartpole")
     assert cfg.total_steps <= 500_000
@@ -146,6 +147,7 @@ def test_ppo_learns_pendulum():
     assert per_seed.mean() >= -300, per_seed
 
 
+@pytest.mark.slow  # a learning threshold: compiled as users compile (conftest)
 def test_a2c_learns_cartpole():
     cfg = a2c.preset("cartpole")
     assert cfg.total_steps <= 500_000

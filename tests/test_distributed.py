@@ -20,6 +20,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from fast_compile import FAST_COMPILE
 
 from metareward import distributed
 from metareward.cli import main
@@ -41,7 +42,9 @@ def _free_port() -> int:
 
 def _env() -> dict[str, str]:
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
-    env.pop("XLA_FLAGS", None)  # one CPU device per process
+    # One CPU device per process; equal programs on both sides of every comparison, so
+    # XLA:CPU's cheapest compilation (tests/fast_compile.py) whatever the suite.
+    env["XLA_FLAGS"] = FAST_COMPILE
     for var in distributed.ENV_VARS.values():
         env.pop(var, None)
     return env
@@ -80,7 +83,7 @@ def _one_process(args: list[str], devices: int = 2, timeout: float = 400) -> Non
     the two-process run agrees only to ~1e-6 at first, a different batching of the same
     sums, and RL amplifies that over a run.)"""
     env = {**_env(), "NPROC": str(2 * devices),
-           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} {FAST_COMPILE}"}
     proc = subprocess.run([sys.executable, "-m", "metareward", *args, "--devices",
                            str(devices)], env=env, text=True, capture_output=True,
                           timeout=timeout)

@@ -398,6 +398,8 @@ def _learn(config, name, seeds=4, module=lirpg, **env_kwargs):
     return np.asarray(ev).mean(axis=1), metrics  # mean (true) return per seed
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("lirpg_delayed_cartpole")  # one worker shares the runs of _learn
 def test_lirpg_intrinsic_only_learns_delayed_cartpole():
     """The policy sees only r_eta (r_ex_coef=0): within 500k steps the learned intrinsic
     reward makes it balance the pole, extrinsic reward paid only every 10 steps."""
@@ -411,6 +413,7 @@ def test_lirpg_intrinsic_only_learns_delayed_cartpole():
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("lirpg_delayed_cartpole")  # one worker shares the runs of _learn
 def test_frozen_intrinsic_reward_does_not_learn_delayed_cartpole():
     """The control: the same run with eta effectively frozen (its random initial reward)
     stays far below, so the learning above comes from the meta-gradient."""
@@ -420,6 +423,7 @@ def test_frozen_intrinsic_reward_does_not_learn_delayed_cartpole():
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("lirpg_delayed_cartpole")  # one worker shares the runs of _learn
 def test_ppo_bonus_learns_delayed_cartpole():
     """The PPO-bonus control at equal samples (500k steps, the same 4 seeds): PPO on the
     delayed reward plus a live bonus of 1 per step (cartpole's own per-step reward)."""
@@ -431,6 +435,7 @@ def test_ppo_bonus_learns_delayed_cartpole():
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("lirpg_delayed_cartpole")  # one worker shares the runs of _learn
 def test_lirpg_beats_ppo_bonus_on_delayed_cartpole():
     """The paper's claim (Figure 4): LIRPG ("intrinsic only") above PPO-bonus, same
     samples, same seeds, mean final return over 4 seeds (measured 2026-12-02: 500.0
@@ -442,6 +447,7 @@ def test_lirpg_beats_ppo_bonus_on_delayed_cartpole():
     assert lirpg_seed.mean() > bonus_seed.mean(), (lirpg_seed, bonus_seed)
 
 
+@pytest.mark.slow  # a learning threshold: compiled as users compile (conftest)
 def test_lirpg_a2c_learns_breakout_minatar():
     """A2C-LIRPG (the Atari flavour, MLP on MinAtar): clearly above a random policy."""
     env = envs.make("breakout-minatar")
