@@ -1,6 +1,7 @@
-"""Environment for test subprocesses that run whole scripts (experiments, notebooks) at
-smoke scale, where compiling dominates: XLA:CPU's cheapest compilation. The programs are
-the same, only less optimised; on a 2-core CPU this halves their compile time."""
+"""XLA:CPU's cheapest compilation, for the default suite (``tests/conftest.py``), for test
+subprocesses that run whole scripts (experiments, notebooks) at smoke scale, and for the
+subprocesses that compare split programs with unsplit ones. The programs compute the same
+functions, only less optimised; on a 2-core CPU this halves their compile time."""
 
 from __future__ import annotations
 
