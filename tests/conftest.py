@@ -15,7 +15,7 @@ above 400 to 381). ``METAREWARD_TEST_XLA=default`` or ``fast`` overrides the cho
 import os
 
 import pytest
-from fast_compile import FAST_COMPILE
+from fast_compile import with_fast_compile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -36,10 +36,9 @@ def compile_choice(markexpr: str, override: str | None) -> str:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Adds :data:`FAST_COMPILE` to ``XLA_FLAGS`` for a fast-compiling run, before any test
-    module imports JAX (XLA reads the flags once, when its backend starts)."""
+    """Adds ``fast_compile.FAST_COMPILE`` to ``XLA_FLAGS`` for a fast-compiling run, before
+    any test module imports JAX (XLA reads the flags once, when its backend starts)."""
     choice = compile_choice(config.getoption("markexpr", "") or "",
                             os.environ.get("METAREWARD_TEST_XLA"))
-    flags = os.environ.get("XLA_FLAGS", "")
-    if choice == "fast" and FAST_COMPILE not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} {FAST_COMPILE}".strip()
+    if choice == "fast":
+        os.environ["XLA_FLAGS"] = with_fast_compile(os.environ.get("XLA_FLAGS", ""))

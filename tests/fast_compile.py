@@ -10,7 +10,12 @@ import os
 FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 
 
+def with_fast_compile(flags: str) -> str:
+    """``XLA_FLAGS`` value ``flags`` with :data:`FAST_COMPILE` added (once)."""
+    return flags if FAST_COMPILE in flags else f"{flags} {FAST_COMPILE}".strip()
+
+
 def fast_compile_env(**extra: str) -> dict[str, str]:
     """``os.environ`` with :data:`FAST_COMPILE` added to ``XLA_FLAGS``, plus ``extra``."""
-    flags = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
-    return {**os.environ, "XLA_FLAGS": flags, **extra}
+    return {**os.environ, "XLA_FLAGS": with_fast_compile(os.environ.get("XLA_FLAGS", "")),
+            **extra}
