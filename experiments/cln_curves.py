@@ -79,8 +79,8 @@ PAPER_BATCH = {"num_envs": 4, "num_steps": 2048, "num_epochs": 10, "num_minibatc
 #: Fields the learners of one env must agree on (checked by :func:`build`).
 SHARED_FIELDS = (*PAPER_BATCH, "reward_scale")
 #: Per-update CLN diagnostics kept per seed.
-DIAGNOSTICS = ("intrinsic_return", "reg_loss", "hypergrad_norm", "hypergrad_eq15",
-               "hypergrad_eq9", "hypergrad_eq10", "hypergrad_eq11")
+DIAGNOSTICS = ("intrinsic_return", "reg_loss", "reg_explained", "adv_corr", "hypergrad_norm",
+               "hypergrad_eq15", "hypergrad_eq9", "hypergrad_eq10", "hypergrad_eq11")
 SCALES = {
     "smoke": common.Scale(envs=("pendulum",), seeds=2, steps={"pendulum": 4096},
                           extra={"ablation_envs": ("pendulum",)}),

@@ -357,6 +357,25 @@ def test_regularizer_equals_eq21_on_a_hand_built_segment():
     assert float(cln.segment_return_loss(seg.r_ex, seg.r_ex)) == 0.0
 
 
+def test_diagnostics_against_numpy():
+    """``reg_explained`` is 1 - MSE / Var of the segment returns; ``adv_corr`` is Pearson's
+    correlation, 1 for a positive rescaling and -1 for a negative one."""
+    rng = np.random.default_rng(3)
+    r_ex = rng.normal(size=(6, 4))
+    r_in = r_ex + 0.3 * rng.normal(size=(6, 4))
+    loss = cln.segment_return_loss(jnp.asarray(r_ex), jnp.asarray(r_in))
+    want = 1.0 - np.mean((r_ex.sum(1) - r_in.sum(1)) ** 2) / np.var(r_ex.sum(1))
+    assert float(cln.explained_fraction(loss, jnp.asarray(r_ex))) == pytest.approx(want, rel=1e-5)
+    assert float(cln.explained_fraction(jnp.float32(0.0), jnp.asarray(r_ex))) == 1.0
+    a, b = rng.normal(size=(8, 3)), rng.normal(size=(8, 3))
+    got = float(cln.advantage_correlation(jnp.asarray(a), jnp.asarray(b)))
+    assert got == pytest.approx(np.corrcoef(a.ravel(), b.ravel())[0, 1], rel=1e-4, abs=1e-6)
+    assert float(cln.advantage_correlation(jnp.asarray(3 * a + 1), jnp.asarray(a))) == (
+        pytest.approx(1.0, abs=1e-5))
+    assert float(cln.advantage_correlation(jnp.asarray(-a), jnp.asarray(a))) == (
+        pytest.approx(-1.0, abs=1e-5))
+
+
 def test_segments_are_consecutive_rows_of_one_env():
     config = cln.Config(**TINY)
     tr = cln.make_train(config, envs.make("pendulum"))
@@ -502,7 +521,7 @@ def test_any_flax_module_can_be_the_reward_body():
     episodic = {"episode_return", "episode_return_std", "episode_length", "intrinsic_return"}
     for k, v in metrics.items():  # no episode ends in 16 steps: those metrics are NaN
         assert k in episodic or np.all(np.isfinite(np.asarray(v))), k
-    assert {"reg_loss", "hypergrad_norm", "loss"} <= set(metrics)
+    assert {"reg_loss", "reg_explained", "adv_corr", "hypergrad_norm", "loss"} <= set(metrics)
     assert not np.array_equal(new_state.params["reward_body"]["params"]["Dense_0"]["kernel"],
                               state.params["reward_body"]["params"]["Dense_0"]["kernel"])
     r = cln.intrinsic_reward(trainer.parts, new_state.params, new_state.obs_stats,
@@ -535,7 +554,8 @@ def test_runs_through_the_driver_with_its_metrics(tmp_path):
     assert len(recs) == 2 * 2  # 4 updates in chunks of 2, 2 seeds
     for r in recs:
         for k in ("intrinsic_return", "return_mean", "hypergrad_norm", "hypergrad_eq9",
-                  "hypergrad_eq10", "hypergrad_eq11", "reg_loss", "noise_std"):
+                  "hypergrad_eq10", "hypergrad_eq11", "reg_loss", "reg_explained", "adv_corr",
+                  "noise_std"):
             assert k in r, k
         assert r["hypergrad_eq9"] > 0 and r["reg_loss"] > 0
 
@@ -554,6 +574,7 @@ def _cartpole_returns(keys: jax.Array, total_steps: int = 100_000, **overrides) 
 
 
 @pytest.mark.slow
+@pytest.mark.learning
 def test_cln_learns_cartpole():
     """CLN with the library's defaults (cartpole preset: best-response, lambda = 1, no
     clipping of the reward side's step) learns: every one of 4 seeds >= 120 after 100k
@@ -569,6 +590,7 @@ def test_cln_learns_cartpole():
 
 
 @pytest.mark.slow
+@pytest.mark.learning
 def test_cln_hypergradient_alone_trains_the_reward():
     """The best-response hypergradient (eq. 15) carries the extrinsic signal: with eq. 21's
     regulariser switched off (``regularizer_coef=0``, a diagnostic, not the paper's

@@ -447,6 +447,36 @@ def segment_return_loss(r_ex: jax.Array, r_in: jax.Array) -> jax.Array:
     return jnp.mean(jnp.square(jnp.sum(r_ex, axis=-1) - jnp.sum(r_in, axis=-1)))
 
 
+def explained_fraction(loss: jax.Array, r_ex: jax.Array) -> jax.Array:
+    """How much of the segment returns' variance eq. 21's fit explains:
+    ``1 - L_r / Var_b(sum_k r_ex[b, k])`` (1: a perfect fit; 0: no better than the
+    batch's mean; negative: worse). A diagnostic, logged as ``reg_explained``.
+
+    Args:
+        loss: :func:`segment_return_loss` on the segments.
+        r_ex: Their extrinsic rewards ``[B, K]``.
+
+    Returns:
+        The fraction (a scalar).
+    """
+    return 1.0 - loss / (jnp.var(jnp.sum(r_ex, axis=-1)) + 1e-8)
+
+
+def advantage_correlation(adv_in: jax.Array, adv_ex: jax.Array) -> jax.Array:
+    """Pearson correlation of the intrinsic and extrinsic advantages of a rollout: 1 when
+    the learned reward ranks the rollout's actions as the env's reward does, 0 when its
+    policy gradient is unrelated to ``J_ex``'s. A diagnostic, logged as ``adv_corr``.
+
+    Args:
+        adv_in: Intrinsic advantages (any shape).
+        adv_ex: Extrinsic advantages of the same transitions.
+
+    Returns:
+        The correlation (a scalar).
+    """
+    return jnp.mean(standardize(adv_in) * standardize(adv_ex))
+
+
 #: The nets' initial standard deviation of the CLN maps' kernels.
 _CLN_KERNEL_STD = ConditionalLayerNorm.kernel_std
 #: The entries of ``params`` in the flat policy side ``theta`` and reward side ``psi``.
@@ -984,7 +1014,7 @@ def noise_entropy(rho: jax.Array) -> jax.Array:
 def reward_gradients(parts: Parts, psi: jax.Array, theta: jax.Array, opt_theta: Any,
                      stats: RunningStats, buf: replay.ReplayBuffer, coef: jax.Array,
                      key: jax.Array, mb: Minibatch
-                     ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, Metrics]:
+                     ) -> tuple[jax.Array, jax.Array, Metrics]:
     """The two gradients of one reward iteration (Algorithm 1, lines 5-9), kept apart
     until clipped: ``lambda g^eta`` (and ``g^rho`` minus the entropy's) and
     ``g_r^{phi, eta}`` of eq. 21.
@@ -1001,8 +1031,10 @@ def reward_gradients(parts: Parts, psi: jax.Array, theta: jax.Array, opt_theta: 
         mb: The iteration's minibatch of the rollout.
 
     Returns:
-        ``(hyper, reg_flat, reg, g_eta, terms)``: the two gradients flat over ``psi``,
-        eq. 21's value, ``g^eta`` and its per-equation terms.
+        ``(hyper, reg_flat, metrics)``: the two gradients flat over ``psi``, and eq. 21's
+        value (``reg_loss``) with the fraction of the segment returns' variance it
+        explains (``reg_explained``), the norms of ``g^eta`` (``hypergrad_norm``) and of its
+        per-equation terms.
     """
     config = parts.config
     k_z, k_seg = jax.random.split(key)
@@ -1020,7 +1052,13 @@ def reward_gradients(parts: Parts, psi: jax.Array, theta: jax.Array, opt_theta: 
     reg_flat = config.regularizer_coef * ravel_pytree(
         {"reward_body": g_reg["reward_body"], "eta": g_reg["eta"],
          "rho": jnp.zeros_like(rp["rho"])})[0]
-    return hyper, reg_flat, reg, g_eta, terms
+    metrics = {
+        "reg_loss": reg,
+        "reg_explained": explained_fraction(reg, seg.r_ex),
+        "hypergrad_norm": jnp.sqrt(jnp.sum(g_eta**2)),
+        **{f"hypergrad_{k}": jnp.sqrt(jnp.sum(v**2)) for k, v in terms.items()},
+    }
+    return hyper, reg_flat, metrics
 
 
 def clip_reward_gradients(config: Config, hyper: jax.Array, reg_flat: jax.Array
@@ -1073,20 +1111,14 @@ def reward_step(parts: Parts, theta: jax.Array, opt_theta: Any, stats: RunningSt
     """
     psi, opt_psi, nonfinite = carry
     key, mb = x
-    hyper, reg_flat, reg, g_eta, terms = reward_gradients(
+    hyper, reg_flat, grad_metrics = reward_gradients(
         parts, psi, theta, opt_theta, stats, buf, coef, key, mb)
     reg_norm = jnp.sqrt(jnp.sum(reg_flat**2))
     flat, norm, ok = clip_reward_gradients(parts.config, hyper, reg_flat)
-    ok = ok & jnp.isfinite(reg)
+    ok = ok & jnp.isfinite(grad_metrics["reg_loss"])
     updates, new_opt = parts.reward_opt.update(flat, opt_psi, psi)
     new_psi = jnp.where(ok, psi + updates, psi)
-    metrics = {
-        "reg_loss": reg,
-        "reward_grad_norm": norm,
-        "reg_grad_norm": reg_norm,
-        "hypergrad_norm": jnp.sqrt(jnp.sum(g_eta**2)),
-        **{f"hypergrad_{k}": jnp.sqrt(jnp.sum(v**2)) for k, v in terms.items()},
-    }
+    metrics = {**grad_metrics, "reward_grad_norm": norm, "reg_grad_norm": reg_norm}
     return (new_psi, new_opt, nonfinite + (~ok)), metrics
 
 
@@ -1229,7 +1261,9 @@ def update(parts: Parts, state: ClnState) -> tuple[ClnState, Metrics]:
 
     Returns:
         ``(state, metrics)``: the policy side's and reward side's metrics averaged over
-        their iterations, the rollout's, ``noise_std``, ``env_steps``, ``nonfinite``.
+        their iterations, the rollout's, ``adv_corr`` (:func:`advantage_correlation` of
+        the rollout under the updated reward), ``noise_std``, ``env_steps``,
+        ``nonfinite``.
     """
     config = parts.config
     # The statistics the rollout's observations (and so the intrinsic advantages and
@@ -1252,13 +1286,15 @@ def update(parts: Parts, state: ClnState) -> tuple[ClnState, Metrics]:
     # On the updated reward: its advantages for any perturbed last layer come from one
     # basis (the reward's body is fixed now).
     b, basis = relabel(parts, rp, b)
+    adv_corr = advantage_correlation(in_advantages(eta, basis), b.adv_ex)
     (theta, opt_theta, nonfinite), p_metrics = policy_iterations(
         parts, (theta, opt_theta, nonfinite), b, basis, eta, sigma, k_perm, k_noise)
 
     params = {**parts.unravel_theta(theta), **rp}
     env_steps = state.env_steps + parts.batch_size
     metrics = {**jax.tree.map(jnp.mean, p_metrics), **jax.tree.map(jnp.mean, r_metrics),
-               **roll_metrics, "noise_std": jnp.mean(sigma), "env_steps": env_steps,
+               **roll_metrics, "adv_corr": adv_corr, "noise_std": jnp.mean(sigma),
+               "env_steps": env_steps,
                "nonfinite": nonfinite}
     state = common.advance(state, env_steps, params=params, nonfinite=nonfinite,
                            opt_state={"agent": opt_theta, "reward": opt_psi})
