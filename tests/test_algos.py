@@ -131,7 +131,8 @@ def _learn(module, cfg, name, seeds=4):
     return np.asarray(ev).mean(axis=1)  # mean return per seed, stochastic policy
 
 
-@pytest.mark.slow  # a learning threshold: compiled as users compile (conftest)
+@pytest.mark.slow
+@pytest.mark.learning
 def test_ppo_learns_cartpole():
     cfg = ppo.preset("cartpole")
     assert cfg.total_steps <= 500_000
@@ -139,7 +140,8 @@ def test_ppo_learns_cartpole():
     assert per_seed.mean() >= 475, per_seed
 
 
-@pytest.mark.slow  # 100 s on the 2-core CPU: in the slow suite to keep the default one < 15 min
+@pytest.mark.slow
+@pytest.mark.learning
 def test_ppo_learns_pendulum():
     cfg = ppo.preset("pendulum")
     assert cfg.total_steps <= 1_000_000
@@ -147,7 +149,8 @@ def test_ppo_learns_pendulum():
     assert per_seed.mean() >= -300, per_seed
 
 
-@pytest.mark.slow  # a learning threshold: compiled as users compile (conftest)
+@pytest.mark.slow
+@pytest.mark.learning
 def test_a2c_learns_cartpole():
     cfg = a2c.preset("cartpole")
     assert cfg.total_steps <= 500_000

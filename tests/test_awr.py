@@ -326,6 +326,7 @@ def test_discrete_actions():
 
 
 @pytest.mark.slow
+@pytest.mark.learning
 def test_awr_learns_pendulum():
     """Every one of 4 seeds (``split(PRNGKey(42), 4)``) reaches a mean stochastic
     evaluation return >= -400 over 32 episodes within the preset's budget of 200k env

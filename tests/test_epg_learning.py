@@ -70,6 +70,7 @@ def _ppo_at_equal_samples(env, tasks, agent_keys):
 
 
 @pytest.mark.slow
+@pytest.mark.learning
 def test_evolved_loss_beats_a_zero_loss_and_ppo_at_equal_samples_on_held_out_goals():
     env = envs.make("pointmass", randomize=True)
     tr = epg.make_train(CONFIG, env)

@@ -399,6 +399,7 @@ def _learn(config, name, seeds=4, module=lirpg, **env_kwargs):
 
 
 @pytest.mark.slow
+@pytest.mark.learning
 @pytest.mark.xdist_group("lirpg_delayed_cartpole")  # one worker shares the runs of _learn
 def test_lirpg_intrinsic_only_learns_delayed_cartpole():
     """The policy sees only r_eta (r_ex_coef=0): within 500k steps the learned intrinsic
@@ -413,6 +414,7 @@ def test_lirpg_intrinsic_only_learns_delayed_cartpole():
 
 
 @pytest.mark.slow
+@pytest.mark.learning
 @pytest.mark.xdist_group("lirpg_delayed_cartpole")  # one worker shares the runs of _learn
 def test_frozen_intrinsic_reward_does_not_learn_delayed_cartpole():
     """The control: the same run with eta effectively frozen (its random initial reward)
@@ -423,6 +425,7 @@ def test_frozen_intrinsic_reward_does_not_learn_delayed_cartpole():
 
 
 @pytest.mark.slow
+@pytest.mark.learning
 @pytest.mark.xdist_group("lirpg_delayed_cartpole")  # one worker shares the runs of _learn
 def test_ppo_bonus_learns_delayed_cartpole():
     """The PPO-bonus control at equal samples (500k steps, the same 4 seeds): PPO on the
@@ -435,6 +438,7 @@ def test_ppo_bonus_learns_delayed_cartpole():
 
 
 @pytest.mark.slow
+@pytest.mark.learning
 @pytest.mark.xdist_group("lirpg_delayed_cartpole")  # one worker shares the runs of _learn
 def test_lirpg_beats_ppo_bonus_on_delayed_cartpole():
     """The paper's claim (Figure 4): LIRPG ("intrinsic only") above PPO-bonus, same
@@ -447,7 +451,8 @@ def test_lirpg_beats_ppo_bonus_on_delayed_cartpole():
     assert lirpg_seed.mean() > bonus_seed.mean(), (lirpg_seed, bonus_seed)
 
 
-@pytest.mark.slow  # a learning threshold: compiled as users compile (conftest)
+@pytest.mark.slow
+@pytest.mark.learning
 def test_lirpg_a2c_learns_breakout_minatar():
     """A2C-LIRPG (the Atari flavour, MLP on MinAtar): clearly above a random policy."""
     env = envs.make("breakout-minatar")

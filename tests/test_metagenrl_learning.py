@@ -169,6 +169,7 @@ def controls(meta_seed: int) -> tuple[float, np.ndarray]:
 
 
 @pytest.mark.accelerator
+@pytest.mark.learning
 @pytest.mark.parametrize("meta_seed", [0, 1])
 def test_meta_trained_objective_beats_its_initialisation_on_a_held_out_env(meta_seed, tmp_path):
     alpha, alpha0 = meta_train(meta_seed, tmp_path / f"objective_meta_seed{meta_seed}.msgpack")

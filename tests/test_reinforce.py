@@ -50,6 +50,7 @@ def test_bad_config():
 
 
 @pytest.mark.slow
+@pytest.mark.learning
 def test_reinforce_learns_cartpole():
     """Budget: the cartpole preset (4 envs x 500 steps per update), 500k steps per seed,
     4 seeds at once: mean of the seeds' 16-episode returns >= 300 and each >= 150

@@ -27,7 +27,7 @@ SEEDS = (42, 43, 44, 45)
 EPISODES = 128
 
 # One worker trains the shared fixture once (xdist would otherwise train it per worker).
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tare_chain")]
+pytestmark = [pytest.mark.slow, pytest.mark.learning, pytest.mark.xdist_group("tare_chain")]
 
 
 @pytest.fixture(scope="module")

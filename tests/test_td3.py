@@ -225,6 +225,7 @@ def test_nonfinite_reward_is_skipped_and_counted(trainer, learning_state):
 
 
 @pytest.mark.slow
+@pytest.mark.learning
 def test_td3_learns_pendulum():
     """Budget: the pendulum preset, 50k env steps per seed (the issue allows 100k), 4
     seeds at once; mean over 16 episodes of each seed's deterministic policy >= -250 on
