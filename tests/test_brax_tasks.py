@@ -119,7 +119,7 @@ def _run(env, tasks, keys, extra=None):
     return jax.jit(run).lower(keys, tasks).compile(FAST_COMPILE)(keys, tasks)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once, even if xdist interleaves other modules
 def hopper_run():
     """The forward/backward hopper, three copies with one key: 0 and 1 share their
     physics and differ in direction; 2 has other physics."""
@@ -132,6 +132,7 @@ def hopper_run():
     return env, tasks, _run(env, tasks, keys)
 
 
+@pytest.mark.xdist_group("brax_hopper")  # one worker compiles the hopper run
 def test_make_forward_backward_hopper(hopper_run):
     env, _, _ = hopper_run
     assert env.tasks.choices == HOPPER_FORWARD_BACKWARD.choices == {"direction": (-1.0, 1.0)}
@@ -146,6 +147,7 @@ def test_make_forward_backward_hopper(hopper_run):
         k: (4, *x.shape) for k, x in HOPPER.nominal().items()}
 
 
+@pytest.mark.xdist_group("brax_hopper")
 def test_hopper_runs_and_keeps_task(hopper_run):
     _, tasks, (s0, states, _) = hopper_run
     for s in (s0, states):
@@ -160,6 +162,7 @@ def test_hopper_runs_and_keeps_task(hopper_run):
     assert not np.allclose(states.obs[0, 0], states.obs[0, 2], atol=1e-3)
 
 
+@pytest.mark.xdist_group("brax_hopper")
 def test_hopper_reward_is_direction_times_torso_velocity(hopper_run):
     env, tasks, (s0, states, _) = hopper_run
     dt = float(env.unwrapped.dt)
@@ -190,7 +193,7 @@ def _zero_angle_tip(env):
     return tip_at_zero
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def reacher_run():
     env = envs.make("reacher", randomize=True, episode_length=2)
     tasks = {"link_scale": jnp.array([[1.0, 1.0], [1.25, 0.8], [0.75, 1.2]])}
@@ -198,6 +201,7 @@ def reacher_run():
     return env, tasks, _run(env, tasks, keys, extra=_zero_angle_tip(env))
 
 
+@pytest.mark.xdist_group("brax_reacher")  # one worker compiles the reacher run
 def test_reacher_link_scaling_moves_the_fingertip(reacher_run):
     env, tasks, (s0, states, tip0) = reacher_run
     s = np.asarray(tasks["link_scale"])
@@ -217,6 +221,7 @@ def test_reacher_link_scaling_moves_the_fingertip(reacher_run):
     np.testing.assert_allclose(s0.pipeline_state.geom_xpos[:, tip, :2], xy, atol=1e-6)
 
 
+@pytest.mark.xdist_group("brax_reacher")
 def test_reacher_runs_and_keeps_task(reacher_run):
     env, tasks, (s0, states, _) = reacher_run
     assert env.tasks is REACHER and env.spec.obs_shape == (11,)

@@ -115,7 +115,7 @@ def _final_params(run: Path) -> list[np.ndarray]:
     return [np.asarray(x) for x in jax.tree.leaves(state.params)]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once, even if xdist interleaves other modules
 def ppo_reference(tmp_path_factory) -> Path:
     """The single-process run the two-process runs must reproduce."""
     out = tmp_path_factory.mktemp("dist") / "single"
@@ -123,6 +123,7 @@ def ppo_reference(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.xdist_group("ppo_reference")  # one worker makes the reference run
 def test_two_processes_train_to_the_single_process_result(ppo_reference, tmp_path):
     run = tmp_path / "two"
     (rc0, out0), (rc1, out1) = _two_processes([*PPO, "--out", str(run)])
@@ -144,6 +145,7 @@ def test_two_processes_train_to_the_single_process_result(ppo_reference, tmp_pat
         np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.xdist_group("ppo_reference")
 def test_a_signal_to_one_process_stops_both_and_the_run_resumes(ppo_reference, tmp_path):
     run = tmp_path / "two"
     port = _free_port()

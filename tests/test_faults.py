@@ -99,7 +99,7 @@ def _assert_same_as_reference(run_dir, reference):
     assert metrics_without_timing(run_dir) == metrics_without_timing(reference)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once, even if xdist interleaves other modules
 def reference(tmp_path_factory):
     """The uninterrupted run every cut run must end equal to."""
     cwd = tmp_path_factory.mktemp("reference")
@@ -107,7 +107,7 @@ def reference(tmp_path_factory):
     return cwd / "ref"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def stopped(tmp_path_factory):
     """A run stopped by SIGTERM at chunk 4 (its checkpoint: update 10, its summary:
     interrupted), which tests copy and continue."""

@@ -25,7 +25,7 @@ def cli(*args, cwd):
                           text=True, timeout=600)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once, even if xdist interleaves other modules
 def epg_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("epg")
     plan = driver.prepare("epg", "pendulum", overrides=TINY,

@@ -47,7 +47,7 @@ def actions(learner, state):
     return np.stack([np.asarray(learner.act(state, obs, ACT_KEY, d)) for d in (False, True)])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once, even if xdist interleaves other modules
 def saved(tmp_path_factory):
     """Each learner's policy saved, with the actions the state gave."""
     out = tmp_path_factory.mktemp("policies")

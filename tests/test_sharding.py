@@ -57,12 +57,13 @@ SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once, even if xdist interleaves other modules
 def sharded_runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("shard")
     return run_with_host_devices(SCRIPT, out, 4, timeout=300)
 
 
+@pytest.mark.xdist_group("sharded_runs")  # one worker makes the runs
 def test_sharded_runs_equal_the_unsharded_run(sharded_runs):
     import numpy as np
 
@@ -90,6 +91,7 @@ def test_sharded_runs_equal_the_unsharded_run(sharded_runs):
                     np.testing.assert_allclose(x[k], y[k], rtol=1e-5, atol=1e-6, err_msg=k)
 
 
+@pytest.mark.xdist_group("sharded_runs")
 def test_a_resumed_sharded_run_ends_where_the_uninterrupted_one_did(sharded_runs):
     import numpy as np
 

@@ -21,7 +21,8 @@ import pytest
 from host_devices import run_with_host_devices
 
 # The fixture's subprocess can outlast the suite's 900 s per-test timeout on 2 cores.
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800),
+              pytest.mark.xdist_group("sharding_populations")]  # one worker runs `runs`
 
 SCRIPT = textwrap.dedent(
     """
@@ -109,7 +110,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once, even if xdist interleaves other modules
 def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("pop_shard")
     return run_with_host_devices(SCRIPT, out, 4, timeout=1500)
