@@ -376,6 +376,25 @@ def test_diagnostics_against_numpy():
         pytest.approx(-1.0, abs=1e-5))
 
 
+def test_extrinsic_control_trains_the_policy_on_the_envs_advantages():
+    """``policy_reward="extrinsic"``: whatever the (perturbed) last layer, the policy
+    phase's advantages are the extrinsic GAE and V_in's targets the extrinsic returns."""
+    rng = np.random.default_rng(4)
+    T, N, D = 6, 2, 3
+    arr = lambda *shape: jnp.asarray(rng.normal(size=shape), jnp.float32)
+    b = cln.Batch(obs=arr(T, N, 3), action=arr(T, N, 1), log_prob=arr(T, N),
+                  gae_discount=arr(T, N), td_in=arr(T, N), v_in=arr(T, N), ret_in=arr(T, N),
+                  v_ex=arr(T, N), adv_ex=arr(T, N), ret_ex=arr(T, N))
+    basis = cln.AdvBasis(arr(T, N, D), arr(T, N))
+    b2, basis2 = cln.extrinsic_basis(b, basis)
+    for eta in (arr(D), arr(N, D), arr(4, N, D)):
+        adv = cln.in_advantages(eta, basis2)
+        np.testing.assert_array_equal(adv, jnp.broadcast_to(b.adv_ex, adv.shape))
+    np.testing.assert_array_equal(b2.ret_in, b.ret_ex)
+    with pytest.raises(ValueError, match="policy_reward"):
+        cln.Config(policy_reward="env")
+
+
 def test_segments_are_consecutive_rows_of_one_env():
     config = cln.Config(**TINY)
     tr = cln.make_train(config, envs.make("pendulum"))

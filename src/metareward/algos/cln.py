@@ -172,6 +172,8 @@ from metareward.rl.stats import standardize
 TERMS = ("best-response", "lirpg", "all")
 #: The reward side's gradient clipping of ``Config.reward_clip``.
 REWARD_CLIPS = ("none", "joint", "separate")
+#: What the policy phase's advantages come from (``Config.policy_reward``).
+POLICY_REWARDS = ("intrinsic", "extrinsic")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,6 +241,13 @@ class Config(onpolicy.PPOBase):
     #: ``max_grad_norm`` before summing them; "none" (the default) is Algorithm 1 as
     #: written. See :data:`REWARD_CLIPS` and the module docstring for what was measured.
     reward_clip: str = "none"
+    #: What the policy phase (lines 13-17) trains on: ``"intrinsic"``, the learned reward
+    #: (Algorithm 1); ``"extrinsic"``, a diagnostic control (not the paper's method): the
+    #: env's reward through PPO's extrinsic GAE, ``V_in`` regressing on its returns, with
+    #: everything else (the conditioned policy, the critic's two heads, the reward
+    #: iterations) unchanged. It separates what the learned reward does from what CLN's
+    #: policy and critic do: PPO's level means the learner is sound.
+    policy_reward: str = "intrinsic"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -257,6 +266,8 @@ class Config(onpolicy.PPOBase):
         cfg.check("terms", self.terms, self.terms in TERMS, f"one of {list(TERMS)}")
         cfg.check("reward_clip", self.reward_clip, self.reward_clip in REWARD_CLIPS,
                   f"one of {list(REWARD_CLIPS)}")
+        cfg.check("policy_reward", self.policy_reward, self.policy_reward in POLICY_REWARDS,
+                  f"one of {list(POLICY_REWARDS)}")
         cfg.hidden_sizes("reward_hidden", self.reward_hidden)
         cfg.activation_name("reward_activation", self.reward_activation)
         cfg.check("cln_layers", self.cln_layers, isinstance(self.cln_layers, tuple | list),
@@ -1171,6 +1182,22 @@ def relabel(parts: Parts, reward_params: Params, b: Batch) -> tuple[Batch, AdvBa
     return b._replace(ret_in=b.v_in + in_advantages(reward_params["eta"], basis)), basis
 
 
+def extrinsic_basis(b: Batch, basis: AdvBasis) -> tuple[Batch, AdvBasis]:
+    """The rollout for ``Config.policy_reward="extrinsic"`` (a control): every perturbed
+    reward's advantages are the extrinsic GAE and ``V_in``'s targets the extrinsic
+    lambda-returns, so the policy phase trains on the env's reward.
+
+    Args:
+        b: The rollout.
+        basis: Its :class:`AdvBasis` (for the shapes).
+
+    Returns:
+        ``(batch, basis)``.
+    """
+    return (b._replace(ret_in=b.ret_ex),
+            AdvBasis(jnp.zeros_like(basis.phi_gae), b.adv_ex))
+
+
 def policy_step(parts: Parts, carry: tuple, x: tuple) -> tuple[tuple, Metrics]:
     """One policy iteration (Algorithm 1, lines 15-16) on a minibatch:
     ``theta <- Adam(g^theta)``, ``g^theta`` of ``J_in(theta, eta + eps')`` (skipped if
@@ -1287,6 +1314,8 @@ def update(parts: Parts, state: ClnState) -> tuple[ClnState, Metrics]:
     # basis (the reward's body is fixed now).
     b, basis = relabel(parts, rp, b)
     adv_corr = advantage_correlation(in_advantages(eta, basis), b.adv_ex)
+    if config.policy_reward == "extrinsic":
+        b, basis = extrinsic_basis(b, basis)
     (theta, opt_theta, nonfinite), p_metrics = policy_iterations(
         parts, (theta, opt_theta, nonfinite), b, basis, eta, sigma, k_perm, k_noise)
 
