@@ -246,7 +246,8 @@ class Config(onpolicy.PPOBase):
     #: env's reward through PPO's extrinsic GAE, ``V_in`` regressing on its returns, with
     #: everything else (the conditioned policy, the critic's two heads, the reward
     #: iterations) unchanged. It separates what the learned reward does from what CLN's
-    #: policy and critic do: PPO's level means the learner is sound.
+    #: policy and critic do: on hopper (3 seeds, 2026-12-04) it kept pace with PPO (1723
+    #: at 737k steps against PPO's 1331) where CLN reached 645 (experiments/README.md).
     policy_reward: str = "intrinsic"
 
     def __post_init__(self) -> None:
