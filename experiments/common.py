@@ -247,13 +247,31 @@ def kept_runs(path: Path, keys: Sequence[str], jobs: Sequence[tuple[dict, Any]],
     for r in kept:
         run = rebuild(r)
         as_dict = configs.config_to_dict if "run_dir" in r else config_dict
-        if (json.loads(json.dumps(as_dict(run.config))), seeds) != (r["config"], r["seeds"]) \
+        now = json.loads(json.dumps(as_dict(run.config)))
+        recorded = {**_defaults_of_fields_added_since(run.config, r["config"], as_dict),
+                    **r["config"]}
+        if (now, seeds) != (recorded, r["seeds"]) \
                 or run.env_kwargs != r.get("env_kwargs", run.env_kwargs):
             raise SystemExit(f"--merge: {path} holds the run "
                              f"{run_name({k: r[k] for k in keys})} with another config, env "
                              "options or seed count than this call runs; rerun it or "
                              "write to another --out")
     return kept
+
+
+def _defaults_of_fields_added_since(config: Any, recorded: dict,
+                                    as_dict: Callable[[Any], dict]) -> dict:
+    """The defaults of the fields of ``config``'s dataclass that the ``recorded`` config
+    lacks: fields added to the code after the record was written. The record's run had
+    their default behaviour, as ``metareward resume`` assumes for a ``config.json`` that
+    lacks them; so a kept record matches a rebuilt run only if the run keeps them at their
+    default."""
+    defaults = {f.name: f.default for f in dataclasses.fields(config)
+                if f.name not in recorded and f.default is not dataclasses.MISSING}
+    if not defaults:
+        return {}
+    full = json.loads(json.dumps(as_dict(dataclasses.replace(config, **defaults))))
+    return {k: full[k] for k in defaults if k in full}
 
 
 def train_all(jobs: Sequence[tuple[dict, Callable[[], Any]]], seeds: int, *,

@@ -306,3 +306,22 @@ def test_merge_keeps_other_runs_and_refuses_stale_ones(tmp_path):
     path.write_text(json.dumps([record("ppo", "hopper"), stale]))
     with pytest.raises(SystemExit, match="hopper-20-lirpg with another config"):
         kept()
+
+    # A record written before a config field existed lacks it: kept if this code runs
+    # the field at its default (what the record's run did, and what resume assumes),
+    # refused if this code sets it otherwise.
+    older = record("lirpg", "hopper")
+    del older["config"]["intrinsic_learning_rate"]
+    path.write_text(json.dumps([record("ppo", "hopper"), older]))
+    assert [r["learner"] for r in kept()] == ["ppo", "lirpg"]
+
+    def rebuild_changed(r: dict):
+        run = delayed.build(r["learner"], r["env"], r["delay"], r["config"]["total_steps"],
+                            {"backend": "generalized"})
+        if r["learner"] == "ppo":
+            return run
+        return dataclasses.replace(run, config=dataclasses.replace(
+            run.config, intrinsic_learning_rate=1.0))
+
+    with pytest.raises(SystemExit, match="hopper-20-lirpg with another config"):
+        common.kept_runs(path, keys, jobs, 5, rebuild_changed)
