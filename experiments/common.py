@@ -332,10 +332,32 @@ def train_in_run_dir(run: Run, path: Path, seeds: int, *, seed: int = 0,
     A finished run is only read; an unfinished one is resumed from its newest
     checkpoint (exactly); one whose recorded config differs from ``run`` fails, naming
     the directory, rather than mixing two experiments."""
+    from metareward.algos.config import ConfigError
+    from metareward.runtime.checkpoint import (
+        ForeignCheckpointError,
+        IncompatibleCheckpointError,
+        NoCheckpointError,
+    )
+    from metareward.runtime.driver import NonFiniteError
+    from metareward.runtime.lock import RunLockedError
+
+    try:
+        return _train_in_run_dir(run, Path(path), seeds, seed=seed, keep=keep,
+                                 checkpoint_every=checkpoint_every,
+                                 eval_episodes=eval_episodes)
+    except (ConfigError, RunLockedError, ForeignCheckpointError, IncompatibleCheckpointError,
+            NoCheckpointError, NonFiniteError) as e:
+        # One line, as `metareward resume` says it, not a traceback: another process
+        # holds the run, its checkpoint is another run's, or training diverged.
+        raise SystemExit(f"error: {e}") from None
+
+
+def _train_in_run_dir(run: Run, path: Path, seeds: int, *, seed: int,
+                      keep: Sequence[str], checkpoint_every: int,
+                      eval_episodes: int) -> dict:
     from metareward.runtime import configs, driver
     from metareward.runtime.rundir import RunDir
 
-    path = Path(path)
     rd = RunDir(path)
     if (path / "config.json").is_file():
         rec = rd.load_config()

@@ -325,3 +325,26 @@ def test_merge_keeps_other_runs_and_refuses_stale_ones(tmp_path):
 
     with pytest.raises(SystemExit, match="hopper-20-lirpg with another config"):
         common.kept_runs(path, keys, jobs, 5, rebuild_changed)
+
+
+def test_a_run_directory_in_use_fails_in_one_line(tmp_path):
+    """A grid that reaches a run directory another process holds stops with the CLI's
+    one-line message naming the directory and its holder, not a traceback."""
+    common = load("common")
+    from metareward.algos import ppo
+    from metareward.runtime import configs, driver
+    from metareward.runtime.lock import RunLock
+    from metareward.runtime.rundir import RunDir
+
+    run = common.Run("ppo", "cartpole", dataclasses.replace(ppo.preset("cartpole"),
+                                                            total_steps=4096))
+    plan = driver.prepare(run.algo, run.env, overrides=configs.config_to_dict(run.config),
+                          env_kwargs=run.env_kwargs, options=driver.RunOptions(seeds=2))
+    path = tmp_path / "cartpole-ppo"
+    RunDir(path).create({**plan.record(), "run_id": "x", "wandb_id": "x",
+                         "processes": 1}).release()
+    with RunLock(path), pytest.raises(SystemExit) as e:
+        common.train_in_run_dir(run, path, 2)
+    msg = str(e.value)
+    assert msg.startswith("error: ") and str(path) in msg and "in use by" in msg, msg
+    assert "\n" not in msg
