@@ -66,7 +66,10 @@ by default) sees ``(s_t, a_t, r_t, t)``: normalised observations, the policy's r
 actions, the extrinsic reward normalised by running statistics, and the step within the
 episode divided by the env's time limit; the LSTMs run over each column with resets at
 episode boundaries. The policy is trained on ``r_in_coef * r_phi + r_ex_coef * r_ex``
-(default ``1, 0``: the parameterised reward alone, as the paper).
+(default ``1, 0``: the parameterised reward alone, as the paper's method section, eqs.
+11-12, "advantage computed under parameterised reward"). The paper contradicts itself
+here: its introduction describes "updating policy to maximise the sum of parameterised
+rewards and extrinsic rewards"; ``r_ex_coef=1`` is that reading.
 
 The policy's own update (``policy_objective``): PPO's clipped surrogate (``"clipped"``,
 default; the paper's Algorithm 1 trains with "PPO") or eq. 11 itself (``"eq11"``: the
