@@ -331,7 +331,9 @@ def train_in_run_dir(run: Run, path: Path, seeds: int, *, seed: int = 0,
 
     A finished run is only read; an unfinished one is resumed from its newest
     checkpoint (exactly); one whose recorded config differs from ``run`` fails, naming
-    the directory, rather than mixing two experiments."""
+    the directory, rather than mixing two experiments. A config field added to the code
+    after the run was made counts as recorded at its default, as ``metareward resume``
+    takes it."""
     from metareward.algos.config import ConfigError
     from metareward.runtime.checkpoint import (
         ForeignCheckpointError,
@@ -361,8 +363,11 @@ def _train_in_run_dir(run: Run, path: Path, seeds: int, *, seed: int,
     rd = RunDir(path)
     if (path / "config.json").is_file():
         rec = rd.load_config()
-        want = configs.config_to_dict(run.config)
-        if (rec["algo"], rec["env"], rec["config"], rec.get("env_kwargs") or {},
+        want = json.loads(json.dumps(configs.config_to_dict(run.config)))
+        recorded = {**_defaults_of_fields_added_since(run.config, rec["config"],
+                                                      configs.config_to_dict),
+                    **rec["config"]}
+        if (rec["algo"], rec["env"], recorded, rec.get("env_kwargs") or {},
                 rec["run"]["seeds"]) != (run.algo, run.env, want, run.env_kwargs, seeds):
             raise SystemExit(f"{path} holds a different run (algo, env, config, env "
                              "options or seeds); move it away or pass another --runs")

@@ -348,3 +348,21 @@ def test_a_run_directory_in_use_fails_in_one_line(tmp_path):
     msg = str(e.value)
     assert msg.startswith("error: ") and str(path) in msg and "in use by" in msg, msg
     assert "\n" not in msg
+
+    # A run made before a config field existed: its config.json lacks the field. It is
+    # this run if the code runs the field at its default (resume takes it so), and
+    # another run if not.
+    default = ppo.Config()
+    at_default = next(f.name for f in dataclasses.fields(run.config)
+                      if f.name != "total_steps"
+                      and getattr(run.config, f.name) == getattr(default, f.name))
+    changed = next(f.name for f in dataclasses.fields(run.config)
+                   if getattr(run.config, f.name) != getattr(default, f.name)
+                   and f.name != "total_steps")
+    record = json.loads((path / "config.json").read_text())
+    for name, same in ((at_default, True), (changed, False)):
+        older = {**record, "config": {k: v for k, v in record["config"].items() if k != name}}
+        (path / "config.json").write_text(json.dumps(older))
+        with RunLock(path), pytest.raises(SystemExit) as e:
+            common.train_in_run_dir(run, path, 2)
+        assert ("in use by" if same else "holds a different run") in str(e.value), name
