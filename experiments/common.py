@@ -121,6 +121,11 @@ def parser(doc: str, scales: dict[str, Scale], *, resumable: bool = False
                              "call does not run (a grid split over machines or sittings "
                              "whose run directories are gone); each kept run must have "
                              "the config this code would run, or the call fails naming it")
+        ap.add_argument("--finished-only", action="store_true",
+                        help="train nothing: rebuild the outputs from the run directories "
+                             "of this call that have finished, leaving out (with a message) "
+                             "the ones that have not; with --merge the results file's "
+                             "records of those are kept")
     return ap
 
 
@@ -143,6 +148,9 @@ def resolve(args: argparse.Namespace, scales: dict[str, Scale]) -> Scale:
         args.out = HERE / "results" / args.scale
     if getattr(args, "runs", None) is None and scale.run_dirs:
         args.runs = RUNS / args.scale
+    if getattr(args, "finished_only", False) and args.runs is None:
+        raise SystemExit(f"--finished-only reads run directories, and --scale {args.scale} "
+                         "trains in memory; pass --runs DIR")
     return dataclasses.replace(scale, envs=envs_, seeds=args.seeds or scale.seeds,
                                steps=steps, run_dirs=getattr(args, "runs", None) is not None)
 
@@ -314,6 +322,32 @@ def train_all(jobs: Sequence[tuple[dict, Callable[[], Any]]], seeds: int, *,
         if after_each is not None and runs is not None:
             after_each(ordered())
     return ordered()
+
+
+def finished_jobs(jobs: Sequence[tuple[dict, Any]], runs: Path
+                  ) -> list[tuple[dict, Any]]:
+    """The jobs whose run directory under ``runs`` has finished: what ``--finished-only``
+    keeps, so that :func:`train_all` only reads them. Each job left out is named on
+    stderr; with ``--merge`` its earlier record, if any, is kept by :func:`kept_runs`.
+
+    Args:
+        jobs: an entry point's ``(labels, build)`` jobs.
+        runs: the directory of the entry point's run directories
+            (``runs / run_name(labels)``).
+
+    Returns:
+        The jobs whose run has finished, in their order.
+    """
+    done = []
+    for labels, build in jobs:
+        path = Path(runs) / run_name(labels)
+        if _finished(path):
+            done.append((labels, build))
+        else:
+            state = "unfinished" if (path / "config.json").is_file() else "not started"
+            print(f"--finished-only: leaving out {run_name(labels)} ({state}: {path})",
+                  file=sys.stderr, flush=True)
+    return done
 
 
 def run_name(labels: dict) -> str:

@@ -130,6 +130,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
              lambda e=e, d=d, ln=ln: build(ln, e, d, scale.steps[e], env_kwargs))
             for e in scale.envs for d in delays for ln in per_env[e]]
     keys = ("env", "delay", "learner")
+    if args.finished_only:
+        jobs = common.finished_jobs(jobs, args.runs / NAME)
     kept = common.kept_runs(args.out / f"{NAME}.json", keys, jobs, scale.seeds,
                             lambda r: build(r["learner"], r["env"], r["delay"],
                                             r["config"]["total_steps"], env_kwargs)

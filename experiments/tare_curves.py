@@ -118,6 +118,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     jobs = [({"env": e, "learner": ln},
              lambda e=e, ln=ln: build(ln, e, scale.steps[e], env_kwargs))
             for e in scale.envs for ln in args.learners]
+    if args.finished_only:
+        jobs = common.finished_jobs(jobs, args.runs / NAME)
     kept = common.kept_runs(args.out / f"{NAME}.json", ("env", "learner"), jobs, scale.seeds,
                             lambda r: build(r["learner"], r["env"], r["config"]["total_steps"],
                                             env_kwargs)) if args.merge else []

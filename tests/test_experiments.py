@@ -366,3 +366,39 @@ def test_a_run_directory_in_use_fails_in_one_line(tmp_path):
         with RunLock(path), pytest.raises(SystemExit) as e:
             common.train_in_run_dir(run, path, 2)
         assert ("in use by" if same else "holds a different run") in str(e.value), name
+
+
+def test_finished_only_reads_finished_runs_and_trains_nothing(tmp_path, capsys):
+    """``--finished-only`` (``common.finished_jobs``): a grid rebuilds its outputs from
+    the run directories that have finished; an unfinished or missing run is named and
+    left out, not trained, and with ``--merge`` the results file's record of it stays."""
+    common, delayed = load("common"), load("lirpg_delayed")
+    runs = tmp_path / "runs"
+    jobs = [({"env": "cartpole", "delay": 10, "learner": ln}, None)
+            for ln in ("ppo", "lirpg", "ppo-bonus")]
+    done, partial = runs / "cartpole-10-ppo", runs / "cartpole-10-lirpg"
+    for d in (done, partial):
+        d.mkdir(parents=True)
+        (d / "config.json").write_text("{}")
+    (done / "summary.json").write_text(json.dumps({"status": "finished"}))
+    (done / "eval.json").write_text("{}")
+    (partial / "summary.json").write_text(json.dumps({"status": "running"}))
+    assert [j[0]["learner"] for j in common.finished_jobs(jobs, runs)] == ["ppo"]
+    err = capsys.readouterr().err
+    assert "leaving out cartpole-10-lirpg (unfinished" in err
+    assert "leaving out cartpole-10-ppo-bonus (not started" in err
+
+    out = tmp_path / "out"
+    out.mkdir()
+    earlier = [{"env": "cartpole", "delay": 10, "learner": "ppo", "seeds": 2,
+                "config": common.config_dict(delayed.build("ppo", "cartpole", 10, 4096).config),
+                "env_steps": [4096], "eval_return_per_seed": [1.0, 2.0]}]
+    (out / "lirpg_delayed.json").write_text(json.dumps(earlier))
+    args = ["--scale", "smoke", "--learners", "ppo", "--steps", "4096", "--seeds", "2",
+            "--delays", "10", "--runs", str(tmp_path / "none"), "--out", str(out),
+            "--finished-only"]
+    assert delayed.main([*args, "--merge"]) == earlier
+    assert not (tmp_path / "none").exists()
+    assert json.loads((out / "lirpg_delayed.json").read_text()) == earlier
+    with pytest.raises(SystemExit, match="--finished-only reads run directories"):
+        delayed.main(["--scale", "smoke", "--finished-only", "--out", str(out)])
