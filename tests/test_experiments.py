@@ -222,6 +222,21 @@ def test_run_directory_mode_resumes_a_killed_grid_exactly(tmp_path):
     run_dir = tmp_path / "killed" / "runs" / "lirpg_delayed" / "cartpole-10-ppo"
     assert (run_dir / "config.json").is_file() and not (run_dir / "eval.json").exists()
 
+    # --finished-only reads a finished grid back as it was and leaves the killed run
+    # alone: named, not resumed.
+    results = tmp_path / "whole" / "out" / "lirpg_delayed.json"
+    before = json.loads(results.read_text())
+    results.unlink()
+    reread = subprocess.run(cmd("whole", "--finished-only"), env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert reread.returncode == 0, reread.stderr[-3000:]
+    assert json.loads(results.read_text()) == before
+    skipped = subprocess.run(cmd("killed", "--finished-only"), env=env, capture_output=True,
+                             text=True, timeout=600)
+    assert skipped.returncode == 0, skipped.stderr[-3000:]
+    assert "leaving out cartpole-10-ppo (unfinished" in skipped.stderr
+    assert not (run_dir / "eval.json").exists()
+
     again = subprocess.run(cmd("killed"), env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"resuming {run_dir}" in again.stderr
