@@ -178,7 +178,8 @@ _MG_TINY = ("num_agents=2", "learning_starts=64", "buffer_size=256", "batch_size
             "anneal_steps=64")
 
 #: The runs, in run order: each method's paper defaults (``metareward config ALGO --env
-#: hopper`` prints them: no preset for hopper) on brax ``hopper`` (MJX), 4 seeds vmapped
+#: hopper`` prints them: no preset for hopper, except AWR-TARE's, the AWR authors' hopper
+#: actor step size and action std) on brax ``hopper`` (MJX), 4 seeds vmapped
 #: (the CLI's default; more cost compile time, see above); EPG and MetaGenRL at their
 #: paper scale, one seed (the population is the batch). ~10 updates each, seconds to tens
 #: of seconds on a GPU: compilation (MJX and the learner) is most of each estimate, so a

@@ -17,7 +17,9 @@ Scales (``--scale``):
   4 seeds, all five learners (about 30 minutes on one core);
 * ``mujoco-cpu``: the paper's setting at its budget on one CPU core: MuJoCo (brax,
   ``backend=common.MUJOCO_CPU_BACKEND``) ``walker2d``, 1M steps, 5 seeds, all six
-  learners with the paper's defaults. On MuJoCo envs (this scale and ``paper``) ``awr``
+  learners with the paper's defaults, AWR and AWR-TARE with the AWR authors' per-env
+  actor step size and action std (``awr.MUJOCO_ACTOR``; on walker2d 2.5e-5 and 0.4,
+  where the defaults are Ant's 5e-5 and 0.2). On MuJoCo envs (this scale and ``paper``) ``awr``
   steps AWR-TARE's 8 envs x 256 steps per update (``tare.AWRConfig``) instead of AWR's
   own 1 env x 2048, so that AWR and AWR-TARE differ only in the reward; AWR recomputes
   its TD(lambda) targets over the whole 50k-transition buffer every update, a scan of
@@ -86,8 +88,9 @@ def base_config(learner: str, env_name: str):
                                    value_steps=50, policy_steps=100,
                                    policy_learning_rate=1e-3, normalize_obs=False)
         if env_name in MUJOCO:  # AWR-TARE's env geometry: the pair differs in the reward
-            t = tare.AWRConfig()
-            return awr, awr.Config(num_envs=t.num_envs, num_steps=t.num_steps)
+            t = tare.AWR_PRESETS.get(env_name, tare.AWRConfig())
+            return awr, dataclasses.replace(awr.PRESETS.get(env_name, awr.Config()),
+                                            num_envs=t.num_envs, num_steps=t.num_steps)
         return awr, awr.PRESETS.get(env_name, awr.Config())
     cfg = preset(ALGOS[learner], env_name)
     if learner in FROZEN:

@@ -219,6 +219,34 @@ def test_registered():
     assert spec.default_config("cartpole") == awr.Config()
 
 
+#: ``xbpeng/awr`` ``awr_configs.py``: (actor_stepsize, action_std) per env, copied by hand
+#: from the authors' file; every other entry there is the same for the five envs.
+AUTHORS_ACTOR = {"Walker2d-v2": (2.5e-5, 0.4), "Hopper-v2": (1e-4, 0.4),
+                 "HalfCheetah-v2": (5e-5, 0.4), "Ant-v2": (5e-5, 0.2),
+                 "Humanoid-v2": (5e-5, 0.2)}
+AUTHORS_SHARED = dict(value_learning_rate=0.01, momentum=0.9, policy_batch_size=256,
+                      value_batch_size=256, policy_steps=1000, value_steps=200, gamma=0.99,
+                      buffer_size=50_000, normalizer_samples=300_000, weight_clip=20.0,
+                      td_lambda=0.95, temperature=1.0)
+
+
+def test_mujoco_presets_are_the_authors():
+    """AWR and AWR-TARE on MuJoCo: the AWR authors' per-env actor step size and action
+    std, their shared settings elsewhere (TARE, Appendix E: AWR's hyperparameters follow
+    the AWR code)."""
+    from metareward.algos import tare
+
+    for gym_name, (lr, std) in AUTHORS_ACTOR.items():
+        env = gym_name.split("-")[0].lower()
+        c, t = awr.preset(env), tare.AWR_PRESETS[env]
+        assert (c.policy_learning_rate, c.action_std) == (lr, std), env
+        assert (t.policy_lr, t.action_std) == (lr, std), env
+        assert {k: getattr(c, k) for k in AUTHORS_SHARED} == AUTHORS_SHARED, env
+        assert (t.value_lr, t.momentum, t.policy_steps, t.value_steps, t.buffer_size,
+                t.weight_clip, t.td_lambda, t.temperature) == (
+            0.01, 0.9, 1000, 200, 50_000, 20.0, 0.95, 1.0), env
+
+
 # ----------------------------------------------------------------------------------------
 # Short runs
 

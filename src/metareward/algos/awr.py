@@ -26,18 +26,19 @@ Details from the authors' code (``xbpeng/awr``), not spelled out in the paper:
   ``V(final_obs)``); the values recomputed after the value steps; advantages normalised
   over the buffer, ``(A - mean) / (std + 1e-5)`` (``_calc_adv``,
   ``normalize_advantages``); ``exp(A / temp)`` clipped at ``weight_clip=20``, ``temp=1``;
-  ``td_lambda=0.95``, ``discount=0.99``; critic SGD lr 0.01, actor lr 5e-5, momentum 0.9
-  (TensorFlow's ``MomentumOptimizer`` = ``optax.sgd(lr, momentum)``), minibatches of 256;
+  ``td_lambda=0.95``, ``discount=0.99``; critic SGD lr 0.01, actor lr 5e-5 (2.5e-5 to
+  1e-4 by env: :data:`MUJOCO_ACTOR`), momentum 0.9 (TensorFlow's ``MomentumOptimizer``
+  = ``optax.sgd(lr, momentum)``), minibatches of 256;
   the action-bound penalty ``10 * 0.5 E[sum_i (min(mu_i - lo_i, 0)^2 +
   max(mu_i - hi_i, 0)^2)]`` on the Gaussian mean (``actor_bound_loss_weight``,
   ``action_bound_coef``); the critic's output in normalised units, ``V = net(s) / (1 -
   gamma)`` and its loss ``0.5 E[(net(s) - R^lambda (1 - gamma))^2]`` (``val_norm``,
   ``value_scale``).
 * ``learning/rl_agent.py``: a *fixed* action std (``action_std``, 0.2 or 0.4 in
-  ``awr_configs.py``; the log-std is a non-trainable variable); here ``log_std`` starts at
-  ``log(action_std)`` and gets no gradient unless ``learn_std``. The observation
-  normaliser is updated only during the first ``normalizer_samples`` samples, then
-  frozen.
+  ``awr_configs.py``, by env: :data:`MUJOCO_ACTOR`; the log-std is a non-trainable
+  variable); here ``log_std`` starts at ``log(action_std)`` and gets no gradient unless
+  ``learn_std``. The observation normaliser is updated only during the first
+  ``normalizer_samples`` samples, then frozen.
 * ``awr_configs.py``: 2048 samples per iteration, a buffer of 50000 transitions, 200
   critic and 1000 actor steps per iteration.
 
@@ -90,8 +91,9 @@ from metareward.rl.stats import masked_mean_std
 @dataclasses.dataclass(frozen=True)
 class Config:
     """AWR hyperparameters. Defaults: the authors' MuJoCo settings (``awr_configs.py``,
-    ``awr_agent.py``) with TARE's 64x64 ReLU nets; see the module docstring for where
-    each comes from and :data:`PRESETS` for tuned small-env settings.
+    ``awr_agent.py``; the actor step size and action std of their Ant and Humanoid) with
+    TARE's 64x64 ReLU nets; see the module docstring for where each comes from and
+    :data:`PRESETS` for the per-env MuJoCo actor settings and tuned small-env settings.
 
     ``buffer_size`` is in transitions (the buffer holds ``buffer_size // num_envs`` rows
     of ``num_envs``); ``value_steps`` and ``policy_steps`` are minibatch gradient steps
@@ -166,7 +168,22 @@ class Config:
                   f"an int >= num_envs * num_steps = {rollout_size} (one rollout)")
 
 
-#: Settings tuned for the small gymnax envs (used by the tests and the quick start).
+#: The authors' per-env actor settings for MuJoCo (``xbpeng/awr`` ``awr_configs.py``:
+#: ``actor_stepsize`` and the fixed ``action_std``; every other entry there is the same
+#: for all five envs and is :class:`Config`'s default). Swimmer has no entry there and
+#: keeps the defaults. AWR-TARE's MuJoCo presets take the same two numbers
+#: (:data:`metareward.algos.tare.AWR_PRESETS`; TARE, Appendix E: AWR's other
+#: hyperparameters follow the AWR code).
+MUJOCO_ACTOR: dict[str, dict[str, float]] = {
+    "walker2d": dict(policy_learning_rate=2.5e-5, action_std=0.4),
+    "hopper": dict(policy_learning_rate=1e-4, action_std=0.4),
+    "halfcheetah": dict(policy_learning_rate=5e-5, action_std=0.4),
+    "ant": dict(policy_learning_rate=5e-5, action_std=0.2),
+    "humanoid": dict(policy_learning_rate=5e-5, action_std=0.2),
+}
+
+#: Settings tuned for the small gymnax envs (used by the tests and the quick start), and
+#: the authors' MuJoCo settings (:data:`MUJOCO_ACTOR`).
 PRESETS: dict[str, Config] = {
     # Pendulum: budget 200k env steps (~98 updates of 16 envs x 128 steps); the authors'
     # lambda, clip, temperature, std and critic lr, with gamma 0.95 (as our PPO preset),
@@ -183,6 +200,7 @@ PRESETS: dict[str, Config] = {
         policy_learning_rate=1e-3,
         gamma=0.95,
     ),
+    **{env: Config(**actor) for env, actor in MUJOCO_ACTOR.items()},
 }
 
 
@@ -684,8 +702,8 @@ def make_train(config: Config, env: Env) -> Trainer:
     )
 
 
-__all__ = ["PRESETS", "AwrState", "Config", "Parts", "Trainer", "act", "advantage_weights",
-           "collect", "freeze_std", "init", "make_parts", "make_train",
+__all__ = ["MUJOCO_ACTOR", "PRESETS", "AwrState", "Config", "Parts", "Trainer", "act",
+           "advantage_weights", "collect", "freeze_std", "init", "make_parts", "make_train",
            "policy_loss", "policy_regression", "preset", "sgd_step", "td_lambda_targets",
            "update", "value_loss", "value_regression", "value_targets",
            "values_and_targets"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 from metareward.algos import config as cfg
+from metareward.algos.awr import MUJOCO_ACTOR
 from metareward.nets.rewards import REWARD_NETS
 
 HESSIANS = ("train", "validation")
@@ -214,6 +215,14 @@ AWR_PRESETS: dict[str, AWRConfig] = {
     ),
 }
 AWR_PRESETS["chain-truncating"] = AWR_PRESETS["chain"]
+#: AWR-TARE on MuJoCo: TARE, Appendix E, takes AWR's hyperparameters from the AWR code, so
+#: the actor step size and action std are the AWR baseline's per-env ones
+#: (:data:`metareward.algos.awr.MUJOCO_ACTOR`, from ``awr_configs.py``); the rest are
+#: :class:`AWRConfig`'s defaults.
+AWR_PRESETS.update({
+    env: AWRConfig(policy_lr=actor["policy_learning_rate"], action_std=actor["action_std"])
+    for env, actor in MUJOCO_ACTOR.items()
+})
 
 
 preset = cfg.preset_function(PRESETS, Config, "tare")
