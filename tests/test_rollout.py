@@ -140,3 +140,18 @@ def test_actor_critic_params_are_each_nets_init_on_a_zero_observation(discrete):
     assert jax.tree.structure(params) == jax.tree.structure(expected)
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(expected), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_running_stats_update_until_freezes_at_the_limit():
+    """``update_until``: batches that start below ``limit`` fold in (mean and variance as
+    numpy's over them, up to the tiny prior), later ones leave the statistics as they
+    are; ``limit=None`` folds in every batch."""
+    x = np.random.default_rng(0).normal(2.0, 3.0, size=(5, 8, 3)).astype(np.float32)
+    for limit, kept in ((None, 5), (16, 2), (17, 3), (1, 1)):
+        stats = RunningStats.create((3,))
+        for i, batch in enumerate(x):
+            stats = stats.update_until(jnp.asarray(batch), jnp.int32(8 * i), limit)
+        seen = x[:kept].reshape(-1, 3)
+        np.testing.assert_allclose(float(stats.count), 8 * kept + 1e-4, rtol=1e-6)
+        np.testing.assert_allclose(stats.mean, seen.mean(0), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(stats.var, seen.var(0), rtol=1e-3, atol=1e-3)

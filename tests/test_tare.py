@@ -176,6 +176,22 @@ def test_smoke_train_metrics(inner):
     assert returns.shape == (2, 4)
 
 
+@pytest.mark.parametrize(("limit", "updates_kept"), [(None, 3), (32, 1), (33, 2)])
+def test_observation_normaliser_freezes_after_normalizer_samples(limit, updates_kept):
+    """``normalizer_samples`` (AWR-TARE's default 300,000, as the AWR code): the running
+    observation statistics take in the rollouts that start below it, then stop (their
+    sample count says how many)."""
+    env = envs.make("pendulum")
+    cfg = _small("awr", total_steps=96, normalizer_samples=limit)
+    assert cfg.num_envs * cfg.num_steps == 32
+    trainer = tare.make_train(cfg, env)
+    state, _ = jax.jit(trainer.train)(jax.random.PRNGKey(3))
+    np.testing.assert_allclose(float(state.obs_stats.count), 32 * updates_kept + 1e-4,
+                               rtol=1e-6)
+    assert tare.AWRConfig().normalizer_samples == 300_000
+    assert tare.Config().normalizer_samples is None
+
+
 class _TinyReward(nn.Module):
     """A user's per-step reward ``m(obs, action) -> [...]``: one dense layer."""
 

@@ -354,12 +354,7 @@ def collect(
     env_state, traj = rollout(parts.venv, state.env_state, policy_act, key, config.num_steps)
     obs_flat = parts.flatten_obs(traj.obs).astype(jnp.float32)
     if config.normalize_obs:
-        updated = stats.update(obs_flat)
-        if config.normalizer_samples is not None:
-            # The authors' normaliser records only the first normalizer_samples.
-            keep = state.env_steps < config.normalizer_samples
-            updated = jax.tree.map(lambda a, b: jnp.where(keep, a, b), updated, stats)
-        stats = updated
+        stats = stats.update_until(obs_flat, state.env_steps, config.normalizer_samples)
     rows = replay.Row.from_rollout(traj, parts.flatten_obs, config.reward_scale)
     return env_state, traj, stats, replay.insert(state.buffer, rows)
 

@@ -32,6 +32,26 @@ class RunningStats:
         m2 = self.var * self.count + b_var * n + delta**2 * self.count * n / total
         return RunningStats(mean, m2 / total, total)
 
+    def update_until(self, x: jax.Array, seen: jax.Array, limit: int | None) -> RunningStats:
+        """Folds in ``x`` while ``seen`` (the samples before it) is below ``limit``, then
+        stays frozen; ``limit=None`` always folds it in. The AWR code's normaliser
+        (``xbpeng/awr``, ``normalizer_samples``) records only its first ``limit``
+        samples.
+
+        Args:
+            x: A batch of shape ``[..., *shape]``.
+            seen: The samples seen before ``x`` (a traced scalar).
+            limit: The samples after which the statistics freeze, or ``None``.
+
+        Returns:
+            The updated statistics, or these ones once ``seen >= limit``.
+        """
+        updated = self.update(x)
+        if limit is None:
+            return updated
+        keep = seen < limit
+        return jax.tree.map(lambda a, b: jnp.where(keep, a, b), updated, self)
+
     def normalize(self, x: jax.Array, clip: float = 10.0) -> jax.Array:
         """``clip((x - mean) / sqrt(var + 1e-8), -clip, clip)``."""
         return jnp.clip((x - self.mean) / jnp.sqrt(self.var + 1e-8), -clip, clip)

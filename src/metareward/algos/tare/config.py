@@ -31,7 +31,9 @@ class BaseConfig:
     printed), ``curvature`` (``"hessian"`` or ``"fisher"``), ``cg_restarts`` (adaptive
     damping) and ``hypergrad_coef`` (0: the reward frozen): see the package docstring.
     ``normalize_advantages``: PPO standardises each minibatch's advantages, AWR the
-    buffer's (as its code).
+    buffer's (as its code). ``normalize_obs`` keeps running observation statistics;
+    ``normalizer_samples`` (``None``: never) freezes them after that many env steps, as
+    the AWR code's normaliser (``None`` for PPO-TARE, 300,000 for AWR-TARE).
 
     Validation runs in ``__post_init__``; a flavour adds its own checks after calling
     ``super().__post_init__()``. Float fields may be JAX values (a sweep,
@@ -44,6 +46,7 @@ class BaseConfig:
     gamma: float = 0.99
     reward_scale: float = 1.0
     normalize_obs: bool = True
+    normalizer_samples: int | None = None
     normalize_advantages: bool = True
     hidden: tuple[int, ...] = (64, 64)
     activation: str = "tanh"
@@ -76,6 +79,8 @@ class BaseConfig:
         for name in ("num_envs", "num_steps", "total_steps", "reward_hidden",
                      "reward_lstm_hidden", "reward_updates", "cg_steps"):
             cfg.positive_int(name, getattr(self, name))
+        if self.normalizer_samples is not None:
+            cfg.positive_int("normalizer_samples", self.normalizer_samples)
         cfg.check("num_envs", self.num_envs, self.num_envs >= 2 and self.num_envs % 2 == 0,
                   "an even int >= 2 (the env columns split into training and validation "
                   "halves)")
@@ -140,7 +145,8 @@ class Config(BaseConfig):
 @dataclasses.dataclass(frozen=True)
 class AWRConfig(BaseConfig):
     """TARE on AWR (registered as ``tare-awr``): :class:`BaseConfig` plus AWR's settings
-    (defaults: Peng et al.'s code, ReLU 64x64 nets as TARE Table 1).
+    (defaults: Peng et al.'s code, ReLU 64x64 nets as TARE Table 1; the observation
+    normaliser frozen after ``normalizer_samples`` = 300,000 env steps, as that code's).
 
     ``buffer_size`` transitions, ``td_lambda`` (of both advantages), ``temperature``
     beta, ``weight_clip``, ``value_steps`` and ``policy_steps`` of SGD with ``momentum``
@@ -152,6 +158,7 @@ class AWRConfig(BaseConfig):
     """
 
     activation: str = "relu"
+    normalizer_samples: int | None = 300_000
     buffer_size: int = 50_000
     td_lambda: float = 0.95
     temperature: float = 1.0

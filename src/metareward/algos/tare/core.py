@@ -223,8 +223,9 @@ def collect(parts: Parts, state: TareState
         return jnp.where(done > 0, 0, step + 1), step
 
     ep_step, t_idx = jax.lax.scan(count, state.episode_step, traj.done)
-    new_stats = (stats.update(parts.flatten_obs(traj.obs)) if parts.config.normalize_obs
-                 else stats)
+    new_stats = (stats.update_until(parts.flatten_obs(traj.obs), state.env_steps,
+                                    parts.config.normalizer_samples)
+                 if parts.config.normalize_obs else stats)
     reward_stats = state.reward_stats.update(traj.reward)
     state = state.replace(env_state=env_state, key=key, obs_stats=new_stats,
                           reward_stats=reward_stats, episode_step=ep_step)
