@@ -175,9 +175,11 @@ def test_paper_scale_configs_are_valid():
     for env in tare.MUJOCO:
         a, t = tare.base_config("awr", env)[1], tare.base_config("awr-tare", env)[1]
         assert (a.num_envs, a.num_steps, a.policy_learning_rate, a.action_std, a.buffer_size,
-                a.value_learning_rate, a.policy_steps, a.value_steps, a.hidden, a.activation
+                a.value_learning_rate, a.policy_steps, a.value_steps, a.hidden, a.activation,
+                a.normalizer_samples
                 ) == (t.num_envs, t.num_steps, t.policy_lr, t.action_std, t.buffer_size,
-                      t.value_lr, t.policy_steps, t.value_steps, t.hidden, t.activation), env
+                      t.value_lr, t.policy_steps, t.value_steps, t.hidden, t.activation,
+                      t.normalizer_samples), env
     # EPG: the paper's config (epg.Config()) on random hopper, bound to the env (~5 s:
     # building the MJX hopper), and the PPO configs it is compared with.
     from metareward.algos import epg
