@@ -86,6 +86,7 @@ def test_hypergradient_with_full_cg_equals_dense_solve(inner):
         ("num_envs", 3, "even"),
         ("reward_net", "transformer", "lstm-b-mul"),
         ("cg_steps", 0, "int > 0"),
+        ("normalizer_samples", 0, "int > 0"),
         ("cg_damping", -1.0, ">= 0"),
         ("r_in_coef", 0.0, "> 0"),
         ("gamma", 1.5, "[0.0, 1.0]"),
