@@ -14,7 +14,7 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 from metareward import envs, nets
-from metareward.algos import ConfigError, tare
+from metareward.algos import ConfigError, onpolicy, ppo, tare
 from metareward.rl.replay import Row
 
 SMALL = dict(num_envs=4, num_steps=8, total_steps=64, hidden=(4,), reward_hidden=4,
@@ -97,7 +97,7 @@ def test_hypergradient_with_full_cg_equals_dense_solve(inner):
     ],
 )
 def test_bad_config_names_field_and_allowed(cls, field, value, allowed):
-    """The shared fields (:class:`tare.BaseConfig`) are checked in both flavours."""
+    """The shared fields (:class:`tare.RewardFields`) are checked in both flavours."""
     with pytest.raises(ConfigError, match=field) as err:
         cls(**{field: value})
     assert allowed in str(err.value)
@@ -118,6 +118,66 @@ def test_bad_flavour_config_names_field_and_allowed(cls, field, value, allowed):
     with pytest.raises(ConfigError, match=field) as err:
         cls(**{field: value})
     assert allowed in str(err.value)
+
+
+def test_ppo_tare_composes_ppos_config():
+    """PPO-TARE's config is PPO's (:class:`onpolicy.PPOBase`) plus TARE's fields: every
+    PPO field is there, with TARE's overrides; options it cannot honour are refused."""
+    assert issubclass(tare.Config, onpolicy.PPOBase)
+    ppo_fields = {f.name for f in dataclasses.fields(onpolicy.PPOBase)}
+    assert ppo_fields <= {f.name for f in dataclasses.fields(tare.Config)}
+    c = tare.Config()
+    assert (c.num_envs, c.num_steps, c.num_minibatches, c.anneal_lr, c.normalize_reward,
+            c.vf_clip_eps) == (8, 256, 16, False, False, None)
+    with pytest.raises(ConfigError, match=r"normalize_reward=True.*False for TARE"):
+        tare.Config(normalize_reward=True)
+    with pytest.raises(ConfigError, match=r"vf_clip_eps=0\.2.*eq11"):
+        tare.Config(policy_objective="eq11", vf_clip_eps=0.2)
+
+
+def test_ppo_tare_value_clip_is_ppo2s():
+    """``vf_clip_eps`` adds ppo2's clipped value loss to PPO-TARE's inner loss: the loss
+    with it minus the loss without is ``vf_coef`` times the difference of the two value
+    losses, computed here in numpy from the values the net predicts."""
+    env = envs.make("pendulum")
+    cfg = _small("ppo", vf_coef=0.7)
+    parts = tare.make_parts(cfg, env)
+    clipped = tare.make_parts(dataclasses.replace(cfg, vf_clip_eps=0.1), env)
+    state = tare.init(parts, jax.random.PRNGKey(3))
+    theta = tare.core.flat_params(state.params, "agent")
+    k = jax.random.split(jax.random.PRNGKey(4), 4)
+    n = 16
+    batch = {"obs": jax.random.normal(k[0], (n, 3)),
+             "action": jax.random.uniform(k[1], (n, 1), minval=-2.0, maxval=2.0),
+             "log_prob": jnp.zeros(n), "adv": jax.random.normal(k[2], (n,)),
+             "target": 2.0 * jax.random.normal(k[3], (n,)), "v": jnp.linspace(-1.0, 1.0, n),
+             "ret_ex": jnp.zeros(n)}
+    plain, _ = tare.ppo.inner_loss(parts, theta, batch)
+    with_clip, _ = tare.ppo.inner_loss(clipped, theta, batch)
+    v = np.asarray(parts.value.apply(parts.unravel["agent"](theta)["value"], batch["obs"]),
+                   np.float64)
+    t, old = np.asarray(batch["target"], np.float64), np.asarray(batch["v"], np.float64)
+    v_clip = old + np.clip(v - old, -0.1, 0.1)
+    unclipped_vl = 0.5 * np.mean((v - t) ** 2)
+    clipped_vl = 0.5 * np.mean(np.maximum((v - t) ** 2, (v_clip - t) ** 2))
+    assert clipped_vl > unclipped_vl + 1e-3  # the clip is active on this batch
+    np.testing.assert_allclose(float(with_clip - plain), 0.7 * (clipped_vl - unclipped_vl),
+                               rtol=1e-4)
+
+
+def test_ppo_tare_squashed_policy_stays_in_bounds():
+    """``squash=True`` (PPO's tanh-squashed Gaussian) reaches PPO-TARE's policy: its
+    samples lie inside the action box without clipping, and it trains to finite numbers."""
+    env = envs.make("pendulum")
+    trainer = tare.make_train(_small("ppo", squash=True), env)
+    state, _ = jax.jit(trainer.train)(jax.random.PRNGKey(0))
+    assert int(state.nonfinite) == 0
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
+    obs = 3.0 * jax.random.normal(jax.random.PRNGKey(1), (256, 3))
+    a = np.asarray(trainer.act(state, obs, jax.random.PRNGKey(2)))
+    raw = trainer.parts.policy.apply(state.params["policy"], obs).sample(jax.random.PRNGKey(2))
+    assert np.abs(np.asarray(raw)).max() > 1.0  # the Gaussian's samples leave the box ...
+    assert np.abs(a).max() < 1.0  # ... and the env gets their tanh
 
 
 def test_the_config_class_picks_the_inner_learner():
@@ -148,8 +208,10 @@ def test_bad_geometry_fails_before_compiling():
         tare.make_train(tare.AWRConfig(num_envs=4, num_steps=8, buffer_size=16), env)
     with pytest.raises(TypeError, match=r"tare\.Config"):
         tare.make_train(object(), env)
-    with pytest.raises(TypeError, match=r"tare\.Config"):  # the shared base alone
-        tare.make_train(tare.BaseConfig(), env)
+    with pytest.raises(TypeError, match=r"tare\.Config"):  # an inner learner's alone
+        tare.make_train(tare.AWRFields(), env)
+    with pytest.raises(TypeError, match=r"tare\.Config"):
+        tare.make_train(ppo.Config(), env)
 
 
 @pytest.mark.parametrize("inner", ["ppo", "awr"])

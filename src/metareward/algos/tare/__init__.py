@@ -83,8 +83,9 @@ A mixed result, so the default stays the clipped surrogate, the paper's "PPO".
 (the control for the learned reward's effect).
 
 The config's class picks the inner learner: :class:`Config` (PPO-TARE, registered as
-``tare``) or :class:`AWRConfig` (AWR-TARE, ``tare-awr``), both a :class:`BaseConfig`
-(the reward net, its optimiser, the hypergradient) plus the inner learner's fields.
+``tare``) or :class:`AWRConfig` (AWR-TARE, ``tare-awr``): the inner learner's config
+(PPO's :class:`~metareward.algos.onpolicy.PPOBase`, or :class:`AWRFields`) plus
+:class:`RewardFields` (the reward net, its optimiser, the hypergradient).
 ``make_train(config, env, reward_net=None)`` takes any flax module with TARE's reward
 signature ``net(obs, action, reward, t, done) -> [T, *B]`` (:mod:`metareward.nets.rewards`;
 ``metareward.nets.PerStep(m)`` adapts a per-step ``m(obs, action)``), by default the one
@@ -134,8 +135,9 @@ from metareward.algos.tare.config import (
     POLICY_OBJECTIVES,
     PRESETS,
     AWRConfig,
-    BaseConfig,
+    AWRFields,
     Config,
+    RewardFields,
     preset,
 )
 from metareward.algos.tare.core import (
@@ -256,7 +258,8 @@ def make_parts(config: Config | AWRConfig, env: Env, reward_net: nn.Module | Non
     spec = onpolicy.check_env(env)
     c = config
     num_updates, buffer_rows = _run_sizes(c)
-    policy = make_policy(spec.discrete, spec.action_size, c.hidden, c.activation, False,
+    squash = c.squash if isinstance(c, Config) else False
+    policy = make_policy(spec.discrete, spec.action_size, c.hidden, c.activation, squash,
                          _log_std(c))
     value = ValueNet(c.hidden, c.activation)
     if reward_net is None:
@@ -312,9 +315,9 @@ def make_train(config: Config | AWRConfig, env: Env, reward_net: nn.Module | Non
     )
 
 
-__all__ = ["AWR_PRESETS", "CURVATURES", "HESSIANS", "PARAM_GROUPS", "POLICY_OBJECTIVES",
-           "PRESETS", "AWRConfig", "BaseConfig", "Config", "Parts", "Segment", "TareState",
+__all__ = ["AWR_PRESETS", "CURVATURES", "HESSIANS", "PARAM_GROUPS", "POLICY_OBJECTIVES", "PRESETS",
+           "AWRConfig", "AWRFields", "Config", "Parts", "RewardFields", "Segment", "TareState",
            "Trainer", "act", "awr", "collect", "eq11_loss", "hypergradient", "init",
            "learned_reward", "make_parts", "make_segment", "make_train", "objectives",
-           "param_advantage", "ppo", "preset", "reward_step", "reward_update",
-           "rollout_segment", "split_columns"]
+           "param_advantage", "ppo", "preset", "reward_step", "reward_update", "rollout_segment",
+           "split_columns"]

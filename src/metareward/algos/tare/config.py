@@ -1,6 +1,7 @@
-"""TARE's settings: :class:`BaseConfig` (what both flavours share: the env batch, the
-nets, the learned reward, its optimiser and the hypergradient), :class:`Config` (TARE on
-PPO, registered as ``tare``) and :class:`AWRConfig` (TARE on AWR, ``tare-awr``). The
+"""TARE's settings: :class:`RewardFields` (what both flavours add to their inner
+learner: the learned reward, its optimiser and the hypergradient), :class:`Config` (TARE
+on PPO's config, :class:`metareward.algos.onpolicy.PPOBase`, registered as ``tare``) and
+:class:`AWRConfig` (TARE on AWR's settings, :class:`AWRFields`, ``tare-awr``). The
 config's class picks the inner learner; the presets of each."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 from metareward.algos import config as cfg
+from metareward.algos import onpolicy
 from metareward.algos.awr import MUJOCO_ACTOR
 from metareward.nets.rewards import REWARD_NETS
 
@@ -17,39 +19,28 @@ POLICY_OBJECTIVES = ("clipped", "eq11")
 
 
 @dataclasses.dataclass(frozen=True)
-class BaseConfig:
-    """The settings both flavours of TARE share (Algorithm 1, Table 1).
+class RewardFields:
+    """The fields TARE adds to its inner learner's, in both flavours (Algorithm 1, Table
+    1), and their checks (run after the inner learner's).
 
-    ``num_envs`` columns (split in halves: must be even) of ``num_steps`` steps per
-    iteration; the reward net (``reward_net`` one of :data:`metareward.nets.REWARD_NETS`,
-    embedding width ``reward_hidden``, LSTM width ``reward_lstm_hidden`` = 32 and output
-    bound ``reward_bound`` = 20 as Table 1); Adam on ``phi`` with ``reward_learning_rate``
-    1e-3 and gradient-norm clip ``reward_max_grad_norm`` 0.5 (Table 1),
-    ``reward_updates`` steps per round; the policy trains on ``r_in_coef * r_phi +
-    r_ex_coef * r_ex``; ``cg_steps`` 10 (Table 1) with ``cg_damping``; ``swap``.
-    ``hessian`` (``"train"``, the implicit derivative, or ``"validation"``, eq. 14 as
-    printed), ``curvature`` (``"hessian"`` or ``"fisher"``), ``cg_restarts`` (adaptive
-    damping) and ``hypergrad_coef`` (0: the reward frozen): see the package docstring.
-    ``normalize_advantages``: PPO standardises each minibatch's advantages, AWR the
-    buffer's (as its code). ``normalize_obs`` keeps running observation statistics;
-    ``normalizer_samples`` (``None``: never) freezes them after that many env steps, as
-    the AWR code's normaliser (``None`` for PPO-TARE, 300,000 for AWR-TARE).
+    The reward net (``reward_net`` one of :data:`metareward.nets.REWARD_NETS`, embedding
+    width ``reward_hidden``, LSTM width ``reward_lstm_hidden`` = 32 and output bound
+    ``reward_bound`` = 20 as Table 1); Adam on ``phi`` with ``reward_learning_rate`` 1e-3
+    and gradient-norm clip ``reward_max_grad_norm`` 0.5 (Table 1), ``reward_updates``
+    steps per round; the policy trains on ``r_in_coef * r_phi + r_ex_coef * r_ex``;
+    ``cg_steps`` 10 (Table 1) with ``cg_damping``; ``swap``. ``hessian`` (``"train"``,
+    the implicit derivative, or ``"validation"``, eq. 14 as printed), ``curvature``
+    (``"hessian"`` or ``"fisher"``), ``cg_restarts`` (adaptive damping) and
+    ``hypergrad_coef`` (0: the reward frozen): see the package docstring.
+    ``normalizer_samples`` (``None``: never) freezes the observation statistics after that
+    many env steps, as the AWR code's normaliser (``None`` for PPO-TARE, 300,000 for
+    AWR-TARE). ``num_envs`` must be even: the env columns split into training and
+    validation halves.
 
-    Validation runs in ``__post_init__``; a flavour adds its own checks after calling
-    ``super().__post_init__()``. Float fields may be JAX values (a sweep,
-    :mod:`metareward.algos.config`).
+    Float fields may be JAX values (a sweep, :mod:`metareward.algos.config`).
     """
 
-    num_envs: int = 8
-    num_steps: int = 256
-    total_steps: int = 1_000_000
-    gamma: float = 0.99
-    reward_scale: float = 1.0
-    normalize_obs: bool = True
     normalizer_samples: int | None = None
-    normalize_advantages: bool = True
-    hidden: tuple[int, ...] = (64, 64)
-    activation: str = "tanh"
     # the learned reward and its optimiser
     reward_net: str = "lstm-b-mul"
     reward_hidden: int = 64
@@ -70,14 +61,14 @@ class BaseConfig:
     hypergrad_coef: float = 1.0
 
     def __post_init__(self) -> None:
+        super().__post_init__()  # the inner learner's checks
         for name, allowed in (("hessian", HESSIANS), ("curvature", CURVATURES)):
             cfg.check(name, getattr(self, name), getattr(self, name) in allowed,
                       f"one of {list(allowed)}")
         cfg.check("cg_restarts", self.cg_restarts, isinstance(self.cg_restarts, int)
                   and not isinstance(self.cg_restarts, bool) and self.cg_restarts >= 0,
                   "an int >= 0")
-        for name in ("num_envs", "num_steps", "total_steps", "reward_hidden",
-                     "reward_lstm_hidden", "reward_updates", "cg_steps"):
+        for name in ("reward_hidden", "reward_lstm_hidden", "reward_updates", "cg_steps"):
             cfg.positive_int(name, getattr(self, name))
         if self.normalizer_samples is not None:
             cfg.positive_int("normalizer_samples", self.normalizer_samples)
@@ -86,79 +77,71 @@ class BaseConfig:
                   "halves)")
         cfg.check("reward_net", self.reward_net, self.reward_net in REWARD_NETS,
                   f"one of {list(REWARD_NETS)}")
-        cfg.in_range("gamma", self.gamma, 0.0, 1.0)
-        for name in ("reward_scale", "reward_bound", "reward_learning_rate",
-                     "reward_max_grad_norm"):
+        for name in ("reward_bound", "reward_learning_rate", "reward_max_grad_norm"):
             cfg.positive(name, getattr(self, name))
         for name in ("r_in_coef", "r_ex_coef", "cg_damping", "hypergrad_coef"):
             cfg.non_negative(name, getattr(self, name))
         cfg.check("r_in_coef", self.r_in_coef, self.r_in_coef > 0,
                   "a number > 0 (with 0 the learned reward has no effect on the policy)")
-        cfg.hidden_sizes("hidden", self.hidden)
-        cfg.activation_name("activation", self.activation)
-        object.__setattr__(self, "hidden", tuple(self.hidden))
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(BaseConfig):
-    """TARE on PPO (registered as ``tare``): :class:`BaseConfig` plus PPO's settings
-    (defaults: the PPO baseline's MuJoCo settings, Adam 3e-4, 10 epochs, tanh 64x64).
+class Config(RewardFields, onpolicy.PPOBase):
+    """TARE on PPO (registered as ``tare``): :class:`RewardFields` on PPO's own config
+    (:class:`metareward.algos.onpolicy.PPOBase`; defaults: the PPO baseline's MuJoCo
+    settings, Adam 3e-4, 10 epochs, tanh 64x64), 8 envs x 256 steps, 16 minibatches per
+    epoch, a constant learning rate.
 
-    ``num_epochs, num_minibatches`` (per round, over the training half),
-    ``learning_rate, anneal_lr, adam_eps, clip_eps, ent_coef, vf_coef, max_grad_norm,
-    log_std_init``; GAE ``gae_lambda`` of the extrinsic advantages and
-    ``param_gae_lambda`` (1: the paper's "sum of parameterised rewards minus the value
-    function") of the parameterised ones; ``policy_objective`` (``"clipped"``, PPO's
-    surrogate, or ``"eq11"``) and eq. 11's ``kl_coef``: see the package docstring.
+    ``num_epochs, num_minibatches`` are per round, over the training half. GAE
+    ``gae_lambda`` of the extrinsic advantages and ``param_gae_lambda`` (1: the paper's
+    "sum of parameterised rewards minus the value function") of the parameterised ones;
+    ``policy_objective`` (``"clipped"``, PPO's surrogate, or ``"eq11"``) and eq. 11's
+    ``kl_coef``: see the package docstring. ``squash`` is PPO's (a tanh-squashed
+    Gaussian); ``vf_clip_eps`` clips the value loss of the clipped surrogate (``None``,
+    the default, as before PPO-TARE took PPO's config; not with ``"eq11"``).
+    ``normalize_reward`` must stay ``False``: the learned reward replaces the env's in
+    the policy's objective, and the extrinsic returns ``V_ex`` regresses on are scaled by
+    ``reward_scale`` alone.
     """
 
-    gae_lambda: float = 0.95
+    num_envs: int = 8
+    num_steps: int = 256
+    anneal_lr: bool = False
+    normalize_reward: bool = False
+    num_minibatches: int = 16
+    vf_clip_eps: float | None = None
     param_gae_lambda: float = 1.0
     kl_coef: float = 1.0
     policy_objective: str = "clipped"
-    num_epochs: int = 10
-    num_minibatches: int = 16
-    learning_rate: float = 3e-4
-    anneal_lr: bool = False
-    adam_eps: float = 1e-5
-    clip_eps: float = 0.2
-    ent_coef: float = 0.0
-    vf_coef: float = 0.5
-    max_grad_norm: float = 0.5
-    log_std_init: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         cfg.check("policy_objective", self.policy_objective,
                   self.policy_objective in POLICY_OBJECTIVES,
                   f"one of {list(POLICY_OBJECTIVES)}")
-        for name in ("num_epochs", "num_minibatches"):
-            cfg.positive_int(name, getattr(self, name))
-        for name in ("gae_lambda", "param_gae_lambda"):
-            cfg.in_range(name, getattr(self, name), 0.0, 1.0)
-        for name in ("learning_rate", "adam_eps", "clip_eps", "max_grad_norm"):
-            cfg.positive(name, getattr(self, name))
-        for name in ("kl_coef", "ent_coef", "vf_coef"):
-            cfg.non_negative(name, getattr(self, name))
+        cfg.check("normalize_reward", self.normalize_reward, self.normalize_reward is False,
+                  "False for TARE (the learned reward replaces the env's; see tare.Config)")
+        if self.policy_objective == "eq11":
+            cfg.check("vf_clip_eps", self.vf_clip_eps, self.vf_clip_eps is None,
+                      "None with policy_objective='eq11' (its value loss is unclipped)")
+        cfg.in_range("param_gae_lambda", self.param_gae_lambda, 0.0, 1.0)
+        cfg.non_negative("kl_coef", self.kl_coef)
 
 
 @dataclasses.dataclass(frozen=True)
-class AWRConfig(BaseConfig):
-    """TARE on AWR (registered as ``tare-awr``): :class:`BaseConfig` plus AWR's settings
-    (defaults: Peng et al.'s code, ReLU 64x64 nets as TARE Table 1; the observation
-    normaliser frozen after ``normalizer_samples`` = 300,000 env steps, as that code's).
+class AWRFields:
+    """AWR-TARE's inner learner: the env batch and nets, and Peng et al.'s AWR settings
+    (see :class:`AWRConfig`), with their checks."""
 
-    ``buffer_size`` transitions, ``td_lambda`` (of both advantages), ``temperature``
-    beta, ``weight_clip``, ``value_steps`` and ``policy_steps`` of SGD with ``momentum``
-    at ``value_lr`` / ``policy_lr`` on minibatches of ``value_batch`` / ``policy_batch``
-    drawn from the training half, ``action_std`` (a fixed Gaussian std),
-    ``action_bound_coef`` (the AWR code's penalty on means outside the action bounds),
-    ``hypergrad_batch`` transitions drawn from each half for the hypergradient.
-    ``gamma`` must be below 1 (values are scaled by ``1 / (1 - gamma)``).
-    """
-
+    num_envs: int = 8
+    num_steps: int = 256
+    total_steps: int = 1_000_000
+    gamma: float = 0.99
+    reward_scale: float = 1.0
+    normalize_obs: bool = True
+    normalize_advantages: bool = True
+    hidden: tuple[int, ...] = (64, 64)
     activation: str = "relu"
-    normalizer_samples: int | None = 300_000
     buffer_size: int = 50_000
     td_lambda: float = 0.95
     temperature: float = 1.0
@@ -175,17 +158,40 @@ class AWRConfig(BaseConfig):
     hypergrad_batch: int = 4096
 
     def __post_init__(self) -> None:
-        super().__post_init__()
-        for name in ("buffer_size", "value_steps", "policy_steps", "value_batch",
-                     "policy_batch", "hypergrad_batch"):
+        for name in ("num_envs", "num_steps", "total_steps", "buffer_size", "value_steps",
+                     "policy_steps", "value_batch", "policy_batch", "hypergrad_batch"):
             cfg.positive_int(name, getattr(self, name))
-        cfg.in_range("td_lambda", self.td_lambda, 0.0, 1.0)
-        for name in ("temperature", "weight_clip", "value_lr", "policy_lr", "action_std"):
-            cfg.positive(name, getattr(self, name))
+        cfg.in_range("gamma", self.gamma, 0.0, 1.0)
         cfg.check("gamma", self.gamma, self.gamma < 1.0,
                   "a number in [0, 1) for AWR (values are scaled by 1 / (1 - gamma))")
+        cfg.in_range("td_lambda", self.td_lambda, 0.0, 1.0)
+        for name in ("reward_scale", "temperature", "weight_clip", "value_lr", "policy_lr",
+                     "action_std"):
+            cfg.positive(name, getattr(self, name))
         cfg.non_negative("action_bound_coef", self.action_bound_coef)
         cfg.in_range("momentum", self.momentum, 0.0, 1.0)
+        cfg.hidden_sizes("hidden", self.hidden)
+        cfg.activation_name("activation", self.activation)
+        object.__setattr__(self, "hidden", tuple(self.hidden))
+
+
+@dataclasses.dataclass(frozen=True)
+class AWRConfig(RewardFields, AWRFields):
+    """TARE on AWR (registered as ``tare-awr``): :class:`RewardFields` on
+    :class:`AWRFields` (defaults: Peng et al.'s code, ReLU 64x64 nets as TARE Table 1;
+    the observation normaliser frozen after ``normalizer_samples`` = 300,000 env steps,
+    as that code's).
+
+    ``buffer_size`` transitions, ``td_lambda`` (of both advantages), ``temperature``
+    beta, ``weight_clip``, ``value_steps`` and ``policy_steps`` of SGD with ``momentum``
+    at ``value_lr`` / ``policy_lr`` on minibatches of ``value_batch`` / ``policy_batch``
+    drawn from the training half, ``action_std`` (a fixed Gaussian std),
+    ``action_bound_coef`` (the AWR code's penalty on means outside the action bounds),
+    ``hypergrad_batch`` transitions drawn from each half for the hypergradient.
+    ``gamma`` must be below 1 (values are scaled by ``1 / (1 - gamma)``).
+    """
+
+    normalizer_samples: int | None = 300_000
 
 
 #: Settings for the small envs (tests, benchmark, experiments).

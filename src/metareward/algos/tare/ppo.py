@@ -51,7 +51,7 @@ def inner_loss(parts: core.Parts, theta: jax.Array, batch: Batch) -> tuple[jax.A
     if c.policy_objective == "clipped":
         loss, aux = ppo_loss(logp, batch["log_prob"], adv, v, batch["v"], batch["target"],
                              dist.entropy(), clip_eps=c.clip_eps, vf_coef=c.vf_coef,
-                             ent_coef=c.ent_coef)
+                             ent_coef=c.ent_coef, vf_clip_eps=c.vf_clip_eps)
     else:  # eq. 11, what the hypergradient differentiates
         pl, aux = eq11_loss(logp, batch["log_prob"], adv, dist.entropy(), c.kl_coef,
                             c.ent_coef)
