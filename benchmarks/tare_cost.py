@@ -62,14 +62,14 @@ def learners(setting: str, cg_steps: int = 10):
     if setting == "pendulum-awr":
         env = envs.make("pendulum")
         tc = tare.AWRConfig(num_envs=8, num_steps=128, buffer_size=8192, value_steps=50,
-                            policy_steps=100, policy_lr=1e-3, hypergrad_batch=1024,
+                            policy_steps=100, policy_learning_rate=1e-3, hypergrad_batch=1024,
                             reward_scale=0.1, cg_steps=cg_steps)
         bc = awr.Config(num_envs=tc.num_envs, num_steps=tc.num_steps,
                         buffer_size=tc.buffer_size, value_steps=2 * tc.value_steps,
-                        policy_steps=2 * tc.policy_steps, value_batch_size=tc.value_batch,
-                        policy_batch_size=tc.policy_batch,
-                        value_learning_rate=tc.value_lr,
-                        policy_learning_rate=tc.policy_lr, momentum=tc.momentum,
+                        policy_steps=2 * tc.policy_steps, value_batch_size=tc.value_batch_size,
+                        policy_batch_size=tc.policy_batch_size,
+                        value_learning_rate=tc.value_learning_rate,
+                        policy_learning_rate=tc.policy_learning_rate, momentum=tc.momentum,
                         gamma=tc.gamma, td_lambda=tc.td_lambda, hidden=tc.hidden,
                         activation=tc.activation, reward_scale=tc.reward_scale)
         return env, tc, awr, bc

@@ -229,7 +229,8 @@ def kept_runs(path: Path, keys: Sequence[str], jobs: Sequence[tuple[dict, Any]],
     Each kept record is checked against ``rebuild(record)``, the :class:`Run` this code
     makes for its labels (at the record's own ``total_steps``), and against ``seeds``: a
     record of another config, env options or seed count fails the call, naming it,
-    rather than mixing two versions of an experiment in one table.
+    rather than mixing two versions of an experiment in one table. A field the config
+    class has renamed since (its ``renamed_fields``) is compared under its new name.
 
     Args:
         path: the results JSON written by an earlier call (:func:`write`).
@@ -256,8 +257,9 @@ def kept_runs(path: Path, keys: Sequence[str], jobs: Sequence[tuple[dict, Any]],
         run = rebuild(r)
         as_dict = configs.config_to_dict if "run_dir" in r else config_dict
         now = json.loads(json.dumps(as_dict(run.config)))
-        recorded = {**_defaults_of_fields_added_since(run.config, r["config"], as_dict),
-                    **r["config"]}
+        renamed = getattr(type(run.config), "renamed_fields", {})
+        config = {renamed.get(k, k): v for k, v in r["config"].items()}
+        recorded = {**_defaults_of_fields_added_since(run.config, config, as_dict), **config}
         if (now, seeds) != (recorded, r["seeds"]) \
                 or run.env_kwargs != r.get("env_kwargs", run.env_kwargs):
             raise SystemExit(f"--merge: {path} holds the run "

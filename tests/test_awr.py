@@ -240,9 +240,9 @@ def test_mujoco_presets_are_the_authors():
         env = gym_name.split("-")[0].lower()
         c, t = awr.preset(env), tare.AWR_PRESETS[env]
         assert (c.policy_learning_rate, c.action_std) == (lr, std), env
-        assert (t.policy_lr, t.action_std) == (lr, std), env
+        assert (t.policy_learning_rate, t.action_std) == (lr, std), env
         assert {k: getattr(c, k) for k in AUTHORS_SHARED} == AUTHORS_SHARED, env
-        assert (t.value_lr, t.momentum, t.policy_steps, t.value_steps, t.buffer_size,
+        assert (t.value_learning_rate, t.momentum, t.policy_steps, t.value_steps, t.buffer_size,
                 t.weight_clip, t.td_lambda, t.temperature) == (
             0.01, 0.9, 1000, 200, 50_000, 20.0, 0.95, 1.0), env
 

@@ -10,18 +10,20 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from jax.flatten_util import ravel_pytree
 
 from metareward import envs, nets
-from metareward.algos import ConfigError, onpolicy, ppo, tare
+from metareward.algos import ConfigError, awr, onpolicy, ppo, tare
 from metareward.rl.replay import Row
+from metareward.runtime import configs
 
 SMALL = dict(num_envs=4, num_steps=8, total_steps=64, hidden=(4,), reward_hidden=4,
              reward_lstm_hidden=4)
 SMALL_PPO = dict(num_epochs=1, num_minibatches=2)
-SMALL_AWR = dict(buffer_size=64, value_steps=2, policy_steps=2, value_batch=8, policy_batch=8,
-                 hypergrad_batch=16)
+SMALL_AWR = dict(buffer_size=64, value_steps=2, policy_steps=2, value_batch_size=8,
+                 policy_batch_size=8, hypergrad_batch=16)
 
 
 def _small(inner: str, **kw) -> tare.Config | tare.AWRConfig:
@@ -109,9 +111,9 @@ def test_bad_config_names_field_and_allowed(cls, field, value, allowed):
         (tare.Config, "policy_objective", "a2c", "'clipped', 'eq11'"),
         (tare.Config, "num_minibatches", 0, "int > 0"),
         (tare.Config, "kl_coef", -1.0, ">= 0"),
-        (tare.AWRConfig, "gamma", 1.0, "[0, 1) for AWR"),
+        (tare.AWRConfig, "gamma", 1.0, "[0, 1) when value_scale is None"),
         (tare.AWRConfig, "value_steps", 0, "int > 0"),
-        (tare.AWRConfig, "momentum", 1.5, "[0.0, 1.0]"),
+        (tare.AWRConfig, "momentum", 1.5, "[0.0, 1.0)"),
     ],
 )
 def test_bad_flavour_config_names_field_and_allowed(cls, field, value, allowed):
@@ -180,6 +182,50 @@ def test_ppo_tare_squashed_policy_stays_in_bounds():
     assert np.abs(a).max() < 1.0  # ... and the env gets their tanh
 
 
+def test_awr_tare_composes_awrs_config():
+    """AWR-TARE's config is AWR's (:class:`awr.Config`, the same field names) plus TARE's
+    fields; the names it had before (``value_lr``, ...) still load from a config file or
+    a run directory's ``config.json``."""
+    assert issubclass(tare.AWRConfig, awr.Config)
+    awr_fields = {f.name for f in dataclasses.fields(awr.Config)}
+    assert awr_fields <= {f.name for f in dataclasses.fields(tare.AWRConfig)}
+    old = {"value_lr": 0.5, "policy_lr": 1e-3, "value_batch": 32, "policy_batch": 16}
+    c = configs.apply_overrides(tare.AWRConfig(), old, "an old config.json")
+    assert (c.value_learning_rate, c.policy_learning_rate, c.value_batch_size,
+            c.policy_batch_size) == (0.5, 1e-3, 32, 16)
+
+
+def _trained_policy(**kw) -> tuple[tare.Parts, dict, tare.TareState]:
+    """AWR-TARE's parts, initial policy and state after one update (a small config)."""
+    env = envs.make("pendulum")
+    trainer = tare.make_train(_small("awr", total_steps=32, policy_learning_rate=1e-3, **kw),
+                              env)
+    state = jax.jit(trainer.init)(jax.random.PRNGKey(0))
+    return trainer.parts, state.params["policy"], jax.jit(trainer.update)(state)[0]
+
+
+def test_awr_tare_honours_awrs_options():
+    """``learn_std`` trains the log-std (fixed otherwise, the authors'), ``max_grad_norm``
+    clips the SGD steps (none by default, the authors'), ``value_scale`` sets the
+    critic's scale (``1 / (1 - gamma)`` by default)."""
+    _, before, fixed = _trained_policy()
+    _, _, learned = _trained_policy(learn_std=True)
+    log_std = lambda p: np.asarray(p["params"]["log_std"])
+    np.testing.assert_array_equal(log_std(fixed.params["policy"]), log_std(before))
+    assert np.abs(log_std(learned.params["policy"]) - log_std(before)).max() > 1e-4
+    # One SGD step (lr 1) of |x - 10|^2 / 2 from 0: the gradient's norm is 10 * sqrt(3),
+    # so the clipped step has norm max_grad_norm, the unclipped one 10 * sqrt(3).
+    loss = lambda x, _: (0.5 * jnp.sum((x - 10.0) ** 2), {})
+    for clip, norm in ((0.5, 0.5), (None, 10.0 * np.sqrt(3.0))):
+        x, *_ = tare.awr.sgd_steps(loss, optax.sgd(1.0), jnp.zeros(3), optax.sgd(1.0).init(
+            jnp.zeros(3)), jnp.zeros((), jnp.int32), lambda k: None, jax.random.PRNGKey(0), 1,
+            clip)
+        np.testing.assert_allclose(float(jnp.linalg.norm(x)), norm, rtol=1e-5)
+    env = envs.make("pendulum")
+    assert tare.make_parts(_small("awr", value_scale=3.0), env).value_scale == 3.0
+    assert tare.make_parts(_small("awr", gamma=0.9), env).value_scale == 1 / (1 - 0.9)
+
+
 def test_the_config_class_picks_the_inner_learner():
     """No ``inner`` string: ``Config`` is PPO-TARE (one Adam over the agent, no buffer),
     ``AWRConfig`` AWR-TARE (SGD on policy and values, a replay buffer of ``Row``); each
@@ -188,7 +234,7 @@ def test_the_config_class_picks_the_inner_learner():
     fields = {c: {f.name for f in dataclasses.fields(c)} for c in (tare.Config, tare.AWRConfig)}
     assert "inner" not in fields[tare.Config] | fields[tare.AWRConfig]
     assert {"num_epochs", "clip_eps"} <= fields[tare.Config] - fields[tare.AWRConfig]
-    assert {"buffer_size", "value_lr"} <= fields[tare.AWRConfig] - fields[tare.Config]
+    assert {"buffer_size", "value_learning_rate"} <= fields[tare.AWRConfig] - fields[tare.Config]
     with pytest.raises(TypeError):
         tare.Config(inner="awr")
     ppo_state = jax.eval_shape(tare.make_train(_small("ppo"), env).init, jax.random.PRNGKey(0))
@@ -209,7 +255,7 @@ def test_bad_geometry_fails_before_compiling():
     with pytest.raises(TypeError, match=r"tare\.Config"):
         tare.make_train(object(), env)
     with pytest.raises(TypeError, match=r"tare\.Config"):  # an inner learner's alone
-        tare.make_train(tare.AWRFields(), env)
+        tare.make_train(awr.Config(), env)
     with pytest.raises(TypeError, match=r"tare\.Config"):
         tare.make_train(ppo.Config(), env)
 

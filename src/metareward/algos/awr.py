@@ -287,8 +287,7 @@ def make_parts(config: Config, env: Env) -> Parts:
     policy = make_policy(discrete, spec.action_size, config.hidden, config.activation,
                          False, cfg.log(config.action_std))
     value = ValueNet(config.hidden, config.activation)
-    value_scale = (1.0 / (1.0 - config.gamma) if config.value_scale is None
-                   else config.value_scale)
+    value_scale = critic_scale(config)
     flatten_obs, prep = onpolicy.obs_preprocessor(spec, config.normalize_obs)
     a_low = a_high = None
     if not discrete:
@@ -424,9 +423,24 @@ def value_loss(
     return loss, {"value_loss": loss}
 
 
+def critic_scale(config: Config) -> float | jax.Array:
+    """The critic's output scale: ``config.value_scale``, or ``1 / (1 - gamma)`` when it
+    is ``None`` (the authors' value normalisation: the net predicts ``(1 - gamma) V``)."""
+    return 1.0 / (1.0 - config.gamma) if config.value_scale is None else config.value_scale
+
+
 def freeze_std(parts: Parts, policy_params: Params) -> Params:
     """The policy parameters with the log-std cut from the gradient (the authors' fixed
-    action std), unless the actions are discrete or ``config.learn_std``."""
+    action std), unless the actions are discrete or ``config.learn_std``.
+
+    Args:
+        parts: The parts of a learner on AWR's config (AWR's, or AWR-TARE's): reads
+            ``parts.spec.discrete`` and ``parts.config.learn_std``.
+        policy_params: The Gaussian policy's parameters (``{"params": {..., "log_std"}}``).
+
+    Returns:
+        The same parameters, ``log_std`` under ``stop_gradient`` where it is fixed.
+    """
     if parts.spec.discrete or parts.config.learn_std:
         return policy_params
     inner = dict(policy_params["params"])
@@ -698,7 +712,7 @@ def make_train(config: Config, env: Env) -> Trainer:
 
 
 __all__ = ["MUJOCO_ACTOR", "PRESETS", "AwrState", "Config", "Parts", "Trainer", "act",
-           "advantage_weights", "collect", "freeze_std", "init", "make_parts", "make_train",
-           "policy_loss", "policy_regression", "preset", "sgd_step", "td_lambda_targets",
-           "update", "value_loss", "value_regression", "value_targets",
+           "advantage_weights", "collect", "critic_scale", "freeze_std", "init", "make_parts",
+           "make_train", "policy_loss", "policy_regression", "preset", "sgd_step",
+           "td_lambda_targets", "update", "value_loss", "value_regression", "value_targets",
            "values_and_targets"]

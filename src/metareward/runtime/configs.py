@@ -149,7 +149,13 @@ def field_types(config_cls: type) -> dict[str, Any]:
 
 def apply_overrides(config: Any, values: Mapping[str, Any], source: str) -> Any:
     """A copy of ``config`` with ``values`` coerced and applied; unknown keys name the
-    valid ones, bad values what is allowed (via the dataclass's own checks)."""
+    valid ones, bad values what is allowed (via the dataclass's own checks).
+
+    A key the config class lists in its ``renamed_fields`` (old name -> new) is read as
+    the new name, so config files and run directories written before a rename still
+    load (e.g. AWR-TARE's ``value_lr``, now ``value_learning_rate``)."""
+    renamed = getattr(type(config), "renamed_fields", {})
+    values = {renamed.get(k, k): v for k, v in values.items()}
     types_ = field_types(type(config))
     unknown = sorted(set(values) - set(types_))
     if unknown:

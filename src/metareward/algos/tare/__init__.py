@@ -84,7 +84,8 @@ A mixed result, so the default stays the clipped surrogate, the paper's "PPO".
 
 The config's class picks the inner learner: :class:`Config` (PPO-TARE, registered as
 ``tare``) or :class:`AWRConfig` (AWR-TARE, ``tare-awr``): the inner learner's config
-(PPO's :class:`~metareward.algos.onpolicy.PPOBase`, or :class:`AWRFields`) plus
+(PPO's :class:`~metareward.algos.onpolicy.PPOBase` or AWR's
+:class:`~metareward.algos.awr.Config`) plus
 :class:`RewardFields` (the reward net, its optimiser, the hypergradient).
 ``make_train(config, env, reward_net=None)`` takes any flax module with TARE's reward
 signature ``net(obs, action, reward, t, done) -> [T, *B]`` (:mod:`metareward.nets.rewards`;
@@ -125,6 +126,7 @@ import optax
 from brax.envs.base import Env
 from jax.flatten_util import ravel_pytree
 
+from metareward.algos import awr as awr_learner
 from metareward.algos import common, onpolicy
 from metareward.algos import config as cfg
 from metareward.algos.tare import awr, ppo
@@ -135,7 +137,6 @@ from metareward.algos.tare.config import (
     POLICY_OBJECTIVES,
     PRESETS,
     AWRConfig,
-    AWRFields,
     Config,
     RewardFields,
     preset,
@@ -219,8 +220,8 @@ def _optimizers(c: Config | AWRConfig, num_updates: int
         inner = {"agent": optax.adam(onpolicy.annealed(c.learning_rate, c.anneal_lr, steps),
                                      eps=c.adam_eps)}
     else:
-        inner = {"policy": optax.sgd(c.policy_lr, momentum=c.momentum),
-                 "value": optax.sgd(c.value_lr, momentum=c.momentum)}
+        inner = {"policy": optax.sgd(c.policy_learning_rate, momentum=c.momentum),
+                 "value": optax.sgd(c.value_learning_rate, momentum=c.momentum)}
     return {**inner, "reward": optax.adam(c.reward_learning_rate)}
 
 
@@ -282,7 +283,7 @@ def make_parts(config: Config | AWRConfig, env: Env, reward_net: nn.Module | Non
         reward_net=reward_net, optimizers=_optimizers(c, num_updates), unravel=unravel,
         flatten_obs=flatten_obs, prep=prep, num_updates=num_updates,
         rounds=2 if c.swap else 1, buffer_rows=buffer_rows,
-        value_scale=1.0 if isinstance(c, Config) else 1.0 / (1.0 - c.gamma),
+        value_scale=1.0 if isinstance(c, Config) else awr_learner.critic_scale(c),
         action_low=low, action_high=high)
 
 
@@ -316,7 +317,7 @@ def make_train(config: Config | AWRConfig, env: Env, reward_net: nn.Module | Non
 
 
 __all__ = ["AWR_PRESETS", "CURVATURES", "HESSIANS", "PARAM_GROUPS", "POLICY_OBJECTIVES", "PRESETS",
-           "AWRConfig", "AWRFields", "Config", "Parts", "RewardFields", "Segment", "TareState",
+           "AWRConfig", "Config", "Parts", "RewardFields", "Segment", "TareState",
            "Trainer", "act", "awr", "collect", "eq11_loss", "hypergradient", "init",
            "learned_reward", "make_parts", "make_segment", "make_train", "objectives",
            "param_advantage", "ppo", "preset", "reward_step", "reward_update", "rollout_segment",

@@ -87,9 +87,11 @@ def sample_entries(parts: core.Parts, size: jax.Array, key: jax.Array, n: int) -
 
 def sgd_steps(loss_fn: Callable, optimizer: optax.GradientTransformation, flat: jax.Array,
               opt_state: Any, bad: jax.Array, sample: Callable[[jax.Array], Any],
-              key: jax.Array, num_steps: int) -> tuple[jax.Array, Any, jax.Array, Metrics]:
+              key: jax.Array, num_steps: int, max_grad_norm: float | None = None
+              ) -> tuple[jax.Array, Any, jax.Array, Metrics]:
     """``num_steps`` minibatch steps of ``optimizer`` on ``loss_fn(flat, batch)``,
-    ``batch = sample(key)`` (:func:`metareward.rl.grads.clipped_step`, unclipped); a
+    ``batch = sample(key)`` (:func:`metareward.rl.grads.clipped_step`, the gradient's
+    global norm clipped at ``max_grad_norm``; ``None``: unclipped, the authors'); a
     non-finite loss or gradient is skipped and counted.
 
     Returns:
@@ -100,7 +102,7 @@ def sgd_steps(loss_fn: Callable, optimizer: optax.GradientTransformation, flat: 
         flat, opt_state, bad = carry
         batch = sample(k)
         flat, opt_state, ok, _, aux = clipped_step(lambda f: loss_fn(f, batch), optimizer,
-                                                   flat, opt_state, None)
+                                                   flat, opt_state, max_grad_norm)
         return (flat, opt_state, bad + (~ok)), aux
 
     (flat, opt_state, bad), m = jax.lax.scan(step, (flat, opt_state, bad),
@@ -152,11 +154,11 @@ def value_step(parts: core.Parts, data: BufferData, vals: jax.Array, opt_vals: A
     target = reward.param_advantage(parts, phi, seg_tr)[1]
 
     def batch(k):
-        t, e = sample_entries(parts, data.size, k, c.value_batch)
+        t, e = sample_entries(parts, data.size, k, c.value_batch_size)
         return seg_tr.obs[t, e], target[t, e], seg_tr.ret_ex[t, e]
 
     return sgd_steps(partial(value_loss, parts), parts.optimizers["value"], vals, opt_vals,
-                     bad, batch, key, c.value_steps)
+                     bad, batch, key, c.value_steps, c.max_grad_norm)
 
 
 def policy_step(parts: core.Parts, data: BufferData, pol: jax.Array, opt_pol: Any, bad: jax.Array,
@@ -177,11 +179,11 @@ def policy_step(parts: core.Parts, data: BufferData, pol: jax.Array, opt_pol: An
     weights = awr_weights(adv_n, c.temperature, c.weight_clip)
 
     def batch(k):
-        t, e = sample_entries(parts, data.size, k, c.policy_batch)
+        t, e = sample_entries(parts, data.size, k, c.policy_batch_size)
         return seg_tr.obs[t, e], seg_tr.action[t, e], weights[t, e]
 
     return sgd_steps(partial(policy_loss, parts), parts.optimizers["policy"], pol, opt_pol,
-                     bad, batch, key, c.policy_steps)
+                     bad, batch, key, c.policy_steps, c.max_grad_norm)
 
 
 def round_step(parts: core.Parts, data: BufferData, carry: tuple,

@@ -1,16 +1,16 @@
 """TARE's settings: :class:`RewardFields` (what both flavours add to their inner
 learner: the learned reward, its optimiser and the hypergradient), :class:`Config` (TARE
 on PPO's config, :class:`metareward.algos.onpolicy.PPOBase`, registered as ``tare``) and
-:class:`AWRConfig` (TARE on AWR's settings, :class:`AWRFields`, ``tare-awr``). The
-config's class picks the inner learner; the presets of each."""
+:class:`AWRConfig` (TARE on AWR's, :class:`metareward.algos.awr.Config`, ``tare-awr``).
+The config's class picks the inner learner; the presets of each."""
 
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
+from metareward.algos import awr, onpolicy
 from metareward.algos import config as cfg
-from metareward.algos import onpolicy
-from metareward.algos.awr import MUJOCO_ACTOR
 from metareward.nets.rewards import REWARD_NETS
 
 HESSIANS = ("train", "validation")
@@ -129,69 +129,40 @@ class Config(RewardFields, onpolicy.PPOBase):
 
 
 @dataclasses.dataclass(frozen=True)
-class AWRFields:
-    """AWR-TARE's inner learner: the env batch and nets, and Peng et al.'s AWR settings
-    (see :class:`AWRConfig`), with their checks."""
+class AWRConfig(RewardFields, awr.Config):
+    """TARE on AWR (registered as ``tare-awr``): :class:`RewardFields` on AWR's own
+    config (:class:`metareward.algos.awr.Config`: Peng et al.'s code, ReLU 64x64 nets as
+    TARE Table 1; the observation normaliser frozen after ``normalizer_samples`` =
+    300,000 env steps, as that code's), 8 envs x 256 steps.
+
+    AWR's fields mean what they mean there, over the training half: ``buffer_size``
+    transitions, ``td_lambda`` (of both advantages), ``temperature`` beta,
+    ``weight_clip``, ``value_steps`` and ``policy_steps`` of SGD with ``momentum`` at
+    ``value_learning_rate`` / ``policy_learning_rate`` on minibatches of
+    ``value_batch_size`` / ``policy_batch_size``, ``action_std`` (the Gaussian's fixed
+    std unless ``learn_std``), ``action_bound_coef`` (the AWR code's penalty on means
+    outside the action bounds), ``value_scale`` (``None``: ``1 / (1 - gamma)``),
+    ``max_grad_norm`` (``None``: no clipping, the authors'). TARE adds
+    ``hypergrad_batch``: transitions drawn from each half for the hypergradient.
+
+    Until AWR-TARE took AWR's config its own fields were ``value_lr``, ``policy_lr``,
+    ``value_batch`` and ``policy_batch``; a config file or run directory with those
+    names still loads (:attr:`renamed_fields`).
+    """
 
     num_envs: int = 8
     num_steps: int = 256
-    total_steps: int = 1_000_000
-    gamma: float = 0.99
-    reward_scale: float = 1.0
-    normalize_obs: bool = True
-    normalize_advantages: bool = True
-    hidden: tuple[int, ...] = (64, 64)
-    activation: str = "relu"
-    buffer_size: int = 50_000
-    td_lambda: float = 0.95
-    temperature: float = 1.0
-    weight_clip: float = 20.0
-    value_steps: int = 200
-    policy_steps: int = 1000
-    value_batch: int = 256
-    policy_batch: int = 256
-    value_lr: float = 1e-2
-    policy_lr: float = 5e-5
-    momentum: float = 0.9
-    action_std: float = 0.2
-    action_bound_coef: float = 10.0
+    normalizer_samples: int | None = 300_000
     hypergrad_batch: int = 4096
 
+    #: Old field name -> new (read by :func:`metareward.runtime.configs.apply_overrides`).
+    renamed_fields: ClassVar[dict[str, str]] = {
+        "value_lr": "value_learning_rate", "policy_lr": "policy_learning_rate",
+        "value_batch": "value_batch_size", "policy_batch": "policy_batch_size"}
+
     def __post_init__(self) -> None:
-        for name in ("num_envs", "num_steps", "total_steps", "buffer_size", "value_steps",
-                     "policy_steps", "value_batch", "policy_batch", "hypergrad_batch"):
-            cfg.positive_int(name, getattr(self, name))
-        cfg.in_range("gamma", self.gamma, 0.0, 1.0)
-        cfg.check("gamma", self.gamma, self.gamma < 1.0,
-                  "a number in [0, 1) for AWR (values are scaled by 1 / (1 - gamma))")
-        cfg.in_range("td_lambda", self.td_lambda, 0.0, 1.0)
-        for name in ("reward_scale", "temperature", "weight_clip", "value_lr", "policy_lr",
-                     "action_std"):
-            cfg.positive(name, getattr(self, name))
-        cfg.non_negative("action_bound_coef", self.action_bound_coef)
-        cfg.in_range("momentum", self.momentum, 0.0, 1.0)
-        cfg.hidden_sizes("hidden", self.hidden)
-        cfg.activation_name("activation", self.activation)
-        object.__setattr__(self, "hidden", tuple(self.hidden))
-
-
-@dataclasses.dataclass(frozen=True)
-class AWRConfig(RewardFields, AWRFields):
-    """TARE on AWR (registered as ``tare-awr``): :class:`RewardFields` on
-    :class:`AWRFields` (defaults: Peng et al.'s code, ReLU 64x64 nets as TARE Table 1;
-    the observation normaliser frozen after ``normalizer_samples`` = 300,000 env steps,
-    as that code's).
-
-    ``buffer_size`` transitions, ``td_lambda`` (of both advantages), ``temperature``
-    beta, ``weight_clip``, ``value_steps`` and ``policy_steps`` of SGD with ``momentum``
-    at ``value_lr`` / ``policy_lr`` on minibatches of ``value_batch`` / ``policy_batch``
-    drawn from the training half, ``action_std`` (a fixed Gaussian std),
-    ``action_bound_coef`` (the AWR code's penalty on means outside the action bounds),
-    ``hypergrad_batch`` transitions drawn from each half for the hypergradient.
-    ``gamma`` must be below 1 (values are scaled by ``1 / (1 - gamma)``).
-    """
-
-    normalizer_samples: int | None = 300_000
+        super().__post_init__()
+        cfg.positive_int("hypergrad_batch", self.hypergrad_batch)
 
 
 #: Settings for the small envs (tests, benchmark, experiments).
@@ -219,11 +190,11 @@ PRESETS["chain-truncating"] = PRESETS["chain"]
 AWR_PRESETS: dict[str, AWRConfig] = {
     "pendulum": AWRConfig(
         num_envs=16, num_steps=128, total_steps=200_000, buffer_size=16_384, value_steps=100,
-        policy_steps=200, policy_lr=1e-3, hypergrad_batch=2048,
+        policy_steps=200, policy_learning_rate=1e-3, hypergrad_batch=2048,
     ),
     "chain": AWRConfig(
         num_envs=16, num_steps=32, total_steps=81_920, buffer_size=8192, value_steps=25,
-        policy_steps=50, policy_lr=1e-3, hypergrad_batch=1024, normalize_obs=False,
+        policy_steps=50, policy_learning_rate=1e-3, hypergrad_batch=1024, normalize_obs=False,
         hidden=(32, 32), reward_hidden=32, reward_learning_rate=1e-2, reward_updates=5,
     ),
 }
@@ -233,8 +204,9 @@ AWR_PRESETS["chain-truncating"] = AWR_PRESETS["chain"]
 #: (:data:`metareward.algos.awr.MUJOCO_ACTOR`, from ``awr_configs.py``); the rest are
 #: :class:`AWRConfig`'s defaults.
 AWR_PRESETS.update({
-    env: AWRConfig(policy_lr=actor["policy_learning_rate"], action_std=actor["action_std"])
-    for env, actor in MUJOCO_ACTOR.items()
+    env: AWRConfig(policy_learning_rate=actor["policy_learning_rate"],
+                   action_std=actor["action_std"])
+    for env, actor in awr.MUJOCO_ACTOR.items()
 })
 
 

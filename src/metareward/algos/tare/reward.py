@@ -15,6 +15,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from metareward.algos.awr import freeze_std
 from metareward.algos.tare.core import Metrics, Params, Parts, Segment, policy_params
 from metareward.meta import implicit_hypergrad
 from metareward.meta.solvers import CGInfo
@@ -100,11 +101,10 @@ def valid_mean_std(x: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array
 
 
 def policy_dist(parts: Parts, pol_params: Params, obs: jax.Array):
-    """The policy's distribution at ``obs``; AWR's Gaussian std is fixed (no gradient)."""
-    if not parts.is_ppo and not parts.spec.discrete:
-        inner = dict(pol_params["params"])
-        inner["log_std"] = jax.lax.stop_gradient(inner["log_std"])
-        pol_params = {**pol_params, "params": inner}
+    """The policy's distribution at ``obs``; AWR's Gaussian std is fixed (no gradient)
+    unless ``learn_std`` (:func:`metareward.algos.awr.freeze_std`)."""
+    if not parts.is_ppo:
+        pol_params = freeze_std(parts, pol_params)
     return parts.policy.apply(pol_params, obs)
 
 
