@@ -1,8 +1,8 @@
 """AWR: advantage-weighted regression (Peng, Kumar, Zhang & Levine 2019).
 
 "Advantage-Weighted Regression: Simple and Scalable Off-Policy Reinforcement Learning",
-arXiv:1910.00177, Algorithm 1, as the TARE paper uses it
-(``tare_implicit_reward_learning.md``, eq. 4 and Appendix F: policy and value nets
+arXiv:1910.00177, Algorithm 1, as the TARE paper uses it (eq. 4 and Appendix F:
+policy and value nets
 64x64 ReLU, SGD with momentum, other settings from the authors' code). One ``update``:
 
 1. collect ``num_envs x num_steps`` transitions with the current policy and append them

@@ -1,7 +1,7 @@
 """CLN bilevel intrinsic rewards (Zhang, Stadie & Ba): a Self-Tuning-Network best response.
 
-"Learning Intrinsic Rewards as a Bi-Level Optimization Problem"
-(``cln_bilevel_intrinsic_rewards.md``), Algorithm 1 and eqs. 13-21:
+"Learning Intrinsic Rewards as a Bi-Level Optimization Problem" (2020), Algorithm 1
+and eqs. 13-21:
 
 * an intrinsic reward ``r_{phi, eta}(s, a)``: ``phi`` the body (an MLP), ``eta`` its last
   layer (:func:`metareward.nets.cln.reward_head`);

@@ -1,8 +1,9 @@
 """Evolved Policy Gradients (Houthooft et al. 2018): a learned loss evolved by ES.
 
-``epg_evolved_policy_gradients.md``, Algorithm 1, sections 3.3 and 4.1; facts from the
-authors' code in ``REFERENCE_NOTES.md``. The original ran every inner-loop worker as an
-MPI process; here the whole population is one vmapped, jitted program.
+"Evolved Policy Gradients" (NeurIPS 2018), Algorithm 1, sections 3.3 and 4.1; facts
+the paper leaves out from the authors' code (``openai/EPG``). The original ran every
+inner-loop worker as an MPI process; here the whole population is one vmapped, jitted
+program.
 
 * **Inner loop** (Algorithm 1, lines 3-13; :func:`inner_loop`): a population member
   gets perturbed loss parameters ``phi + sigma eps_i`` and a task ``M_i ~ p(M)``; a fresh

@@ -1,7 +1,7 @@
 """LIRPG: learning intrinsic rewards for policy-gradient methods (Zheng, Oh & Singh 2018).
 
-"On Learning Intrinsic Rewards for Policy Gradient Methods", NeurIPS 2018
-(``lirpg_slides.md``), with the details of the authors' code (``REFERENCE_NOTES.md``):
+"On Learning Intrinsic Rewards for Policy Gradient Methods", NeurIPS 2018, with the
+details of the authors' code (``Hwhitetooth/lirpg``, on OpenAI baselines):
 
 * the policy ``pi_theta`` and its value ``V_mix`` (``theta``) are trained by PPO (resp.
   A2C) on the mixed reward ``r = r_ex_coef * r_ex + r_in_coef * r_eta(s, a)``
@@ -99,7 +99,7 @@ class IntrinsicFields:
       intrinsic_learning_rate: Step size of ``eta`` (the intrinsic reward and ``V_ex``).
       v_ex_coef: Weight of ``V_ex``'s regression in the meta-objective.
       r_ex_coef: Weight of the extrinsic reward in the policy's reward ``r_ex_coef r_ex +
-        r_in_coef r_in`` (``lirpg_slides.md``: ``G^{ex+in}``'s ``lambda`` is
+        r_in_coef r_in`` (the paper's ``G^{ex+in}``: its ``lambda`` is
         ``r_in_coef``).
       r_in_coef: Weight of the intrinsic reward there.
       reward_hidden: Hidden sizes of the default intrinsic reward net.
@@ -147,9 +147,9 @@ class Config(IntrinsicFields, onpolicy.PPOBase):
     reward_delay=20 --env-arg backend=generalized``, one core, 2026-12-04).
 
     ``lookahead``: how the meta-gradient differentiates the one-step look-ahead
-    ``theta' = theta + update(eta)`` (Algorithm 1, lines 6-9; Zheng et al. 2018,
-    ``lirpg_slides.md``). ``"constant_second_moment"`` (default, the authors' ``ppo2.py``:
-    their look-ahead Adam squares ``tf.stop_gradient(grad)``) treats Adam's denominator
+    ``theta' = theta + update(eta)`` (Algorithm 1, lines 6-9; Zheng et al. 2018).
+    ``"constant_second_moment"`` (default, the authors' ``ppo2.py``: their look-ahead Adam
+    squares ``tf.stop_gradient(grad)``) treats Adam's denominator
     ``sqrt(nu_hat) + eps`` as a constant, so ``d theta'/d eta = -lr * (1 - b1) /
     (1 - b1^t) * d g/d eta / denominator``; ``"exact"`` differentiates through it too
     (the true derivative of ``J_ex(theta'(eta))``). The step taken is the same in both.

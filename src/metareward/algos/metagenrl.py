@@ -2,9 +2,9 @@
 population of TD3-style agents in one or several environments.
 
 Kirsch, van Steenkiste & Schmidhuber, "Improving Generalization in Meta Reinforcement
-Learning using Learned Objectives" (``metagenrl_learned_objectives.md``), section 3
-(Algorithm 1, eq. 6; eq. 8 for several inner steps) and Appendix B (Tables 3-4); details
-from the authors' code in ``REFERENCE_NOTES.md``. The original ran 20 agents as ray
+Learning using Learned Objectives" (ICLR 2020), section 3 (Algorithm 1, eq. 6; eq. 8
+for several inner steps) and Appendix B (Tables 3-4); details the paper leaves out from
+the authors' code (``louiskirsch/metagenrl``). The original ran 20 agents as ray
 workers; here the agents of one env are ``vmap``-ed and the agents of all envs update in
 one jitted program (a static loop over the env groups; agents in different envs have
 different observation and action sizes but share ``alpha``).
@@ -166,7 +166,7 @@ POLICY_METRICS = (
 @dataclasses.dataclass(frozen=True)
 class Config:
     """MetaGenRL hyperparameters; defaults from the paper's Tables 3-4 and the authors'
-    code (``REFERENCE_NOTES.md``)."""
+    code (``louiskirsch/metagenrl``)."""
 
     #: Agents in the population, dealt round-robin over the envs (20 in the paper).
     num_agents: int = 20

@@ -39,7 +39,7 @@ class Config(onpolicy.PPOBase):
 
     ``live_bonus``: a constant added to the reward the learner trains on at every step
     (``0``: none), after any reward delay and before ``reward_scale``. With it this is
-    the "PPO-bonus" baseline of LIRPG (Zheng et al. 2018, Figure 4, ``lirpg_slides.md``;
+    the "PPO-bonus" baseline of LIRPG (Zheng et al. 2018, Figure 4;
     "A2C-bonus" in its Atari Figure 2b, :class:`metareward.algos.a2c.Config`).
     Training metrics and :func:`evaluate` report the env's own return, without it.
     """

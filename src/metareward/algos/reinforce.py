@@ -1,5 +1,6 @@
 """REINFORCE with a GAE baseline, on-policy: the "on-policy REINFORCE (GAE)" baseline of
-MetaGenRL (``metagenrl_learned_objectives.md``, section 2 eqs. 2-3 and Appendix B.3,
+MetaGenRL ("Improving Generalization in Meta Reinforcement Learning using Learned
+Objectives", section 2 eqs. 2-3 and Appendix B.3,
 which uses Spinning Up's VPG).
 
 Williams 1992 with the generalised advantage estimate of Schulman et al. 2015b:

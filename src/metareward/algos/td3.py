@@ -2,7 +2,8 @@
 
 Fujimoto, van Hoof & Meger 2018, "Addressing Function Approximation Error in
 Actor-Critic Methods" (TD3, Algorithm 1), and Lillicrap et al. 2016 (DDPG), as MetaGenRL
-uses them (``metagenrl_learned_objectives.md``, section 3.1 eq. 5, Appendix B, Tables 3-4;
+uses them ("Improving Generalization in Meta Reinforcement Learning using Learned
+Objectives", section 3.1 eq. 5, Appendix B, Tables 3-4;
 the critic half of MetaGenRL is exactly this critic update). One ``update``:
 
 1. ``num_envs x num_steps`` env steps with ``mu(s) + N(0, exploration_noise^2)``,

@@ -1,5 +1,5 @@
 """Evolution-strategies gradient estimates (Salimans et al. 2017; EPG's outer loop,
-eq. 5 of ``epg_evolved_policy_gradients.md``)."""
+"Evolved Policy Gradients", eq. 5)."""
 
 from __future__ import annotations
 

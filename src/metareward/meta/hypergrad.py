@@ -34,11 +34,11 @@ def unrolled_hypergrad(
     inner_update(params_k, hparams, k)`` for ``k < K = num_steps``, by reverse-mode
     differentiation through the ``lax.scan`` of the updates (``k`` is an int32 array).
 
-    ``num_steps=1`` is LIRPG's one-step meta-gradient (``lirpg_slides.md``: the
-    gradient of ``J_ex(theta')`` through ``theta' = theta + update(eta)``) and
-    MetaGenRL's (``metagenrl_learned_objectives.md``). ``params`` may carry more than
-    the parameters — e.g. ``(theta, optax_state)`` for a look-ahead step of Adam or
-    RMSProp; ``outer_loss`` then picks ``theta`` out of it.
+    ``num_steps=1`` is LIRPG's one-step meta-gradient (Zheng et al. 2018, "On Learning
+    Intrinsic Rewards for Policy Gradient Methods": the gradient of ``J_ex(theta')``
+    through ``theta' = theta + update(eta)``) and MetaGenRL's (Kirsch et al. 2020, eq. 6).
+    ``params`` may carry more than the parameters — e.g. ``(theta, optax_state)`` for a
+    look-ahead step of Adam or RMSProp; ``outer_loss`` then picks ``theta`` out of it.
 
     ``has_aux``: ``outer_loss`` returns ``(loss, aux)`` and the result is
     ``(hypergrad, aux)`` (as in ``jax.grad``). ``remat``: recompute each inner step in

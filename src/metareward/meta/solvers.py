@@ -1,7 +1,8 @@
 """Hessian-vector products and matrix-free linear solvers on pytrees.
 
-These are the building blocks of implicit differentiation (TARE,
-``tare_implicit_reward_learning.md`` eq. 14 and the conjugate-gradient problem below it):
+These are the building blocks of implicit differentiation (TARE, "Taming Reward: learning
+parameterised rewards for policy gradient by implicit differentiation", eq. 14 and the
+conjugate-gradient problem below it):
 the inverse-Hessian-vector product is never formed from a dense Hessian, only from
 Hessian-vector products.
 

@@ -1,7 +1,7 @@
 """Conditional Layer Normalization and the networks of the CLN bilevel method.
 
 Zhang, Stadie & Ba, "Learning Intrinsic Rewards as a Bi-Level Optimization Problem"
-(``cln_bilevel_intrinsic_rewards.md``), section 3.3. A policy ``pi_{theta, eta}`` is
+(2020), section 3.3. A policy ``pi_{theta, eta}`` is
 conditioned on the last-layer weights ``eta`` of an intrinsic reward ``r_{phi, eta}``
 through layer normalisation whose gain and bias are affine images of ``eta`` (eqs. 18-20);
 the affine maps are the Self-Tuning-Network best-response function ``w*_phi(eta)``

@@ -1,7 +1,7 @@
 """EPG's learned loss ``L_phi`` and the agent's memory unit.
 
-Houthooft et al., "Evolved Policy Gradients" (``epg_evolved_policy_gradients.md``),
-section 3.3 and Figure 2, sizes from section 4.1:
+Houthooft et al., "Evolved Policy Gradients" (NeurIPS 2018), section 3.3 and Figure 2,
+sizes from section 4.1:
 
 * :class:`EPGLoss` -- temporal convolutions over the agent's last ``N`` steps of
   experience give a context vector ``f_context``; a dense net scores each of the ``M`` most

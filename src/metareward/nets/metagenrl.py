@@ -1,9 +1,9 @@
 """MetaGenRL's neural objective ``L_alpha(tau, x(phi), V)`` as a flax.linen module.
 
 Kirsch, van Steenkiste & Schmidhuber, "Improving Generalization in Meta Reinforcement
-Learning using Learned Objectives" (``metagenrl_learned_objectives.md``), section 3.2,
-Figure 2 and Appendix B.1 (eq. 7); sizes and details the paper leaves open from the
-authors' code (``REFERENCE_NOTES.md``, MetaGenRL section).
+Learning using Learned Objectives" (ICLR 2020), section 3.2, Figure 2 and Appendix
+B.1 (eq. 7); sizes and details the paper leaves open from the authors' code
+(``louiskirsch/metagenrl``).
 
 :class:`ObjectiveLSTM` scores each step ``t`` of a batch of ``B`` windows of ``W`` steps:
 

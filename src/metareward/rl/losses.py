@@ -104,7 +104,7 @@ def awr_weights(
 
     Peng et al. 2019 ("Advantage-Weighted Regression", arXiv:1910.00177), Algorithm 1,
     policy step: the policy regresses on actions weighted by ``exp(A / beta)``; TARE
-    (``tare_implicit_reward_learning.md``) eq. 4, and eq. 12 with a learned reward.
+    eq. 4, and eq. 12 with a learned reward.
     ``weight_clip`` (``w_max``, 20 in the authors' code) bounds the weight of rare large
     advantages. Differentiable in ``advantages`` (zero gradient where clipped): TARE
     differentiates the policy step with respect to a learned reward through them; AWR

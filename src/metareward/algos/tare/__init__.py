@@ -1,8 +1,8 @@
 """TARE: learned rewards by implicit differentiation, on PPO or AWR.
 
 "Taming Reward: learning parameterised rewards for policy gradient by implicit
-differentiation" (``tare_implicit_reward_learning.md``; no public code, the paper is the
-source). Algorithm 1, with eqs. 11-14 of Appendix B and the details of Appendix F:
+differentiation" (no public code: the paper is the source). Algorithm 1, with eqs.
+11-14 of Appendix B and the details of Appendix F:
 
 1. Collect experience with the current policy and split it at random into a training
    and a validation set. The unit of the split is an env's column of the batch (its

@@ -5,7 +5,7 @@ training half with ``r_phi``'s TD(lambda) advantages, ``phi`` fixed) then the re
 step (the implicit hypergradient on entries drawn from each half).
 
 "Taming Reward: learning parameterised rewards for policy gradient by implicit
-differentiation" (``tare_implicit_reward_learning.md``), Algorithm 1, eq. 12; AWR's
+differentiation", Algorithm 1, eq. 12; AWR's
 value and policy steps as :mod:`metareward.algos.awr` (Peng et al. 2019, Algorithm 1).
 """
 

@@ -3,7 +3,7 @@ collecting experience (Algorithm 1, line 2), laying it out as a :class:`Segment`
 train/validation split of the env columns, and the end of an update (metrics, state).
 
 "Taming Reward: learning parameterised rewards for policy gradient by implicit
-differentiation" (``tare_implicit_reward_learning.md``), Algorithm 1 and Appendix F.
+differentiation", Algorithm 1 and Appendix F.
 """
 
 from __future__ import annotations

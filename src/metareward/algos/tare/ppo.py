@@ -4,7 +4,7 @@ PPO minibatch steps on the training half with ``r_phi``'s advantages, ``phi`` fi
 then the reward step (the implicit hypergradient on the validation half).
 
 "Taming Reward: learning parameterised rewards for policy gradient by implicit
-differentiation" (``tare_implicit_reward_learning.md``), Algorithm 1, eq. 11.
+differentiation", Algorithm 1, eq. 11.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ hypergradient itself (:func:`metareward.meta.implicit_hypergrad`, CG on Hessian-
 products) and the reward's Adam step (Algorithm 1, lines 8-10).
 
 "Taming Reward: learning parameterised rewards for policy gradient by implicit
-differentiation" (``tare_implicit_reward_learning.md``), Appendix B and Appendix F.
+differentiation", Appendix B and Appendix F.
 """
 
 from __future__ import annotations
