@@ -208,3 +208,8 @@ def replace(config: Any, **changes: Any) -> Any:
             f"valid fields: {sorted(fields)}"
         )
     return dataclasses.replace(config, **changes)
+
+
+__all__ = ["ConfigError", "DefaultConfigWarning", "activation_name", "check", "hidden_sizes",
+           "in_range", "is_traced", "log", "maybe", "non_negative", "number", "positive",
+           "positive_int", "preset", "preset_function", "replace"]

@@ -248,3 +248,6 @@ class EvosaxStrategy:
     def mean(self, state: EvosaxState) -> PyTree:
         """The search distribution's mean, a pytree like the template."""
         return self._es.get_mean(state.es_state)
+
+
+__all__ = ["EvosaxState", "EvosaxStrategy", "evosax_strategies", "fitness_to_loss"]

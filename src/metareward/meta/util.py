@@ -45,3 +45,6 @@ def check_scalar(name: str, value: Any, *, positive: bool) -> None:
 def is_zero(value: Any) -> bool:
     """Whether ``value`` is a concrete real zero (a traced value never is)."""
     return isinstance(value, numbers.Real) and value == 0
+
+
+__all__ = ["check_count", "check_scalar", "is_zero", "tree_axpy", "tree_vdot"]

@@ -105,3 +105,5 @@ def kl_divergence(p: Categorical | DiagGaussian, q: Categorical | DiagGaussian) 
         return jnp.sum(jnp.broadcast_to(kl, p.mean.shape), axis=-1)
     raise TypeError(f"no closed-form KL between {type(p).__name__} and {type(q).__name__}")
 
+
+__all__ = ["Categorical", "DiagGaussian", "TanhGaussian", "kl_divergence"]

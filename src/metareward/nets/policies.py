@@ -169,3 +169,7 @@ class QNetwork(nn.Module):
         x = jnp.concatenate([obs, action], axis=-1)
         x = _Torso(tuple(self.hidden), self.activation, self.layer_norm)(x)
         return nn.Dense(1)(x)[..., 0]
+
+
+__all__ = ["ACTIVATIONS", "MLP", "CategoricalPolicy", "DeterministicPolicy", "GaussianPolicy",
+           "QNetwork", "ValueNet", "activation", "make_policy", "orthogonal"]

@@ -124,3 +124,6 @@ def discounted_returns(
 
     _, ret = jax.lax.scan(body, bootstrap, (rewards, dones.astype(rewards.dtype)), reverse=True)
     return ret
+
+
+__all__ = ["discounted_cumsum", "discounted_returns", "gae", "td_errors", "td_lambda_targets"]

@@ -65,3 +65,6 @@ def clipped_step(
     grads = jnp.where(ok, grads, 0.0)
     updates, new_state = optimizer.update(grads, opt_state, flat)
     return jnp.where(ok, flat + updates, flat), new_state, ok, loss, {**aux, "grad_norm": norm}
+
+
+__all__ = ["clip_by_global_norm", "clipped_step"]

@@ -136,3 +136,6 @@ def action_bound_penalty(mean: jax.Array, low: jax.Array, high: jax.Array) -> ja
     violation = jnp.sum(jnp.square(jnp.minimum(mean - low, 0.0))
                         + jnp.square(jnp.maximum(mean - high, 0.0)), axis=-1)
     return 0.5 * jnp.mean(violation)
+
+
+__all__ = ["a2c_loss", "action_bound_penalty", "awr_policy_loss", "awr_weights", "ppo_loss"]

@@ -55,3 +55,6 @@ class RunningStats:
     def normalize(self, x: jax.Array, clip: float = 10.0) -> jax.Array:
         """``clip((x - mean) / sqrt(var + 1e-8), -clip, clip)``."""
         return jnp.clip((x - self.mean) / jnp.sqrt(self.var + 1e-8), -clip, clip)
+
+
+__all__ = ["RunningStats"]

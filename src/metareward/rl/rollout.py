@@ -156,3 +156,7 @@ def evaluate_episodes(
         step, (state, key, zeros, jnp.ones_like(zeros)), None, length=max_steps
     )
     return ret
+
+
+__all__ = ["ActFn", "Transition", "episode_metrics", "episodic_sum", "evaluate_episodes",
+           "rollout", "sampler"]

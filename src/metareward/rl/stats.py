@@ -54,3 +54,6 @@ def masked_mean_std(x: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array
     mean = jnp.sum(x * m) / n
     var = jnp.sum(jnp.square(x - mean) * m) / n
     return mean, jnp.sqrt(var)
+
+
+__all__ = ["masked_mean", "masked_mean_std", "standardize"]

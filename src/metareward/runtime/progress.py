@@ -68,3 +68,6 @@ class Progress:
             self.stream.write("\n")
             self.stream.flush()
             self._drawn = False
+
+
+__all__ = ["Progress"]

@@ -61,3 +61,6 @@ class WandbLogger:
 
     def finish(self, exit_code: int = 0) -> None:
         self._run.finish(exit_code=exit_code)
+
+
+__all__ = ["MODES", "WandbLogger"]

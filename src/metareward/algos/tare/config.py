@@ -211,3 +211,7 @@ AWR_PRESETS.update({
 
 
 preset = cfg.preset_function(PRESETS, Config, "tare")
+
+
+__all__ = ["AWR_PRESETS", "CURVATURES", "HESSIANS", "POLICY_OBJECTIVES", "PRESETS", "AWRConfig",
+           "Config", "RewardFields", "preset"]
