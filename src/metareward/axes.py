@@ -41,7 +41,18 @@ def member_shards() -> int:
 def local_members(tree: Any) -> Any:
     """This device's block of the leading (population) axis of every leaf: rows ``[i *
     n / d, (i + 1) * n / d)`` on member device ``i`` of ``d``; the identity when the
-    population is not split. ``n`` must be divisible by ``d`` (the driver checks)."""
+    population is not split. ``n`` must be divisible by ``d`` (the driver checks).
+
+    Args:
+        tree: A pytree whose leaves have the whole population ``[n, ...]`` as leading
+            axis.
+
+    Returns:
+        The same tree with leaves ``[n / d, ...]``.
+
+    Raises:
+        ValueError: If a leaf's leading axis does not divide by ``d``.
+    """
     d = member_shards()
     if d == 1:
         return tree
@@ -58,7 +69,14 @@ def local_members(tree: Any) -> Any:
 
 def gather_members(tree: Any) -> Any:
     """The whole population axis from every device's block (all-gather, in device
-    order: the inverse of :func:`local_members`); identity when not split."""
+    order: the inverse of :func:`local_members`); identity when not split.
+
+    Args:
+        tree: A pytree of this device's blocks ``[n / d, ...]``.
+
+    Returns:
+        The same tree with leaves ``[n, ...]``, identical on every member device.
+    """
     if member_shards() == 1:
         return tree
     return _packed(lambda x: jax.lax.all_gather(x, MEMBER_AXIS, tiled=True), tree, rows=True)
@@ -101,14 +119,28 @@ def _packed(collective: Any, tree: Any, rows: bool = False) -> Any:
 
 
 def sum_members(tree: Any) -> Any:
-    """The sum over the member devices (all-reduce); identity when not split."""
+    """The sum over the member devices (all-reduce); identity when not split.
+
+    Args:
+        tree: A pytree of arrays.
+
+    Returns:
+        The elementwise sum of ``tree`` over the member devices, on each of them.
+    """
     if member_shards() == 1:
         return tree
     return _packed(lambda x: jax.lax.psum(x, MEMBER_AXIS), tree)
 
 
 def mean_members(tree: Any) -> Any:
-    """The mean over the member devices (all-reduce); identity when not split."""
+    """The mean over the member devices (all-reduce); identity when not split.
+
+    Args:
+        tree: A pytree of arrays.
+
+    Returns:
+        The elementwise mean of ``tree`` over the member devices, on each of them.
+    """
     if member_shards() == 1:
         return tree
     return _packed(lambda x: jax.lax.pmean(x, MEMBER_AXIS), tree)

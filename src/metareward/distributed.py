@@ -158,8 +158,19 @@ def _check_bindable(port: int) -> None:
 
 
 def wait_for_coordinator(host: str, port: int, timeout: float) -> float:
-    """Seconds until ``host:port`` accepted a TCP connection; :class:`DistributedError`
-    if it did not within ``timeout`` seconds."""
+    """Seconds until ``host:port`` accepted a TCP connection (retried every 0.25 s).
+
+    Args:
+      host: the coordinator's host name or address.
+      port: its TCP port.
+      timeout: seconds to wait.
+
+    Returns:
+      The seconds it took.
+
+    Raises:
+      DistributedError: if no connection was accepted within ``timeout`` seconds.
+    """
     start = time.monotonic()
     deadline = start + timeout
     last: Exception | None = None
@@ -185,11 +196,21 @@ def initialize(config: DistributedConfig, *, stream: Any = None) -> None:
     single process. Must run before JAX touches a device (before
     :func:`metareward.runtime.driver.prepare`).
 
-    Raises :class:`ConfigError` when JAX is already running, :class:`DistributedError`
-    when the coordinator's port cannot be reached (other processes) or bound (process 0)
-    within ``config.timeout``. If the coordinator is up but not every process joins within
-    the timeout, JAX itself aborts the process with ``DEADLINE_EXCEEDED`` (this message is
-    printed first so the log says what was being waited for)."""
+    If the coordinator is up but not every process joins within the timeout, JAX itself
+    aborts the process with ``DEADLINE_EXCEEDED`` (this message is printed first so the
+    log says what was being waited for).
+
+    Args:
+      config: which process of how many this is, the coordinator and the timeout
+        (nothing happens when ``config.enabled`` is false).
+      stream: where the progress message goes (``None``: ``sys.stderr``).
+
+    Raises:
+      ConfigError: when JAX is already running (a device was used before this call), or
+        the coordinator is not ``HOST:PORT``.
+      DistributedError: when the coordinator's port cannot be reached (other processes)
+        or bound (process 0) within ``config.timeout``.
+    """
     if not config.enabled:
         return
     import jax
@@ -227,12 +248,22 @@ def initialize(config: DistributedConfig, *, stream: Any = None) -> None:
 
 
 def process_count() -> int:
+    """The number of processes in the run (``jax.process_count()``).
+
+    Returns:
+      The process count (1 for a single process).
+    """
     import jax
 
     return jax.process_count()
 
 
 def process_index() -> int:
+    """This process's index (``jax.process_index()``).
+
+    Returns:
+      ``0 .. process_count() - 1``; 0 for a single process.
+    """
     import jax
 
     return jax.process_index()
@@ -245,7 +276,15 @@ def is_main() -> bool:
 
 def gather(tree: Any) -> Any:
     """``tree`` as host numpy arrays, whole on every process: ``jax.device_get`` for one
-    process, else ``process_allgather`` (a collective: every process must call it)."""
+    process, else ``process_allgather`` (a collective: every process must call it).
+
+    Args:
+      tree: a pytree of arrays (with several processes: each process's part, joined
+        along the leading axis as ``process_allgather(..., tiled=True)`` does).
+
+    Returns:
+      The whole tree as host arrays.
+    """
     import jax
 
     if jax.process_count() == 1:
@@ -257,7 +296,14 @@ def gather(tree: Any) -> Any:
 
 def broadcast(tree: Any) -> Any:
     """Process 0's host arrays ``tree`` on every process (the others pass arrays of the
-    same shapes and dtypes, e.g. zeros)."""
+    same shapes and dtypes, e.g. zeros).
+
+    Args:
+      tree: a pytree of host arrays.
+
+    Returns:
+      Process 0's ``tree``.
+    """
     import jax
 
     if jax.process_count() == 1:
@@ -269,7 +315,15 @@ def broadcast(tree: Any) -> Any:
 
 def agree(value: Any) -> Any:
     """Process 0's JSON-serialisable ``value`` on every process (the others' are
-    ignored)."""
+    ignored).
+
+    Args:
+      value: a JSON-serialisable value.
+
+    Returns:
+      Process 0's ``value`` (round-tripped through JSON when there are several
+      processes: tuples come back as lists).
+    """
     import jax
 
     if jax.process_count() == 1:
@@ -283,7 +337,15 @@ def agree(value: Any) -> Any:
 
 
 def any_process(flag: bool) -> bool:
-    """Whether ``flag`` is true on any process."""
+    """Whether ``flag`` is true on any process.
+
+    Args:
+      flag: this process's flag.
+
+    Returns:
+      ``True`` if ``flag`` is true on at least one process (a collective: every process
+      must call it).
+    """
     import jax
 
     if jax.process_count() == 1:

@@ -51,7 +51,17 @@ preset = cfg.preset_function(PRESETS, Config, "a2c")
 def objective(config: Any) -> onpolicy.Objective:
     """A2C's minibatch loss (Mnih et al. 2016, Algorithm S3): the policy gradient of the
     advantages, the value regression and the entropy bonus
-    (:func:`metareward.rl.losses.a2c_loss`). REINFORCE uses it too."""
+    (:func:`metareward.rl.losses.a2c_loss`). REINFORCE uses it too.
+
+    Args:
+        config: The learner's config; its ``vf_coef`` and ``ent_coef`` weight the value
+            and entropy terms.
+
+    Returns:
+        ``loss(dist, values, adv, batch) -> (loss, aux)``, an
+        :data:`~metareward.algos.onpolicy.Objective` for
+        :func:`~metareward.algos.onpolicy.make_loss`.
+    """
 
     def loss(dist, values: jax.Array, adv: jax.Array, b: onpolicy.Batch):
         return a2c_loss(dist.log_prob(b.action), adv, values, b.target, dist.entropy(),
@@ -61,13 +71,34 @@ def objective(config: Any) -> onpolicy.Objective:
 
 
 def make_loss(config: Config) -> Callable[[nn.Module, nn.Module], onpolicy.LossFn]:
-    """The A2C loss of ``config`` as a function of the policy and value modules."""
+    """The A2C loss of ``config`` as a function of the policy and value modules.
+
+    Args:
+        config: The A2C config.
+
+    Returns:
+        ``factory(policy, value) -> loss(params, batch)``.
+    """
     return onpolicy.make_loss(config, objective(config))
 
 
 def make_train(config: Config, env: Env) -> onpolicy.Trainer:
     """Binds A2C to a single env (batched here with ``config.num_envs``); see
-    :func:`metareward.algos.ppo.make_train` for the returned functions."""
+    :func:`metareward.algos.ppo.make_train` for the returned functions.
+
+    Args:
+        config: The A2C config.
+        env: A single env from :func:`metareward.envs.make` (not batched).
+
+    Returns:
+        A :class:`~metareward.algos.onpolicy.Trainer` with pure ``init(key)``,
+        ``update(state)`` and ``train(key)``.
+
+    Raises:
+        TypeError: If ``config`` is not a :class:`Config` or ``env`` is not a single
+            metareward env.
+        ValueError: On bad configs or env/config mismatches, before anything is compiled.
+    """
     if not isinstance(config, Config):
         raise TypeError(f"expected metareward.algos.a2c.Config, got {type(config).__name__}")
     num_updates = max(config.total_steps // (config.num_envs * config.num_steps), 1)

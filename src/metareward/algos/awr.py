@@ -425,7 +425,15 @@ def value_loss(
 
 def critic_scale(config: Config) -> float | jax.Array:
     """The critic's output scale: ``config.value_scale``, or ``1 / (1 - gamma)`` when it
-    is ``None`` (the authors' value normalisation: the net predicts ``(1 - gamma) V``)."""
+    is ``None`` (the authors' value normalisation: the net predicts ``(1 - gamma) V``).
+
+    Args:
+        config: The AWR config (``value_scale``, ``gamma``).
+
+    Returns:
+        The scale the critic's output is multiplied by (a float, or a JAX value when
+        the field is swept).
+    """
     return 1.0 / (1.0 - config.gamma) if config.value_scale is None else config.value_scale
 
 

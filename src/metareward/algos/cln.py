@@ -455,7 +455,15 @@ class Trainer(common.LearnerBase):
 
 def segment_return_loss(r_ex: jax.Array, r_in: jax.Array) -> jax.Array:
     """Eq. 21 averaged over segments: ``mean_b (sum_k r_ex[b, k] - sum_k r_in[b, k])^2``
-    for ``[B, K]`` extrinsic and intrinsic rewards of the same transitions."""
+    for ``[B, K]`` extrinsic and intrinsic rewards of the same transitions.
+
+    Args:
+        r_ex: Extrinsic rewards ``[B, K]`` of ``B`` segments of ``K`` steps.
+        r_in: Intrinsic rewards ``[B, K]`` of the same transitions.
+
+    Returns:
+        The scalar loss.
+    """
     return jnp.mean(jnp.square(jnp.sum(r_ex, axis=-1) - jnp.sum(r_in, axis=-1)))
 
 

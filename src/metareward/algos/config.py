@@ -35,7 +35,15 @@ def is_traced(*values: Any) -> bool:
 
 def number(value: Any) -> Any:
     """A concrete real scalar array as a Python float (so it is checked by value);
-    anything else unchanged."""
+    anything else unchanged.
+
+    Args:
+        value: A config field's value.
+
+    Returns:
+        ``float(value)`` for a concrete 0-d floating JAX or NumPy array (or NumPy float
+        scalar), else ``value`` itself.
+    """
     if isinstance(value, jax.Array | np.ndarray | np.floating) and not is_traced(value):
         if value.shape == () and np.issubdtype(value.dtype, np.floating):
             return float(value)
@@ -45,12 +53,26 @@ def number(value: Any) -> Any:
 def maybe(condition: Any) -> bool:
     """A condition that decides program structure (e.g. "is there target noise?"): its
     value if it is concrete, ``True`` if it is traced, so that a swept value takes the
-    general branch (the special branch must be a shortcut of it, e.g. for a zero)."""
+    general branch (the special branch must be a shortcut of it, e.g. for a zero).
+
+    Args:
+        condition: A concrete value or a JAX tracer.
+
+    Returns:
+        ``True`` if ``condition`` is traced, else ``bool(condition)``.
+    """
     return is_traced(condition) or bool(condition)
 
 
 def log(value: Any) -> Any:
-    """``math.log`` of a Python number, ``jnp.log`` of a JAX value (a swept field)."""
+    """``math.log`` of a Python number, ``jnp.log`` of a JAX value (a swept field).
+
+    Args:
+        value: A positive number, or a JAX array.
+
+    Returns:
+        Its natural logarithm (a float, or a JAX array).
+    """
     if isinstance(value, jax.Array):
         return jax.numpy.log(value)
     return math.log(value)
@@ -72,6 +94,16 @@ def check(name: str, value: Any, ok: Any, allowed: str) -> None:
 
 
 def positive_int(name: str, value: Any) -> None:
+    """Checks that ``value`` is a Python ``int > 0`` (a ``bool`` is not, nor is a tracer:
+    sizes and counts set shapes).
+
+    Args:
+        name: The field's name.
+        value: Its value.
+
+    Raises:
+        ConfigError: If ``value`` is not an ``int > 0``.
+    """
     check(
         name,
         value,
@@ -83,7 +115,19 @@ def positive_int(name: str, value: Any) -> None:
 def in_range(
     name: str, value: Any, lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False
 ) -> None:
-    """Checks ``lo <= value <= hi`` (strict at an open end); tracers pass."""
+    """Checks ``lo <= value <= hi`` (strict at an open end); tracers pass.
+
+    Args:
+        name: The field's name.
+        value: Its value (a concrete scalar array is checked by value).
+        lo: Lower bound.
+        hi: Upper bound.
+        lo_open: Whether ``lo`` itself is excluded.
+        hi_open: Whether ``hi`` itself is excluded.
+
+    Raises:
+        ConfigError: If ``value`` is not a number (``bool`` is not) in the interval.
+    """
     value = number(value)
     if is_traced(value):
         return
@@ -95,7 +139,15 @@ def in_range(
 
 
 def non_negative(name: str, value: Any) -> None:
-    """Checks ``value >= 0``; tracers pass."""
+    """Checks ``value >= 0``; tracers pass.
+
+    Args:
+        name: The field's name.
+        value: Its value (a concrete scalar array is checked by value).
+
+    Raises:
+        ConfigError: If ``value`` is not a number ``>= 0`` (``bool`` is not).
+    """
     value = number(value)
     if is_traced(value):
         return
@@ -104,7 +156,15 @@ def non_negative(name: str, value: Any) -> None:
 
 
 def positive(name: str, value: Any) -> None:
-    """Checks ``value > 0``; tracers pass."""
+    """Checks ``value > 0``; tracers pass.
+
+    Args:
+        name: The field's name.
+        value: Its value (a concrete scalar array is checked by value).
+
+    Raises:
+        ConfigError: If ``value`` is not a number ``> 0`` (``bool`` is not).
+    """
     value = number(value)
     if is_traced(value):
         return
@@ -113,6 +173,15 @@ def positive(name: str, value: Any) -> None:
 
 
 def hidden_sizes(name: str, value: Sequence[int]) -> None:
+    """Checks a network's hidden layer sizes.
+
+    Args:
+        name: The field's name.
+        value: Its value: must be a tuple or list of ``int > 0``.
+
+    Raises:
+        ConfigError: If ``value`` is not a tuple or list of ints ``> 0``.
+    """
     ok = isinstance(value, tuple | list) and all(
         isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in value
     )
@@ -120,6 +189,15 @@ def hidden_sizes(name: str, value: Sequence[int]) -> None:
 
 
 def activation_name(name: str, value: str) -> None:
+    """Checks an activation's name.
+
+    Args:
+        name: The field's name.
+        value: Its value: must be a key of :data:`metareward.nets.policies.ACTIVATIONS`.
+
+    Raises:
+        ConfigError: If ``value`` is not a known activation.
+    """
     check(name, value, value in ACTIVATIONS, f"one of {sorted(ACTIVATIONS)}")
 
 
@@ -199,7 +277,20 @@ def preset(presets: Mapping[str, Any], default: Any, env_name: str, algorithm: s
 
 
 def replace(config: Any, **changes: Any) -> Any:
-    """``dataclasses.replace`` that names unknown fields and the valid ones."""
+    """``dataclasses.replace`` that names unknown fields and the valid ones.
+
+    Args:
+        config: A config dataclass.
+        **changes: New values of its fields, by name.
+
+    Returns:
+        A copy of ``config`` with ``changes`` applied (its ``__post_init__``, where it
+        has one, validates it again).
+
+    Raises:
+        ConfigError: If a name in ``changes`` is not a field of ``config``; the message
+            lists the valid fields.
+    """
     fields = {f.name for f in dataclasses.fields(config)}
     unknown = sorted(set(changes) - fields)
     if unknown:

@@ -278,7 +278,18 @@ def fitness(returns: jax.Array) -> jax.Array:
     ``returns = [R_0, ..., R_K]`` (``K + 1`` entries, ``R_K`` the final return).
 
     NaN entries (updates in which no episode ended) are left out and the remaining weights
-    of the sum scaled up to the same total; a NaN ``R_K`` makes the fitness NaN."""
+    of the sum scaled up to the same total; a NaN ``R_K`` makes the fitness NaN.
+
+    Args:
+      returns: ``[..., K + 1]`` average returns of the inner loop's updates, the final
+        return last.
+
+    Returns:
+      The fitness ``[...]``.
+
+    Raises:
+      ValueError: for fewer than 2 entries (``K < 1``).
+    """
     K = returns.shape[-1] - 1
     if K < 1:
         raise ValueError(f"fitness needs K + 1 >= 2 returns, got {returns.shape[-1]}")
@@ -333,7 +344,15 @@ def es_ascent(direction: jax.Array, phi: jax.Array, config: Config) -> jax.Array
 def outer_optimizer(config: Config) -> optax.GradientTransformation:
     """The outer loop's optimiser (the authors' code): Adam with ``beta1 = outer_b1``
     (0), the learning rate going linearly ``outer_learning_rate -> ..._final`` over
-    ``outer_decay_epochs`` epochs; it minimises, so it gets ``-es_ascent(...)``."""
+    ``outer_decay_epochs`` epochs; it minimises, so it gets ``-es_ascent(...)``.
+
+    Args:
+      config: ``outer_learning_rate``, ``outer_learning_rate_final``,
+        ``outer_decay_epochs`` and ``outer_b1``.
+
+    Returns:
+      The optax optimiser of the loss parameters.
+    """
     lr = optax.linear_schedule(config.outer_learning_rate, config.outer_learning_rate_final,
                                config.outer_decay_epochs)
     return optax.adam(lr, b1=config.outer_b1)
@@ -1130,7 +1149,20 @@ class Trainer(common.LearnerBase):
 def make_train(config: Config, env: Env) -> Trainer:
     """Binds EPG to a randomised env (``metareward.envs.make(name, randomize=True)``).
     Bad configs, a discrete or non-randomised env raise here, before anything compiles
-    (:func:`make_parts`)."""
+    (:func:`make_parts`).
+
+    Args:
+      config: the EPG :class:`Config`.
+      env: a randomised continuous-action env with a time limit.
+
+    Returns:
+      The :class:`Trainer`.
+
+    Raises:
+      TypeError: if ``config`` is not an EPG :class:`Config`.
+      ValueError: for a bad config (:class:`~metareward.algos.config.ConfigError`), a
+        non-randomised env, discrete actions or no time limit.
+    """
     parts = make_parts(config, env)
     bind = functools.partial
     init, update = bind(outer_init, parts), bind(outer_step, parts)
@@ -1149,7 +1181,18 @@ def make_evosax_strategy(config: Config, template: Params,
     """The evosax strategy ``config.outer_strategy`` over loss parameters shaped like
     ``template``: ``sigma`` is its initial step size (``std_init``, or a constant
     ``std_schedule`` for the optax-driven ones such as ``Open_ES``, which also get our
-    outer Adam and antithetic setting)."""
+    outer Adam and antithetic setting).
+
+    Args:
+      config: ``outer_strategy``, ``pop_size``, ``sigma`` and ``antithetic``.
+      template: loss parameters (or ``jax.ShapeDtypeStruct`` leaves) fixing the
+        searched pytree's structure, shapes and dtypes.
+      outer_opt: the outer optimiser (:func:`outer_optimizer`), for strategies whose
+        constructor takes one.
+
+    Returns:
+      The :class:`~metareward.meta.evosax_adapter.EvosaxStrategy`.
+    """
     probe = EvosaxStrategy(config.outer_strategy, config.pop_size, template)
     kwargs: dict[str, Any] = {}
     if hasattr(probe.default_params, "std_init"):
@@ -1165,7 +1208,16 @@ def make_evosax_strategy(config: Config, template: Params,
 
 
 def env_steps_per_epoch(config: Config, episode_length: int) -> int:
-    """Env steps of one ES epoch: every member's inner loop and final evaluation."""
+    """Env steps of one ES epoch: every member's inner loop and final evaluation.
+
+    Args:
+      config: ``pop_size``, ``inner_updates``, ``steps_per_update`` and
+        ``eval_episodes``.
+      episode_length: steps of one final-evaluation episode (the env's time limit).
+
+    Returns:
+      ``pop_size * (inner_updates * steps_per_update + eval_episodes * episode_length)``.
+    """
     return config.pop_size * (config.inner_updates * config.steps_per_update
                               + config.eval_episodes * episode_length)
 

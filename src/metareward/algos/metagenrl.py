@@ -557,7 +557,14 @@ def _td3_config(config: Config) -> td3.Config:
 
 
 def action_box(spec: EnvSpec) -> tuple[jax.Array, jax.Array]:
-    """The env's action bounds ``(low, high)``, ``[A]`` each (``[-1, 1]`` where unset)."""
+    """The env's action bounds ``(low, high)``, ``[A]`` each (``[-1, 1]`` where unset).
+
+    Args:
+        spec: The env's spec (``action_low``, ``action_high``, ``action_size``).
+
+    Returns:
+        ``(low, high)``, float32 ``[A]`` each.
+    """
     low = jnp.asarray(spec.action_low or (-1.0,) * spec.action_size, jnp.float32)
     high = jnp.asarray(spec.action_high or (1.0,) * spec.action_size, jnp.float32)
     return low, high
@@ -592,7 +599,15 @@ def init_agent(parts: Parts, group: Group, key: jax.Array) -> tuple[Params, Agen
 
 
 def init_objective(parts: Parts, key: jax.Array) -> Params:
-    """Algorithm 1, "Randomly initialize objective function L_alpha" (section 3.2)."""
+    """Algorithm 1, "Randomly initialize objective function L_alpha" (section 3.2).
+
+    Args:
+        parts: The learner's static parts (the objective net and ``config.window``).
+        key: PRNG key of the initialisation.
+
+    Returns:
+        The objective's parameters ``alpha``.
+    """
     W = parts.config.window
     z = jnp.zeros((1, W), jnp.float32)
     a = jnp.zeros((1, W, 1), jnp.float32)
@@ -1182,7 +1197,19 @@ def skip_policy_turn(
     alpha: Params, actor_params: Params, agents: Agents
 ) -> tuple[Params, optax.OptState, Params, Params, jax.Array, Metrics]:
     """:func:`policy_turn` 's outputs off a policy turn: nothing moves, ``g_alpha`` and
-    the metrics are zeros."""
+    the metrics are zeros.
+
+    Args:
+        alpha: The objective's parameters (the shapes of the zero ``g_alpha``).
+        actor_params: The policy ``phi``, returned unchanged.
+        agents: The agent's :class:`Agents` (unbatched), whose actor optimiser state and
+            target networks are returned unchanged.
+
+    Returns:
+        ``(actor_params, actor_opt_state, target_params, g_alpha, ok, metrics)`` as
+        :func:`policy_turn` returns them, with ``g_alpha`` zeros, ``ok`` ``True`` and
+        every metric ``0.0``.
+    """
     zero = jnp.float32(0.0)
     return (
         actor_params,
@@ -1383,7 +1410,15 @@ def population_steps(
 
 def no_population_steps(state: MetaGenRLState) -> tuple[MetaGenRLState, Metrics]:
     """:func:`population_steps` 's outputs before updates are allowed: the state
-    unchanged and zero metrics (the runner reads NaN as an error)."""
+    unchanged and zero metrics (the runner reads NaN as an error).
+
+    Args:
+        state: The meta-training state.
+
+    Returns:
+        ``(state, metrics)``: ``state`` unchanged and ``0.0`` for each metric
+        :func:`population_steps` reports.
+    """
     zero = jnp.float32(0.0)
     names = ("critic_loss", "q_mean", "grad_norm", *POLICY_METRICS, "agent_ready")
     return state, {k: zero for k in names}
@@ -1551,7 +1586,15 @@ def meta_test(
 def population_leaves(state: MetaGenRLState) -> MetaGenRLState:
     """``state`` with every leaf replaced by whether it has a leading agent axis: the
     agents' parameters and ``groups`` do, the objective, its optimiser and the counters
-    do not."""
+    do not.
+
+    Args:
+        state: A meta-training state (or one of the same structure).
+
+    Returns:
+        A :class:`MetaGenRLState` of Python bools, ``True`` at the leaves with a leading
+        agent axis.
+    """
     flag = lambda tree, value: jax.tree.map(lambda _: value, tree)
     out = flag(state, False)
     return out.replace(

@@ -192,7 +192,19 @@ class Trainer(common.LearnerBase):
 
 
 def check_env(env: Env) -> EnvSpec:
-    """The env's spec; fails clearly for objects that are not metareward envs."""
+    """The env's spec; fails clearly for objects that are not metareward envs.
+
+    Args:
+        env: What the learner was given: must be a single env from
+            :func:`metareward.envs.make`.
+
+    Returns:
+        ``env.spec``.
+
+    Raises:
+        TypeError: If ``env`` has no :class:`~metareward.envs.spec.EnvSpec`, or is
+            already batched (a ``VmapWrapper``, or wraps one directly).
+    """
     spec = getattr(env, "spec", None)
     if not isinstance(spec, EnvSpec):
         raise TypeError(
@@ -206,7 +218,20 @@ def check_env(env: Env) -> EnvSpec:
 def batch_geometry(config: Any, num_minibatches: int) -> tuple[int, int, int]:
     """``(batch_size, num_updates, minibatch_size)`` of an on-policy config
     (``num_envs, num_steps, total_steps``); a batch that does not split into
-    ``num_minibatches`` or a run shorter than one rollout fails here, before compiling."""
+    ``num_minibatches`` or a run shorter than one rollout fails here, before compiling.
+
+    Args:
+        config: A :class:`BaseConfig` (``num_envs``, ``num_steps``, ``total_steps``).
+        num_minibatches: Minibatches per pass over a rollout.
+
+    Returns:
+        ``(num_envs * num_steps, num_updates, batch_size // num_minibatches)``, with
+        ``num_updates`` from :func:`metareward.algos.common.run_length`.
+
+    Raises:
+        ValueError: If the batch does not split into ``num_minibatches`` or
+            ``total_steps`` is less than one rollout.
+    """
     batch_size = config.num_envs * config.num_steps
     if batch_size % num_minibatches:
         raise ValueError(
@@ -239,7 +264,15 @@ def obs_preprocessor(
 ) -> tuple[Callable[[jax.Array], jax.Array], Callable[[RunningStats, jax.Array], jax.Array]]:
     """``(flatten_obs, prep)``: observations flattened to ``[..., obs_size]`` (MinAtar
     grids included), and ``prep(stats, obs)`` = flattened and, if ``normalize``,
-    normalised with the learner's running statistics."""
+    normalised with the learner's running statistics.
+
+    Args:
+        spec: The env's spec (``obs_shape``, ``obs_size``).
+        normalize: Whether ``prep`` normalises (the config's ``normalize_obs``).
+
+    Returns:
+        ``(flatten_obs, prep)`` as above.
+    """
 
     def flatten_obs(obs: jax.Array) -> jax.Array:
         return obs.reshape((*obs.shape[: obs.ndim - len(spec.obs_shape)], spec.obs_size))
@@ -566,15 +599,30 @@ def make_learner(
 def annealed(learning_rate: float | jax.Array, anneal: bool, steps: int) -> optax.ScalarOrSchedule:
     """``learning_rate`` decayed linearly to 0 over ``steps`` optimiser steps if
     ``anneal`` (the ``anneal_lr`` of PPO, A2C, REINFORCE, LIRPG, CLN and TARE), else the
-    constant ``learning_rate``."""
+    constant ``learning_rate``.
+
+    Args:
+        learning_rate: The initial (or constant) learning rate.
+        anneal: Whether to decay it.
+        steps: Optimiser steps of the decay.
+
+    Returns:
+        An optax schedule, or ``learning_rate`` itself.
+    """
     return optax.linear_schedule(learning_rate, 0.0, steps) if anneal else learning_rate
 
 
 def check_finite(metrics: Metrics) -> None:
     """Raises ``FloatingPointError`` naming the first update whose loss was not finite.
 
-    ``metrics`` as returned by ``train`` (stacked over updates, optionally over seeds).
     Updates with a non-finite loss or gradient were skipped inside the jitted program.
+
+    Args:
+        metrics: Metrics as returned by ``train`` (stacked over updates, optionally over
+            seeds), with ``nonfinite``: the skipped gradient steps of each update.
+
+    Raises:
+        FloatingPointError: If any update skipped a step.
     """
     import numpy as np
 

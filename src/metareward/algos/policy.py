@@ -70,7 +70,17 @@ def policy_of(state: Any) -> Policy:
 
 def num_seeds(state: Any) -> int:
     """The size of the leading (seed) axis of a seed-batched state, as
-    ``jax.vmap(trainer.train)`` returns it; ``ValueError`` if its leaves disagree."""
+    ``jax.vmap(trainer.train)`` returns it; ``ValueError`` if its leaves disagree.
+
+    Args:
+        state: A train state batched over seeds on every leaf's leading axis.
+
+    Returns:
+        The number of seeds.
+
+    Raises:
+        ValueError: If a leaf is a scalar or the leaves' leading axes differ.
+    """
     sizes = {np.shape(x)[0] if np.ndim(x) else None for x in jax.tree.leaves(state)}
     if len(sizes) != 1 or None in sizes:
         raise ValueError(

@@ -72,7 +72,17 @@ preset = cfg.preset_function(PRESETS, Config, "ppo")
 
 def objective(config: Config) -> onpolicy.Objective:
     """PPO's minibatch loss: the clipped surrogate (Schulman et al. 2017, eq. 7), the value
-    loss and the entropy bonus (eq. 9), :func:`metareward.rl.losses.ppo_loss`."""
+    loss and the entropy bonus (eq. 9), :func:`metareward.rl.losses.ppo_loss`.
+
+    Args:
+        config: The PPO config; its ``clip_eps``, ``vf_coef``, ``ent_coef`` and
+            ``vf_clip_eps`` set the loss.
+
+    Returns:
+        ``loss(dist, values, adv, batch) -> (loss, aux)``, an
+        :data:`~metareward.algos.onpolicy.Objective` for
+        :func:`~metareward.algos.onpolicy.make_loss`.
+    """
 
     def loss(dist, values: jax.Array, adv: jax.Array, b: onpolicy.Batch):
         return ppo_loss(dist.log_prob(b.action), b.log_prob, adv, values, b.value, b.target,
@@ -83,7 +93,14 @@ def objective(config: Config) -> onpolicy.Objective:
 
 
 def make_loss(config: Config) -> Callable[[nn.Module, nn.Module], onpolicy.LossFn]:
-    """The PPO loss of ``config`` as a function of the policy and value modules."""
+    """The PPO loss of ``config`` as a function of the policy and value modules.
+
+    Args:
+        config: The PPO config.
+
+    Returns:
+        ``factory(policy, value) -> loss(params, batch)``.
+    """
     return onpolicy.make_loss(config, objective(config))
 
 
@@ -93,6 +110,18 @@ def make_train(config: Config, env: Env) -> onpolicy.Trainer:
     Returns a :class:`~metareward.algos.onpolicy.Trainer` with pure ``init(key)``,
     ``update(state)`` and ``train(key)``. Bad configs or env/config mismatches raise
     ``ValueError`` here, before anything is compiled.
+
+    Args:
+        config: The PPO config.
+        env: A single env from :func:`metareward.envs.make` (not batched).
+
+    Returns:
+        The :class:`~metareward.algos.onpolicy.Trainer`.
+
+    Raises:
+        TypeError: If ``config`` is not a :class:`Config` or ``env`` is not a single
+            metareward env.
+        ValueError: On bad configs or env/config mismatches.
     """
     if not isinstance(config, Config):
         raise TypeError(f"expected metareward.algos.ppo.Config, got {type(config).__name__}")

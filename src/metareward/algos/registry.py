@@ -139,11 +139,26 @@ def register_algorithm(
     multi_env: bool = False,
 ) -> AlgoSpec:
     """Adds an algorithm to the registry (and so to the ``metareward`` command).
-    ``env_kwargs``: options its env is always built with (``metareward.envs.make``);
-    ``meta``: a meta-learner, trained by ``metareward meta-train``; ``learned(state)``:
-    its meta-learned parameters, for ``metareward meta-test`` (see
-    :mod:`metareward.runtime.meta_test`); ``multi_env``: ``make_train`` takes a list of
-    envs (the command's ``--envs a,b``)."""
+
+    Args:
+        name: The algorithm's name (on the command line).
+        config: Its config class (a dataclass type); ``config()`` are the defaults.
+        make_train: ``make_train(config, env) -> Learner``.
+        description: A one-line description (``metareward list`` prints it).
+        presets: Tuned configs by env name (``None``: none).
+        env_kwargs: Options its env is always built with (``metareward.envs.make``).
+        meta: A meta-learner, trained by ``metareward meta-train``.
+        learned: ``learned(state)``: its meta-learned parameters, for
+            ``metareward meta-test`` (see :mod:`metareward.runtime.meta_test`).
+        multi_env: ``make_train`` takes a list of envs (the command's ``--envs a,b``).
+
+    Returns:
+        The registered :class:`AlgoSpec`.
+
+    Raises:
+        TypeError: If ``config`` is not a dataclass type.
+        ValueError: If ``name`` is already registered.
+    """
     if not dataclasses.is_dataclass(config) or not isinstance(config, type):
         raise TypeError(f"config must be a dataclass type, got {config!r}")
     if name in _ALGOS:
@@ -172,7 +187,17 @@ def algorithm_names() -> list[str]:
 
 
 def get_algorithm(name: str) -> AlgoSpec:
-    """The registered algorithm ``name``; ``ValueError`` listing the valid names if none."""
+    """The registered algorithm ``name``; ``ValueError`` listing the valid names if none.
+
+    Args:
+        name: The algorithm's name (entry-point plugins are loaded first).
+
+    Returns:
+        Its :class:`AlgoSpec`.
+
+    Raises:
+        ValueError: If no algorithm ``name`` is registered.
+    """
     _load_plugins()
     if name not in _ALGOS:
         raise ValueError(f"unknown algorithm {name!r}; valid: {sorted(_ALGOS)}")

@@ -70,13 +70,35 @@ preset = cfg.preset_function(PRESETS, Config, "reinforce")
 
 def make_loss(config: Config) -> Callable[[nn.Module, nn.Module], onpolicy.LossFn]:
     """REINFORCE with GAE (eq. 3) plus the value regression, as a function of the modules:
-    A2C's loss (:func:`metareward.algos.a2c.objective`) on full-batch rollouts."""
+    A2C's loss (:func:`metareward.algos.a2c.objective`) on full-batch rollouts.
+
+    Args:
+        config: The REINFORCE config (``vf_coef``, ``ent_coef``,
+            ``normalize_advantages``).
+
+    Returns:
+        ``factory(policy, value) -> loss(params, batch)``.
+    """
     return onpolicy.make_loss(config, a2c.objective(config))
 
 
 def make_train(config: Config, env: Env) -> onpolicy.Trainer:
     """Binds on-policy REINFORCE to a single env (batched with ``config.num_envs``).
-    Bad configs or env/config mismatches raise here, before anything is compiled."""
+    Bad configs or env/config mismatches raise here, before anything is compiled.
+
+    Args:
+        config: The REINFORCE config.
+        env: A single env from :func:`metareward.envs.make` (not batched).
+
+    Returns:
+        A :class:`~metareward.algos.onpolicy.Trainer` with pure ``init(key)``,
+        ``update(state)`` and ``train(key)``.
+
+    Raises:
+        TypeError: If ``config`` is not a :class:`Config` or ``env`` is not a single
+            metareward env.
+        ValueError: On bad configs or env/config mismatches.
+    """
     if not isinstance(config, Config):
         raise TypeError(
             f"expected metareward.algos.reinforce.Config, got {type(config).__name__}")

@@ -245,7 +245,16 @@ class Trainer(common.LearnerBase):
 
 def polyak(target: Params, online: Params, tau: float) -> Params:
     """``tau * online + (1 - tau) * target``, leaf by leaf (TD3, Algorithm 1, the
-    target-network update ``theta' <- tau theta + (1 - tau) theta'``)."""
+    target-network update ``theta' <- tau theta + (1 - tau) theta'``).
+
+    Args:
+        target: The target networks' parameters ``theta'``.
+        online: The online networks' parameters ``theta``, of the same structure.
+        tau: The update's weight of ``online``.
+
+    Returns:
+        The new target parameters.
+    """
     return jax.tree.map(lambda t, o: tau * o + (1.0 - tau) * t, target, online)
 
 
@@ -374,7 +383,19 @@ def act_mean(parts: Parts, state: Any, obs: jax.Array, key: jax.Array,
              deterministic: bool = True) -> jax.Array:
     """:func:`act` without noise whatever ``deterministic`` says: evaluation acts with
     ``mu(s)`` (exploration noise is a training device), as in the TD3 and MetaGenRL
-    code; ``deterministic`` is accepted for the Learner protocol and ignored."""
+    code.
+
+    Args:
+        parts: The static parts.
+        state: A train state or a :class:`~metareward.algos.policy.Policy` (what is
+            read: ``params["actor"]``).
+        obs: Raw observations, ``[B, ...]``.
+        key: Unused (no noise).
+        deterministic: Accepted for the Learner protocol and ignored.
+
+    Returns:
+        Env actions ``mu(s)``, ``[B, action_size]``.
+    """
     del deterministic
     return act(parts, state, obs, key, True)
 
@@ -410,7 +431,19 @@ def collect(parts: Parts, state: TD3State, key: jax.Array) -> tuple[State, Any, 
 
 
 def q_values(parts: Parts, critic_params: Params, obs: jax.Array, action: jax.Array) -> jax.Array:
-    """Every critic's ``Q_theta_i(s, a)``: ``[num_critics, ...]``."""
+    """Every critic's ``Q_theta_i(s, a)``: ``[num_critics, ...]``.
+
+    Args:
+        parts: The static parts.
+        critic_params: The critics' parameters, stacked on a leading ``[num_critics]``
+            axis.
+        obs: Flattened observations ``[..., obs_size]`` (as the replay buffer stores
+            them).
+        action: Actions ``[..., action_size]``.
+
+    Returns:
+        The Q-values ``[num_critics, ...]``.
+    """
     return jax.vmap(lambda p: parts.critic.apply(p, obs, action))(critic_params)
 
 

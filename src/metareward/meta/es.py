@@ -22,6 +22,12 @@ def centered_ranks(x: jax.Array) -> jax.Array:
     (so an antithetic pair with equal fitness adds nothing to the ES direction; breaking
     the tie by position would add a random step). A NaN fitness (a diverged member) ranks
     lowest, never highest as a plain sort would put it.
+
+    Args:
+        x: Fitness values ``[n]``.
+
+    Returns:
+        The centred ranks ``[n]``, float32.
     """
     n = x.shape[0]
     x = jnp.where(jnp.isnan(x), -jnp.inf, x)
@@ -44,26 +50,42 @@ def es_grad(
     """Estimate of the ascent direction of ``E_eps[fitness(params + sigma eps)]``,
     ``eps ~ N(0, I)``: ``1 / (pop_size sigma) sum_i F_i eps_i``.
 
-    The ``pop_size`` perturbed parameter sets are evaluated with ``jax.vmap``.
-    ``antithetic`` uses pairs ``+eps, -eps`` (``pop_size`` must be even), which cancels
-    the even part of the fitness and lowers the variance. ``shaping="centered_ranks"``
-    replaces fitness values by their centred ranks (invariant to monotone transforms of
-    fitness, robust to outliers, a NaN fitness ranked worst); ``"none"`` uses them as they
-    are (a NaN then makes the direction NaN: check the returned values). Fitness is
-    *maximised* here (an ascent direction); negate it for a loss.
+    The ``pop_size`` perturbed parameter sets are evaluated with ``jax.vmap``. Fitness is
+    *maximised* here (an ascent direction); negate it for a loss. Cost: ``pop_size``
+    fitness evaluations (in one vmapped batch); memory: ``pop_size`` copies of ``params``
+    and of the noise. Works under ``jit`` and ``vmap`` (``pop_size`` static, ``sigma`` may
+    be traced).
 
-    ``args``: per-member inputs, a pytree whose leaves have a leading axis of
-    ``pop_size``; member ``i`` is evaluated as ``fitness(params_i, args_i)`` (EPG: its own
-    task and PRNG key). With ``antithetic``, members ``i`` and ``i + pop_size / 2`` carry
-    ``+eps_i`` and ``-eps_i``: give them the same ``args`` for common random numbers.
+    Args:
+        fitness: ``fitness(params)`` (or ``fitness(params, args_i)`` with ``args``), a
+            scalar to maximise (``(value, aux)`` with ``has_aux``).
+        params: The mean parameters, a pytree.
+        key: PRNG key of the noise.
+        pop_size: Number of perturbed members (a Python int >= 2).
+        sigma: Standard deviation of the perturbations (> 0).
+        antithetic: Use pairs ``+eps, -eps`` (``pop_size`` must be even), which cancels
+            the even part of the fitness and lowers the variance.
+        shaping: ``"centered_ranks"`` replaces fitness values by their centred ranks
+            (invariant to monotone transforms of fitness, robust to outliers, a NaN
+            fitness ranked worst); ``"none"`` uses them as they are (a NaN then makes the
+            direction NaN: check the returned values).
+        args: Per-member inputs, a pytree whose leaves have a leading axis of
+            ``pop_size``; member ``i`` is evaluated as ``fitness(params_i, args_i)``
+            (EPG: its own task and PRNG key). With ``antithetic``, members ``i`` and
+            ``i + pop_size / 2`` carry ``+eps_i`` and ``-eps_i``: give them the same
+            ``args`` for common random numbers.
+        has_aux: ``fitness`` returns ``(value, aux)``; the members' ``aux`` (stacked on
+            a leading ``pop_size`` axis) is returned third.
 
-    ``has_aux``: ``fitness`` returns ``(value, aux)``; the members' ``aux`` (stacked on a
-    leading ``pop_size`` axis) is returned third.
+    Returns:
+        ``(direction, fitness_values)``: a pytree like ``params`` and the
+        ``[pop_size]`` raw fitness values; ``(direction, fitness_values, aux)`` with
+        ``has_aux``.
 
-    Returns ``(direction, fitness_values)``: a pytree like ``params`` and the
-    ``[pop_size]`` raw fitness values. Cost: ``pop_size`` fitness evaluations (in one
-    vmapped batch); memory: ``pop_size`` copies of ``params`` and of the noise. Works
-    under ``jit`` and ``vmap`` (``pop_size`` static, ``sigma`` may be traced).
+    Raises:
+        ValueError: For a ``pop_size`` that is not an int >= 2 (or odd with
+            ``antithetic``), a ``sigma`` that is not > 0, an unknown ``shaping``, or a
+            leaf of ``args`` without a leading ``pop_size`` axis.
     """
     check_count("pop_size", pop_size, 2)
     if antithetic and pop_size % 2:

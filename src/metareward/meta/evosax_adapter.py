@@ -57,15 +57,21 @@ def evosax_strategies() -> list[str]:
 
 
 def fitness_to_loss(fitness: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Maps fitness to be *maximised* (shape ``[n]``) to the loss evosax minimises.
+    """Maps fitness to be *maximised* to the loss evosax minimises.
 
-    Returns ``(loss, all_failed)``. ``loss = -fitness`` where fitness is finite; a
-    non-finite fitness (NaN from a diverged member, or +-inf from an overflow) becomes a
-    finite loss strictly larger than every finite one, ``hi + (hi - lo) + 1e-3 (1 + |hi|)``
-    with ``lo, hi`` the smallest and largest finite losses: it ranks worst for rank-based
-    strategies and stays finite for those that use fitness values as they are (ARS, ESMC,
-    ...), where a NaN or an inf would poison the mean. ``all_failed`` (a bool scalar) is
-    true when no fitness is finite; the loss is then all zeros (callers skip the update).
+    ``loss = -fitness`` where fitness is finite; a non-finite fitness (NaN from a diverged
+    member, or +-inf from an overflow) becomes a finite loss strictly larger than every
+    finite one, ``hi + (hi - lo) + 1e-3 (1 + |hi|)`` with ``lo, hi`` the smallest and
+    largest finite losses: it ranks worst for rank-based strategies and stays finite for
+    those that use fitness values as they are (ARS, ESMC, ...), where a NaN or an inf
+    would poison the mean. ``all_failed`` (a bool scalar) is true when no fitness is
+    finite; the loss is then all zeros (callers skip the update).
+
+    Args:
+        fitness: Fitness values ``[n]`` (cast to float32 if not floating).
+
+    Returns:
+        ``(loss, all_failed)``: the loss ``[n]`` and the bool scalar.
     """
     fitness = jnp.asarray(fitness)
     if not jnp.issubdtype(fitness.dtype, jnp.floating):

@@ -40,13 +40,28 @@ def unrolled_hypergrad(
     ``params`` may carry more than the parameters — e.g. ``(theta, optax_state)`` for a
     look-ahead step of Adam or RMSProp; ``outer_loss`` then picks ``theta`` out of it.
 
-    ``has_aux``: ``outer_loss`` returns ``(loss, aux)`` and the result is
-    ``(hypergrad, aux)`` (as in ``jax.grad``). ``remat``: recompute each inner step in
-    the backward pass (``jax.checkpoint``) instead of storing its intermediates.
-
     Cost: one forward pass of the ``K`` updates and one backward pass (about 3x the
     updates; ~4x with ``remat``). Memory grows linearly with ``K``: every step's
     intermediates are kept (with ``remat``, only each ``params_k``).
+
+    Args:
+        inner_update: ``inner_update(params_k, hparams, k) -> params_{k+1}``.
+        outer_loss: ``outer_loss(params_K, hparams)``, a scalar (``(loss, aux)`` with
+            ``has_aux``).
+        params: The initial ``params_0`` (a pytree).
+        hparams: The hyperparameters differentiated (a pytree).
+        num_steps: ``K``, the number of inner updates (a Python int >= 1).
+        has_aux: ``outer_loss`` returns ``(loss, aux)`` and the result is
+            ``(hypergrad, aux)`` (as in ``jax.grad``).
+        remat: Recompute each inner step in the backward pass (``jax.checkpoint``)
+            instead of storing its intermediates.
+
+    Returns:
+        The hypergradient, a pytree like ``hparams``; ``(hypergrad, aux)`` with
+        ``has_aux``.
+
+    Raises:
+        ValueError: If ``num_steps`` is not a Python int >= 1.
     """
     check_count("num_steps", num_steps, 1)
 
@@ -131,24 +146,44 @@ def implicit_hypergrad(
     printed puts the validation batch there; a Gauss-Newton matrix keeps CG positive
     definite).
 
-    The inverse-Hessian-vector product is solved by conjugate gradients
-    (``solver="cg"``: at most ``maxiter`` iterations, early stop at relative residual
-    ``tol`` or at negative curvature, see :func:`cg_solve`) or a truncated Neumann
-    series (``solver="neumann"``: ``maxiter`` terms with step ``neumann_alpha``).
-    ``damping`` is added to the Hessian in both; it and ``neumann_alpha`` may be traced.
-    ``restarts`` (CG only): raise the damping and start again when CG meets negative
-    curvature, at most this many times (:func:`cg_solve`'s adaptive damping).
-
-    ``has_aux``: ``outer_loss`` returns ``(loss, aux)``; ``return_info``: append the
-    solver's :class:`CGInfo` (for Neumann: ``maxiter`` iterations, the residual of the
-    damped system at the answer, no curvature check). The result is ``hypergrad``,
-    ``(hypergrad, aux)``, ``(hypergrad, info)`` or ``(hypergrad, aux, info)``.
-
     Cost: one gradient of ``outer_loss``; ``maxiter`` Hessian-vector products
     (forward-over-reverse, see :func:`hvp`); one forward-over-reverse mixed product for
     ``d2_{h,p} inner``. Memory: a few pytrees
     like ``params`` and one gradient's intermediates, independent of how ``params``
     was reached. No dense Hessian is formed.
+
+    Args:
+        inner_loss: ``inner_loss(params, hparams)``, a scalar; ``params`` should be its
+            stationary point.
+        outer_loss: ``outer_loss(params, hparams)``, a scalar (``(loss, aux)`` with
+            ``has_aux``).
+        params: The inner solution ``p*`` (a pytree).
+        hparams: The hyperparameters ``h`` differentiated (a pytree).
+        hessian_loss: ``H(params, hparams)`` whose Hessian in ``params`` is inverted
+            (``None``: ``inner_loss``).
+        solver: The inverse-Hessian-vector product is solved by conjugate gradients
+            (``"cg"``: at most ``maxiter`` iterations, early stop at relative residual
+            ``tol`` or at negative curvature, see :func:`cg_solve`) or a truncated
+            Neumann series (``"neumann"``: ``maxiter`` terms with step
+            ``neumann_alpha``).
+        maxiter: CG iterations at most, or Neumann terms (a Python int >= 1).
+        damping: Added to the Hessian in both solvers (>= 0; may be traced).
+        restarts: CG only: raise the damping and start again when CG meets negative
+            curvature, at most this many times (:func:`cg_solve`'s adaptive damping).
+        tol: CG's relative residual at which it stops.
+        neumann_alpha: The Neumann series' step (> 0; may be traced).
+        has_aux: ``outer_loss`` returns ``(loss, aux)``.
+        return_info: Append the solver's :class:`CGInfo` (for Neumann: ``maxiter``
+            iterations, the residual of the damped system at the answer, no curvature
+            check).
+
+    Returns:
+        ``hypergrad`` (a pytree like ``hparams``), ``(hypergrad, aux)``,
+        ``(hypergrad, info)`` or ``(hypergrad, aux, info)``.
+
+    Raises:
+        ValueError: For an unknown ``solver`` or an invalid ``maxiter``, ``damping``,
+            ``restarts``, ``tol`` or ``neumann_alpha``.
     """
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {list(SOLVERS)}, got {solver!r}")

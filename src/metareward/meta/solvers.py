@@ -24,12 +24,20 @@ from metareward.meta.util import check_count, check_scalar, is_zero, tree_axpy, 
 
 
 def hvp(f: Callable[[PyTree], jax.Array], params: PyTree, v: PyTree) -> PyTree:
-    """Hessian of scalar ``f`` at ``params`` times ``v`` (a pytree like ``params``).
+    """Hessian of scalar ``f`` at ``params`` times ``v``.
 
     Forward-over-reverse (``jax.jvp`` of ``jax.grad``): cost about one gradient
     evaluation plus one forward-mode pass, memory of one gradient; no dense Hessian.
     Inside a jitted loop over many ``v`` (CG), XLA hoists the loop-invariant primal pass
     out of the loop: linearising once by hand (``jax.linearize``) measured no faster.
+
+    Args:
+        f: ``f(params)``, a scalar.
+        params: Where the Hessian is taken (a pytree).
+        v: The vector, a pytree like ``params``.
+
+    Returns:
+        ``H v``, a pytree like ``params``.
     """
     return jax.jvp(jax.grad(f), (params,), (v,))[1]
 
@@ -81,13 +89,27 @@ def cg_solve(
     problem's own indefiniteness instead of a fixed guess; each attempt costs up to
     ``maxiter`` matvecs.
 
-    Returns ``x``, or ``(x, CGInfo)`` with ``return_info=True``. Cost: at most
-    ``maxiter`` matvecs, ``(restarts + 1) maxiter`` with restarts (each one
+    Cost: at most ``maxiter`` matvecs, ``(restarts + 1) maxiter`` with restarts (each one
     Hessian-vector product when ``A`` is a Hessian); memory: four pytrees like ``b``.
     Works under ``jit`` and ``vmap`` (``maxiter`` and ``restarts`` are static; ``tol``
-    and ``damping`` may be traced). Implemented with
-    ``lax.while_loop``, so it is not reverse-differentiable itself (the hypergradients
-    in :mod:`metareward.meta` do not need that).
+    and ``damping`` may be traced). Implemented with ``lax.while_loop``, so it is not
+    reverse-differentiable itself (the hypergradients in :mod:`metareward.meta` do not
+    need that).
+
+    Args:
+        matvec: ``matvec(v) = A v`` on pytrees like ``b``.
+        b: The right-hand side (a pytree).
+        maxiter: Iterations at most per attempt (a Python int >= 1).
+        tol: Stop when ``|r| <= tol |b|`` (>= 0).
+        damping: Added to ``A``'s diagonal (>= 0).
+        restarts: Adaptive-damping restarts at most (a Python int >= 0).
+        return_info: Also return the :class:`CGInfo`.
+
+    Returns:
+        ``x`` (a pytree like ``b``), or ``(x, CGInfo)`` with ``return_info=True``.
+
+    Raises:
+        ValueError: If ``maxiter``, ``restarts``, ``tol`` or ``damping`` is out of range.
     """
     check_count("maxiter", maxiter, 1)
     check_count("restarts", restarts, 0)
@@ -164,6 +186,18 @@ def neumann_solve(
     ``2 / lambda_max``); the error shrinks like ``|1 - alpha lambda_min|^steps``. Cost:
     ``steps`` matvecs; memory: two pytrees like ``b``. Works under ``jit`` and ``vmap``
     (``steps`` static, ``alpha`` may be traced) and is differentiable (``lax.scan``).
+
+    Args:
+        matvec: ``matvec(v) = A v`` on pytrees like ``b``.
+        b: The right-hand side (a pytree).
+        steps: The series' last power (a Python int >= 0).
+        alpha: The step (> 0).
+
+    Returns:
+        The approximation of ``A^-1 b``, a pytree like ``b``.
+
+    Raises:
+        ValueError: If ``steps`` or ``alpha`` is out of range.
     """
     check_count("steps", steps, 0)
     check_scalar("alpha", alpha, positive=True)

@@ -91,7 +91,19 @@ class ConditionalLayerNorm(nn.Module):
 
 def cln_layer_indices(cln_layers: Sequence[int], num_hidden: int) -> tuple[int, ...]:
     """``cln_layers`` as non-negative indices into ``num_hidden`` hidden layers (negative
-    ones count from the end, as in Python); fails naming the bad index."""
+    ones count from the end, as in Python); fails naming the bad index.
+
+    Args:
+        cln_layers: Indices of the conditioned hidden layers.
+        num_hidden: The number of hidden layers.
+
+    Returns:
+        The indices in ``[0, num_hidden)``, sorted.
+
+    Raises:
+        ValueError: For an index that is not an int in ``[-num_hidden, num_hidden)``, a
+            layer named twice, or an empty ``cln_layers``.
+    """
     out = []
     for i in cln_layers:
         if not isinstance(i, int) or isinstance(i, bool) or not -num_hidden <= i < num_hidden:
@@ -185,7 +197,25 @@ def make_cln_policy(
     squash: bool = False,
     log_std_init: float = 0.0,
 ) -> nn.Module:
-    """The CLN-conditioned policy for an action space (categorical if ``discrete``)."""
+    """The CLN-conditioned policy for an action space (categorical if ``discrete``).
+
+    Args:
+        discrete: Categorical policy if true, else Gaussian.
+        action_size: Number of discrete actions, or the action dimension.
+        hidden: Hidden layer sizes.
+        activation: Name of the hidden activation (a key of ``ACTIVATIONS``).
+        cln_layers: Which hidden layers are conditioned (negative indices count from the
+            end).
+        squash: Gaussian only: a tanh-squashed Gaussian.
+        log_std_init: Gaussian only: the initial state-independent log-std.
+
+    Returns:
+        A :class:`CLNCategoricalPolicy` or :class:`CLNGaussianPolicy`.
+
+    Raises:
+        ValueError: For bad ``cln_layers`` (:func:`cln_layer_indices`) or ``squash``
+            with discrete actions.
+    """
     cln_layer_indices(cln_layers, len(hidden))  # fail early, before any init
     if discrete:
         if squash:
@@ -232,14 +262,33 @@ class ValueHeads(nn.Module):
 
 
 def reward_head_size(num_features: int, discrete: bool, action_size: int) -> int:
-    """Length of the flat last-layer vector ``eta``: ``(features + 1) * outputs``."""
+    """Length of the flat last-layer vector ``eta``: ``(features + 1) * outputs``.
+
+    Args:
+        num_features: ``F``, the number of features.
+        discrete: Whether the action space is discrete (``action_size`` outputs, else 1).
+        action_size: The number of discrete actions.
+
+    Returns:
+        ``(num_features + 1) * outputs``.
+    """
     outputs = action_size if discrete else 1
     return (num_features + 1) * outputs
 
 
 def init_reward_head(key: jax.Array, num_features: int, discrete: bool,
                      action_size: int) -> jax.Array:
-    """``eta`` at initialisation: orthogonal(1) kernel, zero bias (as LIRPG's head)."""
+    """``eta`` at initialisation: orthogonal(1) kernel, zero bias (as LIRPG's head).
+
+    Args:
+        key: PRNG key of the kernel.
+        num_features: ``F``, the number of features.
+        discrete: Whether the action space is discrete (``action_size`` outputs, else 1).
+        action_size: The number of discrete actions.
+
+    Returns:
+        ``eta`` ``[(F + 1) * O]``, float32.
+    """
     outputs = action_size if discrete else 1
     kernel = orthogonal(1.0)(key, (num_features, outputs), jnp.float32)
     return jnp.concatenate([kernel.reshape(-1), jnp.zeros((outputs,), jnp.float32)])
@@ -250,7 +299,17 @@ def reward_design(features: jax.Array, action: jax.Array, *, discrete: bool,
     """``Phi(s, a) [..., D]`` with ``r_{phi, eta}(s, a) = Phi(s, a) . eta``: the last layer
     is linear in ``eta = [W.ravel(), b]`` (``W [F, O]`` row-major, ``b [O]``). Continuous
     actions (``O = 1``): ``Phi = [features, 1]``. Discrete (``O = action_size``, the taken
-    action's output): ``Phi = [features (x) onehot(a), onehot(a)]``."""
+    action's output): ``Phi = [features (x) onehot(a), onehot(a)]``.
+
+    Args:
+        features: The features ``[..., F]``.
+        action: The taken actions ``[...]`` (ints; read only when ``discrete``).
+        discrete: Whether the action space is discrete.
+        action_size: The number of discrete actions.
+
+    Returns:
+        ``Phi`` ``[..., (F + 1) * O]``.
+    """
     if not discrete:
         return jnp.concatenate([features, jnp.ones((*features.shape[:-1], 1), features.dtype)],
                                axis=-1)
@@ -270,10 +329,23 @@ def reward_head(
     """The last layer ``r = features . W + b`` with ``eta = [W.ravel(), b]``
     (:func:`reward_design` dotted with ``eta``).
 
-    ``features [..., F]``; ``eta [..., (F + 1) * O]`` whose batch axes broadcast with the
-    features' (e.g. one perturbed ``eta + eps`` per env column); ``action`` the taken
-    actions (read only when ``discrete``: the taken action's output is returned). The
-    output is unbounded: CLN's regulariser (eq. 21) sets its scale. Returns ``[...]``.
+    The output is unbounded: CLN's regulariser (eq. 21) sets its scale.
+
+    Args:
+        features: The features ``[..., F]``.
+        eta: The head ``[..., (F + 1) * O]``, whose batch axes broadcast with the
+            features' (e.g. one perturbed ``eta + eps`` per env column).
+        action: The taken actions ``[...]`` (read only when ``discrete``: the taken
+            action's output is returned).
+        discrete: Whether the action space is discrete (``O = action_size``; else
+            ``O = 1``).
+        action_size: The number of discrete actions.
+
+    Returns:
+        The rewards ``[...]``.
+
+    Raises:
+        ValueError: If ``eta``'s last axis is not ``(F + 1) * O``.
     """
     num_features = features.shape[-1]
     outputs = action_size if discrete else 1

@@ -54,7 +54,18 @@ def min_input_length(conv: Sequence[tuple[int, int, int]]) -> int:
 
 def conv_output_length(length: int, conv: Sequence[tuple[int, int, int]]) -> int:
     """Time steps left after ``conv`` layers (``(kernel, stride, channels)``, no padding)
-    on ``length`` steps; fails with the smallest length that fits when it is too short."""
+    on ``length`` steps; fails with the smallest length that fits when it is too short.
+
+    Args:
+      length: time steps of the input.
+      conv: the layers, first to last.
+
+    Returns:
+      The time steps of the last layer's output.
+
+    Raises:
+      ValueError: when ``length`` is shorter than :func:`min_input_length`.
+    """
     if length < min_input_length(conv):
         raise ValueError(f"a buffer of {length} steps is too short for the loss's temporal "
                          f"convolutions: they need at least {min_input_length(conv)} steps")
@@ -104,7 +115,17 @@ class EPGLoss(nn.Module):
 
 
 def make_loss(arch: str = "paper") -> EPGLoss:
-    """The loss net of a named architecture (:data:`LOSS_ARCHS`)."""
+    """The loss net of a named architecture (:data:`LOSS_ARCHS`).
+
+    Args:
+      arch: a key of :data:`LOSS_ARCHS` (``"paper"`` or ``"code"``).
+
+    Returns:
+      The :class:`EPGLoss` module.
+
+    Raises:
+      ValueError: for an unknown ``arch``.
+    """
     if arch not in LOSS_ARCHS:
         raise ValueError(f"unknown EPG loss architecture {arch!r}; allowed: {list(LOSS_ARCHS)}")
     a = LOSS_ARCHS[arch]

@@ -40,7 +40,14 @@ from metareward.nets.rewards import scan_lstm
 def relu_square(x: jax.Array) -> jax.Array:
     """The authors' mixed activation (B.1: "ReLU activations for half of the units and
     square activations for the other half"): ReLU on the first ``ceil(n / 2)`` of the
-    ``n`` features of the last axis, square on the rest."""
+    ``n`` features of the last axis, square on the rest.
+
+    Args:
+        x: Pre-activations ``[..., n]``.
+
+    Returns:
+        The activations ``[..., n]``.
+    """
     k = (x.shape[-1] + 1) // 2
     return jnp.concatenate([nn.relu(x[..., :k]), jnp.square(x[..., k:])], axis=-1)
 
@@ -49,7 +56,16 @@ def masked_zscore(x: jax.Array, mask: jax.Array, eps: float = 1e-8) -> jax.Array
     """``(x - mean) / sqrt(var + eps)`` with mean and (biased) variance over the entries
     where ``mask`` is nonzero, across all axes (the whole batch); masked entries of the
     result are 0. ``x`` and ``mask`` have the same shape; with no valid entry the result
-    is all zeros."""
+    is all zeros.
+
+    Args:
+        x: The values.
+        mask: Nonzero at the valid entries, ``x``'s shape.
+        eps: Added to the variance.
+
+    Returns:
+        The standardised values, ``x``'s shape.
+    """
     valid = mask != 0
     x = jnp.where(valid, x, 0.0)
     n = jnp.maximum(jnp.sum(valid), 1).astype(x.dtype)
@@ -251,9 +267,23 @@ def check_objective_inputs(
     policy_action: jax.Array,
     mask: jax.Array,
 ) -> tuple[int, int, int]:
-    """Checks the shapes of :class:`ObjectiveLSTM`'s inputs (``reward, value, next_value,
-    time, mask`` all ``[B, W]``; ``action, policy_action`` both ``[B, W, A]``, ``B, W, A >=
-    1``) and returns ``(B, W, A)``; raises ``ValueError`` naming the offending shapes."""
+    """Checks the shapes of :class:`ObjectiveLSTM`'s inputs (``B, W, A >= 1``).
+
+    Args:
+        reward: ``[B, W]``.
+        value: ``[B, W]``.
+        next_value: ``[B, W]``.
+        time: ``[B, W]``.
+        action: ``[B, W, A]``.
+        policy_action: ``[B, W, A]``.
+        mask: ``[B, W]``.
+
+    Returns:
+        ``(B, W, A)``.
+
+    Raises:
+        ValueError: Naming the offending shapes.
+    """
     shape = jnp.shape(reward)
     if len(shape) != 2:
         raise ValueError(f"reward must be [B, W], got shape {shape}")

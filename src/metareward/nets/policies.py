@@ -25,14 +25,31 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 
 
 def activation(name: str) -> Callable[[jax.Array], jax.Array]:
-    """Looks up an activation by name; fails with the list of valid names."""
+    """Looks up an activation by name; fails with the list of valid names.
+
+    Args:
+        name: A key of ``ACTIVATIONS``.
+
+    Returns:
+        The activation function.
+
+    Raises:
+        ValueError: For an unknown name.
+    """
     if name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; allowed: {sorted(ACTIVATIONS)}")
     return ACTIVATIONS[name]
 
 
 def orthogonal(gain: float) -> nn.initializers.Initializer:
-    """Orthogonal initialiser with the given gain."""
+    """Orthogonal initialiser with the given gain.
+
+    Args:
+        gain: The scale of the orthogonal matrix.
+
+    Returns:
+        The flax initialiser.
+    """
     return nn.initializers.orthogonal(gain)
 
 
@@ -107,7 +124,22 @@ def make_policy(
     squash: bool = False,
     log_std_init: float = 0.0,
 ) -> nn.Module:
-    """The policy module for an action space: categorical if ``discrete`` else Gaussian."""
+    """The policy module for an action space: categorical if ``discrete`` else Gaussian.
+
+    Args:
+        discrete: Categorical policy if true, else Gaussian.
+        action_size: Number of discrete actions, or the action dimension.
+        hidden: Hidden layer sizes.
+        activation: Name of the hidden activation (a key of ``ACTIVATIONS``).
+        squash: Gaussian only: a tanh-squashed Gaussian.
+        log_std_init: Gaussian only: the initial state-independent log-std.
+
+    Returns:
+        A :class:`CategoricalPolicy` or :class:`GaussianPolicy`.
+
+    Raises:
+        ValueError: If ``squash`` is set with discrete actions.
+    """
     if discrete:
         if squash:
             raise ValueError("squash=True needs continuous actions; this env is discrete")

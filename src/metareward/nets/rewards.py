@@ -354,11 +354,26 @@ def make_reward_net(
 ) -> nn.Module:
     """Builds one of TARE's reward parameterisations (Appendix F) by name.
 
-    ``name`` is one of :data:`REWARD_NETS`: ``"mlp-concat"`` (MLPConcat), ``"mlp-mul"``
-    (MLPMul), ``"lstm-f"`` (LSTMf), ``"lstm-b"`` (LSTMb), ``"lstm-b-mul"`` (LSTMbMul, the
-    paper's default). Defaults follow TARE's Table 1 (LSTM hidden 32, bound b = 20) and its
+    Defaults follow TARE's Table 1 (LSTM hidden 32, bound b = 20) and its
     64-wide fully connected layers. Every module is called as
     ``apply(params, obs, action, reward, t, done) -> r_phi [T, *B]`` (time-major).
+
+    Args:
+        name: One of :data:`REWARD_NETS`: ``"mlp-concat"`` (MLPConcat), ``"mlp-mul"``
+            (MLPMul), ``"lstm-f"`` (LSTMf), ``"lstm-b"`` (LSTMb), ``"lstm-b-mul"``
+            (LSTMbMul, the paper's default).
+        discrete: Whether the env's actions are discrete.
+        action_size: The number of discrete actions, or the action dimension.
+        hidden: Width of the fully connected layers.
+        lstm_hidden: Hidden size of the LSTM.
+        bound: The output bound ``b``: ``r_phi = b * tanh(...)`` lies in ``(-b, b)``.
+
+    Returns:
+        The flax module.
+
+    Raises:
+        ValueError: For an unknown ``name``, a size that is not a positive integer, or
+            a ``bound`` that is not positive and finite.
     """
     if name not in REWARD_NETS:
         raise ValueError(f"unknown reward net {name!r}; allowed: {list(REWARD_NETS)}")

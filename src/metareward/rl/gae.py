@@ -88,7 +88,20 @@ def td_errors(
     gamma: float | jax.Array,
 ) -> jax.Array:
     """``delta_t = r_t + gamma (1 - term_t) V(s'_t) - V(s_t)``, ``term_t = done_t and not
-    trunc_t`` (a time limit bootstraps from ``V(final_obs)``): GAE's TD errors."""
+    trunc_t`` (a time limit bootstraps from ``V(final_obs)``): GAE's TD errors.
+
+    Args:
+        rewards: ``r_t``, ``[T, ...]``.
+        values: ``V(s_t)``, ``[T, ...]``.
+        next_values: ``V(s'_t)`` of the observation each step reached (the final
+            observation at a time limit), ``[T, ...]``.
+        dones: Episode ends, ``[T, ...]``.
+        truncations: Time-limit ends, ``[T, ...]`` (a subset of ``dones``).
+        gamma: Discount.
+
+    Returns:
+        ``delta``, ``[T, ...]``.
+    """
     terminated = dones.astype(values.dtype) * (1.0 - truncations.astype(values.dtype))
     return rewards + gamma * (1.0 - terminated) * next_values - values
 
@@ -102,6 +115,13 @@ def discounted_cumsum(x: jax.Array, discounts: jax.Array) -> jax.Array:
     map of the TD errors, which LIRPG differentiates with respect to a learned reward
     (the authors build it as a dense ``COEF_MAT``; this computes the same numbers in
     ``O(T log T)`` work for the whole batch).
+
+    Args:
+        x: ``[T, ...]``.
+        discounts: ``[T, ...]``, the factor from ``y_{t+1}`` to ``y_t``.
+
+    Returns:
+        ``y``, ``[T, ...]``.
     """
 
     def compose(later, earlier):  # each element is the affine map y -> b + a y
@@ -115,7 +135,17 @@ def discounted_cumsum(x: jax.Array, discounts: jax.Array) -> jax.Array:
 def discounted_returns(
     rewards: jax.Array, dones: jax.Array, gamma: float | jax.Array, bootstrap: jax.Array
 ) -> jax.Array:
-    """``G_t = r_t + gamma (1 - done_t) G_{t+1}``, ``G_T = bootstrap``, over ``[T, ...]``."""
+    """``G_t = r_t + gamma (1 - done_t) G_{t+1}``, ``G_T = bootstrap``, over ``[T, ...]``.
+
+    Args:
+        rewards: ``r_t``, ``[T, ...]``.
+        dones: Episode ends, ``[T, ...]``.
+        gamma: Discount.
+        bootstrap: ``G_T``, the value after the last step, ``[...]``.
+
+    Returns:
+        ``G``, ``[T, ...]``.
+    """
 
     def body(carry: jax.Array, x: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
         r, d = x

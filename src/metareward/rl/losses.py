@@ -28,9 +28,22 @@ def ppo_loss(
     ``0.5 E[max((V - t)^2, (V_old + clip(V - V_old, -c, c) - t)^2)]``.
     Advantages are used as given (normalise them before, if wanted).
 
+    Args:
+        log_prob: ``log pi(a|s)`` of the taken actions under the current policy ``[B]``.
+        old_log_prob: Their log-probabilities under the rollout's policy ``[B]``.
+        advantages: ``A`` ``[B]``.
+        values: ``V(s)`` of the current value net ``[B]``.
+        old_values: ``V_old(s)`` at the rollout (read only with ``vf_clip_eps``) ``[B]``.
+        targets: The value targets ``[B]``.
+        entropy: The policy's entropy at each ``s`` ``[B]``.
+        clip_eps: ``eps``, the ratio's clip range.
+        vf_coef: ``c_v``.
+        ent_coef: ``c_e``.
+        vf_clip_eps: ``c``, the value clip range (``None``: unclipped value loss).
+
     Returns:
-      ``(loss, aux)``; aux holds ``policy_loss, value_loss, entropy, approx_kl``
-      (``E[(rho - 1) - log rho]``) and ``clip_frac``.
+        ``(loss, aux)``; aux holds ``policy_loss, value_loss, entropy, approx_kl``
+        (``E[(rho - 1) - log rho]``) and ``clip_frac``.
     """
     log_ratio = log_prob - old_log_prob
     ratio = jnp.exp(log_ratio)
@@ -109,6 +122,14 @@ def awr_weights(
     advantages. Differentiable in ``advantages`` (zero gradient where clipped): TARE
     differentiates the policy step with respect to a learned reward through them; AWR
     itself treats them as constants.
+
+    Args:
+        advantages: ``A`` (any shape).
+        temperature: ``beta`` (> 0).
+        weight_clip: ``w_max``.
+
+    Returns:
+        ``w``, ``advantages``' shape.
     """
     return jnp.minimum(jnp.exp(advantages / temperature), weight_clip)
 
@@ -116,7 +137,15 @@ def awr_weights(
 def awr_policy_loss(log_prob: jax.Array, weights: jax.Array) -> jax.Array:
     """AWR's weighted log-likelihood, negated to be minimised: ``L = -E[w log pi(a|s)]``
     (Peng et al. 2019, Algorithm 1; TARE eq. 4 with ``w = exp(A / beta)`` from
-    :func:`awr_weights`)."""
+    :func:`awr_weights`).
+
+    Args:
+        log_prob: ``log pi(a|s)`` of the taken actions.
+        weights: ``w``, the same shape.
+
+    Returns:
+        The scalar loss.
+    """
     return -jnp.mean(weights * log_prob)
 
 

@@ -174,8 +174,19 @@ def init(example_row: Any, num_rows: int) -> ReplayBuffer:
 
 
 def insert(buf: ReplayBuffer, rows: Any) -> ReplayBuffer:
-    """Appends ``rows`` (pytree of ``[T, N, ...]``, same structure as ``buf.data``) at the
-    end, dropping the ``T`` oldest rows. If ``T >= L`` only the last ``L`` rows are kept.
+    """Appends ``rows`` at the end, dropping the ``T`` oldest rows. If ``T >= L`` only the
+    last ``L`` rows are kept.
+
+    Args:
+      buf: the buffer.
+      rows: pytree of ``[T, N, ...]``, same structure as ``buf.data`` (cast to its
+        dtypes).
+
+    Returns:
+      The new buffer.
+
+    Raises:
+      ValueError: if a leaf of ``rows`` does not match the buffer's ``[N, ...]``.
     """
     L = buf.num_rows
     T = jax.tree.leaves(rows)[0].shape[0]
@@ -193,7 +204,14 @@ def insert(buf: ReplayBuffer, rows: Any) -> ReplayBuffer:
 
 
 def valid_mask(buf: ReplayBuffer) -> jax.Array:
-    """``[L]`` bool: which rows hold inserted data (the last ``size``)."""
+    """``[L]`` bool: which rows hold inserted data (the last ``size``).
+
+    Args:
+      buf: the buffer.
+
+    Returns:
+      The mask ``[L]``.
+    """
     return jnp.arange(buf.num_rows) >= buf.num_rows - buf.size
 
 
@@ -229,7 +247,16 @@ def sample_indices(
 
 
 def gather(buf: ReplayBuffer, t_idx: jax.Array, e_idx: jax.Array) -> Any:
-    """The entries ``(t_idx[i], e_idx[i])`` of every leaf: pytree of ``[B, ...]``."""
+    """The entries ``(t_idx[i], e_idx[i])`` of every leaf: pytree of ``[B, ...]``.
+
+    Args:
+      buf: the buffer.
+      t_idx: row indices ``[B]``.
+      e_idx: env indices ``[B]``.
+
+    Returns:
+      Pytree of ``[B, ...]``, the structure of ``buf.data``.
+    """
     return jax.tree.map(lambda x: x[t_idx, e_idx], buf.data)
 
 
@@ -261,16 +288,41 @@ class RingBuffer(_Shape):
 
 
 def ring_init(example_row: Any, num_rows: int) -> RingBuffer:
-    """An empty ring buffer of ``num_rows`` rows shaped like ``example_row`` (pytree of
-    ``[N, ...]``). If rows are inserted ``T`` at a time, ``num_rows`` must be a multiple
-    of ``T`` (checked by :func:`ring_insert`)."""
+    """An empty ring buffer of ``num_rows`` rows shaped like ``example_row``. If rows are
+    inserted ``T`` at a time, ``num_rows`` must be a multiple of ``T`` (checked by
+    :func:`ring_insert`).
+
+    Args:
+      example_row: pytree of arrays ``[N, ...]``, as :func:`init` takes it.
+      num_rows: capacity ``L`` in rows.
+
+    Returns:
+      The empty :class:`RingBuffer` (``head = 0``).
+
+    Raises:
+      ValueError: as :func:`init`: a ``num_rows`` that is not an int > 0, or an
+        ``example_row`` without a common leading env axis.
+    """
     buf = init(example_row, num_rows)
     return RingBuffer(data=buf.data, size=buf.size, head=jnp.zeros((), jnp.int32))
 
 
 def ring_insert(buf: RingBuffer, rows: Any) -> RingBuffer:
     """Writes ``rows`` (pytree of ``[T, N, ...]``) at ``head`` (``dynamic_update_slice``:
-    in place inside a jitted loop), overwriting the oldest rows once full."""
+    in place inside a jitted loop), overwriting the oldest rows once full.
+
+    Args:
+      buf: the ring buffer.
+      rows: pytree of ``[T, N, ...]``, same structure as ``buf.data``; ``T`` must divide
+        the buffer's ``L`` rows.
+
+    Returns:
+      The new ring buffer (``head`` advanced by ``T``).
+
+    Raises:
+      ValueError: if ``T`` does not divide ``L`` or a leaf does not match the buffer's
+        ``[N, ...]``.
+    """
     L = buf.num_rows
     T = jax.tree.leaves(rows)[0].shape[0]
     if L % T:
@@ -295,7 +347,17 @@ def ring_sample_indices(
     key: jax.Array, buf: RingBuffer, batch_size: int
 ) -> tuple[jax.Array, jax.Array]:
     """``(t_idx, e_idx)``, each ``[batch_size]`` int32: entries drawn uniformly, with
-    replacement, among the valid rows and all envs (use :func:`gather`)."""
+    replacement, among the valid rows and all envs (use :func:`gather`).
+
+    Args:
+      key: PRNG key.
+      buf: the ring buffer; should hold a valid row (else every draw is row
+        ``head - 1``, invalid).
+      batch_size: number of entries (static).
+
+    Returns:
+      ``(t_idx, e_idx)``.
+    """
     L, N = buf.num_rows, buf.num_envs
     k_t, k_e = jax.random.split(key)
     size = jnp.maximum(buf.size, 1)
@@ -315,10 +377,20 @@ def ring_windows(
     ``done = 1`` is the last valid one) or past the newest row. Masked steps hold
     whatever the buffer has there.
 
-    ``done(data) -> [L, N]`` picks the episode-end flags from the buffer's rows.
     (MetaGenRL's ``window_sampler="transition"``: a start uniform over transitions draws
     an episode in proportion to its length and cuts windows at its end, unlike the
-    authors' code; :func:`ring_episode_windows` draws as they do.)"""
+    authors' code; :func:`ring_episode_windows` draws as they do.)
+
+    Args:
+      key: PRNG key.
+      buf: the buffer.
+      batch_size: ``B``, number of windows (static).
+      length: ``W``, steps per window (static).
+      done: ``done(data) -> [L, N]`` picks the episode-end flags from the buffer's rows.
+
+    Returns:
+      ``(windows, mask)`` as above.
+    """
     L, N = buf.num_rows, buf.num_envs
     k_t, k_e = jax.random.split(key)
     size = jnp.maximum(buf.size, 1)
@@ -367,19 +439,38 @@ class EpisodeIndex:
 
 
 def episode_index_init(buf: RingBuffer) -> EpisodeIndex:
-    """An empty index for ``buf`` (which must be empty too)."""
+    """An empty index for ``buf`` (which must be empty too).
+
+    Args:
+      buf: the (empty) ring buffer, for ``L`` and ``N``.
+
+    Returns:
+      The :class:`EpisodeIndex`, all zeros.
+    """
     L, N = buf.num_rows, buf.num_envs
     zl, zn = jnp.zeros((L, N), jnp.int32), jnp.zeros((N,), jnp.int32)
     return EpisodeIndex(start=zl, length=zl, count=zn, head=zn, open_length=zn)
 
 
 def episode_insert(index: EpisodeIndex, head: jax.Array, done: jax.Array) -> EpisodeIndex:
-    """The index after :func:`ring_insert` wrote ``T`` rows at ``head`` (the buffer's
-    ``head`` before that insert) whose episode-end flags are ``done`` (``[T, N]``).
+    """The index after :func:`ring_insert` wrote ``T`` rows at ``head`` whose episode-end
+    flags are ``done``.
 
     Row by row: drops the oldest record if this row overwrites its first step, then
     extends the episode in progress and, where ``done``, records it (if it still fits
-    in the buffer: an episode longer than ``L`` rows is never held)."""
+    in the buffer: an episode longer than ``L`` rows is never held).
+
+    Args:
+      index: the index before the insert.
+      head: the buffer's ``head`` before that insert.
+      done: ``[T, N]`` episode-end flags of the inserted rows.
+
+    Returns:
+      The updated :class:`EpisodeIndex`.
+
+    Raises:
+      ValueError: if ``done`` is not ``[T, N]``.
+    """
     L, N = index.start.shape
     done = jnp.asarray(done) > 0
     if done.ndim != 2 or done.shape[1] != N:
@@ -421,7 +512,18 @@ def ring_episode_windows(
     1`` offsets that keep it inside the episode. ``mask [B, W]``: 1 on the first
     ``min(len, length)`` steps (all of them unless the episode is shorter than the
     window), so every valid step of a window lies in one episode. With no completed
-    episode held the mask is all zeros."""
+    episode held the mask is all zeros.
+
+    Args:
+      key: PRNG key.
+      buf: the ring buffer.
+      index: its :class:`EpisodeIndex`.
+      batch_size: ``B``, number of windows (static).
+      length: ``W``, steps per window (static).
+
+    Returns:
+      ``(windows, mask)``: pytree of ``[B, W, ...]`` and ``[B, W]`` float.
+    """
     L, N = buf.num_rows, buf.num_envs
     k_e, k_r, k_o = jax.random.split(key, 3)
     count = index.count

@@ -60,7 +60,16 @@ def rollout(
 ) -> tuple[State, Transition]:
     """Runs ``num_steps`` steps of a (vmapped) env under ``act``.
 
-    Returns the final env state and the time-major stacked transitions.
+    Args:
+        env: The batched env (``N`` envs, e.g. a ``VmapWrapper``).
+        env_state: Its state to start from.
+        act: The :data:`ActFn`, ``act(obs, key) -> (raw_action, env_action, log_prob)``.
+        key: PRNG key, split into one per step.
+        num_steps: ``T``, steps to run (static).
+
+    Returns:
+        ``(env_state, traj)``: the final env state and the time-major stacked
+        transitions ``[T, N, ...]``.
     """
 
     def step(state: State, key: jax.Array) -> tuple[State, Transition]:
@@ -85,7 +94,15 @@ def rollout(
 
 def episode_metrics(traj: Transition) -> dict[str, jax.Array]:
     """Mean and std of the returns, and mean length, of the episodes that ended in
-    ``traj`` (NaN if none did), and their number ``episodes``."""
+    ``traj`` (NaN if none did), and their number ``episodes``.
+
+    Args:
+        traj: Transitions (any leading shape, e.g. ``[T, N]``) with ``done``,
+            ``completed_return`` and ``completed_length``.
+
+    Returns:
+        ``{"episode_return", "episode_return_std", "episode_length", "episodes"}``.
+    """
     done = traj.done.astype(jnp.float32)
     n = jnp.sum(done)
     safe_n = jnp.maximum(n, 1.0)
@@ -104,10 +121,18 @@ def episode_metrics(traj: Transition) -> dict[str, jax.Array]:
 def episodic_sum(
     running: jax.Array, values: jax.Array, done: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
-    """Per-episode sums of ``values [T, N]`` carried across rollouts: ``running [N]`` is
-    each env's sum so far in its current episode. Returns ``(running', mean)``: the sums
-    carried into the next rollout and the mean sum of the episodes that ended in this one
-    (NaN if none did). LIRPG's and CLN's ``intrinsic_return``."""
+    """Per-episode sums of ``values`` carried across rollouts. LIRPG's and CLN's
+    ``intrinsic_return``.
+
+    Args:
+        running: ``[N]``, each env's sum so far in its current episode.
+        values: ``[T, N]``, the values to sum.
+        done: ``[T, N]``, episode-end flags (the step with ``done`` is the episode's last).
+
+    Returns:
+        ``(running', mean)``: the sums carried into the next rollout ``[N]`` and the
+        mean sum of the episodes that ended in this one (NaN if none did).
+    """
 
     def accumulate(run, x):
         v, d = x

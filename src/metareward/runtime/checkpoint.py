@@ -118,6 +118,13 @@ def verify(step_dir: Path) -> str | None:
     A step that orbax finished but that has no manifest is reported as ``"no manifest
     (...)"``: :meth:`Checkpointer.restore_latest` still tries it (see the module
     docstring); :func:`finished` tells the two apart.
+
+    Args:
+      step_dir: a checkpoint's step directory (``checkpoints/<step>``).
+
+    Returns:
+      ``None``, or the problem in words (no or unreadable manifest, a missing file, a
+      wrong size or checksum).
     """
     manifest = step_dir / MANIFEST
     if not manifest.is_file():
@@ -141,7 +148,14 @@ def verify(step_dir: Path) -> str | None:
 
 def finished(step_dir: Path) -> bool:
     """Whether orbax finished this step directory (renamed it from its temporary name
-    after writing its step metadata), whether or not it has a manifest."""
+    after writing its step metadata), whether or not it has a manifest.
+
+    Args:
+      step_dir: a directory under ``checkpoints/``.
+
+    Returns:
+      ``True`` if its name is a step number and it holds orbax's step metadata.
+    """
     return step_dir.name.isdigit() and (step_dir / ORBAX_STEP_METADATA).is_file()
 
 
@@ -167,7 +181,16 @@ def _leaves(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
 def first_difference(saved: Any, wanted: Any) -> str | None:
     """The first leaf (in the wanted state's order) where a checkpoint's state ``saved``
     and the state the code builds now, ``wanted``, differ in presence, shape or dtype;
-    ``None`` if they agree."""
+    ``None`` if they agree.
+
+    Args:
+      saved: the checkpoint's state (its pytree of arrays, or of their metadata).
+      wanted: the state the code builds now (e.g. ``jax.eval_shape`` of ``init``).
+
+    Returns:
+      The difference in words, or ``None``; a leaf only in the checkpoint is reported
+      after every wanted leaf agreed.
+    """
     have, want = _leaves(saved), _leaves(wanted)
     for name, (shape, dtype) in want.items():
         if name not in have:

@@ -27,7 +27,18 @@ _NONE = {"none", "null", "~"}
 
 
 def parse_assignments(items: Sequence[str], what: str = "--set") -> dict[str, str]:
-    """``["a=1", "b=x"]`` -> ``{"a": "1", "b": "x"}`` (values stay strings)."""
+    """``["a=1", "b=x"]`` -> ``{"a": "1", "b": "x"}`` (values stay strings).
+
+    Args:
+        items: ``KEY=VALUE`` strings (keys and values are stripped).
+        what: The option's name, for the message.
+
+    Returns:
+        The values by key (a later key wins).
+
+    Raises:
+        ConfigError: For an item without ``=`` or with an empty key.
+    """
     out: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -58,7 +69,14 @@ def _describe(tp: Any) -> str:
 
 
 def parse_literal(value: str) -> Any:
-    """A Python literal (number, bool, tuple...) if ``value`` is one, else the string."""
+    """A Python literal (number, bool, tuple...) if ``value`` is one, else the string.
+
+    Args:
+        value: A string.
+
+    Returns:
+        ``ast.literal_eval(value)``, or ``value`` itself if it is not a literal.
+    """
     try:
         return ast.literal_eval(value)
     except (ValueError, SyntaxError):
@@ -71,7 +89,21 @@ class _NonFinite(ConfigError):
 
 def coerce(key: str, tp: Any, value: Any) -> Any:
     """``value`` (a string from the command line, or a JSON/TOML/YAML value) as type
-    ``tp``; :class:`ConfigError` if it does not fit. A float must be finite."""
+    ``tp``; :class:`ConfigError` if it does not fit. A float must be finite.
+
+    Args:
+        key: The config key, for the message.
+        tp: The field's type annotation (``bool``, ``int``, ``float``, ``str``, a
+            ``tuple[...]``, a union such as ``float | None``; other types pass the value
+            unchanged).
+        value: The value to convert.
+
+    Returns:
+        The value as ``tp``.
+
+    Raises:
+        ConfigError: If the value does not fit ``tp`` or a float is not finite.
+    """
 
     def fail() -> ConfigError:
         return ConfigError(f"config key {key!r} expects {_describe(tp)}, got {value!r}")
@@ -142,7 +174,14 @@ def coerce(key: str, tp: Any, value: Any) -> Any:
 
 
 def field_types(config_cls: type) -> dict[str, Any]:
-    """Field name -> resolved type annotation of a config dataclass."""
+    """Field name -> resolved type annotation of a config dataclass.
+
+    Args:
+        config_cls: A config dataclass type.
+
+    Returns:
+        Its field names and types (``Any`` where a field has no annotation).
+    """
     hints = typing.get_type_hints(config_cls)
     return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(config_cls)}
 
@@ -153,7 +192,21 @@ def apply_overrides(config: Any, values: Mapping[str, Any], source: str) -> Any:
 
     A key the config class lists in its ``renamed_fields`` (old name -> new) is read as
     the new name, so config files and run directories written before a rename still
-    load (e.g. AWR-TARE's ``value_lr``, now ``value_learning_rate``)."""
+    load (e.g. AWR-TARE's ``value_lr``, now ``value_learning_rate``).
+
+    Args:
+        config: A config dataclass instance.
+        values: New values by key (strings from the command line, or values from a
+            config file).
+        source: Where the values come from, for the messages.
+
+    Returns:
+        The new config.
+
+    Raises:
+        ConfigError: For an unknown key or a value that does not fit its field (the
+            message names ``source``).
+    """
     renamed = getattr(type(config), "renamed_fields", {})
     values = {renamed.get(k, k): v for k, v in values.items()}
     types_ = field_types(type(config))
@@ -175,6 +228,16 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 
     A run directory's ``config.json`` works too: its ``"config"`` section is used, so
     ``--config runs/X/config.json`` repeats a run's settings.
+
+    Args:
+        path: The file.
+
+    Returns:
+        The config keys and values (empty for an empty file).
+
+    Raises:
+        ConfigError: If the file does not exist, cannot be read, is not UTF-8, has an
+            unknown suffix, is malformed, or does not hold a mapping.
     """
     path = Path(path)
     if not path.is_file():
@@ -224,7 +287,19 @@ def resolve_config(
     file: str | Path | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> Any:
-    """``default`` <- the file's values <- ``overrides`` (each validated in turn)."""
+    """``default`` <- the file's values <- ``overrides`` (each validated in turn).
+
+    Args:
+        default: The starting config (a dataclass instance).
+        file: A config file (:func:`load_config_file`), or ``None``.
+        overrides: Values by key from the command line, or ``None``.
+
+    Returns:
+        The resulting config.
+
+    Raises:
+        ConfigError: As :func:`load_config_file` and :func:`apply_overrides`.
+    """
     config = default
     if file is not None:
         config = apply_overrides(config, load_config_file(file), f"config file {str(file)!r}")
@@ -234,7 +309,14 @@ def resolve_config(
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
-    """A JSON-ready dict of a config dataclass (tuples become lists)."""
+    """A JSON-ready dict of a config dataclass (tuples become lists).
+
+    Args:
+        config: A config dataclass instance.
+
+    Returns:
+        Its fields by name, as JSON would load them.
+    """
     return json.loads(json.dumps(dataclasses.asdict(config)))
 
 

@@ -194,8 +194,23 @@ def prepare(
 ) -> Plan:
     """Resolves defaults <- ``config_file`` <- ``overrides`` and builds the learner.
 
-    Raises ``ConfigError``/``ValueError`` (unknown algorithm, env or key, bad value)
-    before anything is compiled or written.
+    Args:
+      algo: a registered algorithm's name.
+      env: a registered env's name, or a comma-separated list of them for a multi-env
+        algorithm; its preset gives the defaults.
+      config_file: a ``.json``/``.toml``/``.yaml`` config file, or ``None``.
+      overrides: config values by key (e.g. from ``--set``), applied last.
+      env_kwargs: options for ``metareward.envs.make``, over the algorithm's own.
+      options: the run's :class:`RunOptions` (``None``: the defaults).
+
+    Returns:
+      The :class:`Plan`.
+
+    Raises:
+      ConfigError: unknown key or bad value, or devices that cannot be split over the
+        seeds and the population (before anything is compiled or written).
+      ValueError: unknown algorithm or env, an env list for a one-env algorithm or one
+        that names an env twice (``ConfigError`` is a ``ValueError``).
     """
     spec = get_algorithm(algo)
     names = [n.strip() for n in env.split(",")]
@@ -218,16 +233,35 @@ def prepare(
 def plan_from_run(run_dir: str | Path, *, any_devices: bool = False) -> Plan:
     """Rebuilds the plan recorded in a run directory's ``config.json``.
 
-    ``any_devices``: to read the run's checkpoints (evaluate, meta-test), on whatever
-    devices this machine has: the recorded ``devices`` is dropped (without it, a run
-    trained on 4 GPUs cannot be loaded on a laptop)."""
+    Args:
+      run_dir: the run directory.
+      any_devices: to read the run's checkpoints (evaluate, meta-test), on whatever
+        devices this machine has: the recorded ``devices`` is dropped (without it, a run
+        trained on 4 GPUs cannot be loaded on a laptop).
+
+    Returns:
+      The :class:`Plan` (as :func:`plan_from_record`).
+    """
     return plan_from_record(RunDir(run_dir).load_config(), run_dir, any_devices=any_devices)
 
 
 def plan_from_record(rec: Mapping[str, Any], run_dir: str | Path = "the run", *,
                      any_devices: bool = False) -> Plan:
     """Rebuilds the plan a ``config.json`` record (:meth:`Plan.record`) describes (see
-    :func:`plan_from_run`)."""
+    :func:`plan_from_run`).
+
+    Args:
+      rec: the record (``algo``, ``env``, ``config``, ``env_kwargs``, ``run``).
+      run_dir: where it comes from, for the message.
+      any_devices: drop the recorded ``devices`` (see :func:`plan_from_run`).
+
+    Returns:
+      The :class:`Plan`.
+
+    Raises:
+      ValueError: if the rebuilt learner's number of updates differs from the record's,
+        or as :func:`prepare`.
+    """
     run = dict(rec["run"])
     run.pop("num_updates", None)
     if any_devices:
@@ -334,8 +368,19 @@ def make_init(learner: Learner, mesh: Mesh | None = None, state_specs: Any = Non
 def make_chunk(learner: Learner, chunk_updates: int, abstract_state: Any,
                mesh: Mesh | None = None, state_specs: Any = None):
     """``chunk(states, n) -> (states, metrics[K, seeds], params_finite[seeds])``: ``n <=
-    K`` updates of every seed, the rest of the ``K`` iterations skipped. With ``mesh``,
-    one program per device (``state_specs``: the state's partition specs)."""
+    K`` updates of every seed, the rest of the ``K`` iterations skipped.
+
+    Args:
+      learner: the learner (its ``update``).
+      chunk_updates: ``K``, the iterations of one chunk (static).
+      abstract_state: the seed-batched train state's shapes and dtypes (for the
+        metrics' shapes).
+      mesh: the device mesh; with it, one program per device (``None``: one program).
+      state_specs: the state's partition specs (with ``mesh``).
+
+    Returns:
+      The jitted ``chunk``.
+    """
     update = jax.vmap(learner.update)
     _, metrics_shape = jax.eval_shape(update, abstract_state)
 
@@ -591,7 +636,16 @@ def resume(
     The run directory is locked first (a second ``resume`` or a ``train`` still running
     there fails with :class:`~metareward.runtime.lock.RunLockedError`). A run that
     stopped before its first checkpoint starts over from update 0, which is exact: the
-    initial state comes from the recorded seeds."""
+    initial state comes from the recorded seeds.
+
+    Args:
+      run_dir: the run directory.
+      stream: where progress lines go (default stdout).
+      progress: draw the progress bar.
+
+    Returns:
+      The :class:`RunResult`.
+    """
     rd = RunDir(run_dir)
     held: list[RunLock] = []
     # Not a run directory, a damaged config.json, or in use: said before anything else.
@@ -607,12 +661,20 @@ def resume(
 
 
 def load(run_dir: str | Path) -> tuple[Plan, int, Any, dict[str, Any]]:
-    """``(plan, update, state, meta)`` of a run's newest good checkpoint (for notebooks,
-    ``eval`` and tests). ``state`` is batched over seeds.
+    """The newest good checkpoint of a run (for notebooks, ``eval`` and tests).
 
     A reader: it takes no lock and never moves, deletes or writes a checkpoint file, so
     it is safe on a run that is still training (a damaged checkpoint is skipped with a
-    warning; the run's own ``resume`` quarantines it)."""
+    warning; the run's own ``resume`` quarantines it).
+
+    Args:
+      run_dir: the run directory.
+
+    Returns:
+      ``(plan, update, state, meta)``: the run's :class:`Plan` (on this machine's
+      devices), the checkpoint's update, the train state batched over seeds, and the
+      checkpoint's metadata.
+    """
     rd = RunDir(run_dir)
     plan = plan_from_run(run_dir, any_devices=True)
     ckpt = Checkpointer(rd.checkpoints, read_only=True, run_id=rd.run_id())
@@ -639,6 +701,17 @@ def evaluate(
     plan: Plan, state: Any, episodes: int, *, deterministic: bool = False, seed_offset: int = 1
 ) -> np.ndarray:
     """``[seeds, episodes]`` returns of fresh episodes of each seed's policy.
+
+    Args:
+      plan: the run.
+      state: the train state, batched over seeds.
+      episodes: episodes per seed.
+      deterministic: act with the policies' deterministic actions.
+      seed_offset: the evaluation keys come from ``options.seed + seed_offset`` (one per
+        seed).
+
+    Returns:
+      The returns ``[seeds, episodes]``.
 
     Raises:
       ConfigError: ``episodes`` is not a positive int, or the evaluation would need more
@@ -772,6 +845,20 @@ def compile_run(plan: Plan, *, fresh: bool = True) -> Compiled:
 
 
 def write_eval(rd: RunDir, update: int, env_steps: int, returns: np.ndarray, det: bool) -> dict:
+    """Writes an evaluation's summary to the run's ``eval.json`` (replacing it).
+
+    Args:
+      rd: the run directory.
+      update: the update the evaluated state is at.
+      env_steps: the env steps recorded with that update's checkpoint.
+      returns: ``[seeds, episodes]`` episode returns (:func:`evaluate`).
+      det: whether the policy acted deterministically.
+
+    Returns:
+      The record written: ``update``, ``env_steps``, ``episodes_per_seed``,
+      ``deterministic``, and the ``mean``, ``std`` and ``per_seed`` of the seeds' mean
+      returns.
+    """
     per_seed = returns.mean(axis=1)
     rec = {
         "update": update,

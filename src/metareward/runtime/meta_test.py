@@ -42,8 +42,18 @@ from metareward.runtime.rundir import RunDir
 
 
 def load_learned(run_dir: str | Path) -> tuple[Any, driver.Plan]:
-    """``(learned, plan)``: the meta-learned parameters of a run's newest good checkpoint
-    (a pytree batched over the run's meta-seeds) and the run's plan."""
+    """The meta-learned parameters of a run's newest good checkpoint.
+
+    Args:
+        run_dir: A meta-training run directory.
+
+    Returns:
+        ``(learned, plan)``: the meta-learned parameters (a pytree batched over the run's
+        meta-seeds) and the run's plan.
+
+    Raises:
+        ValueError: If the run's algorithm is not a meta-learner.
+    """
     plan, _, state, _ = driver.load(run_dir)
     if plan.algo.learned is None:
         raise ValueError(f"{run_dir} is a {plan.algo.name} run, which has nothing to "
@@ -209,12 +219,30 @@ def run(
 ) -> MetaTestResult:
     """Meta-tests the learned part of ``run_dir`` (see the module docstring).
 
-    ``env``: the env to test on (default: the run's; it must have the same observation
-    and action sizes); ``overrides``: config keys changed for the test (e.g. EPG's
-    ``inner_updates`` to train the agents longer than in meta-training); ``seed``: picks
-    the held-out tasks and the agents' keys; ``out``: where the files go (``None``:
-    ``RUN_DIR/meta-test-ENV``; it must be a directory or creatable, and writable). Bad
-    input raises ``ValueError`` before anything compiles.
+    Args:
+        run_dir: A meta-training run directory.
+        env: The env to test on (default: the run's; it must have the same observation
+            and action sizes).
+        tasks: Held-out tasks sampled from the env's task distribution (default 4; must
+            be 1 for an env without one).
+        agents: Fresh agents trained on each task.
+        seed: Picks the held-out tasks and the agents' keys (an int in ``[0, 2**32)``).
+        eval_episodes: Episodes of each agent's final evaluation.
+        overrides: Config keys changed for the test (e.g. EPG's ``inner_updates`` to
+            train the agents longer than in meta-training).
+        env_kwargs: Options for ``metareward.envs.make`` over the algorithm's (and, on
+            the run's env, the run's).
+        compare_init: Also train the agents with each meta-seed's loss at
+            initialisation.
+        out: Where the files go (``None``: ``RUN_DIR/meta-test-ENV``; it must be a
+            directory or creatable, and writable).
+
+    Returns:
+        The :class:`MetaTestResult` (its ``out`` set to the directory written).
+
+    Raises:
+        ValueError: On bad input (a :class:`ConfigError` for bad settings or config
+            keys), before anything compiles.
     """
     _check_settings(out, tasks, agents, eval_episodes, seed)
     learned, plan = load_learned(run_dir)
@@ -255,7 +283,14 @@ def run(
 
 
 def write(result: MetaTestResult, out: Path, settings: dict[str, Any]) -> None:
-    """``meta_test.json``, ``meta_test.png`` and ``meta_test.md`` under ``out``."""
+    """``meta_test.json``, ``meta_test.png`` and ``meta_test.md`` under ``out``.
+
+    Args:
+        result: The meta-test's result.
+        out: The directory (created if needed).
+        settings: The test's settings, stored in ``meta_test.json`` (``algo``, ``env``
+            and ``episode_length`` are also read for the plot and the curves' bins).
+    """
     out.mkdir(parents=True, exist_ok=True)
     K = result.curves.shape[-1]
     steps_per_update = int(result.env_steps[0])

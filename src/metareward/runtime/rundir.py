@@ -66,6 +66,11 @@ _PACKAGES = (
 
 
 def versions() -> dict[str, str | None]:
+    """The versions of Python and of the packages a run depends on.
+
+    Returns:
+      ``{"python": ..., package: version}``; ``None`` for a package not installed.
+    """
     out: dict[str, str | None] = {"python": platform.python_version()}
     for name in _PACKAGES:
         try:
@@ -106,7 +111,16 @@ def naming(path: Path) -> Iterator[None]:
 
 
 def default_run_dir(algo: str, env: str, root: str | Path = "runs") -> Path:
-    """``runs/ALGO-ENV-YYYYmmdd-HHMMSS`` (with ``-2``, ``-3``... if taken)."""
+    """``runs/ALGO-ENV-YYYYmmdd-HHMMSS`` (with ``-2``, ``-3``... if taken).
+
+    Args:
+      algo: the algorithm's name.
+      env: the env's name (a comma-separated list becomes ``a+b``).
+      root: the directory the run directories go in.
+
+    Returns:
+      A path that does not exist yet (under ``root``).
+    """
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     base = Path(root) / f"{algo}-{env.replace(',', '+')}-{stamp}"
     path, i = base, 1

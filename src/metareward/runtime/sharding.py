@@ -10,7 +10,7 @@ each chunk under ``jax.shard_map`` over that mesh, one program per device: seeds
 communicate; inside a seed, every device works on its block of the population and the
 sums that cross blocks (EPG's ES gradient, MetaGenRL's objective-gradient average) are
 the explicit collectives of :mod:`metareward.axes`. One device is the plain unsharded
-program. With several processes (:mod:`metareward.runtime.distributed`) the mesh spans the
+program. With several processes (:mod:`metareward.distributed`) the mesh spans the
 devices of all of them and nothing else changes.
 
 How ``D`` devices are split: the seeds take ``gcd(D, seeds)`` of them (no communication),
@@ -35,7 +35,16 @@ from metareward.axes import MEMBER_AXIS, SEED_AXIS
 
 def split_devices(n: int, seeds: int, members: Sequence[int] = ()) -> tuple[int, int] | None:
     """``(seed_devices, member_devices)`` for ``n`` devices, or ``None`` when the part the
-    seeds cannot take does not divide every population size in ``members``."""
+    seeds cannot take does not divide every population size in ``members``.
+
+    Args:
+        n: The devices in all.
+        seeds: The run's number of seeds; the seeds take ``gcd(n, seeds)`` devices.
+        members: The sizes of the run's population axes, which the rest must divide.
+
+    Returns:
+        ``(gcd(n, seeds), n // gcd(n, seeds))``, or ``None``.
+    """
     d_seeds = math.gcd(n, seeds)
     d_members = n // d_seeds
     if d_members > 1 and (not members or any(m % d_members for m in members)):
@@ -55,7 +64,17 @@ def check_cpu_threads(n: int, environ: Mapping[str, str] | None = None,
     threads than devices. XLA:CPU runs every device's program on one thread pool, sized by
     the ``NPROC`` environment variable or else the cores this process may use; a collective
     holds its thread until all devices arrive, so with fewer threads than devices the
-    programs starve each other and hang (seen with 4 devices on a 2-core machine)."""
+    programs starve each other and hang (seen with 4 devices on a 2-core machine).
+
+    Args:
+        n: The number of CPU devices.
+        environ: The environment to read ``NPROC`` from (``None``: ``os.environ``).
+        cores: The usable cores when ``NPROC`` is unset (``None``: this process's CPU
+            affinity, or the CPU count).
+
+    Raises:
+        ConfigError: If the threads are fewer than ``n``.
+    """
     environ = os.environ if environ is None else environ
     nproc = environ.get("NPROC")
     threads = int(nproc) if nproc and nproc.isdigit() else (
@@ -74,15 +93,26 @@ def make_mesh(devices: int | None, seeds: int, members: Sequence[int] = (),
     """A ``("seeds", "members")`` mesh over the first ``devices`` local devices of every
     process, or ``None`` when that is one device in all.
 
-    ``members``: the sizes of the run's population axes (empty for a learner without
-    one); ``members_name`` names them in errors. ``devices=None``: all local devices, or
-    the most of them that can be split (see :func:`split_devices`). With several
-    processes (:mod:`metareward.runtime.distributed`) the mesh holds ``devices x
-    processes`` devices, process by process, and that total is what is split. Raises
-    :class:`ConfigError`, before anything compiles, when ``devices`` is not a positive
-    int, exceeds the devices present, or cannot be split over the seeds and population,
-    and on forced CPU devices when XLA would have too few threads for them
-    (:func:`check_cpu_threads`)."""
+    With several processes (:mod:`metareward.distributed`) the mesh holds ``devices x
+    processes`` devices, process by process, and that total is what is split.
+
+    Args:
+        devices: Local devices to use per process; ``None``: all local devices, or the
+            most of them that can be split (see :func:`split_devices`).
+        seeds: The run's number of seeds.
+        members: The sizes of the run's population axes (empty for a learner without
+            one).
+        members_name: What the population axes are called, in errors.
+
+    Returns:
+        The :class:`jax.sharding.Mesh` (axes ``seeds`` x ``members``), or ``None``.
+
+    Raises:
+        ConfigError: Before anything compiles, when ``devices`` is not a positive int,
+            exceeds the devices present, or cannot be split over the seeds and
+            population, and on forced CPU devices when XLA would have too few threads
+            for them (:func:`check_cpu_threads`).
+    """
     available = jax.local_devices()
     procs = jax.process_count()
     if devices is not None and not (
@@ -134,14 +164,33 @@ def make_mesh(devices: int | None, seeds: int, members: Sequence[int] = (),
 
 def seed_mesh(devices: int | None, seeds: int) -> Mesh | None:
     """:func:`make_mesh` for a learner without a population axis: the seeds take all
-    ``devices``, which must divide ``seeds``."""
+    ``devices``, which must divide ``seeds``.
+
+    Args:
+        devices: Local devices to use per process (``None``: as :func:`make_mesh`).
+        seeds: The run's number of seeds.
+
+    Returns:
+        The mesh, or ``None`` for one device.
+
+    Raises:
+        ConfigError: As :func:`make_mesh`.
+    """
     return make_mesh(devices, seeds)
 
 
 def state_specs(tree: Any, member_leaves: Any = None) -> Any:
     """A ``PartitionSpec`` per leaf of ``tree`` (leading axis: seeds): ``P("seeds",
-    "members")`` where ``member_leaves`` (a pytree of bools with ``tree``'s structure, or
-    ``None``: none) is true, ``P("seeds")`` elsewhere."""
+    "members")`` where ``member_leaves`` is true, ``P("seeds")`` elsewhere.
+
+    Args:
+        tree: A seed-batched pytree (arrays or their shapes).
+        member_leaves: A pytree of bools with ``tree``'s structure, true where the
+            second axis is the population (``None``: nowhere).
+
+    Returns:
+        A pytree of ``PartitionSpec`` with ``tree``'s structure.
+    """
     seeds, members = PartitionSpec(SEED_AXIS), PartitionSpec(SEED_AXIS, MEMBER_AXIS)
     if member_leaves is None:
         return jax.tree.map(lambda _: seeds, tree)
@@ -149,7 +198,16 @@ def state_specs(tree: Any, member_leaves: Any = None) -> Any:
 
 
 def state_shardings(tree: Any, mesh: Mesh | None, member_leaves: Any = None) -> Any:
-    """:func:`state_specs` as ``NamedSharding``s on ``mesh`` (``None`` when it is)."""
+    """:func:`state_specs` as ``NamedSharding``s on ``mesh`` (``None`` when it is).
+
+    Args:
+        tree: A seed-batched pytree.
+        mesh: The mesh, or ``None``.
+        member_leaves: As :func:`state_specs`.
+
+    Returns:
+        A pytree of ``NamedSharding`` with ``tree``'s structure, or ``None``.
+    """
     if mesh is None:
         return None
     return jax.tree.map(lambda spec: NamedSharding(mesh, spec),
@@ -159,7 +217,16 @@ def state_shardings(tree: Any, mesh: Mesh | None, member_leaves: Any = None) -> 
 
 def shard_seeds(tree: Any, mesh: Mesh | None, member_leaves: Any = None) -> Any:
     """Places every leaf of ``tree`` by :func:`state_shardings`; identity when ``mesh``
-    is ``None``."""
+    is ``None``.
+
+    Args:
+        tree: A seed-batched pytree of arrays (the same host values on every process).
+        mesh: The mesh, or ``None``.
+        member_leaves: As :func:`state_specs`.
+
+    Returns:
+        ``tree`` placed on the mesh's devices.
+    """
     if mesh is None:
         return tree
     if jax.process_count() > 1:  # a global array is placed from the same host value
@@ -169,7 +236,16 @@ def shard_seeds(tree: Any, mesh: Mesh | None, member_leaves: Any = None) -> Any:
 
 def sharded_spec(spec: Any, mesh: Mesh | None, member_leaves: Any = None) -> Any:
     """``ShapeDtypeStruct`` leaves of ``spec`` carrying :func:`state_shardings` (to lower a
-    program for sharded inputs); ``spec`` unchanged when ``mesh`` is ``None``."""
+    program for sharded inputs); ``spec`` unchanged when ``mesh`` is ``None``.
+
+    Args:
+        spec: A seed-batched pytree of ``ShapeDtypeStruct`` (or arrays).
+        mesh: The mesh, or ``None``.
+        member_leaves: As :func:`state_specs`.
+
+    Returns:
+        ``ShapeDtypeStruct`` leaves with their shardings.
+    """
     if mesh is None:
         return spec
     shardings = state_shardings(spec, mesh, member_leaves)
@@ -178,7 +254,14 @@ def sharded_spec(spec: Any, mesh: Mesh | None, member_leaves: Any = None) -> Any
 
 
 def describe(mesh: Mesh | None) -> str:
-    """``"2 cpu devices: 2 seed shards x 1 member shard"``-style summary."""
+    """``"2 cpu devices: 2 seed shard(s) x 1 population shard(s)"``-style summary.
+
+    Args:
+        mesh: The run's mesh, or ``None``.
+
+    Returns:
+        The summary (``"1 device"`` without a mesh).
+    """
     if mesh is None:
         return "1 device"
     sizes = dict(zip(mesh.axis_names, mesh.devices.shape, strict=True))

@@ -69,16 +69,35 @@ def buffer_data(parts: core.Parts, state: core.TareState, traj: Transition, time
 
 def buffer_segment(parts: core.Parts, data: BufferData,
                    vals: jax.Array | None = None) -> core.Segment:
-    """The whole buffer as a :class:`~metareward.algos.tare.core.Segment` ``[L, N]``,
-    valued with the flat ``{value, value_ex}`` ``vals`` (the update's starting values if
-    None)."""
+    """The whole buffer as a :class:`~metareward.algos.tare.core.Segment` ``[L, N]``.
+
+    Args:
+      parts: The static parts.
+      data: The buffer.
+      vals: The flat ``{value, value_ex}`` parameters to value it with (``None``: the
+        update's starting values, ``data.params``).
+
+    Returns:
+      The segment ``[L, N]``.
+    """
     p = data.params if vals is None else {**data.params, **parts.unravel["value"](vals)}
     return core.make_segment(parts, p, data.obs_stats, data.reward_stats, data.rows, None)
 
 
 def sample_entries(parts: core.Parts, size: jax.Array, key: jax.Array, n: int) -> Index:
     """``n`` entries ``(t, e)`` drawn uniformly, with replacement, from the valid rows of
-    a half's ``N/2`` columns."""
+    a half's ``N/2`` columns.
+
+    Args:
+      parts: The static parts (``buffer_rows``, ``half``).
+      size: The buffer's number of valid rows (its newest rows).
+      key: PRNG key.
+      n: Number of entries.
+
+    Returns:
+      ``(t, e)``: row indices into the buffer ``[n]`` and column indices into the
+      half ``[n]``.
+    """
     num = jnp.maximum(size, 1)
     t = parts.buffer_rows - num + jax.random.randint(key, (n,), 0, num)
     e = jax.random.randint(jax.random.fold_in(key, 1), (n,), 0, parts.half)
@@ -93,6 +112,17 @@ def sgd_steps(loss_fn: Callable, optimizer: optax.GradientTransformation, flat: 
     ``batch = sample(key)`` (:func:`metareward.rl.grads.clipped_step`, the gradient's
     global norm clipped at ``max_grad_norm``; ``None``: unclipped, the authors'); a
     non-finite loss or gradient is skipped and counted.
+
+    Args:
+      loss_fn: ``loss_fn(flat, batch) -> (loss, metrics)``.
+      optimizer: The optimiser of ``flat``.
+      flat: The flat parameters.
+      opt_state: Their optimiser state.
+      bad: The count of skipped steps so far.
+      sample: ``sample(key) -> batch``.
+      key: PRNG key, split into one per step.
+      num_steps: Number of steps.
+      max_grad_norm: Global-norm clip of the gradient (``None``: unclipped).
 
     Returns:
       ``(flat, opt_state, bad, mean metrics)``.
@@ -113,7 +143,18 @@ def sgd_steps(loss_fn: Callable, optimizer: optax.GradientTransformation, flat: 
 def value_loss(parts: core.Parts, vals: jax.Array, batch: tuple) -> tuple[jax.Array, Metrics]:
     """AWR's value regression (Algorithm 1, value step): ``V`` on the parameterised
     TD(lambda) targets, ``V_ex`` on the extrinsic ones, in the net's normalised units
-    (targets over ``value_scale``). ``batch = (obs, target, target_ex)``."""
+    (targets over ``value_scale``).
+
+    Args:
+      parts: The static parts.
+      vals: The flat ``{value, value_ex}`` parameters.
+      batch: ``(obs, target, target_ex)``: a minibatch of observations and the
+        parameterised and extrinsic TD(lambda) targets.
+
+    Returns:
+      ``(loss, metrics)``: the sum of the two regressions, and each
+      (``value_loss``, ``value_ex_loss``).
+    """
     q = parts.unravel["value"](vals)
     obs, tgt, tgt_ex = batch
     scale = parts.value_scale
@@ -126,7 +167,16 @@ def policy_loss(parts: core.Parts, pol: jax.Array, batch: tuple) -> tuple[jax.Ar
     """AWR's policy regression (eqs. 4, 12): ``-E[w log pi(a|s)]``, plus for continuous
     actions the AWR code's penalty on Gaussian means outside the action bounds
     (:func:`metareward.rl.losses.action_bound_penalty`).
-    ``batch = (obs, action, weight)``."""
+
+    Args:
+      parts: The static parts.
+      pol: The flat policy parameters.
+      batch: ``(obs, action, weight)``: a minibatch of observations, actions and their
+        advantage weights ``w``.
+
+    Returns:
+      ``(loss, metrics)`` (``policy_loss``, ``entropy``, ``weight_mean``).
+    """
     c = parts.config
     obs, action, w = batch
     dist = reward.policy_dist(parts, core.policy_params(parts, pol), obs)
@@ -145,6 +195,16 @@ def value_step(parts: core.Parts, data: BufferData, vals: jax.Array, opt_vals: A
     """Algorithm 1, lines 4-6 (AWR), first half: ``value_steps`` SGD-momentum steps of
     :func:`value_loss` on minibatches of the training half, the targets computed once
     with ``phi`` fixed and the current values.
+
+    Args:
+      parts: The static parts.
+      data: The buffer.
+      vals: The flat ``{value, value_ex}`` parameters.
+      opt_vals: Their optimiser state.
+      bad: The count of skipped steps so far.
+      phi: The flat reward parameters.
+      cols: The training half's env columns ``[N/2]``.
+      key: PRNG key.
 
     Returns:
       ``(vals, opt_vals, bad, metrics)``.
@@ -168,6 +228,17 @@ def policy_step(parts: core.Parts, data: BufferData, pol: jax.Array, opt_pol: An
     :func:`policy_loss` on minibatches of the training half, weighted by ``exp(A_phi /
     beta)`` (clipped; advantages under the updated values, normalised over the valid
     rows, ``phi`` fixed).
+
+    Args:
+      parts: The static parts.
+      data: The buffer (its ``size`` and ``valid`` mask).
+      pol: The flat policy parameters.
+      opt_pol: Their optimiser state.
+      bad: The count of skipped steps so far.
+      phi: The flat reward parameters.
+      seg_tr: The training half of the buffer ``[L, N/2]``, valued with the updated
+        values (:func:`buffer_segment`).
+      key: PRNG key.
 
     Returns:
       ``(pol, opt_pol, bad, metrics)``.

@@ -130,12 +130,29 @@ class Segment(NamedTuple):
 
 def flat_params(params: Params, group: str) -> jax.Array:
     """The flat vector of a parameter group (:data:`PARAM_GROUPS`), what its optimiser
-    steps; ``Parts.unravel[group]`` maps it back."""
+    steps; ``Parts.unravel[group]`` maps it back.
+
+    Args:
+      params: The parameter dict, by net (``policy``, ``value``, ``value_ex``,
+        ``reward``).
+      group: A key of :data:`PARAM_GROUPS`.
+
+    Returns:
+      The group's parameters raveled into one vector.
+    """
     return ravel_pytree({k: params[k] for k in PARAM_GROUPS[group]})[0]
 
 
 def policy_params(parts: Parts, pol: jax.Array) -> Params:
-    """The policy's parameter tree from its flat vector."""
+    """The policy's parameter tree from its flat vector.
+
+    Args:
+      parts: The static parts.
+      pol: The flat ``policy`` group (:func:`flat_params`).
+
+    Returns:
+      The policy net's parameters.
+    """
     return parts.unravel["policy"](pol)["policy"]
 
 
@@ -235,7 +252,15 @@ def collect(parts: Parts, state: TareState
 
 def rollout_rows(traj: Transition, time: jax.Array) -> replay.Row:
     """A rollout's steps as :class:`metareward.rl.replay.Row` ``[T, N]`` with ``time``
-    (observations as the env gives them; the raw extrinsic reward)."""
+    (observations as the env gives them; the raw extrinsic reward).
+
+    Args:
+      traj: The rollout's transitions ``[T, N]``.
+      time: Each step's time in its episode ``[T, N]``.
+
+    Returns:
+      The rows ``[T, N]``.
+    """
     return replay.Row(obs=traj.obs, action=traj.action, reward=traj.reward, done=traj.done,
                       truncation=traj.truncation, next_obs=traj.next_obs, time=time)
 
@@ -249,7 +274,16 @@ def _lambdas(config: Config | AWRConfig) -> tuple[Any, Any]:
 
 def values(parts: Parts, value_params: Params, obs_n: jax.Array) -> jax.Array:
     """``V(s)`` in return units (AWR: the net's output times ``1 / (1 - gamma)``, as the
-    AWR code's value normalisation)."""
+    AWR code's value normalisation).
+
+    Args:
+      parts: The static parts (``value_scale``: ``1`` for PPO).
+      value_params: A value net's parameters (``value`` or ``value_ex``).
+      obs_n: Normalised observations ``[..., obs_size]``.
+
+    Returns:
+      The values ``[...]``.
+    """
     return parts.value_scale * parts.value.apply(value_params, obs_n)
 
 
@@ -323,7 +357,15 @@ def split_columns(parts: Parts, key: jax.Array) -> jax.Array:
 
 
 def take(seg: Segment, cols: jax.Array) -> Segment:
-    """The env columns ``cols`` of a segment."""
+    """The env columns ``cols`` of a segment.
+
+    Args:
+      seg: A segment ``[T, N]``.
+      cols: Env column indices ``[M]``.
+
+    Returns:
+      The segment ``[T, M]``.
+    """
     return jax.tree.map(lambda x: x[:, cols], seg)
 
 
@@ -331,7 +373,17 @@ def reward_by_action(spec: EnvSpec, r_phi: jax.Array, action: jax.Array) -> Metr
     """Discrete envs with at most 8 actions: the mean learned reward of each action
     ``r_param_action{k}`` (0 if the action was not taken: no NaN, which the runner
     would take for a diverged run) and how often it was taken, ``action{k}_count``;
-    the paper's Figure 4 compares the chain's left and right moves."""
+    the paper's Figure 4 compares the chain's left and right moves.
+
+    Args:
+      spec: The env's spec.
+      r_phi: The learned reward of each step ``[T, N]``.
+      action: The actions taken ``[T, N]``.
+
+    Returns:
+      ``{"r_param_action{k}", "action{k}_count"}`` for each action ``k``; ``{}`` for a
+      continuous env or one with more than 8 actions.
+    """
     if not spec.discrete or spec.action_size > 8:
         return {}
     out = {}

@@ -96,13 +96,30 @@ def _flat(x: jax.Array) -> jax.Array:
 
 
 def valid_mean_std(x: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Mean and std of ``x [L, n]`` over the rows where ``valid [L]``."""
+    """Mean and std of ``x [L, n]`` over the rows where ``valid [L]``.
+
+    Args:
+      x: The values ``[L, n]``.
+      valid: The mask of valid rows ``[L]``.
+
+    Returns:
+      ``(mean, std)``, scalars.
+    """
     return masked_mean_std(x, jnp.broadcast_to(valid[:, None], x.shape))
 
 
 def policy_dist(parts: Parts, pol_params: Params, obs: jax.Array):
     """The policy's distribution at ``obs``; AWR's Gaussian std is fixed (no gradient)
-    unless ``learn_std`` (:func:`metareward.algos.awr.freeze_std`)."""
+    unless ``learn_std`` (:func:`metareward.algos.awr.freeze_std`).
+
+    Args:
+      parts: The static parts.
+      pol_params: The policy net's parameters (a tree, :func:`policy_params`).
+      obs: Normalised observations ``[..., obs_size]``.
+
+    Returns:
+      The action distribution.
+    """
     if not parts.is_ppo:
         pol_params = freeze_std(parts, pol_params)
     return parts.policy.apply(pol_params, obs)
@@ -112,7 +129,19 @@ def ppo_objective(parts: Parts, pol: jax.Array, seg: Segment, adv: jax.Array,
                   kl_coef: float, ent_coef: float) -> tuple[jax.Array, Metrics]:
     """Eq. 11 (with ``kl_coef = ent_coef = 0``: eq. 3's surrogate) of the flat policy
     ``pol`` on a whole segment, minimised (:func:`eq11_loss`); the advantages ``[T, n]``
-    standardised over the set if ``normalize_advantages``."""
+    standardised over the set if ``normalize_advantages``.
+
+    Args:
+      parts: The static parts.
+      pol: The flat policy parameters.
+      seg: The experience ``[T, n]`` (with the behaviour policy's ``log_prob``).
+      adv: The advantages ``[T, n]``.
+      kl_coef: Eq. 11's KL weight.
+      ent_coef: Eq. 11's entropy weight.
+
+    Returns:
+      ``(loss, metrics)`` of :func:`eq11_loss`.
+    """
     dist = parts.policy.apply(policy_params(parts, pol), _flat(seg.obs))
     adv = _flat(adv)
     if parts.config.normalize_advantages:
@@ -126,7 +155,19 @@ def awr_objective(parts: Parts, pol: jax.Array, seg: Segment, adv: jax.Array, id
     """AWR's weighted log-likelihood (eqs. 4, 12) of the flat policy ``pol`` on the
     entries ``idx = (t, e)`` of ``seg``, minimised; the advantages ``adv [T, n]`` are
     first normalised over the ``valid`` rows (as the AWR code) and exponentiated,
-    clipped. Returns ``(loss, weights)``."""
+    clipped.
+
+    Args:
+      parts: The static parts.
+      pol: The flat policy parameters.
+      seg: The experience ``[T, n]``.
+      adv: The advantages ``[T, n]``.
+      idx: ``(t, e)``: the entries' row and column indices, ``[m]`` each.
+      valid: The mask of valid rows ``[T]``.
+
+    Returns:
+      ``(loss, weights)``: the scalar loss and the entries' weights ``[m]``.
+    """
     c = parts.config
     if c.normalize_advantages:
         mean, std = valid_mean_std(adv, valid)
@@ -141,7 +182,18 @@ def fisher_objective(parts: Parts, pol: jax.Array, seg: Segment, weight: jax.Arr
                      idx: Index | None = None) -> jax.Array:
     """``E_s[weight KL(pi_sg(.|s) || pi(.|s))]`` with ``pi_sg`` the same policy under
     ``stop_gradient``: its Hessian at ``pol`` is the (weighted) Fisher information, the
-    Gauss-Newton matrix of the policy's log-likelihood (positive semi-definite)."""
+    Gauss-Newton matrix of the policy's log-likelihood (positive semi-definite).
+
+    Args:
+      parts: The static parts.
+      pol: The flat policy parameters.
+      seg: The experience ``[T, n]``.
+      weight: A scalar, or per-entry weights ``[m]`` (with ``idx``).
+      idx: ``(t, e)``: entries of ``seg``, ``[m]`` each (``None``: every entry).
+
+    Returns:
+      The scalar objective.
+    """
     obs = _flat(seg.obs) if idx is None else seg.obs[idx]
     dist = policy_dist(parts, policy_params(parts, pol), obs)
     fixed = jax.tree.map(jax.lax.stop_gradient, dist)
@@ -281,6 +333,15 @@ def reward_update(parts: Parts, pol: jax.Array, phi: jax.Array, opt_phi: Any,
                   seg_tr: Segment, seg_va: Segment, *idx: Any
                   ) -> tuple[jax.Array, Any, jax.Array, Metrics]:
     """``reward_updates`` of :func:`reward_step` on the same data.
+
+    Args:
+      parts: The static parts (``reward_updates``).
+      pol: The trained policy's flat parameters.
+      phi: The flat reward parameters.
+      opt_phi: Their Adam state.
+      seg_tr: The training experience.
+      seg_va: The validation experience.
+      *idx: AWR: ``(idx_tr, idx_va, valid)`` (see :func:`objectives`).
 
     Returns:
       ``(phi, opt_phi, number of skipped steps, mean metrics)``.
