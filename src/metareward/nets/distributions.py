@@ -90,7 +90,8 @@ def kl_divergence(p: Categorical | DiagGaussian, q: Categorical | DiagGaussian) 
     a bijection, which leaves the KL unchanged).
 
     Args:
-      p, q: two :class:`Categorical` or two :class:`DiagGaussian` (or subclass).
+      p: a :class:`Categorical` or a :class:`DiagGaussian` (or subclass).
+      q: one of the same kind as ``p``.
 
     Returns:
       The divergence, summed over the action dimensions (shape: the batch shape).

@@ -28,9 +28,14 @@ def gae(
     ``A_t = delta_t + gamma lambda (1 - done_t) A_{t+1}``.
 
     Args:
-      rewards, values, next_values, dones, truncations: arrays of equal shape ``[T, ...]``;
-        ``next_values[t] = V(final_obs_t)``.
-      gamma: discount; gae_lambda: GAE's lambda (1 gives discounted returns minus V).
+      rewards: ``r_t``, ``[T, ...]``.
+      values: ``V(s_t)``, ``[T, ...]``.
+      next_values: ``V(final_obs_t)``, the value of the observation each step reached,
+        ``[T, ...]``.
+      dones: 1 where the episode ended at step ``t``, ``[T, ...]``.
+      truncations: 1 where it ended by the time limit (bootstraps), ``[T, ...]``.
+      gamma: discount.
+      gae_lambda: GAE's lambda (1 gives discounted returns minus V).
 
     Returns:
       ``(advantages, targets)`` with ``targets = advantages + values`` (lambda-returns).

@@ -157,6 +157,8 @@ def evaluate_episodes(
     Args:
       env: a *single* env following the metareward conventions (time-limited).
       act: ``act(obs_batch, key) -> env_action_batch``.
+      key: PRNG key of the resets and the actions.
+      num_episodes: episodes, each in its own env of a batch.
       max_steps: steps to run; the env's time limit guarantees every episode ends.
       task: for a randomised env (:mod:`metareward.envs.tasks`), the task every episode
         runs on; ``None``: the env's own (a random task per episode if randomised).

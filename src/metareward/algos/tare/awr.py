@@ -52,7 +52,8 @@ def buffer_data(parts: core.Parts, state: core.TareState, traj: Transition, time
     Args:
       parts: The static parts.
       state: The state after :func:`~metareward.algos.tare.core.collect`.
-      traj, time: The rollout and its steps' times.
+      traj: The rollout.
+      time: Its steps' times.
 
     Returns:
       ``(the new buffer, BufferData)``.

@@ -161,8 +161,9 @@ def init_params(policy: nn.Module, value: nn.Module, reward_net: nn.Module, spec
     """Initial ``{"policy", "value", "value_ex", "reward"}`` from four keys.
 
     Args:
-      policy, value, reward_net: The nets (``reward_net`` with TARE's signature
-        ``(obs, action, reward, t, done)``).
+      policy: The policy net.
+      value: The value net (initialised twice: ``V`` and ``V_ex``).
+      reward_net: The reward net, with TARE's signature ``(obs, action, reward, t, done)``.
       spec: The env's spec (observation and action sizes).
       keys: ``(k_policy, k_value, k_value_ex, k_reward)``.
 
@@ -297,7 +298,8 @@ def make_segment(parts: Parts, params: Params, obs_stats: RunningStats,
     Args:
       parts: The static parts.
       params: The parameters (``"value"`` and ``"value_ex"`` are read).
-      obs_stats, reward_stats: The running statistics of observations and rewards.
+      obs_stats: The running statistics of observations.
+      reward_stats: The running statistics of rewards.
       rows: Time-major steps ``[T, N]`` with ``time``.
       log_prob: The behaviour policy's log-probabilities ``[T, N]`` (None for AWR).
 

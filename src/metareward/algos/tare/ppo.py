@@ -94,7 +94,9 @@ def inner_step(parts: core.Parts, theta: jax.Array, opt: Any, bad: jax.Array, ph
 
     Args:
       parts: The static parts.
-      theta, opt, bad: The flat agent, its Adam state, the count of skipped steps.
+      theta: The flat agent.
+      opt: Its Adam state.
+      bad: The count of skipped steps.
       phi: The flat reward parameters.
       seg_tr: The training half ``[T, N/2]``.
       key: The epochs' permutation key.

@@ -76,10 +76,12 @@ def eq11_loss(log_prob: jax.Array, old_log_prob: jax.Array, adv: jax.Array,
     surrogate; its KL term puts the Fisher information into its Hessian.
 
     Args:
-      log_prob, old_log_prob: ``log pi(a|s)`` and ``log pi_old(a|s)`` per sample.
+      log_prob: ``log pi(a|s)`` per sample.
+      old_log_prob: ``log pi_old(a|s)`` per sample.
       adv: advantages per sample (used as given).
       entropy: ``H(pi(.|s))`` per sample.
-      kl_coef, ent_coef: the penalty and bonus weights.
+      kl_coef: the KL penalty's weight.
+      ent_coef: the entropy bonus's weight.
 
     Returns:
       ``(loss, {"surrogate": E[rho A], "kl": the KL estimate})``.
@@ -247,9 +249,11 @@ def objectives(parts: Parts, seg_tr: Segment, seg_va: Segment, idx_tr: Index | N
 
     Args:
       parts: The static parts.
-      seg_tr, seg_va: The training and validation experience.
-      idx_tr, idx_va: AWR: the ``(t, e)`` entries of each set the objectives average
-        over; PPO: None (the whole segments).
+      seg_tr: The training experience.
+      seg_va: The validation experience.
+      idx_tr: AWR: the ``(t, e)`` entries of the training set the objectives average
+        over; PPO: None (the whole segment).
+      idx_va: The same for the validation set.
       valid: AWR: ``[T]`` the valid buffer rows (the advantages are normalised over them).
       phi: If given, the curvature's advantages are computed once at ``phi`` (the
         curvature is in the policy's parameters only, so this is exact) and its ``phi``
@@ -288,7 +292,11 @@ def hypergradient(parts: Parts, pol: jax.Array, phi: jax.Array, seg_tr: Segment,
       parts: The static parts.
       pol: The trained policy's flat parameters ``theta'``.
       phi: The flat reward parameters.
-      seg_tr, seg_va, idx_tr, idx_va, valid: As :func:`objectives`.
+      seg_tr: As in :func:`objectives`.
+      seg_va: As in :func:`objectives`.
+      idx_tr: As in :func:`objectives`.
+      idx_va: As in :func:`objectives`.
+      valid: As in :func:`objectives`.
 
     Returns:
       ``(d (-J_ex(theta'; val)) / d phi, aux metrics, CGInfo)``.
@@ -309,8 +317,10 @@ def reward_step(parts: Parts, pol: jax.Array, phi: jax.Array, opt_phi: Any, seg_
     Args:
       parts: The static parts.
       pol: The trained policy's flat parameters.
-      phi, opt_phi: The flat reward parameters and their Adam state.
-      seg_tr, seg_va: The training and validation experience.
+      phi: The flat reward parameters.
+      opt_phi: Their Adam state.
+      seg_tr: The training experience.
+      seg_va: The validation experience.
       *idx: AWR: ``(idx_tr, idx_va, valid)`` (see :func:`objectives`).
 
     Returns:
