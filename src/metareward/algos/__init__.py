@@ -1,6 +1,8 @@
 """Learners: each a module with a frozen ``Config`` and ``make_train(config, env)``,
 registered by name (:mod:`metareward.algos.registry`) for the ``metareward`` command."""
 
+from typing import Any
+
 from metareward.algos import a2c, awr, cln, epg, lirpg, metagenrl, ppo, reinforce, tare, td3
 from metareward.algos.config import ConfigError, DefaultConfigWarning
 from metareward.algos.onpolicy import Trainer, TrainState, check_finite
@@ -115,7 +117,7 @@ register_algorithm(
 )
 
 
-def preset(algorithm: str, env_name: str):
+def preset(algorithm: str, env_name: str) -> Any:
     """The config of registered ``algorithm`` for ``env_name``: its tuned preset, or the
     paper defaults (with a :class:`DefaultConfigWarning`); ``ConfigError`` for an env name
     that is not registered, ``ValueError`` for an unknown algorithm.

@@ -366,7 +366,7 @@ def make_init(learner: Learner, mesh: Mesh | None = None, state_specs: Any = Non
 
 
 def make_chunk(learner: Learner, chunk_updates: int, abstract_state: Any,
-               mesh: Mesh | None = None, state_specs: Any = None):
+               mesh: Mesh | None = None, state_specs: Any = None) -> Callable:
     """``chunk(states, n) -> (states, metrics[K, seeds], params_finite[seeds])``: ``n <=
     K`` updates of every seed, the rest of the ``K`` iterations skipped.
 

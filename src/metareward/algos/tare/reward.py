@@ -110,7 +110,7 @@ def valid_mean_std(x: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array
     return masked_mean_std(x, jnp.broadcast_to(valid[:, None], x.shape))
 
 
-def policy_dist(parts: Parts, pol_params: Params, obs: jax.Array):
+def policy_dist(parts: Parts, pol_params: Params, obs: jax.Array) -> Any:
     """The policy's distribution at ``obs``; AWR's Gaussian std is fixed (no gradient)
     unless ``learn_std`` (:func:`metareward.algos.awr.freeze_std`).
 
