@@ -1,5 +1,8 @@
 """What the benchmark scripts share: a measurement in a fresh process of the same script,
-interleaved rounds, and the JSON results file. Standard library only."""
+interleaved rounds, and the JSON results file. Standard library only, and ``metareward``'s
+XLA:CPU setting: every benchmark (and each worker process it starts) measures programs
+compiled as the ``metareward`` command compiles them (:func:`metareward.configure_xla`;
+``import metareward`` imports no jax)."""
 
 from __future__ import annotations
 
@@ -12,6 +15,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import metareward
+
+metareward.configure_xla()
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -42,7 +42,12 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
+import metareward
 from metareward import meta
+
+# metareward's XLA:CPU setting, before jax runs anything (`metareward.algos`, the command
+# and the runtime apply it themselves; this notebook uses only `meta`).
+metareward.configure_xla()
 
 SMOKE = os.environ.get("METAREWARD_SMOKE") == "1"  # tiny budgets (the tests)
 FIGURES = Path(os.environ.get("METAREWARD_FIGURES")

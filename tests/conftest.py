@@ -24,6 +24,8 @@ import pytest
 from _pytest.mark.expression import Expression
 from fast_compile import FAST_COMPILE, with_fast_compile
 
+from metareward import configure_xla
+
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 #: Values of ``METAREWARD_TEST_XLA``.
@@ -57,12 +59,16 @@ def compile_choice(markexpr: str, override: str | None) -> str:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Adds ``fast_compile.FAST_COMPILE`` to ``XLA_FLAGS`` for a fast-compiling run, before
-    any test module imports JAX (XLA reads the flags once, when its backend starts)."""
+    """Adds ``fast_compile.FAST_COMPILE`` to ``XLA_FLAGS`` for a fast-compiling run, then
+    metareward's XLA:CPU flags (:func:`metareward.configure_xla`, as the ``metareward``
+    command does; ``import metareward`` leaves ``XLA_FLAGS`` alone), before any test
+    module imports JAX (XLA reads the flags once, when its backend starts). Subprocesses
+    inherit them."""
     choice = compile_choice(config.getoption("markexpr", "") or "",
                             os.environ.get("METAREWARD_TEST_XLA"))
     if choice == "fast":
         os.environ["XLA_FLAGS"] = with_fast_compile(os.environ.get("XLA_FLAGS", ""))
+    configure_xla()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

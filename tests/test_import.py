@@ -1,8 +1,13 @@
-"""What ``import metareward`` promises: the XLA:CPU workaround and a quiet import."""
+"""What ``import metareward`` promises: no side effects (``XLA_FLAGS`` untouched, jax,
+brax/MuJoCo and gymnax imported only by the subpackages that need them), a quiet import,
+and the XLA:CPU flag where metareward trains (the learners, the command, the runtime, the
+test suite) or on request (``metareward.configure_xla()``)."""
 
 import os
 import subprocess
 import sys
+
+from fast_compile import FAST_COMPILE
 
 FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
 
@@ -16,20 +21,75 @@ def _run(code: str, env_flags: str | None = None) -> subprocess.CompletedProcess
     )
 
 
-def test_import_sets_the_xla_flag_and_prints_nothing():
-    out = _run("import os, metareward.envs; print(os.environ['XLA_FLAGS'])")
+def test_import_leaves_xla_flags_alone_and_imports_no_jax():
+    out = _run("import os, sys, metareward; "
+               "print(os.environ.get('XLA_FLAGS'), sorted({'jax', 'brax', 'mujoco', 'gymnax'}"
+               " & set(sys.modules)))")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == FLAG  # nothing else on stdout (no "Failed to import warp")
+    assert out.stdout.strip() == "None []"
+
+
+def test_envs_import_leaves_xla_flags_alone_and_prints_nothing():
+    code = ("import os, sys, metareward.envs; from metareward._xla import _cpu_backend_started;"
+            " print(os.environ.get('XLA_FLAGS'), 'gymnax' in sys.modules,"
+            " _cpu_backend_started())")
+    out = _run(code)
+    assert out.returncode == 0, out.stderr
+    # nothing else on stdout (no "Failed to import warp"); gymnax waits for a gymnax env
+    assert out.stdout.strip() == "None False False"
+
+
+def test_learners_import_quietly_and_apply_the_flag():
+    # brax (imported by metareward.algos before metareward.envs) imports mujoco-mjx, which
+    # prints "Failed to import warp" on a CPU: import metareward silences that one module.
+    # The learners build the training programs, so importing them applies the flag (the
+    # functional API cannot meet the scheduler's deadlock by a forgotten call), before
+    # anything starts jax's backend.
+    out = _run("import metareward.rl, metareward.meta, os; print(os.environ.get('XLA_FLAGS'))")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "None"
+    out = _run("import metareward.algos, os; "
+               "from metareward._xla import _cpu_backend_started; "
+               "print(os.environ['XLA_FLAGS'], _cpu_backend_started())")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"{FLAG} False"
+
+
+def test_configure_xla_sets_the_flag_before_jax_starts():
+    out = _run("import os, warnings, metareward; warnings.simplefilter('error'); "
+               "print(metareward.configure_xla(), metareward.configure_xla()); "
+               "import jax; jax.numpy.ones(1).block_until_ready(); "
+               "print(os.environ['XLA_FLAGS'])")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [f"['{FLAG}'] []", FLAG]
+
+
+def test_the_command_and_the_runtime_apply_the_flag():
+    for module in ("metareward.cli", "metareward.runtime"):
+        out = _run(f"import os, {module}; print(os.environ['XLA_FLAGS'])",
+                   env_flags="--xla_dump_to=/nonexistent")
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == f"--xla_dump_to=/nonexistent {FLAG}", module
 
 
 def test_user_setting_of_the_flag_is_kept():
     mine = "--xla_cpu_enable_concurrency_optimized_scheduler=true"
-    out = _run("import os, metareward; print(os.environ['XLA_FLAGS'])", env_flags=mine)
+    out = _run("import os, metareward.cli; print(os.environ['XLA_FLAGS'])", env_flags=mine)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == mine
 
 
 def test_warns_when_jax_cpu_backend_started_first():
-    out = _run("import jax; jax.numpy.ones(1).block_until_ready(); import metareward")
+    out = _run("import jax; jax.numpy.ones(1).block_until_ready(); import metareward; "
+               "metareward.configure_xla()")
     assert out.returncode == 0, out.stderr
-    assert "RuntimeWarning" in out.stderr and "XLA_FLAGS" in out.stderr
+    assert "RuntimeWarning" in out.stderr and "configure_xla" in out.stderr
+
+
+def test_the_suite_compiles_with_the_flag_after_its_own():
+    # tests/conftest.py applies it, after FAST_COMPILE (the order XLA_FLAGS had when
+    # `import metareward` applied it): the same flags, the same compilation cache keys
+    flags = os.environ["XLA_FLAGS"]
+    assert FLAG.split("=")[0] in flags
+    if FAST_COMPILE in flags and FLAG in flags:
+        assert flags.index(FAST_COMPILE) < flags.index(FLAG)

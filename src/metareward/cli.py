@@ -36,7 +36,11 @@ import threading
 import warnings
 from pathlib import Path
 
-from metareward import interrupts
+from metareward import configure_xla, interrupts
+
+# The command trains: metareward's XLA:CPU settings, before anything starts jax's backend
+# (metareward._xla; a library import of metareward leaves XLA_FLAGS alone).
+configure_xla()
 
 EXIT_BAD_INPUT = 2
 EXIT_RUNTIME = 1
@@ -414,7 +418,14 @@ def main(argv: list[str] | None = None) -> int:
 
     Every failure ends in one line ``metareward COMMAND: error: ...`` on stderr: exit 2
     for bad input (nothing written), 1 for a runtime failure (an I/O error names its
-    file), 128+N after signal N (130 for Ctrl-C, also while importing or compiling)."""
+    file), 128+N after signal N (130 for Ctrl-C, also while importing or compiling).
+
+    Args:
+        argv: The arguments after ``metareward`` (``None``: ``sys.argv[1:]``).
+
+    Returns:
+        The exit code.
+    """
     args = _parser().parse_args(argv)
     try:
         if threading.current_thread() is threading.main_thread():
@@ -538,3 +549,6 @@ def _exit(argv: list[str] | None, code: int) -> int:
 
 if __name__ == "__main__":
     main()
+
+
+__all__ = ["EXIT_BAD_INPUT", "EXIT_RUNTIME", "main"]

@@ -3,11 +3,19 @@ registered by name (:mod:`metareward.algos.registry`) for the ``metareward`` com
 
 from typing import Any
 
-from metareward.algos import a2c, awr, cln, epg, lirpg, metagenrl, ppo, reinforce, tare, td3
-from metareward.algos.config import ConfigError, DefaultConfigWarning
-from metareward.algos.onpolicy import Trainer, TrainState, check_finite
-from metareward.algos.policy import Policy, load_policy, save_policy, take_seed
-from metareward.algos.registry import (
+from metareward._xla import configure_xla as _configure_xla
+
+# The learners build the training programs: metareward's XLA:CPU setting (jaxlib 0.10.2's
+# concurrency-optimised scheduler deadlocks some vmapped training programs) is applied
+# here, before any learner module can start jax's backend, so the functional API is safe
+# without a call to remember. `import metareward` alone leaves XLA_FLAGS alone.
+_configure_xla()
+
+from metareward.algos import a2c, awr, cln, epg, lirpg, metagenrl, ppo, reinforce, tare, td3  # noqa: E402
+from metareward.algos.config import ConfigError, DefaultConfigWarning  # noqa: E402
+from metareward.algos.onpolicy import Trainer, TrainState, check_finite  # noqa: E402
+from metareward.algos.policy import Policy, load_policy, save_policy, take_seed  # noqa: E402
+from metareward.algos.registry import (  # noqa: E402
     AlgoSpec,
     Learner,
     algorithm_names,

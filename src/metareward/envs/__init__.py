@@ -5,6 +5,9 @@ conventions every env follows); ``names()`` lists them. Sources: gymnax (classic
 MinAtar) through :class:`GymnaxEnv`, brax's MuJoCo locomotion envs through
 :class:`BraxEnv`, and TARE's chain (:class:`ChainEnv`). Randomised envs (task
 distributions, ``make(name, randomize=True)``): :mod:`.tasks`, :mod:`.brax_tasks`.
+
+Your own env: :func:`register` (``overwrite=True`` to run the cell again) and, for
+every process, the entry-point group ``metareward.envs`` (see :mod:`.registry`).
 """
 
 from brax.envs.base import Env, State, Wrapper
@@ -14,6 +17,7 @@ from metareward.envs.brax_tasks import HOPPER, HOPPER_FORWARD_BACKWARD, REACHER
 from metareward.envs.chain import ChainEnv
 from metareward.envs.gymnax_adapter import GymnaxEnv
 from metareward.envs.registry import (
+    ENTRY_POINT_GROUP,
     describe,
     make,
     names,
@@ -22,7 +26,7 @@ from metareward.envs.registry import (
     register_tasks,
     task_distribution,
 )
-from metareward.envs.spec import EnvSpec
+from metareward.envs.spec import EnvSpec, SpecMixin
 from metareward.envs.tasks import PENDULUM, Task, TaskDistribution
 from metareward.envs.wrappers import (
     ActionRescale,
@@ -36,6 +40,7 @@ from metareward.envs.wrappers import (
 
 __all__ = [
     "BACKENDS",
+    "ENTRY_POINT_GROUP",
     "HOPPER",
     "HOPPER_FORWARD_BACKWARD",
     "PENDULUM",
@@ -51,6 +56,7 @@ __all__ = [
     "EpisodeWrapper",
     "GymnaxEnv",
     "NormalizedReward",
+    "SpecMixin",
     "State",
     "Task",
     "TaskDistribution",

@@ -123,3 +123,6 @@ def constructor_defaults(cls: type | None) -> dict[str, Any] | None:
         if not any(p.kind is p.VAR_KEYWORD for p in params):
             return out
     return None
+
+
+__all__ = ["BACKENDS", "BraxEnv", "constructor_defaults"]

@@ -1,11 +1,11 @@
 """Task distributions of brax envs: EPG's random Hopper and random Reacher.
 
-Houthooft et al., "Evolved Policy Gradients" (``epg_evolved_policy_gradients.md``),
-section 4: "Hopper (with randomized gravity, friction, body mass, and link thickness) and
-Reacher (with randomized link lengths)"; section 4.5: the forward/backward Hopper, which
-rewards hopping in a random direction. The ranges of the hopper follow EPG's code
-(``openai/EPG``, ``epg/envs/mujoco/hopper.py``; ``/work/shared/REFERENCE_NOTES.md``,
-section "EPG"); EPG's repository has no random Reacher, so its range is ours.
+Houthooft et al., "Evolved Policy Gradients" (NeurIPS 2018), section 4: "Hopper (with
+randomized gravity, friction, body mass, and link thickness) and Reacher (with
+randomized link lengths)"; section 4.5: the forward/backward Hopper, which rewards
+hopping in a random direction. The ranges of the hopper follow EPG's code
+(``openai/EPG``, ``epg/envs/mujoco/hopper.py``); EPG's repository has no random Reacher,
+so its range is ours.
 
 A task is a dict of float32 arrays (:mod:`metareward.envs.tasks`); :class:`TaskPhysics`
 says how a task changes a brax env. Following brax's own
@@ -131,6 +131,13 @@ def hopper_sys(sys: base.System, task: Mapping[str, jax.Array]) -> base.System:
     half-length, used by MJX's broad phase). Constants MuJoCo derives from these when it
     compiles a model (``body_subtreemass``, ``*_invweight0``, ``geom_aabb``) keep their
     nominal values, as in EPG's code, which changed the mujoco-py model in place.
+
+    Args:
+        sys: The nominal hopper model.
+        task: The task's factors (any subset of :data:`HOPPER`'s).
+
+    Returns:
+        The model with those factors applied.
     """
     bodies = np.arange(1, sys.nbody)
     geoms = np.flatnonzero(np.asarray(sys.geom_bodyid) > 0)
@@ -166,6 +173,13 @@ def reacher_sys(sys: base.System, task: Mapping[str, jax.Array]) -> base.System:
     (with ``geom_rbound[g]``, radius plus half-length). None of the reacher's geoms
     collide, so the geoms matter only for the fingertip's position (observation and
     reward, see :class:`RandomReacher`) and the looks.
+
+    Args:
+        sys: The nominal reacher model.
+        task: The task (``link_scale``, ``[2]``; without it ``sys`` is returned).
+
+    Returns:
+        The model with the links stretched.
     """
     if "link_scale" not in task:
         return sys
@@ -310,8 +324,21 @@ PHYSICS: dict[str, TaskPhysics] = {
 
 def task_physics(name: str, brax_name: str, tasks: TaskDistribution,
                  backend: str) -> TaskPhysics:
-    """The :class:`TaskPhysics` of a brax env, checked against ``tasks``; fails for envs
-    without one, for backends other than ``"mjx"`` and for unknown factors."""
+    """The :class:`TaskPhysics` of a brax env, checked against ``tasks``.
+
+    Args:
+        name: The registered env's name (for messages).
+        brax_name: The brax env's name (a key of ``PHYSICS``).
+        tasks: The task distribution the env is randomised over.
+        backend: The brax backend (only ``"mjx"`` supports randomised physics).
+
+    Returns:
+        The env's task physics.
+
+    Raises:
+        ValueError: an env without task physics, a backend other than ``"mjx"``, or a
+            factor of ``tasks`` the physics does not know.
+    """
     if brax_name not in PHYSICS:
         raise ValueError(f"{name}: no task physics for brax env {brax_name!r}; "
                          f"randomisable brax envs: {sorted(PHYSICS)}")

@@ -49,9 +49,11 @@ class ChainEnv(SpecMixin, Env):
     Args:
       name: registry name.
       episode_length: step limit (default 10, see the module docstring).
-      right_mean, right_std: the right move's reward distribution (paper: 0.5, 1.0).
+      right_mean: the mean of the right move's reward (paper: 0.5).
+      right_std: its standard deviation (paper: 1.0).
       left_reward: the left move's reward (paper: 1.0).
-      goal_reward, step_cost: the goal pays ``goal_reward - step_cost * n`` (10, 0.01).
+      goal_reward: the goal pays ``goal_reward - step_cost * n`` (paper: 10).
+      step_cost: see ``goal_reward`` (paper: 0.01).
       step_limit_truncates: end episodes at the limit by truncation (bootstrapped)
         instead of termination (the default, see the module docstring).
     """

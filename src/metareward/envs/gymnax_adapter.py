@@ -15,11 +15,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import gymnax
 import jax
 import jax.numpy as jnp
 from brax.envs.base import Env, State
-from gymnax.environments import spaces
 
 from metareward.envs.options import check_options
 from metareward.envs.spec import EnvSpec, SpecMixin
@@ -42,6 +40,11 @@ class GymnaxEnv(SpecMixin, Env):
 
     def __init__(self, name: str, gymnax_id: str, episode_length: int | None = None,
                  tasks: TaskDistribution | None = None, **params: Any):
+        # gymnax is imported here, when a gymnax env is made: importing it takes seconds
+        # and starts jax's backend (metareward.configure_xla must come first)
+        import gymnax
+        from gymnax.environments import spaces
+
         env, env_params = gymnax.make(gymnax_id)
         if episode_length is not None:
             params["max_steps_in_episode"] = int(episode_length)
@@ -137,3 +140,6 @@ class GymnaxEnv(SpecMixin, Env):
     @property
     def backend(self) -> str:
         return "gymnax"
+
+
+__all__ = ["GymnaxEnv"]

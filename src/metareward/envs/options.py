@@ -35,7 +35,15 @@ _TRUE, _FALSE = {"true", "yes", "on"}, {"false", "no", "off"}
 
 
 def must_be_positive(key: str) -> bool:
-    """Whether the int option ``key`` must be > 0 (a length, count or interval)."""
+    """Whether the int option ``key`` must be > 0 (a length, count or interval).
+
+    Args:
+        key: An env option's name.
+
+    Returns:
+        ``True`` for the options in ``POSITIVE`` and those ending in ``_interval`` or
+        ``_length``.
+    """
     return key in POSITIVE or key.endswith(("_interval", "_length"))
 
 

@@ -1,6 +1,6 @@
 """A 2-d point mass that must reach a goal it sees: a cheap random-goal task family.
 
-Evolved Policy Gradients (Houthooft et al., ``epg_evolved_policy_gradients.md``, section 4)
+"Evolved Policy Gradients" (Houthooft et al., NeurIPS 2018, section 4)
 meta-trains its loss on random-goal tasks such as random Reacher, whose target is part of
 the observation, so that at meta-test time the loss can train an agent *without rewards*,
 inferring the task from what it observes. Reacher costs a physics engine per step; this
@@ -42,7 +42,9 @@ class PointMassEnv(SpecMixin, Env):
       name: registry name.
       episode_length: step limit (default 50), a truncation.
       goal: the goal of a plain (non-randomised) env.
-      dt, force, damping: the dynamics' time step, force scale and velocity damping.
+      dt: the dynamics' time step.
+      force: the force scale.
+      damping: the velocity damping.
       bound: positions are clipped to ``[-bound, bound]^2``.
       start: start positions are uniform in ``[-start, start]^2``.
       tasks: a distribution over ``{"goal": (2,)}`` (a randomised env), or None.

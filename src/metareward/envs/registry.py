@@ -1,9 +1,19 @@
-"""The environment registry: ``make(name, **kwargs)`` and ``names()``."""
+"""The environment registry: ``make(name, **kwargs)`` and ``names()``.
+
+Your own env: a class with ``reset(rng) -> State``, ``step(state, action) -> State``, a
+``spec`` (:class:`~metareward.envs.spec.EnvSpec`) and an ``auto_resets`` flag (subclass
+brax's ``Env`` and :class:`~metareward.envs.spec.SpecMixin`, which gives ``spec`` from
+``self._spec`` and ``auto_resets=False``), and a factory ``factory(name=...,
+episode_length=..., **options)`` given to :func:`register`. To make it known to every
+process (``metareward eval``, ``resume``), name a function that registers it in your
+package's entry-point group ``metareward.envs`` (:data:`ENTRY_POINT_GROUP`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +25,7 @@ from metareward.envs.chain import ChainEnv
 from metareward.envs.gymnax_adapter import GymnaxEnv
 from metareward.envs.options import check_option, check_options
 from metareward.envs.pointmass import GOALS, PointMassEnv
+from metareward.envs.spec import EnvSpec
 from metareward.envs.tasks import PENDULUM, TaskDistribution
 from metareward.envs.wrappers import (
     ActionRescale,
@@ -23,6 +34,13 @@ from metareward.envs.wrappers import (
     EpisodeStats,
     EpisodeWrapper,
 )
+
+#: The entry-point group of third-party envs: each entry point names a function, called
+#: with no arguments, that registers envs (or a module whose import registers them).
+ENTRY_POINT_GROUP = "metareward.envs"
+
+#: The keyword arguments :func:`make` gives every factory.
+FACTORY_KEYWORDS = ("name", "episode_length")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,28 +51,129 @@ class _Entry:
 
 
 _REGISTRY: dict[str, _Entry] = {}
+_plugins_loaded = False
 
 
-def register(name: str, factory: Callable[..., Env], description: str, source: str) -> None:
-    """Adds an environment. ``factory(name=..., **kwargs)`` must return an env with a
-    ``spec`` (:class:`EnvSpec`) and an ``auto_resets`` flag."""
+def register(name: str, factory: Callable[..., Env], description: str = "",
+             source: str = "user", *, overwrite: bool = False) -> None:
+    """Adds an environment to the registry, so that :func:`make` (and the ``metareward``
+    command, in this process) builds it by name.
+
+    ``make(name, **options)`` calls ``factory(name=name, episode_length=..., **options)``
+    (``episode_length`` is None unless the caller gave one: the env's default applies);
+    the factory returns an env with ``reset(rng)``, ``step(state, action)``, a ``spec``
+    (:class:`~metareward.envs.spec.EnvSpec`) and an ``auto_resets`` flag (``False``:
+    :func:`make` adds the time limit and auto-reset). For other processes, register it
+    from an entry point (:data:`ENTRY_POINT_GROUP`).
+
+    Args:
+      name: the env's name.
+      factory: builds the env; it must accept the keyword arguments ``name`` and
+        ``episode_length`` (explicitly or through ``**kwargs``).
+      description: one line for ``metareward list`` and :func:`describe`.
+      source: a label that :func:`names` can select by (``"gymnax"``, ``"brax"`` and
+        ``"ours"`` are metareward's own).
+      overwrite: replace an env of that name (and forget its task distribution,
+        :func:`register_tasks`), e.g. when a notebook cell runs again; without it a
+        name registered already is refused.
+
+    Raises:
+      ValueError: ``name`` is registered already and ``overwrite`` is False.
+      TypeError: ``factory`` is not callable or does not accept ``name`` and
+        ``episode_length``.
+    """
+    _check_factory(name, factory)
+    _load_plugins()
+    _add(name, factory, description, source, overwrite)
+
+
+def _add(name: str, factory: Callable[..., Env], description: str, source: str,
+         overwrite: bool) -> None:
+    if name in _REGISTRY and not overwrite:
+        raise ValueError(f"environment {name!r} is already registered (source "
+                         f"{_REGISTRY[name].source!r}); pass overwrite=True to replace it")
     if name in _REGISTRY:
-        raise ValueError(f"environment {name!r} is already registered")
+        _TASKS.pop(name, None)  # the old env's distribution
     _REGISTRY[name] = _Entry(factory, description, source)
 
 
+def _check_factory(name: str, factory: Callable[..., Env]) -> None:
+    if not callable(factory):
+        raise TypeError(f"environment {name!r}: factory must be callable, got {factory!r}")
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # no signature (some builtins): checked when made
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    takes = {k for k, p in params.items()
+             if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                           inspect.Parameter.KEYWORD_ONLY)}
+    missing = [k for k in FACTORY_KEYWORDS if k not in takes]
+    if missing:
+        raise TypeError(
+            f"environment {name!r}: the factory {getattr(factory, '__name__', factory)!r} "
+            f"does not accept the keyword argument(s) {missing}; make() calls "
+            "factory(name=..., episode_length=..., **options) (episode_length None: the "
+            "env's default)")
+
+
+def _load_plugins() -> None:
+    """Registers the envs of the entry-point group :data:`ENTRY_POINT_GROUP`, once (the
+    first lookup or registration). A plugin that fails is named in a ``RuntimeError``,
+    once; the others are registered all the same."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    from importlib.metadata import entry_points
+
+    failed = []
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            loaded = ep.load()
+            if not isinstance(loaded, types.ModuleType):
+                loaded()
+        except Exception as e:  # the others still load; this one is named below
+            failed.append((ep, e))
+    if failed:
+        raise RuntimeError("; ".join(
+            f"the env plugin {ep.name} = {ep.value} (entry-point group "
+            f"{ENTRY_POINT_GROUP!r}) failed: {type(e).__name__}: {e}" for ep, e in failed)
+        ) from failed[0][1]
+
+
 def names(source: str | None = None) -> list[str]:
-    """Registered environment names, optionally only those of one source
-    (``"gymnax"``, ``"brax"``, ``"ours"``)."""
+    """Registered environment names, including those of entry-point plugins.
+
+    Args:
+      source: only the envs of this source (``"gymnax"``, ``"brax"``, ``"ours"``, a
+        :func:`register` call's label), or all if None.
+
+    Returns:
+      The names, sorted.
+    """
+    _load_plugins()
     return sorted(n for n, e in _REGISTRY.items() if source is None or e.source == source)
 
 
 def describe(name: str) -> str:
-    """One-line description of a registered environment."""
+    """One-line description of a registered environment.
+
+    Args:
+        name: A registered env's name.
+
+    Returns:
+        Its description.
+
+    Raises:
+        ValueError: an unknown name (the message lists the registered ones).
+    """
     return _entry(name).description
 
 
 def _entry(name: str) -> _Entry:
+    _load_plugins()
     if name not in _REGISTRY:
         raise ValueError(f"unknown environment {name!r}; valid names: {names()}")
     return _REGISTRY[name]
@@ -99,6 +218,10 @@ def make(
         type (:mod:`metareward.envs.options`: e.g. NaN or a list for a number, a length
         <= 0), a non-positive ``episode_length`` or ``reward_delay``, ``randomize`` for
         an env without a task distribution, or an unknown task factor.
+      TypeError: the env the factory returned lacks ``reset``, ``step``, ``spec`` or
+        ``auto_resets``, or a brax ``Env`` subclass lacks an abstract member (the message
+        names what is missing).
+      RuntimeError: an entry-point plugin (:data:`ENTRY_POINT_GROUP`) failed to load.
     """
     entry = _entry(name)
     if task_ranges is not None and not randomize:
@@ -111,7 +234,14 @@ def make(
         isinstance(reward_delay, bool) or not isinstance(reward_delay, int) or reward_delay <= 0
     ):
         raise ValueError(f"reward_delay must be a positive int, got {reward_delay!r}")
-    env = entry.factory(name=name, episode_length=episode_length, **kwargs)
+    try:
+        env = entry.factory(name=name, episode_length=episode_length, **kwargs)
+    except TypeError as e:
+        if not str(e).startswith("Can't instantiate abstract class"):
+            raise
+        raise TypeError(f"environment {name!r}: {e} (a brax Env also needs the properties "
+                        "observation_size, action_size and backend)") from e
+    _check_env(name, env)
     if not env.auto_resets:
         env = AutoResetWrapper(EpisodeWrapper(env, env.spec.episode_length))
     if rescale_actions and not env.spec.discrete:
@@ -120,26 +250,72 @@ def make(
     return env if reward_delay is None else DelayedReward(env, reward_delay)
 
 
+def _check_env(name: str, env: Any) -> None:
+    """Raises a ``TypeError`` naming what the env a factory returned lacks."""
+    missing = [m for m in ("reset", "step") if not callable(getattr(env, m, None))]
+    problems = [f"the method(s) {', '.join(missing)}"] if missing else []
+    try:
+        spec = env.spec
+    except AttributeError:
+        problems.append("spec (an EnvSpec: SpecMixin gives it from self._spec, which "
+                        "__init__ sets)")
+    else:
+        if not isinstance(spec, EnvSpec):
+            problems.append(f"a spec of type EnvSpec (got {type(spec).__name__})")
+    try:
+        auto_resets = env.auto_resets
+    except AttributeError:
+        problems.append("auto_resets (a bool; SpecMixin gives False)")
+    else:
+        if not isinstance(auto_resets, bool):
+            problems.append(f"auto_resets of type bool (got {type(auto_resets).__name__})")
+    if problems:
+        raise TypeError(
+            f"environment {name!r}: its factory returned a {type(env).__name__}, which lacks "
+            f"{'; '.join(problems)}. An env needs reset(rng) -> State, step(state, action) "
+            "-> State, spec and auto_resets (see metareward.envs.register)")
+
+
 #: name -> the default task distribution of ``make(name, randomize=True)``.
 _TASKS: dict[str, TaskDistribution] = {"pendulum": PENDULUM}
 
 
-def register_tasks(name: str, tasks: TaskDistribution) -> None:
-    """Gives a registered env a default task distribution; its factory must accept
-    ``tasks=`` (a :class:`TaskDistribution`)."""
+def register_tasks(name: str, tasks: TaskDistribution, *, overwrite: bool = False) -> None:
+    """Gives a registered env a default task distribution (``make(name, randomize=True)``).
+
+    Args:
+      name: a registered env, whose factory accepts ``tasks=`` (a
+        :class:`TaskDistribution`).
+      tasks: the distribution.
+      overwrite: replace the env's distribution if it has one.
+
+    Raises:
+      ValueError: unknown env, or one with a distribution already and ``overwrite`` False.
+    """
     _entry(name)
-    if name in _TASKS:
+    if name in _TASKS and not overwrite:
         raise ValueError(f"environment {name!r} already has a task distribution")
     _TASKS[name] = tasks
 
 
 def randomizable() -> list[str]:
     """Names of the envs that ``make(name, randomize=True)`` accepts."""
+    _load_plugins()
     return sorted(_TASKS)
 
 
 def task_distribution(name: str) -> TaskDistribution:
-    """The default task distribution of ``make(name, randomize=True)``."""
+    """The default task distribution of ``make(name, randomize=True)``.
+
+    Args:
+        name: A registered env's name.
+
+    Returns:
+        Its task distribution.
+
+    Raises:
+        ValueError: an unknown env, or one without a task distribution.
+    """
     _entry(name)
     if name not in _TASKS:
         raise ValueError(f"environment {name!r} has no task distribution (randomize=True); "
@@ -181,7 +357,7 @@ for _name, _id, _desc in [
     ),
     ("seaquest-minatar", "Seaquest-MinAtar", "MinAtar Seaquest, 10x10x10 grid, 6 actions"),
 ]:
-    register(_name, _gymnax(_id), _desc + " (gymnax)", "gymnax")
+    _add(_name, _gymnax(_id), _desc + " (gymnax)", "gymnax", overwrite=False)
 
 for _name, _id, _desc in [
     ("hopper", "hopper", "one-legged hopper, 3-d action"),
@@ -198,9 +374,10 @@ for _name, _id, _desc in [
         "balance a double pole on a cart, 1-d action",
     ),
 ]:
-    register(_name, _brax(_id), _desc + " (brax, MuJoCo model; backend='mjx' default)", "brax")
-register_tasks("hopper", HOPPER)  # EPG's random Hopper (section 4)
-register_tasks("reacher", REACHER)  # EPG's random Reacher (section 4)
+    _add(_name, _brax(_id), _desc + " (brax, MuJoCo model; backend='mjx' default)", "brax",
+         overwrite=False)
+_TASKS["hopper"] = HOPPER  # EPG's random Hopper (section 4)
+_TASKS["reacher"] = REACHER  # EPG's random Reacher (section 4)
 
 def _chain(name: str, episode_length: int | None = None, **kwargs: Any) -> Env:
     defaults = {k: p.default for k, p in inspect.signature(ChainEnv).parameters.items()
@@ -208,12 +385,13 @@ def _chain(name: str, episode_length: int | None = None, **kwargs: Any) -> Env:
     return ChainEnv(name, episode_length, **check_options(name, kwargs, defaults))
 
 
-register(
+_add(
     "chain",
     _chain,
     "TARE's chain: 11 states, start s5, left pays 1, right N(0.5, 1), s10 pays 10 - 0.01 n;"
     " 2 actions, 10 steps",
     "ours",
+    overwrite=False,
 )
 
 
@@ -221,12 +399,13 @@ def _chain_truncating(name: str, episode_length: int | None = None, **kwargs: An
     return _chain(name, episode_length, **{"step_limit_truncates": True, **kwargs})
 
 
-register(
+_add(
     "chain-truncating",
     _chain_truncating,
     "TARE's chain with a truncating (bootstrapped) step limit, where plain PPO dithers"
     " between inner states; 2 actions, 10 steps",
     "ours",
+    overwrite=False,
 )
 
 
@@ -238,11 +417,16 @@ def _pointmass(name: str, episode_length: int | None = None,
                         **check_options(name, kwargs, defaults))
 
 
-register(
+_add(
     "pointmass",
     _pointmass,
     "a 2-d point mass reaching a goal shown in its observation, reward -distance;"
     " randomize=True draws the goal per task (EPG-style random goals); 50 steps",
     "ours",
+    overwrite=False,
 )
-register_tasks("pointmass", GOALS)
+_TASKS["pointmass"] = GOALS
+
+
+__all__ = ["ENTRY_POINT_GROUP", "FACTORY_KEYWORDS", "describe", "make", "names", "randomizable",
+           "register", "register_tasks", "task_distribution"]

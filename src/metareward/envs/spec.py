@@ -60,3 +60,6 @@ class SpecMixin:
     def auto_resets(self) -> bool:
         """Whether the env resets itself at an episode's end."""
         return False
+
+
+__all__ = ["EnvSpec", "SpecMixin"]

@@ -1,10 +1,10 @@
 """Task distributions: randomised environments for meta-learning (EPG's ``p(M)``).
 
-Houthooft et al., "Evolved Policy Gradients" (``epg_evolved_policy_gradients.md``),
-section 4: every inner-loop worker trains on its own MDP ``M_i ~ p(M)``, e.g. a pendulum
-or a hopper with random physics. Here a task is a small pytree (a dict of float32 arrays
-with a fixed structure per distribution), so that tasks are sampled, batched and
-``vmap``-ped like any other array:
+Houthooft et al., "Evolved Policy Gradients" (NeurIPS 2018), section 4: every inner-loop
+worker trains on its own MDP ``M_i ~ p(M)``, e.g. a pendulum or a hopper with random
+physics. Here a task is a small pytree (a dict of float32 arrays with a fixed structure
+per distribution), so that tasks are sampled, batched and ``vmap``-ped like any other
+array:
 
 * :class:`TaskDistribution` -- ``sample(key) -> task``; named factors drawn uniformly
   from ``[low, high]`` (``ranges``) or from a finite set (``choices``), each of a given
@@ -148,7 +148,16 @@ PENDULUM = TaskDistribution(
 
 def reset_with_task(env: Any, rng: jax.Array, task: Task | None) -> Any:
     """``env.reset(rng)``, or ``env.reset(rng, task=task)`` when a task is given: what the
-    wrappers call, so that envs without tasks keep brax's one-argument ``reset``."""
+    wrappers call, so that envs without tasks keep brax's one-argument ``reset``.
+
+    Args:
+        env: The env to reset.
+        rng: The reset's PRNG key.
+        task: The task (``None``: the env's own reset).
+
+    Returns:
+        The env's state.
+    """
     return env.reset(rng) if task is None else env.reset(rng, task=task)
 
 

@@ -280,3 +280,7 @@ class VmapWrapper(Wrapper):
 
     def step(self, state: State, action: jax.Array) -> State:
         return jax.vmap(self.env.step)(state, action)
+
+
+__all__ = ["ActionRescale", "AutoResetWrapper", "DelayedReward", "EpisodeStats", "EpisodeWrapper",
+           "NormalizedReward", "VmapWrapper", "reset_adding_info"]

@@ -1,7 +1,11 @@
 """The host side of training runs: configs, run directories, chunked execution,
 checkpoints with exact resume, logging (JSONL, optional wandb) and plots. Everything here
-runs between jitted chunks, never inside them."""
+runs between jitted chunks, never inside them.
 
+Importing it applies metareward's XLA:CPU settings (:func:`metareward.configure_xla`), as
+the driver trains: import it before running any jax computation."""
+
+from metareward._xla import configure_xla as _configure_xla
 from metareward.runtime.checkpoint import Checkpointer, CheckpointWarning, NoCheckpointError
 from metareward.runtime.configs import load_config_file, parse_assignments, resolve_config
 from metareward.runtime.driver import (
@@ -19,6 +23,8 @@ from metareward.runtime.driver import (
 )
 from metareward.runtime.plot import plot_runs
 from metareward.runtime.rundir import METRIC_FIELDS, RunDir
+
+_configure_xla()  # the imports above import jax; none starts its backend
 
 __all__ = [
     "METRIC_FIELDS",
