@@ -38,7 +38,7 @@ Choices the paper leaves open, or where we depart from the authors' code (see
   and with ``use_reward`` the normalised reward; running mean/std per member, updated
   after every ``M`` steps; buffer rows not yet filled are zeros;
 * the loss reads the newest ``M`` rows of the buffer, as PPO's guidance does (the code read
-  the oldest: a bug, REFERENCE_NOTES);
+  the oldest: a bug in ``openai/EPG``);
 * ``R_{i,t}`` (``t < K``) is the mean return of the episodes that ended during update
   ``t``; updates in which none ended are left out of the sum and the other weights scaled
   up to the same total; ``R_{i,K}`` is the mean return of ``eval_episodes`` fresh
@@ -333,7 +333,7 @@ def es_ascent(direction: jax.Array, phi: jax.Array, config: Config) -> jax.Array
       config: ``sigma``, ``l2_coef`` and ``l2_form``.
 
     Returns:
-      ``l2_form="code"`` (the authors' ``theta_grad``, REFERENCE_NOTES "EPG"):
+      ``l2_form="code"`` (the authors' ``theta_grad``, in ``openai/EPG``):
       ``sigma * direction - l2_coef * phi = ranks . eps / n - l2_coef * phi``;
       ``"eq5"``: ``direction - l2_coef * phi``. Adam (``beta1 = 0``) ascends it.
     """

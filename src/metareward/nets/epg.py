@@ -15,7 +15,7 @@ sizes from section 4.1:
 Sizes (:data:`LOSS_ARCHS`): ``"paper"`` is section 4.1 (conv k8 s7 -> 8 channels, conv k4
 s2 -> 8 channels, both leaky ReLU, flattened into a fully connected layer of 32; dense
 part: 16 hidden units, leaky ReLU, one output); ``"code"`` is the authors' code (conv k6
-s5 -> 16, conv k4 s2 -> 32, mean over time, linear 32; REFERENCE_NOTES). The paper does
+s5 -> 16, conv k4 s2 -> 32, mean over time, linear 32; ``openai/EPG``). The paper does
 not say whether the 32-unit layer has an activation; here it has a leaky ReLU in
 ``"paper"`` and none in ``"code"`` (a linear layer there).
 """
