@@ -113,13 +113,30 @@ class DistributedConfig:
 
     @property
     def enabled(self) -> bool:
+        """Whether a multi-process run is asked for (a coordinator is set).
+
+        Returns:
+          ``True`` if ``coordinator`` is not ``None``.
+        """
         return self.coordinator is not None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None,
                  **flags: Any) -> DistributedConfig:
         """``flags`` (``None``: not given) over the ``METAREWARD_*`` variables of
-        :data:`ENV_VARS`; a malformed variable is a :class:`ConfigError` naming it."""
+        :data:`ENV_VARS`; a malformed variable is a :class:`ConfigError` naming it.
+
+        Args:
+          environ: the variables to read; ``None``: ``os.environ``.
+          **flags: field name -> value given on the command line (``None``: not given); a
+            given value wins over its variable (names not in ``ENV_VARS`` are ignored).
+
+        Returns:
+          The :class:`DistributedConfig` (unset fields keep their defaults).
+
+        Raises:
+          ConfigError: a non-integer value in an integer variable.
+        """
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for field, var in ENV_VARS.items():

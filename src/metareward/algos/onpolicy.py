@@ -541,6 +541,15 @@ class LiveBonus(Wrapper):
         self.bonus = bonus if cfg.is_traced(bonus) else float(bonus)
 
     def step(self, state: State, action: jax.Array) -> State:
+        """Steps the inner env and adds ``bonus`` to the step's reward.
+
+        Args:
+            state: The current env state.
+            action: The env action (a batched env's ``[N, action_size]``).
+
+        Returns:
+            The inner env's next state with ``reward + bonus`` (its ``info`` unchanged).
+        """
         nxt = self.env.step(state, action)
         return nxt.replace(reward=nxt.reward + self.bonus)
 

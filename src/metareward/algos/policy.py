@@ -235,13 +235,31 @@ class LoadedPolicy:
     config: Any
 
     def act(self, obs: jax.Array, key: jax.Array, deterministic: bool = False) -> jax.Array:
-        """Env actions for a batch of raw observations, as the learner's ``act``."""
+        """Env actions for a batch of raw observations, as the learner's ``act``.
+
+        Args:
+            obs: ``[N, ...]`` raw (unnormalised) observations.
+            key: PRNG key of the action sampling.
+            deterministic: Act with the policy's mode instead of sampling.
+
+        Returns:
+            ``[N, ...]`` env actions, one per observation.
+        """
         return self.learner.act(self.policy, obs, key, deterministic)
 
     def evaluate(self, key: jax.Array, num_episodes: int = 16,
                  deterministic: bool = False) -> jax.Array:
         """Returns of ``num_episodes`` fresh episodes of this policy on the rebuilt env
-        (the first env of a multi-env learner)."""
+        (the first env of a multi-env learner).
+
+        Args:
+            key: PRNG key of the resets and the actions.
+            num_episodes: Episodes to run, each in its own env of a batch.
+            deterministic: Act with the policy's mode instead of sampling.
+
+        Returns:
+            ``[num_episodes]`` undiscounted returns.
+        """
         from metareward.rl.rollout import evaluate_episodes
 
         env = self.learner.env

@@ -76,19 +76,73 @@ class Learner(Protocol):
     env: Env
     num_updates: int
 
-    def init(self, key: jax.Array) -> Any: ...
+    def init(self, key: jax.Array) -> Any:
+        """A fresh train state.
 
-    def update(self, state: Any) -> tuple[Any, dict[str, jax.Array]]: ...
+        Args:
+            key: PRNG key of the initialisation (parameters, env resets).
 
-    def train(self, key: jax.Array) -> tuple[Any, dict[str, jax.Array]]: ...
+        Returns:
+            The initial train state (a pytree).
+        """
+        ...
+
+    def update(self, state: Any) -> tuple[Any, dict[str, jax.Array]]:
+        """One update.
+
+        Args:
+            state: The train state.
+
+        Returns:
+            ``(state, metrics)``: the state after the update and a flat dict of scalar metrics
+            (at least ``env_steps``).
+        """
+        ...
+
+    def train(self, key: jax.Array) -> tuple[Any, dict[str, jax.Array]]:
+        """``init`` then ``num_updates`` updates in one ``lax.scan``.
+
+        Args:
+            key: PRNG key of the run.
+
+        Returns:
+            ``(state, metrics)``: the final train state and the metrics stacked over updates
+            (``[num_updates]`` each).
+        """
+        ...
 
     def act(
         self, state: Any, obs: jax.Array, key: jax.Array, deterministic: bool = ...
-    ) -> jax.Array: ...
+    ) -> jax.Array:
+        """Actions for a batch of raw observations.
+
+        Args:
+            state: A train state or a :class:`~metareward.algos.policy.Policy` (only
+                ``params`` and ``obs_stats`` are read).
+            obs: ``[N, ...]`` raw observations.
+            key: PRNG key of the action sampling.
+            deterministic: Act with the policy's mode instead of sampling.
+
+        Returns:
+            ``[N, ...]`` env actions.
+        """
+        ...
 
     def evaluate(
         self, state: Any, key: jax.Array, num_episodes: int = ..., deterministic: bool = ...
-    ) -> jax.Array: ...
+    ) -> jax.Array:
+        """Returns of fresh episodes of the current policy.
+
+        Args:
+            state: The train state.
+            key: PRNG key of the resets and the actions.
+            num_episodes: Episodes to run.
+            deterministic: Act with the policy's mode instead of sampling.
+
+        Returns:
+            ``[num_episodes]`` undiscounted returns.
+        """
+        ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,7 +170,14 @@ class AlgoSpec:
     def default_config(self, env_name: str) -> Any:
         """The tuned preset for ``env_name`` if there is one, else the paper defaults
         (with a warning); ``ConfigError`` for an unknown env (see
-        :func:`metareward.algos.config.preset`)."""
+        :func:`metareward.algos.config.preset`).
+
+        Args:
+            env_name: The env's registered name.
+
+        Returns:
+            An instance of the algorithm's ``config`` class.
+        """
         from metareward.algos.config import preset
 
         return preset(self.presets, self.config(), env_name, self.name)

@@ -84,13 +84,30 @@ class BraxEnv(SpecMixin, Wrapper):
 
     def reset(self, rng: jax.Array, task: Task | None = None) -> State:
         """A new episode; a randomised env draws its task from ``rng`` unless ``task`` is
-        given (an env without tasks refuses one)."""
+        given (an env without tasks refuses one).
+
+        Args:
+          rng: the reset's key (a randomised env splits the task's draw off it).
+          task: for a randomised env, the task to run; None: one drawn from ``rng``.
+
+        Returns:
+          The brax env's first state (a randomised env's with ``info["task"]``).
+        """
         rng, task = resolve_task(self._spec.name, self._tasks, rng, task)
         if task is None:
             return self.env.reset(rng)
         return self._physics.reset(self.env, self._nominal_sys, rng, task)
 
     def step(self, state: State, action: jax.Array) -> State:
+        """One step of the brax env (a randomised env's in the physics of ``state.info["task"]``).
+
+        Args:
+          state: the current state.
+          action: the action (``action_size`` floats; the spec bounds are the control range).
+
+        Returns:
+          The next state.
+        """
         if self._tasks is None:
             return self.env.step(state, action)
         return self._physics.step(self.env, self._nominal_sys, state, action)

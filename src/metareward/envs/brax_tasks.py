@@ -267,7 +267,16 @@ class TaskPhysics:
     reward: Callable[[State, Task], State] | None = None
 
     def check(self, name: str, tasks: TaskDistribution) -> None:
-        """Fails, naming the allowed factors, unless ``tasks`` fits this physics."""
+        """Fails, naming the allowed factors, unless ``tasks`` fits this physics.
+
+        Args:
+            name: The env's name, for the message.
+            tasks: The task distribution to check.
+
+        Raises:
+            ValueError: If ``tasks`` has a factor this physics does not know, or a factor
+                whose shape differs from ``shapes``.
+        """
         unknown = sorted(set(tasks.factors) - set(self.factors))
         if unknown:
             raise ValueError(f"{name}: unknown task factor(s) {unknown}; allowed: "
@@ -279,7 +288,16 @@ class TaskPhysics:
 
     @contextlib.contextmanager
     def applied(self, env: PipelineEnv, nominal: base.System, task: Task) -> Iterator[None]:
-        """Within the block, ``env.sys`` is ``task``'s model (built from ``nominal``)."""
+        """Within the block, ``env.sys`` is ``task``'s model (built from ``nominal``).
+
+        Args:
+            env: The brax env whose ``sys`` to swap.
+            nominal: The env's nominal system, restored on leaving the block.
+            task: The task whose model to use.
+
+        Yields:
+            None.
+        """
         env.sys = self.make_sys(nominal, task)
         try:
             yield
@@ -288,14 +306,34 @@ class TaskPhysics:
 
     def reset(self, env: PipelineEnv, nominal: base.System, rng: jax.Array,
               task: Task) -> State:
-        """``env.reset(rng)`` in ``task``'s physics, with ``info["task"] = task``."""
+        """``env.reset(rng)`` in ``task``'s physics, with ``info["task"] = task``.
+
+        Args:
+            env: The brax env.
+            nominal: The env's nominal system.
+            rng: The reset's key.
+            task: The task of the episode.
+
+        Returns:
+            The first state, with ``info["task"]``.
+        """
         with self.applied(env, nominal, task):
             state = env.reset(rng)
         return state.replace(info={**state.info, "task": task})
 
     def step(self, env: PipelineEnv, nominal: base.System, state: State,
              action: jax.Array) -> State:
-        """``env.step`` in the physics of ``state.info["task"]`` (info kept)."""
+        """``env.step`` in the physics of ``state.info["task"]`` (info kept).
+
+        Args:
+            env: The brax env.
+            nominal: The env's nominal system.
+            state: The current state (with ``info["task"]``).
+            action: The action.
+
+        Returns:
+            The next state, passed through ``reward`` (with the task) if it is set.
+        """
         task = state.info["task"]
         with self.applied(env, nominal, task):
             state = env.step(state, action)

@@ -82,12 +82,30 @@ class ChainEnv(SpecMixin, Env):
         self._spec = EnvSpec(name, (NUM_STATES,), True, 2, episode_length=length)
 
     def reset(self, rng: jax.Array) -> State:
+        """A new episode in the start state ``s5``.
+
+        Args:
+          rng: the key of the episode's reward noise (kept in ``info["rng"]``).
+
+        Returns:
+          The first state: the one-hot position (11 floats) as ``obs``, reward and done 0.
+        """
         pos = jnp.int32(START)
         zero = jnp.zeros((), jnp.float32)
         info = {"rng": rng, "chain_steps": jnp.zeros((), jnp.int32)}
         return State(pos, jax.nn.one_hot(pos, NUM_STATES), zero, zero, {}, info)
 
     def step(self, state: State, action: jax.Array) -> State:
+        """One move left or right (see the module docstring for the rewards).
+
+        Args:
+          state: the current state.
+          action: the discrete action, ``0`` (left) or ``1`` (right), any shape of one element.
+
+        Returns:
+          The next state; ``done`` is 1 on entering ``s0`` or ``s10`` and, unless
+          ``step_limit_truncates``, at the step limit.
+        """
         rng, key = jax.random.split(state.info["rng"])
         pos = state.pipeline_state
         right = jnp.reshape(action, ()).astype(jnp.int32) == RIGHT
@@ -110,14 +128,29 @@ class ChainEnv(SpecMixin, Env):
 
     @property
     def observation_size(self) -> int:
+        """The observation size: 11 (the one-hot position).
+
+        Returns:
+          11.
+        """
         return NUM_STATES
 
     @property
     def action_size(self) -> int:
+        """The number of discrete actions: 2 (left, right).
+
+        Returns:
+          2.
+        """
         return 2
 
     @property
     def backend(self) -> str:
+        """The backend's name.
+
+        Returns:
+          ``"chain"``.
+        """
         return "chain"
 
 

@@ -96,7 +96,17 @@ class GymnaxEnv(SpecMixin, Env):
 
     def reset(self, rng: jax.Array, task: Task | None = None) -> State:
         """A new episode; a randomised env draws its task from ``rng`` unless ``task`` is
-        given (an env without tasks refuses one)."""
+        given (an env without tasks refuses one).
+
+        Args:
+          rng: the reset's key.
+          task: for a randomised env, the ``EnvParams`` fields of the task; None: one drawn
+            from ``rng``.
+
+        Returns:
+          The first state (``info`` with ``rng``, ``truncation``, ``final_obs`` and, for a
+          task, ``task``).
+        """
         rng, task = resolve_task(self._spec.name, self._tasks, rng, task)
         rng, key = jax.random.split(rng)
         obs, env_state = self._env.reset(key, self._task_params(task))
@@ -108,6 +118,17 @@ class GymnaxEnv(SpecMixin, Env):
         return State(env_state, obs, zero, zero, {}, info)
 
     def step(self, state: State, action: jax.Array) -> State:
+        """One gymnax step (which auto-resets an ended episode by itself).
+
+        Args:
+          state: the current state.
+          action: the action.
+
+        Returns:
+          The next state: ``done`` on termination or truncation, ``info["truncation"]`` 1
+          only for a truncation without termination, ``info["final_obs"]`` the observation
+          the step reached before gymnax's auto-reset.
+        """
         rng, key = jax.random.split(state.info["rng"])
         obs, env_state, reward, terminated, truncated, info = self._env.step(
             key, state.pipeline_state, action, self._task_params(state.info.get("task"))
@@ -131,14 +152,29 @@ class GymnaxEnv(SpecMixin, Env):
 
     @property
     def observation_size(self) -> int:
+        """The size of an observation.
+
+        Returns:
+          The spec's ``obs_size``.
+        """
         return self._spec.obs_size
 
     @property
     def action_size(self) -> int:
+        """The size of the action space.
+
+        Returns:
+          The spec's ``action_size``.
+        """
         return self._spec.action_size
 
     @property
     def backend(self) -> str:
+        """The backend's name.
+
+        Returns:
+          ``"gymnax"``.
+        """
         return "gymnax"
 
 

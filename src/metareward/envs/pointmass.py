@@ -87,7 +87,16 @@ class PointMassEnv(SpecMixin, Env):
 
     def reset(self, rng: jax.Array, task: Task | None = None) -> State:
         """A new episode; a randomised env draws its task from ``rng`` unless ``task`` is
-        given (a plain env refuses one)."""
+        given (a plain env refuses one).
+
+        Args:
+          rng: the key of the start position (and of the task's draw, if randomised).
+          task: for a randomised env, ``{"goal": [2]}``; None: one drawn from ``rng``.
+
+        Returns:
+          The first state, at rest at a uniform position in ``[-start, start]^2``; ``obs`` is
+          ``[p, v, g]`` (6 floats).
+        """
         rng, task = resolve_task(self._spec.name, self._tasks, rng, task)
         pos = jax.random.uniform(rng, (2,), jnp.float32, -self.start, self.start)
         vel = jnp.zeros((2,), jnp.float32)
@@ -98,6 +107,15 @@ class PointMassEnv(SpecMixin, Env):
         return State({"pos": pos, "vel": vel}, obs, zero, zero, {}, info)
 
     def step(self, state: State, action: jax.Array) -> State:
+        """One step of the dynamics of the module docstring.
+
+        Args:
+          state: the current state.
+          action: the force, 2 floats (clipped to ``[-1, 1]``).
+
+        Returns:
+          The next state, with reward ``-|p' - g|_2`` and ``done`` always 0.
+        """
         goal = self._goal(state.info.get("task"))
         a = jnp.clip(jnp.reshape(action, (2,)), -1.0, 1.0)
         vel = self.damping * state.pipeline_state["vel"] + self.dt * self.force * a
@@ -112,14 +130,29 @@ class PointMassEnv(SpecMixin, Env):
 
     @property
     def observation_size(self) -> int:
+        """The size of an observation.
+
+        Returns:
+          6 (position, velocity and goal).
+        """
         return 6
 
     @property
     def action_size(self) -> int:
+        """The size of an action.
+
+        Returns:
+          2.
+        """
         return 2
 
     @property
     def backend(self) -> str:
+        """The backend's name.
+
+        Returns:
+          ``"pointmass"``.
+        """
         return "pointmass"
 
 

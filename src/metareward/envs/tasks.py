@@ -83,10 +83,26 @@ class TaskDistribution:
         return tuple(sorted({*self.ranges, *self.choices}))
 
     def shape(self, factor: str) -> tuple[int, ...]:
+        """The shape of one factor's value.
+
+        Args:
+          factor: the factor's name.
+
+        Returns:
+          Its entry of ``shapes``, ``()`` (a scalar) if it has none.
+        """
         return self.shapes.get(factor, ())
 
     def sample(self, key: jax.Array) -> Task:
-        """One task: a dict of float32 arrays (scalars unless ``shapes`` says otherwise)."""
+        """One task: a dict of float32 arrays (scalars unless ``shapes`` says otherwise).
+
+        Args:
+          key: PRNG key of the draw (split into one key per factor).
+
+        Returns:
+          ``{factor: float32 array of shape(factor)}`` for every factor: uniform in its range,
+          or a uniformly drawn value of its choices.
+        """
         keys = jax.random.split(key, max(len(self.factors), 1))
         task = {}
         for k, f in zip(keys, self.factors, strict=False):
@@ -108,9 +124,19 @@ class TaskDistribution:
         return task
 
     def with_overrides(self, ranges: Mapping[str, Any] | None = None) -> TaskDistribution:
-        """A copy with some factors' ranges (or choices, given as a tuple of values of any
-        length other than a ``(low, high)`` range of a ranged factor) replaced; unknown
-        factor names fail, naming the allowed ones."""
+        """A copy with some factors' ranges (a ranged factor) or choices (a factor with
+        choices) replaced; unknown factor names fail, naming the allowed ones.
+
+        Args:
+          ranges: factor -> new value: a ranged factor's becomes its ``(low, high)`` range,
+            any other factor's its choices; ``None`` or empty: no change.
+
+        Returns:
+          The new distribution (``self`` when ``ranges`` is empty).
+
+        Raises:
+          ValueError: a factor name this distribution does not have.
+        """
         if not ranges:
             return self
         unknown = sorted(set(ranges) - set(self.factors))
@@ -127,7 +153,18 @@ class TaskDistribution:
 
     def check(self, task: Any) -> Task:
         """``task`` as a dict of float32 arrays of this distribution's structure (extra
-        leading batch axes allowed); fails naming the missing or unknown factors."""
+        leading batch axes allowed); fails naming the missing or unknown factors.
+
+        Args:
+          task: the task, a mapping of factor name -> array.
+
+        Returns:
+          ``{factor: float32 array}`` for every factor (shapes are not checked).
+
+        Raises:
+          TypeError: ``task`` is not a mapping.
+          ValueError: ``task``'s keys are not exactly the factors.
+        """
         if not isinstance(task, Mapping):
             raise TypeError(f"{self.name}: a task is a dict of arrays, got {type(task).__name__}")
         missing = sorted(set(self.factors) - set(task))

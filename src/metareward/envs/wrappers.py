@@ -64,10 +64,29 @@ class EpisodeWrapper(Wrapper):
         self.episode_length = int(episode_length)
 
     def reset(self, rng: jax.Array, task: Task | None = None) -> State:
+        """The inner env's reset with the step counter at 0.
+
+        Args:
+            rng: The reset's key.
+            task: For a randomised env, the task of the episode; None: the env's own reset.
+
+        Returns:
+            The first state, with ``info["steps"]`` and ``info["truncation"]`` at 0.
+        """
         return reset_adding_info(self.env, rng, task, steps=jnp.zeros((), jnp.int32),
                                  truncation=jnp.zeros((), jnp.float32))
 
     def step(self, state: State, action: jax.Array) -> State:
+        """One step, ending the episode at the step limit.
+
+        Args:
+            state: The current state (made by this wrapper's ``reset``).
+            action: The action.
+
+        Returns:
+            The next state: ``done`` on termination or at ``episode_length`` steps,
+            ``info["truncation"]`` 1 only for the limit without termination.
+        """
         nxt = self.env.step(state, action)
         steps = state.info["steps"] + 1
         terminated = nxt.done > 0
@@ -90,6 +109,16 @@ class AutoResetWrapper(Wrapper):
     TRANSITION_KEYS = ("truncation", "final_obs", "task", _AUTORESET_KEY)
 
     def reset(self, rng: jax.Array, task: Task | None = None) -> State:
+        """The inner env's reset, keeping a key for later resets.
+
+        Args:
+            rng: The reset's key.
+            task: For a randomised env, the task of the episode; None: the env's own reset.
+
+        Returns:
+            The first state, with ``info["final_obs"]`` its observation and
+            ``info["truncation"]`` 0 unless the inner env set it.
+        """
         rng, key = jax.random.split(rng)
         state = reset_with_task(self.env, key, task)
         info = {**state.info, _AUTORESET_KEY: rng, "final_obs": state.obs}
@@ -97,6 +126,17 @@ class AutoResetWrapper(Wrapper):
         return state.replace(info=info)
 
     def step(self, state: State, action: jax.Array) -> State:
+        """One step; where it ends the episode, a fresh reset (same task) replaces the state.
+
+        Args:
+            state: The current state (made by this wrapper's ``reset``).
+            action: The action.
+
+        Returns:
+            The next state: where ``done``, the fresh episode's ``obs``, pipeline state and
+            per-episode ``info`` (``truncation``, ``final_obs`` and ``task`` kept);
+            ``info["final_obs"]`` the observation the step reached.
+        """
         rng, key = jax.random.split(state.info[_AUTORESET_KEY])
         nxt = self.env.step(state, action)
         fresh = reset_with_task(self.env, key, state.info.get("task"))  # same task
@@ -118,11 +158,32 @@ class EpisodeStats(Wrapper):
     """Tracks undiscounted episode returns and lengths in ``State.info``."""
 
     def reset(self, rng: jax.Array, task: Task | None = None) -> State:
+        """The inner env's reset with the episode statistics at 0.
+
+        Args:
+            rng: The reset's key.
+            task: For a randomised env, the task of the episode; None: the env's own reset.
+
+        Returns:
+            The first state, with ``info`` entries ``episode_return``, ``episode_length``,
+            ``completed_return`` and ``completed_length`` at 0.
+        """
         zf, zi = jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32)
         return reset_adding_info(self.env, rng, task, episode_return=zf, episode_length=zi,
                                  completed_return=zf, completed_length=zi)
 
     def step(self, state: State, action: jax.Array) -> State:
+        """One step, updating the episode statistics.
+
+        Args:
+            state: The current state (made by this wrapper's ``reset``).
+            action: The action.
+
+        Returns:
+            The next state: the running ``episode_return`` / ``episode_length`` (0 after an
+            episode ends) and, on the step that ended an episode, its totals in
+            ``completed_return`` / ``completed_length`` (else 0).
+        """
         nxt = self.env.step(state, action)
         ret = state.info["episode_return"] + nxt.reward
         length = state.info["episode_length"] + 1
@@ -156,10 +217,29 @@ class DelayedReward(Wrapper):
         self.every = int(every)
 
     def reset(self, rng: jax.Array, task: Task | None = None) -> State:
+        """The inner env's reset with an empty accumulator.
+
+        Args:
+            rng: The reset's key.
+            task: For a randomised env, the task of the episode; None: the env's own reset.
+
+        Returns:
+            The first state, with ``info["delay_steps"]`` and ``info["delay_acc"]`` at 0.
+        """
         return reset_adding_info(self.env, rng, task, delay_steps=jnp.zeros((), jnp.int32),
                                  delay_acc=jnp.zeros((), jnp.float32))
 
     def step(self, state: State, action: jax.Array) -> State:
+        """One step, withholding the reward until a release.
+
+        Args:
+            state: The current state (made by this wrapper's ``reset``).
+            action: The action.
+
+        Returns:
+            The next state: the reward is the accumulated sum on a release (every
+            ``every`` steps or at an episode's end), else 0.
+        """
         nxt = self.env.step(state, action)
         steps = state.info["delay_steps"] + 1
         acc = state.info["delay_acc"] + nxt.reward
@@ -205,12 +285,36 @@ class NormalizedReward(Wrapper):
         self.reset_at_episode_end = bool(reset_at_episode_end)
 
     def reset(self, rng: jax.Array, task: Task | None = None) -> State:
+        """The inner env's reset with fresh normaliser state.
+
+        Args:
+            rng: The reset's key.
+            task: For a randomised env, the task of the episode; None: the env's own reset.
+
+        Returns:
+            The first state, with ``info["norm_return"]`` 0 and ``info["norm_stats"]`` a fresh
+            :class:`~metareward.rl.normalize.RunningStats`.
+        """
         from metareward.rl.normalize import RunningStats  # rl imports envs: here, not above
 
         return reset_adding_info(self.env, rng, task, norm_return=jnp.zeros((), jnp.float32),
                                  norm_stats=RunningStats.create(()))
 
     def step(self, state: State, action: jax.Array) -> State:
+        """One step, normalising its reward (see the class docstring).
+
+        Args:
+            state: The current state (made by this wrapper's ``reset``).
+            action: The action.
+
+        Returns:
+            The next state, with the normalised, clipped reward and the updated
+            ``info["norm_return"]`` and ``info["norm_stats"]``.
+
+        Raises:
+            KeyError: If ``state`` has no ``info["norm_return"]`` (not made by this wrapper's
+                ``reset``).
+        """
         if "norm_return" not in state.info:
             raise KeyError("NormalizedReward.step got a state its reset did not make (no "
                            "info['norm_return']); reset a learner's envs with "
@@ -247,12 +351,35 @@ class ActionRescale(Wrapper):
 
     @property
     def spec(self) -> EnvSpec:
+        """The inner env's spec with actions bounded by ``[-1, 1]``.
+
+        Returns:
+            The :class:`EnvSpec`.
+        """
         return self._spec
 
     def reset(self, rng: jax.Array, task: Task | None = None) -> State:
+        """The inner env's reset (unchanged).
+
+        Args:
+            rng: The reset's key.
+            task: For a randomised env, the task of the episode; None: the env's own reset.
+
+        Returns:
+            The inner env's first state.
+        """
         return reset_with_task(self.env, rng, task)
 
     def step(self, state: State, action: jax.Array) -> State:
+        """One step with ``action`` clipped to ``[-1, 1]`` and mapped to ``[low, high]``.
+
+        Args:
+            state: The current state.
+            action: The action in ``[-1, 1]`` (``action_size`` floats; clipped).
+
+        Returns:
+            The inner env's next state.
+        """
         a = jnp.clip(action, -1.0, 1.0)
         a = self._low + (a + 1.0) * 0.5 * (self._high - self._low)
         return self.env.step(state, a)
@@ -273,12 +400,31 @@ class VmapWrapper(Wrapper):
         self.num_envs = int(num_envs)
 
     def reset(self, rng: jax.Array, task: Task | None = None) -> State:
+        """``num_envs`` resets, one key per env split from ``rng``.
+
+        Args:
+            rng: The key to split.
+            task: One unbatched task every copy runs on; None: each copy's own reset (a task
+                drawn per copy if randomised).
+
+        Returns:
+            The states batched over ``[num_envs]`` on every leaf's leading axis.
+        """
         keys = jax.random.split(rng, self.num_envs)
         if task is None:
             return jax.vmap(self.env.reset)(keys)
         return jax.vmap(lambda k: self.env.reset(k, task=task))(keys)
 
     def step(self, state: State, action: jax.Array) -> State:
+        """One step of every copy.
+
+        Args:
+            state: The ``[num_envs]``-batched state.
+            action: ``[num_envs, ...]`` actions, one per copy.
+
+        Returns:
+            The ``[num_envs]``-batched next state.
+        """
         return jax.vmap(self.env.step)(state, action)
 
 

@@ -219,7 +219,15 @@ class EvosaxStrategy:
 
     def init(self, key: jax.Array, params: PyTree) -> EvosaxState:
         """Initial state, its search distribution centred on ``params`` (a pytree like the
-        template), with the strategy's params (defaults plus overrides)."""
+        template), with the strategy's params (defaults plus overrides).
+
+        Args:
+            key: PRNG key of the strategy's initialisation.
+            params: The initial mean, a pytree with the template's structure and leaf shapes.
+
+        Returns:
+            The :class:`EvosaxState`.
+        """
         self._check_tree(params, "params")
         es_state = self._es.init(key, params, self._es_params)
         return EvosaxState(es_state=_strong(es_state), es_params=self._es_params)
@@ -227,7 +235,15 @@ class EvosaxStrategy:
     def ask(self, key: jax.Array, state: EvosaxState) -> tuple[PyTree, EvosaxState]:
         """Samples a population: a pytree like the template whose leaves have a leading
         ``pop_size`` axis, and the state to pass to :meth:`tell` (some strategies record
-        the sampled noise in it)."""
+        the sampled noise in it).
+
+        Args:
+            key: PRNG key of the sampling.
+            state: The current :class:`EvosaxState`.
+
+        Returns:
+            ``(population, state)``: the ``[pop_size, ...]``-leaved population and the new state.
+        """
         population, es_state = self._es.ask(key, state.es_state, state.es_params)
         return population, state.replace(es_state=_strong(es_state))
 
@@ -237,7 +253,21 @@ class EvosaxStrategy:
         """Updates the search distribution from the population returned by :meth:`ask`
         and its ``[pop_size]`` fitness, which is *maximised* (negated for evosax). A
         non-finite fitness counts as the worst of the generation; if none is finite the
-        state is returned unchanged."""
+        state is returned unchanged.
+
+        Args:
+            key: PRNG key of the update (for strategies that use one).
+            population: The population :meth:`ask` returned (leaves ``[pop_size, ...]``).
+            fitness: ``[pop_size]`` fitness of each member, higher is better.
+            state: The state :meth:`ask` returned.
+
+        Returns:
+            The updated :class:`EvosaxState`.
+
+        Raises:
+            ValueError: If ``population`` does not match the template with a leading
+                ``pop_size`` axis, or ``fitness`` is not of shape ``[pop_size]``.
+        """
         self._check_tree(population, "population", (self.pop_size,))
         if jnp.shape(fitness) != (self.pop_size,):
             raise ValueError(
@@ -252,7 +282,14 @@ class EvosaxStrategy:
         return state.replace(es_state=es_state)
 
     def mean(self, state: EvosaxState) -> PyTree:
-        """The search distribution's mean, a pytree like the template."""
+        """The search distribution's mean, a pytree like the template.
+
+        Args:
+            state: The current :class:`EvosaxState`.
+
+        Returns:
+            The mean, with the template's structure and leaf shapes.
+        """
         return self._es.get_mean(state.es_state)
 
 

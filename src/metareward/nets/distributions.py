@@ -24,20 +24,54 @@ class Categorical:
     logits: jax.Array
 
     def sample(self, key: jax.Array) -> jax.Array:
+        """Samples one action per batch entry.
+
+        Args:
+          key: PRNG key of the draw.
+
+        Returns:
+          ``[...]`` int action indices (``logits``'s shape without its last axis).
+        """
         return jax.random.categorical(key, self.logits)
 
     def log_prob(self, x: jax.Array) -> jax.Array:
+        """Log-probability of given actions.
+
+        Args:
+          x: ``[...]`` action indices (cast to int32).
+
+        Returns:
+          ``[...]`` log-probabilities.
+        """
         logp = jax.nn.log_softmax(self.logits)
         return jnp.take_along_axis(logp, x[..., None].astype(jnp.int32), axis=-1)[..., 0]
 
     def entropy(self) -> jax.Array:
+        """Entropy of the distribution.
+
+        Returns:
+          ``[...]`` entropies (over the last axis of ``logits``).
+        """
         logp = jax.nn.log_softmax(self.logits)
         return -jnp.sum(jnp.exp(logp) * logp, axis=-1)
 
     def mode(self) -> jax.Array:
+        """The most likely action.
+
+        Returns:
+          ``[...]`` argmax of ``logits`` over the last axis.
+        """
         return jnp.argmax(self.logits, axis=-1)
 
     def to_env(self, x: jax.Array) -> jax.Array:
+        """The env action of a raw action: the identity.
+
+        Args:
+          x: ``[...]`` action indices.
+
+        Returns:
+          ``x`` unchanged.
+        """
         return x
 
 
@@ -49,21 +83,55 @@ class DiagGaussian:
     log_std: jax.Array
 
     def sample(self, key: jax.Array) -> jax.Array:
+        """Samples a raw action ``mean + exp(log_std) * eps``, ``eps ~ N(0, I)``.
+
+        Args:
+          key: PRNG key of the draw.
+
+        Returns:
+          ``[..., D]`` actions, ``mean``'s shape and dtype.
+        """
         eps = jax.random.normal(key, self.mean.shape, self.mean.dtype)
         return self.mean + jnp.exp(self.log_std) * eps
 
     def log_prob(self, x: jax.Array) -> jax.Array:
+        """Log-density of raw actions, summed over the last axis.
+
+        Args:
+          x: ``[..., D]`` raw actions.
+
+        Returns:
+          ``[...]`` log-densities.
+        """
         z = (x - self.mean) * jnp.exp(-self.log_std)
         return jnp.sum(-0.5 * z**2 - self.log_std - 0.5 * _LOG_2PI, axis=-1)
 
     def entropy(self) -> jax.Array:
+        """Entropy, summed over the last axis.
+
+        Returns:
+          ``[...]`` entropies.
+        """
         log_std = jnp.broadcast_to(self.log_std, self.mean.shape)
         return jnp.sum(log_std + 0.5 * (1.0 + _LOG_2PI), axis=-1)
 
     def mode(self) -> jax.Array:
+        """The most likely raw action.
+
+        Returns:
+          ``[..., D]``: ``mean``.
+        """
         return self.mean
 
     def to_env(self, x: jax.Array) -> jax.Array:
+        """The env action of a raw action: the identity (the env wrapper clips).
+
+        Args:
+          x: ``[..., D]`` raw actions.
+
+        Returns:
+          ``x`` unchanged.
+        """
         return x
 
 
@@ -77,10 +145,27 @@ class TanhGaussian(DiagGaussian):
     """
 
     def log_prob(self, x: jax.Array) -> jax.Array:
+        """Log-density of the squashed action ``tanh(x)``, evaluated at the pre-tanh ``x``
+        (see the class docstring).
+
+        Args:
+          x: ``[..., D]`` pre-tanh actions.
+
+        Returns:
+          ``[...]`` log-densities, the Gaussian's minus the summed log-Jacobian of ``tanh``.
+        """
         log_det = 2.0 * (math.log(2.0) - x - jax.nn.softplus(-2.0 * x))
         return super().log_prob(x) - jnp.sum(log_det, axis=-1)
 
     def to_env(self, x: jax.Array) -> jax.Array:
+        """The env action of a pre-tanh action.
+
+        Args:
+          x: ``[..., D]`` pre-tanh actions.
+
+        Returns:
+          ``[..., D]``: ``tanh(x)``, in ``(-1, 1)``.
+        """
         return jnp.tanh(x)
 
 

@@ -260,6 +260,16 @@ class MLPConcatReward(_RewardNetBase):
     """
 
     def features(self, sa: jax.Array, rt: jax.Array, done: jax.Array) -> jax.Array:
+        """The torso: 2 x (Dense -> LayerNorm -> ReLU) of ``[s, a, r, t]``.
+
+        Args:
+            sa: ``[T, *B, obs_dim + action_size]`` state-action inputs ``[s, a]``.
+            rt: ``[T, *B, 2]`` extrinsic reward and time ``[r, t]``.
+            done: ``[T, *B]`` episode-end flags (ignored).
+
+        Returns:
+            ``[T, *B, hidden]`` features for the bounded head.
+        """
         return DenseLNStack(self.hidden, 2, name="torso")(jnp.concatenate([sa, rt], axis=-1))
 
 
@@ -273,6 +283,16 @@ class MLPMulReward(_RewardNetBase):
     """
 
     def features(self, sa: jax.Array, rt: jax.Array, done: jax.Array) -> jax.Array:
+        """The torso: the two embeddings multiplied, then 2 x (Dense -> LayerNorm -> ReLU).
+
+        Args:
+            sa: ``[T, *B, obs_dim + action_size]`` state-action inputs ``[s, a]``.
+            rt: ``[T, *B, 2]`` extrinsic reward and time ``[r, t]``.
+            done: ``[T, *B]`` episode-end flags (ignored).
+
+        Returns:
+            ``[T, *B, hidden]`` features for the bounded head.
+        """
         h = DenseLNStack(self.hidden, 2, name="sa_embed")(sa)
         h = h * DenseLNStack(self.hidden, 2, name="rt_embed")(rt)
         return DenseLNStack(self.hidden, 2, name="torso")(h)
@@ -292,6 +312,16 @@ class LSTMConcatReward(_RewardNetBase):
     num_layers: int = 2
 
     def features(self, sa: jax.Array, rt: jax.Array, done: jax.Array) -> jax.Array:
+        """The torso: ``num_layers`` :class:`EpisodicLSTM` layers over ``[s, a, r, t]``.
+
+        Args:
+            sa: ``[T, *B, obs_dim + action_size]`` state-action inputs ``[s, a]``.
+            rt: ``[T, *B, 2]`` extrinsic reward and time ``[r, t]``.
+            done: ``[T, *B]`` episode-end flags; the recurrence restarts at episode boundaries.
+
+        Returns:
+            ``[T, *B, lstm_hidden]`` features for the bounded head.
+        """
         h = jnp.concatenate([sa, rt], axis=-1)
         for i in range(self.num_layers):
             h = EpisodicLSTM(self.lstm_hidden, self.backward, name=f"lstm{i}")(h, done)
@@ -314,6 +344,16 @@ class LSTMMulReward(_RewardNetBase):
     num_layers: int = 1
 
     def features(self, sa: jax.Array, rt: jax.Array, done: jax.Array) -> jax.Array:
+        """The torso: the embeddings multiplied, then ``num_layers`` :class:`EpisodicLSTM` layers.
+
+        Args:
+            sa: ``[T, *B, obs_dim + action_size]`` state-action inputs ``[s, a]``.
+            rt: ``[T, *B, 2]`` extrinsic reward and time ``[r, t]``.
+            done: ``[T, *B]`` episode-end flags; the recurrence restarts at episode boundaries.
+
+        Returns:
+            ``[T, *B, lstm_hidden]`` features for the bounded head.
+        """
         h = DenseLNStack(self.hidden, 2, name="sa_embed")(sa)
         h = h * DenseLNStack(self.hidden, 2, name="rt_embed")(rt)
         for i in range(self.num_layers):

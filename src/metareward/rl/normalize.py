@@ -17,11 +17,25 @@ class RunningStats:
 
     @classmethod
     def create(cls, shape: tuple[int, ...]) -> RunningStats:
-        """Zero mean, unit variance, a tiny prior count (as OpenAI baselines)."""
+        """Zero mean, unit variance, a tiny prior count (as OpenAI baselines).
+
+        Args:
+            shape: The shape of one sample.
+
+        Returns:
+            The initial statistics (``mean`` and ``var`` of shape ``shape``, ``count`` 1e-4).
+        """
         return cls(jnp.zeros(shape, jnp.float32), jnp.ones(shape, jnp.float32), jnp.float32(1e-4))
 
     def update(self, x: jax.Array) -> RunningStats:
-        """Folds in a batch ``x`` of shape ``[..., *shape]``."""
+        """Folds in a batch ``x`` of shape ``[..., *shape]``.
+
+        Args:
+            x: The batch; every leading axis counts as samples.
+
+        Returns:
+            The updated statistics.
+        """
         x = x.reshape((-1, *self.mean.shape))
         n = jnp.float32(x.shape[0])
         b_mean = jnp.mean(x, axis=0)
@@ -53,7 +67,15 @@ class RunningStats:
         return jax.tree.map(lambda a, b: jnp.where(keep, a, b), updated, self)
 
     def normalize(self, x: jax.Array, clip: float = 10.0) -> jax.Array:
-        """``clip((x - mean) / sqrt(var + 1e-8), -clip, clip)``."""
+        """``clip((x - mean) / sqrt(var + 1e-8), -clip, clip)``.
+
+        Args:
+            x: ``[..., *shape]`` values to normalise.
+            clip: The bound of the normalised values.
+
+        Returns:
+            The normalised values, ``x``'s shape.
+        """
         return jnp.clip((x - self.mean) / jnp.sqrt(self.var + 1e-8), -clip, clip)
 
 

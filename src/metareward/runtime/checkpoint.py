@@ -242,6 +242,11 @@ class Checkpointer:
 
     @property
     def manager(self):
+        """The orbax ``CheckpointManager`` of ``directory``, built on first use.
+
+        Returns:
+          The manager (read-only for a reader; for ``primary_only``, saving on process 0 only).
+        """
         if self._manager is None:
             ocp = _ocp()
             extra: dict[str, Any] = {}
@@ -334,7 +339,21 @@ class Checkpointer:
                       if p.is_dir() and finished(p))
 
     def save(self, step: int, state: Any, meta: dict[str, Any]) -> Path:
-        """Starts writing the checkpoint of update ``step``; see the class docstring."""
+        """Starts writing the checkpoint of update ``step``; see the class docstring.
+
+        Args:
+          step: the update count the checkpoint is of (its directory's name); an existing
+            directory of that step is replaced.
+          state: the (seed-batched) train state; copied to host memory before writing.
+          meta: the JSON ``meta`` item (``run_id`` is added when the checkpointer has one).
+
+        Returns:
+          The step directory (still being written when asynchronous).
+
+        Raises:
+          PermissionError: the checkpointer was opened read-only.
+          CheckpointWriteError: orbax failed to start the save.
+        """
         if self.read_only:
             raise PermissionError(f"{self.directory} was opened read-only")
         ocp = _ocp()

@@ -149,14 +149,30 @@ class Plan:
 
     @property
     def num_updates(self) -> int:
+        """Updates in a full run (the learner's ``num_updates``).
+
+        Returns:
+          The number of updates.
+        """
         return int(self.learner.num_updates)
 
     @property
     def chunk_updates(self) -> int:
+        """Updates per jitted chunk: ``--chunk-updates`` or about 100 chunks per run, clamped to
+        ``[1, num_updates]``.
+
+        Returns:
+          The number of updates per chunk.
+        """
         k = self.options.chunk_updates or math.ceil(self.num_updates / _TARGET_CHUNKS)
         return max(1, min(k, self.num_updates))
 
     def keys(self) -> jax.Array:
+        """One PRNG key per seed, split from ``PRNGKey(options.seed)``.
+
+        Returns:
+          ``[seeds, 2]`` keys (``options.seeds`` of them).
+        """
         return jax.random.split(jax.random.PRNGKey(self.options.seed), self.options.seeds)
 
     def mesh(self) -> Mesh | None:

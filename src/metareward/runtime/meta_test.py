@@ -74,6 +74,13 @@ class MetaTestResult:
     out: Path | None
 
     def summary(self) -> list[dict[str, Any]]:
+        """One row per loss: its final return's mean and standard deviation over meta-seeds,
+        tasks and agents, and its means per meta-seed and per task.
+
+        Returns:
+            A list of dicts with ``loss``, ``final_return_mean``, ``final_return_std``,
+            ``per_meta_seed`` (``[S]`` floats) and ``per_task`` (``[T]`` floats).
+        """
         rows = []
         for i, label in enumerate(self.labels):
             f = self.final_return[i]
@@ -87,6 +94,11 @@ class MetaTestResult:
         return rows
 
     def table(self) -> str:
+        """:meth:`summary` as a Markdown table, one row per loss and one column per task.
+
+        Returns:
+            The table's lines joined by newlines.
+        """
         rows = self.summary()
         n_tasks = self.final_return.shape[2]
         head = ("| loss | final return (mean ± std) | per meta-seed | "

@@ -39,6 +39,19 @@ class Progress:
         steps_per_sec: float,
         last_return: float | None,
     ) -> None:
+        """Redraws the bar (terminal) or prints a line at each further 10% (otherwise).
+
+        The first call sets the start the ETA is measured from (nothing is shown when it
+        reports 0 updates done); a disabled bar does nothing.
+
+        Args:
+            done: Updates done so far.
+            total: Updates in the run.
+            env_steps: Env steps taken so far.
+            steps_per_sec: The recent env steps per second.
+            last_return: The latest episode return, or ``None`` (shown as ``-``, as a
+                non-finite one).
+        """
         if not self.enabled:
             return
         now = time.perf_counter()
@@ -64,6 +77,7 @@ class Progress:
         self.stream.flush()
 
     def close(self) -> None:
+        """Ends a bar drawn in place on a terminal with a newline (otherwise does nothing)."""
         if self.enabled and self.tty and self._drawn:
             self.stream.write("\n")
             self.stream.flush()

@@ -159,6 +159,11 @@ class RunDir:
     summary_json = property(lambda self: self.path / "summary.json")
 
     def exists(self) -> bool:
+        """Whether this is a run directory (it has a ``config.json`` file).
+
+        Returns:
+          ``True`` if ``config.json`` is a file.
+        """
         return self.config_json.is_file()
 
     def check_new(self) -> None:
@@ -273,7 +278,16 @@ class RunDir:
 
     @staticmethod
     def write_json(path: Path, obj: Any) -> None:
-        """Atomic write (temp file + rename): readers never see half a file."""
+        """Atomic write (temp file + rename): readers never see half a file.
+
+        Args:
+          path: the file to write (the temp file is ``path`` with ``.tmp`` appended).
+          obj: the JSON-serialisable object, written indented with a final newline.
+
+        Raises:
+          OSError: the write or rename failed (the temp file is removed first; an error
+            without a file name is re-raised naming ``path``).
+        """
         tmp = path.with_name(path.name + ".tmp")
         with naming(path):
             try:
@@ -284,6 +298,11 @@ class RunDir:
                 raise
 
     def append_metrics(self, records: Iterable[dict[str, Any]]) -> None:
+        """Appends records to ``metrics.jsonl``, one JSON line each (not fsynced).
+
+        Args:
+          records: the metrics records; a non-finite float becomes ``null``.
+        """
         lines = [
             json.dumps({k: _clean(v) for k, v in r.items()}, default=_json_default)
             for r in records
@@ -321,7 +340,13 @@ class RunDir:
         return out
 
     def truncate_metrics(self, max_update: int) -> None:
-        """Drops records past ``max_update`` (written after the checkpoint resumed from)."""
+        """Drops records past ``max_update`` (written after the checkpoint resumed from).
+
+        Args:
+          max_update: the last update to keep; records without ``update`` count as update 0
+            and are kept. Incomplete or non-object lines are dropped too (the file is
+            rewritten from :meth:`read_metrics`).
+        """
         kept = [r for r in self.read_metrics() if r.get("update", 0) <= max_update]
         tmp = self.metrics_jsonl.with_name("metrics.jsonl.tmp")
         with naming(self.metrics_jsonl):

@@ -44,6 +44,13 @@ class WandbLogger:
         self._run.define_metric("*", step_metric="env_steps")
 
     def log(self, records: Sequence[dict[str, Any]]) -> None:
+        """Logs one chunk's records: the mean over seeds of each numeric metric (non-finite
+        values left out) and each seed's ``return_mean``.
+
+        Args:
+            records: One metrics record per seed, all of the same chunk (each with ``seed``
+                and ``update``; the wandb step is the first record's ``update``).
+        """
         keys = [k for k, v in records[0].items() if isinstance(v, int | float) and k != "seed"]
         out: dict[str, float] = {}
         for k in keys:
@@ -57,9 +64,19 @@ class WandbLogger:
         self._run.log(out, step=int(records[0]["update"]))
 
     def summary(self, values: dict[str, Any]) -> None:
+        """Updates the wandb run's summary.
+
+        Args:
+            values: The summary entries to set.
+        """
         self._run.summary.update(values)
 
     def finish(self, exit_code: int = 0) -> None:
+        """Finishes the wandb run.
+
+        Args:
+            exit_code: The exit code reported to wandb (0: success).
+        """
         self._run.finish(exit_code=exit_code)
 
 
