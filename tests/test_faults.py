@@ -353,3 +353,24 @@ def test_a_full_disk_ends_in_one_error_line_and_the_run_resumes(tmp_path):
                else "starting it over from update 0")
     assert resumed in p.stdout, p.stdout
     assert "done: 24 updates" in p.stdout, p.stdout
+
+
+def test_a_recorded_ctrl_c_in_a_gc_callback_prints_no_traceback(monkeypatch):
+    """A Ctrl-C that lands in one of JAX's garbage-collection callbacks reaches
+    ``sys.unraisablehook`` ("Exception ignored ... KeyboardInterrupt"): the command's hook
+    drops it once :mod:`metareward.interrupts` has recorded it (it is raised again at the
+    next safe point); any other unraisable exception, or an unrecorded Ctrl-C, is shown."""
+    import types
+
+    from metareward import cli, interrupts
+
+    shown = []
+    hook = cli._quiet_closed_loops(shown.append)
+    report = lambda e: types.SimpleNamespace(exc_value=e, exc_type=type(e))
+    monkeypatch.setattr(interrupts, "_seen", False)
+    hook(report(KeyboardInterrupt()))
+    monkeypatch.setattr(interrupts, "_seen", True)
+    hook(report(KeyboardInterrupt()))
+    hook(report(ValueError("other")))
+    hook(report(RuntimeError("Event loop is closed")))
+    assert [type(r.exc_value).__name__ for r in shown] == ["KeyboardInterrupt", "ValueError"]

@@ -428,13 +428,26 @@ def main(argv: list[str] | None = None) -> int:
     """
     args = _parser().parse_args(argv)
     try:
+        _import_the_library()
         if threading.current_thread() is threading.main_thread():
             interrupts.install()
-        interrupts.check()  # held while the package imported JAX
+        interrupts.check()  # held while the library imported JAX
         return _main(args, argv)
     except KeyboardInterrupt:
         print(f"\nmetareward {args.command}: interrupted", file=sys.stderr)
         return _exit(argv, 128 + signal.SIGINT)
+
+
+def _import_the_library() -> None:
+    """Imports JAX, the learners and the runtime before Ctrl-C may raise: the console
+    script's handler only records a Ctrl-C until then (:mod:`metareward.interrupts`), as a
+    ``KeyboardInterrupt`` raised inside one of JAX's garbage-collection callbacks during
+    these imports would be printed as "Exception ignored" with a traceback, not reported
+    in one line. (``import metareward`` itself imports none of them.)"""
+    import importlib
+
+    for module in ("metareward.algos", "metareward.runtime"):
+        importlib.import_module(module)
 
 
 def _main(args: argparse.Namespace, argv: list[str] | None) -> int:
@@ -515,9 +528,16 @@ def _os_error(e: OSError) -> str:
 
 
 def _quiet_closed_loops(hook):
-    """``sys.unraisablehook`` without the "Event loop is closed" errors that tensorstore's
-    writer threads report, one traceback per file, once a checkpoint write failed (the
-    failure itself is reported in one line); every other one still shows."""
+    """``sys.unraisablehook`` without two kinds of report, every other one still shown:
+
+    * the "Event loop is closed" errors that tensorstore's writer threads report, one
+      traceback per file, once a checkpoint write failed (the failure itself is reported
+      in one line);
+    * a Ctrl-C that landed in one of JAX's garbage-collection callbacks (printed as
+      "Exception ignored ... KeyboardInterrupt" with a traceback): :mod:`metareward.interrupts`
+      recorded it, and it is raised again at the next safe point, so the command still
+      stops with its one line.
+    """
 
     if getattr(hook, "_metareward_quiet", False):  # main() called again in one process
         return hook
@@ -525,6 +545,8 @@ def _quiet_closed_loops(hook):
     def quiet(unraisable):
         value = unraisable.exc_value
         if isinstance(value, RuntimeError) and str(value) == "Event loop is closed":
+            return
+        if isinstance(value, KeyboardInterrupt) and interrupts.seen():
             return
         hook(unraisable)
 
