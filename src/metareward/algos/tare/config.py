@@ -32,15 +32,12 @@ class RewardFields:
     the implicit derivative, or ``"validation"``, eq. 14 as printed), ``curvature``
     (``"hessian"`` or ``"fisher"``), ``cg_restarts`` (adaptive damping) and
     ``hypergrad_coef`` (0: the reward frozen): see the package docstring.
-    ``normalizer_samples`` (``None``: never) freezes the observation statistics after that
-    many env steps, as the AWR code's normaliser (``None`` for PPO-TARE, 300,000 for
-    AWR-TARE). ``num_envs`` must be even: the env columns split into training and
+    ``num_envs`` must be even: the env columns split into training and
     validation halves.
 
     Float fields may be JAX values (a sweep, :mod:`metareward.algos.config`).
     """
 
-    normalizer_samples: int | None = None
     # the learned reward and its optimiser
     reward_net: str = "lstm-b-mul"
     reward_hidden: int = 64
@@ -70,8 +67,6 @@ class RewardFields:
                   "an int >= 0")
         for name in ("reward_hidden", "reward_lstm_hidden", "reward_updates", "cg_steps"):
             cfg.positive_int(name, getattr(self, name))
-        if self.normalizer_samples is not None:
-            cfg.positive_int("normalizer_samples", self.normalizer_samples)
         cfg.check("num_envs", self.num_envs, self.num_envs >= 2 and self.num_envs % 2 == 0,
                   "an even int >= 2 (the env columns split into training and validation "
                   "halves)")
@@ -101,11 +96,13 @@ class Config(RewardFields, onpolicy.PPOBase):
     the default, as before PPO-TARE took PPO's config; not with ``"eq11"``).
     ``normalize_reward`` must stay ``False``: the learned reward replaces the env's in
     the policy's objective, and the extrinsic returns ``V_ex`` regresses on are scaled by
-    ``reward_scale`` alone.
+    ``reward_scale`` alone. ``normalizer_samples`` (``None``, the default: never) freezes
+    the observation statistics after that many env steps, as AWR-TARE's (AWR's field).
     """
 
     num_envs: int = 8
     num_steps: int = 256
+    normalizer_samples: int | None = None
     anneal_lr: bool = False
     normalize_reward: bool = False
     num_minibatches: int = 16
@@ -124,6 +121,8 @@ class Config(RewardFields, onpolicy.PPOBase):
         if self.policy_objective == "eq11":
             cfg.check("vf_clip_eps", self.vf_clip_eps, self.vf_clip_eps is None,
                       "None with policy_objective='eq11' (its value loss is unclipped)")
+        if self.normalizer_samples is not None:
+            cfg.positive_int("normalizer_samples", self.normalizer_samples)
         cfg.in_range("param_gae_lambda", self.param_gae_lambda, 0.0, 1.0)
         cfg.non_negative("kl_coef", self.kl_coef)
 
@@ -152,7 +151,6 @@ class AWRConfig(RewardFields, awr.Config):
 
     num_envs: int = 8
     num_steps: int = 256
-    normalizer_samples: int | None = 300_000
     hypergrad_batch: int = 4096
 
     #: Old field name -> new (read by :func:`metareward.runtime.configs.apply_overrides`).
