@@ -1,7 +1,8 @@
 """What ``import metareward`` promises: no side effects (``XLA_FLAGS`` untouched, jax,
 brax/MuJoCo and gymnax imported only by the subpackages that need them), a quiet import,
-and the XLA:CPU flag where metareward trains (the learners, the command, the runtime, the
-test suite) or on request (``metareward.configure_xla()``)."""
+and metareward's XLA:CPU settings where metareward trains (the learners, the command, the
+runtime, the test suite) or on request (``metareward.configure_xla()``): none by default,
+the sequential-scheduler flag with ``METAREWARD_XLA_SEQUENTIAL_SCHEDULER=1``."""
 
 import os
 import subprocess
@@ -12,10 +13,16 @@ from fast_compile import FAST_COMPILE
 FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
 
 
-def _run(code: str, env_flags: str | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+SEQ = "METAREWARD_XLA_SEQUENTIAL_SCHEDULER"
+
+
+def _run(code: str, env_flags: str | None = None,
+         sequential: str | None = "1") -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", SEQ)}
     if env_flags is not None:
         env["XLA_FLAGS"] = env_flags
+    if sequential is not None:
+        env[SEQ] = sequential
     return subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
     )
@@ -37,6 +44,23 @@ def test_envs_import_leaves_xla_flags_alone_and_prints_nothing():
     assert out.returncode == 0, out.stderr
     # nothing else on stdout (no "Failed to import warp"); gymnax waits for a gymnax env
     assert out.stdout.strip() == "None False False"
+
+
+def test_by_default_no_flag_is_applied():
+    # XLA's own scheduler: metareward's programs no longer deadlock under it (issue 37)
+    for module in ("metareward.algos", "metareward.cli", "metareward.runtime"):
+        for value in (None, "0", ""):
+            out = _run(f"import os, {module}; import metareward; "
+                       "print(os.environ.get('XLA_FLAGS'), metareward.configure_xla())",
+                       sequential=value)
+            assert out.returncode == 0, out.stderr
+            assert out.stdout.strip() == "None []", (module, value)
+
+
+def test_a_bad_sequential_scheduler_value_is_one_line():
+    out = _run("import metareward; metareward.configure_xla()", sequential="yes")
+    assert out.returncode != 0
+    assert "METAREWARD_XLA_SEQUENTIAL_SCHEDULER='yes': allowed are 0, 1 or unset" in out.stderr
 
 
 def test_learners_import_quietly_and_apply_the_flag():
@@ -86,10 +110,10 @@ def test_warns_when_jax_cpu_backend_started_first():
     assert "RuntimeWarning" in out.stderr and "configure_xla" in out.stderr
 
 
-def test_the_suite_compiles_with_the_flag_after_its_own():
-    # tests/conftest.py applies it, after FAST_COMPILE (the order XLA_FLAGS had when
-    # `import metareward` applied it): the same flags, the same compilation cache keys
-    flags = os.environ["XLA_FLAGS"]
-    assert FLAG.split("=")[0] in flags
+def test_the_suite_compiles_as_the_command_does():
+    # tests/conftest.py applies metareward's settings after FAST_COMPILE: none unless
+    # METAREWARD_XLA_SEQUENTIAL_SCHEDULER=1, as for the command
+    flags = os.environ.get("XLA_FLAGS", "")
+    assert (FLAG in flags) == (os.environ.get(SEQ) == "1")
     if FAST_COMPILE in flags and FLAG in flags:
         assert flags.index(FAST_COMPILE) < flags.index(FLAG)

@@ -101,3 +101,54 @@ def test_running_stats_match_numpy():
     z = stats.normalize(jnp.asarray(allx, jnp.float32))
     np.testing.assert_allclose(np.asarray(z).mean(0), 0.0, atol=1e-3)
     np.testing.assert_allclose(np.asarray(z).std(0), 1.0, rtol=1e-3)
+
+
+@pytest.mark.parametrize("shape,gain,column_axis",
+                         [((64, 64), math.sqrt(2.0), -1), ((4, 64), 1.0, -1),
+                          ((64, 2), 0.01, -1), ((3, 5, 7), 1.0, 0)])
+def test_orthogonal_is_flax_bit_for_bit_under_vmap(shape, gain, column_axis):
+    import flax.linen as nn
+
+    from metareward.nets import orthogonal
+
+    keys = jax.random.split(jax.random.PRNGKey(3), 6)
+    flax_init = nn.initializers.orthogonal(gain, column_axis=column_axis)
+    ref = np.stack([np.asarray(flax_init(k, shape)) for k in keys])  # one at a time
+    ours = orthogonal(gain, column_axis)
+    np.testing.assert_array_equal(jax.jit(jax.vmap(lambda k: ours(k, shape)))(keys), ref)
+    nested = jax.vmap(jax.vmap(lambda k: ours(k, shape)))(keys.reshape(2, 3, -1))
+    np.testing.assert_array_equal(nested.reshape(ref.shape), ref)
+    np.testing.assert_array_equal(ours(keys[4], shape), ref[4])
+
+
+def test_vmapped_initialisation_finishes_under_xla_default_scheduler():
+    # A batched LAPACK QR (flax's orthogonal under vmap) deadlocked XLA:CPU's default
+    # scheduler on 2 cores (issue 37); metareward.nets.orthogonal draws one matrix at a
+    # time. 16 seeds of PPO's policy and value nets and MetaGenRL's LSTM objective, in
+    # one jitted program, 20 times, in a process without metareward's flag.
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import jax, jax.numpy as jnp\n"
+        "from metareward import envs\n"
+        "from metareward.algos import ppo\n"
+        "from metareward.nets import ObjectiveLSTM\n"
+        "tr = ppo.make_train(ppo.Config(num_envs=4, num_steps=8, total_steps=64,"
+        " num_minibatches=2, num_epochs=1), envs.make('cartpole'))\n"
+        "obj = ObjectiveLSTM()\n"
+        "z, a = jnp.zeros((2, 5)), jnp.zeros((2, 5, 3))\n"
+        "def init(k):\n"
+        "    return tr.init(k).params, obj.init(k, z, z, z, z, a, a, z + 1)\n"
+        "f = jax.jit(jax.vmap(init))\n"
+        "keys = jax.random.split(jax.random.PRNGKey(0), 16)\n"
+        "for _ in range(20):\n"
+        "    jax.block_until_ready(f(keys))\n"
+        "print('done')\n")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("XLA_FLAGS", "METAREWARD_XLA_SEQUENTIAL_SCHEDULER")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, timeout=240)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("done")

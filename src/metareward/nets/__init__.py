@@ -26,6 +26,7 @@ from metareward.nets.policies import (
     ValueNet,
     activation,
     make_policy,
+    orthogonal,
 )
 from metareward.nets.rewards import (
     REWARD_NETS,
@@ -74,6 +75,7 @@ __all__ = [
     "make_policy",
     "make_reward_net",
     "masked_zscore",
+    "orthogonal",
     "relu_square",
     "reward_head",
 ]

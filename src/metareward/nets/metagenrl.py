@@ -34,6 +34,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from metareward.nets.policies import orthogonal
 from metareward.nets.rewards import scan_lstm
 
 
@@ -97,7 +98,10 @@ class _MaskedLSTMStep(nn.Module):
         self, carry: tuple[jax.Array, jax.Array], inputs: tuple[jax.Array, jax.Array]
     ) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
         x, valid = inputs  # [B, F], [B] bool
-        new_carry, h = nn.OptimizedLSTMCell(self.features, name="cell")(carry, x)
+        # flax's default recurrent init, drawn vmap-safely (metareward.nets.orthogonal)
+        cell = nn.OptimizedLSTMCell(self.features, recurrent_kernel_init=orthogonal(),
+                                    name="cell")
+        new_carry, h = cell(carry, x)
         keep = valid[:, None]
         new_carry = jax.tree.map(lambda c: jnp.where(keep, c, 0.0), new_carry)
         return new_carry, h

@@ -125,7 +125,10 @@ class _MaskedLSTMStep(nn.Module):
     ) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
         x, keep = inputs
         carry = jax.tree.map(lambda c: c * keep[..., None], carry)
-        return nn.OptimizedLSTMCell(self.features, name="cell")(carry, x)
+        # flax's default recurrent init, drawn vmap-safely (metareward.nets.orthogonal)
+        cell = nn.OptimizedLSTMCell(self.features, recurrent_kernel_init=orthogonal(),
+                                    name="cell")
+        return cell(carry, x)
 
 
 def scan_lstm(
