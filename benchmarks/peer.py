@@ -121,10 +121,10 @@ def default_peer_venv() -> Path:
     return Path(os.environ.get(PEER_VENV_ENV_VAR) or DEFAULT_PEER_VENV).expanduser()
 
 
-def _marker_text() -> str:
+def _marker_text(requirements: Sequence[str], constraints: Sequence[str]) -> str:
     """Return the text the marker must hold for an existing venv to be reused."""
     lines = [f"python {sys.version_info.major}.{sys.version_info.minor}"]
-    lines += ["# requirements", *PEER_REQUIREMENTS, "# constraints", *PEER_CONSTRAINTS]
+    lines += ["# requirements", *requirements, "# constraints", *constraints]
     return "\n".join(lines) + "\n"
 
 
@@ -148,7 +148,7 @@ def _locked(lock_path: Path) -> Iterator[None]:
 def _run_checked(cmd: Sequence[str | os.PathLike[str]], what: str) -> None:
     """Run ``cmd``; raise ``RuntimeError`` with its output tail if it fails."""
     proc = subprocess.run(
-        [str(c) for c in cmd], capture_output=True, text=True, env=_clean_env(), check=False
+        [str(c) for c in cmd], capture_output=True, text=True, env=clean_env(), check=False
     )
     if proc.returncode != 0:
         tail = (proc.stdout + proc.stderr)[-4000:]
@@ -158,10 +158,6 @@ def _run_checked(cmd: Sequence[str | os.PathLike[str]], what: str) -> None:
 def ensure_peer_venv(path: str | Path | None = None) -> Path:
     """Create (once) the pinned brax peer venv and return its python executable.
 
-    Idempotent: a marker file inside the venv records the pins it was built with; the
-    venv is reused while the marker matches and rebuilt from scratch when it does not
-    (pins changed, interrupted build, different python minor version).
-
     Args:
         path: venv directory; defaults to :func:`default_peer_venv`.
 
@@ -169,10 +165,29 @@ def ensure_peer_venv(path: str | Path | None = None) -> Path:
         Path of the venv's ``python``.
     """
     venv = Path(path).expanduser() if path is not None else default_peer_venv()
+    return ensure_venv(venv, PEER_REQUIREMENTS, PEER_CONSTRAINTS)
+
+
+def ensure_venv(venv: Path, requirements: Sequence[str], constraints: Sequence[str]) -> Path:
+    """Create (once) a virtual env holding exactly ``requirements`` under ``constraints``
+    and return its python executable.
+
+    Idempotent: a marker file inside the venv records the pins it was built with; the
+    venv is reused while the marker matches and rebuilt from scratch when it does not
+    (pins changed, interrupted build, different python minor version).
+
+    Args:
+        venv: venv directory.
+        requirements: the direct requirements (exact pins).
+        constraints: every transitive dependency, pinned (a pip constraints file).
+
+    Returns:
+        Path of the venv's ``python``.
+    """
     venv = venv.absolute()
     marker = venv / _MARKER
     python = _venv_python(venv)
-    wanted = _marker_text()
+    wanted = _marker_text(requirements, constraints)
 
     def is_ready() -> bool:
         return python.exists() and marker.exists() and marker.read_text() == wanted
@@ -188,8 +203,8 @@ def ensure_peer_venv(path: str | Path | None = None) -> Path:
             shutil.rmtree(venv)
         _run_checked([sys.executable, "-m", "venv", venv], "creating the peer venv")
         with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as fh:
-            fh.write("\n".join(PEER_CONSTRAINTS) + "\n")
-            constraints = fh.name
+            fh.write("\n".join(constraints) + "\n")
+            constraints_file = fh.name
         try:
             _run_checked(
                 [
@@ -200,18 +215,18 @@ def ensure_peer_venv(path: str | Path | None = None) -> Path:
                     "--quiet",
                     "--disable-pip-version-check",
                     "--constraint",
-                    constraints,
-                    *PEER_REQUIREMENTS,
+                    constraints_file,
+                    *requirements,
                 ],
                 "installing the peer requirements",
             )
         finally:
-            os.unlink(constraints)
+            os.unlink(constraints_file)
         marker.write_text(wanted)
     return python
 
 
-def _clean_env() -> dict[str, str]:
+def clean_env() -> dict[str, str]:
     """Environment for peer subprocesses, isolated from the main project's env."""
     env = dict(os.environ)
     for var in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PIP_REQUIRE_VIRTUALENV"):
@@ -368,7 +383,7 @@ def run_peer(
             autoreset=autoreset,
         )
         proc = subprocess.run(
-            cmd, capture_output=True, text=True, env=_clean_env(), timeout=timeout, check=False
+            cmd, capture_output=True, text=True, env=clean_env(), timeout=timeout, check=False
         )
         if proc.returncode != 0 or not json_out.exists():
             tail = (proc.stdout + proc.stderr)[-4000:]

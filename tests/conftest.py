@@ -69,6 +69,10 @@ def pytest_configure(config: pytest.Config) -> None:
     if choice == "fast":
         os.environ["XLA_FLAGS"] = with_fast_compile(os.environ.get("XLA_FLAGS", ""))
     configure_xla()
+    # the command's persistent compilation cache stays off in tests (no writes to the
+    # home directory, compile counts as without it); tests/test_cli_compile_cache.py
+    # turns it on in its own processes
+    os.environ.setdefault("METAREWARD_COMPILE_CACHE", "off")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
