@@ -86,7 +86,8 @@ _GYMNAX_MAKE = gymnax.make
 
 
 def rejax_program(cfg: dict[str, Any], gymnax_id: str, num_seeds: int):
-    """rejax's PPO built from ``cfg`` (rejax's field names); returns ``(train, evaluate)``:
+    """rejax's PPO built from ``cfg`` (rejax's field names); returns ``(train, evaluate,
+    env_steps)``:
     ``train(keys)`` jitted over ``num_seeds`` vmapped seeds (no evaluation inside the
     timed program), ``evaluate(train_state, keys)`` the mean return of
     :data:`EVAL_EPISODES` episodes per seed."""
@@ -111,7 +112,7 @@ def rejax_program(cfg: dict[str, Any], gymnax_id: str, num_seeds: int):
 
     updates = int(np.ceil(cfg["total_timesteps"] / (cfg["num_envs"] * cfg["num_steps"])))
     steps = updates * cfg["num_envs"] * cfg["num_steps"]
-    return _vmapped(train, num_seeds), _vmapped(evaluate_one, num_seeds, 2), steps
+    return _vmapped(train, num_seeds), _vmapped(evaluate_one, num_seeds), steps
 
 
 def purejaxrl_program(cfg: dict[str, Any], gymnax_id: str, num_seeds: int, directory: str):
@@ -181,7 +182,7 @@ def _minibatch(traj: Any, adv: Any, targets: Any) -> Any:
     return AdvantageMinibatch(traj, adv, targets)
 
 
-def _vmapped(fn, num_seeds: int, nargs: int = 1):
+def _vmapped(fn, num_seeds: int):
     return jax.jit(jax.vmap(fn) if num_seeds > 1 else fn)
 
 

@@ -57,7 +57,7 @@ def test_by_default_no_flag_is_applied():
             assert out.stdout.strip() == "None []", (module, value)
 
 
-def test_a_bad_sequential_scheduler_value_is_one_line():
+def test_a_bad_sequential_scheduler_value_is_refused_naming_it():
     out = _run("import metareward; metareward.configure_xla()", sequential="yes")
     assert out.returncode != 0
     assert "METAREWARD_XLA_SEQUENTIAL_SCHEDULER='yes': allowed are 0, 1 or unset" in out.stderr

@@ -215,10 +215,10 @@ def _use_compile_cache(args: argparse.Namespace) -> None:
     user configured one already (``JAX_COMPILATION_CACHE_DIR``)."""
     import jax
 
-    path = compile_cache_dir(getattr(args, "no_compile_cache", False))
-    if path is None or not hasattr(args, "no_compile_cache"):
+    if not hasattr(args, "no_compile_cache"):  # a command that compiles nothing
         return
-    if jax.config.jax_compilation_cache_dir is None:
+    path = compile_cache_dir(args.no_compile_cache)
+    if path is not None and jax.config.jax_compilation_cache_dir is None:
         jax.config.update("jax_compilation_cache_dir", path)
 
 
