@@ -166,6 +166,7 @@ from metareward.rl.grads import clip_by_global_norm
 from metareward.rl.losses import ppo_loss
 from metareward.rl.normalize import RunningStats
 from metareward.rl.rollout import episode_metrics, episodic_sum, rollout, sampler
+from metareward.rl.shuffle import permutation
 from metareward.rl.stats import standardize
 
 #: The hypergradient modes of ``Config.terms`` (the paper's Figure 5 ablation).
@@ -802,7 +803,7 @@ def split_minibatches(b: Batch, basis: AdvBasis, key: jax.Array, num: int) -> Mi
         A :class:`Minibatch` ``[num, T / num, N]``.
     """
     T, N = b.log_prob.shape
-    perm = jax.vmap(lambda k: jax.random.permutation(k, T))(jax.random.split(key, N))
+    perm = jax.vmap(lambda k: permutation(k, T))(jax.random.split(key, N))
     return minibatch(b, basis, perm.T.reshape(num, T // num, N))
 
 

@@ -83,6 +83,7 @@ from metareward.rl.grads import clip_by_global_norm
 from metareward.rl.losses import a2c_loss, ppo_loss
 from metareward.rl.normalize import RunningStats
 from metareward.rl.rollout import episode_metrics, episodic_sum, rollout
+from metareward.rl.shuffle import permutation
 from metareward.rl.stats import standardize
 
 #: ``lookahead`` values: how the one-step look-ahead is differentiated.
@@ -754,8 +755,7 @@ def optimise(parts: Parts, batch: Batch, carry: Carry,
     """
 
     def epoch(c, k):
-        perm = jax.random.permutation(k, parts.batch_size).reshape(parts.num_minibatches,
-                                                                   parts.mb_size)
+        perm = permutation(k, parts.batch_size).reshape(parts.num_minibatches, parts.mb_size)
         return jax.lax.scan(functools.partial(minibatch_step, parts, batch), c, perm)
 
     return jax.lax.scan(epoch, carry, jax.random.split(key, parts.num_epochs))

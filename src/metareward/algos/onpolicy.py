@@ -32,6 +32,7 @@ from metareward.rl.gae import gae
 from metareward.rl.grads import clipped_step
 from metareward.rl.normalize import RunningStats
 from metareward.rl.rollout import episode_metrics, rollout, sampler
+from metareward.rl.shuffle import permutation
 from metareward.rl.stats import standardize
 
 
@@ -411,7 +412,7 @@ def optimise(
     bs, n_mb = parts.batch_size, parts.num_minibatches
 
     def epoch(c, k):
-        perm = jax.random.permutation(k, bs)
+        perm = permutation(k, bs)
         mbs = jax.tree.map(lambda x: x[perm].reshape((n_mb, parts.mb_size, *x.shape[1:])), data)
         return jax.lax.scan(step, c, mbs)
 

@@ -28,6 +28,7 @@ from metareward.rl import replay
 from metareward.rl.gae import gae, td_errors
 from metareward.rl.normalize import RunningStats
 from metareward.rl.rollout import Transition, episode_metrics, rollout, sampler
+from metareward.rl.shuffle import permutation
 
 #: The parameter groups each optimiser state steps (the keys of ``TareState.opt_state``):
 #: PPO's one Adam over policy and values (``"agent"``), AWR's SGD on the policy
@@ -353,7 +354,7 @@ def split_columns(parts: Parts, key: jax.Array) -> jax.Array:
       ``[rounds, 2, N/2]`` column indices, (training, validation) per round; the second
       round (``swap``) swaps them.
     """
-    perm = jax.random.permutation(key, parts.config.num_envs)
+    perm = permutation(key, parts.config.num_envs)
     a, b = perm[:parts.half], perm[parts.half:]
     return jnp.stack([jnp.stack([a, b]), jnp.stack([b, a])])[:parts.rounds]
 

@@ -20,6 +20,7 @@ from metareward.aliases import Metrics
 from metareward.rl.grads import clipped_step
 from metareward.rl.losses import ppo_loss
 from metareward.rl.rollout import episodic_sum
+from metareward.rl.shuffle import permutation
 from metareward.rl.stats import standardize
 
 Batch = dict[str, jax.Array]
@@ -113,7 +114,7 @@ def inner_step(parts: core.Parts, theta: jax.Array, opt: Any, bad: jax.Array, ph
     data = jax.tree.map(lambda x: x.reshape((-1, *x.shape[2:])), data)
 
     def epoch(carry, k):
-        perm = jax.random.permutation(k, n)
+        perm = permutation(k, n)
         mbs = jax.tree.map(lambda x: x[perm].reshape((c.num_minibatches, mb, *x.shape[1:])),
                            data)
         return jax.lax.scan(lambda cr, b: minibatch_step(parts, cr, b), carry, mbs)
