@@ -137,15 +137,17 @@ def purejaxrl_program(cfg: dict[str, Any], gymnax_id: str, num_seeds: int, direc
     return _vmapped(train, num_seeds), None, steps
 
 
-def rejax_profile(cfg: dict[str, Any], gymnax_id: str, calls: int) -> dict[str, Any]:
+def rejax_profile(cfg: dict[str, Any], gymnax_id: str, calls: int,
+                  num_seeds: int = 1) -> dict[str, Any]:
     """Times the stages of one rejax PPO update at ``cfg``'s shapes: the rollout
     (``collect_trajectories``), GAE (``calculate_gae``), the epochs of minibatch steps
-    and the whole update (``train_iteration``).
+    and the whole update (``train_iteration``), each vmapped over ``num_seeds`` seeds.
 
     Args:
         cfg: rejax's config dict.
         gymnax_id: gymnax's env id.
         calls: timed calls per stage.
+        num_seeds: seeds vmapped in each stage (none at 1).
 
     Returns:
         Stage name -> ``{"us", "hlo_ops"}``.
@@ -154,10 +156,12 @@ def rejax_profile(cfg: dict[str, Any], gymnax_id: str, calls: int) -> dict[str, 
 
     env, params = make_env(gymnax_id, flatten=True)
     algo = PPO.create(env=env, env_params=params, **cfg)
-    ts = algo.init_state(jax.random.PRNGKey(0))
-    ts1, traj = jax.jit(algo.collect_trajectories)(ts)
-    last_val = algo.critic.apply(ts1.critic_ts.params, ts1.last_obs)
-    adv, targets = jax.jit(algo.calculate_gae)(traj, last_val)
+    batch = lambda fn: jax.vmap(fn) if num_seeds > 1 else fn
+    keys = jax.random.split(jax.random.PRNGKey(0), num_seeds)
+    ts = jax.jit(batch(algo.init_state))(keys if num_seeds > 1 else keys[0])
+    ts1, traj = jax.jit(batch(algo.collect_trajectories))(ts)
+    last_val = jax.jit(batch(lambda t: algo.critic.apply(t.critic_ts.params, t.last_obs)))(ts1)
+    adv, targets = jax.jit(batch(algo.calculate_gae))(traj, last_val)
 
     def epochs(ts, traj, adv, targets):
         def update_epoch(ts, _):
@@ -169,10 +173,10 @@ def rejax_profile(cfg: dict[str, Any], gymnax_id: str, calls: int) -> dict[str, 
         return jax.lax.scan(update_epoch, ts, None, algo.num_epochs)[0]
 
     return {
-        "rollout": time_call(algo.collect_trajectories, ts, calls=calls),
-        "gae": time_call(algo.calculate_gae, traj, last_val, calls=calls),
-        "epochs": time_call(epochs, ts1, traj, adv, targets, calls=calls),
-        "update": time_call(algo.train_iteration, ts, calls=calls),
+        "rollout": time_call(batch(algo.collect_trajectories), ts, calls=calls),
+        "gae": time_call(batch(algo.calculate_gae), traj, last_val, calls=calls),
+        "epochs": time_call(batch(epochs), ts1, traj, adv, targets, calls=calls),
+        "update": time_call(batch(algo.train_iteration), ts, calls=calls),
     }
 
 
@@ -206,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     cfg = json.loads(args.config)
     if args.profile:
-        print(json.dumps(rejax_profile(cfg, args.gymnax_id, args.profile)))
+        print(json.dumps(rejax_profile(cfg, args.gymnax_id, args.profile, args.seeds)))
         return
     keys = jax.random.split(jax.random.PRNGKey(args.seed), args.seeds)
     arg = keys if args.seeds > 1 else keys[0]

@@ -13,7 +13,7 @@ import numpy as np
 
 def time_call(fn: Callable[..., Any], *args: Any, calls: int = 200) -> dict[str, float]:
     """Median microseconds of one call of the jitted ``fn`` over ``calls`` calls (after a
-    warm-up call), and the number of instructions of its optimised HLO.
+    warm-up call), the number of instructions of its optimised HLO and XLA's cost analysis.
 
     Args:
         fn: the function (jitted here).
@@ -21,14 +21,21 @@ def time_call(fn: Callable[..., Any], *args: Any, calls: int = 200) -> dict[str,
         calls: timed calls.
 
     Returns:
-        ``{"us": ..., "hlo_ops": ...}``.
+        ``{"us", "hlo_ops", "flops", "bytes"}``: the median, the instruction count, and
+        XLA's cost analysis of the program (floating-point operations and bytes accessed;
+        a loop's body counted once, not per iteration).
     """
     compiled = jax.jit(fn).lower(*args).compile()
     ops = sum(1 for line in compiled.as_text().splitlines() if " = " in line)
+    cost = compiled.cost_analysis() or {}
+    if isinstance(cost, list):  # older jax: one dict per program
+        cost = cost[0] if cost else {}
     jax.block_until_ready(compiled(*args))
     times = []
     for _ in range(calls):
         t0 = time.perf_counter()
         jax.block_until_ready(compiled(*args))
         times.append(time.perf_counter() - t0)
-    return {"us": float(np.median(times)) * 1e6, "hlo_ops": ops}
+    return {"us": float(np.median(times)) * 1e6, "hlo_ops": ops,
+            "flops": float(cost.get("flops", float("nan"))),
+            "bytes": float(cost.get("bytes accessed", float("nan")))}

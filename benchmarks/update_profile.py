@@ -1,7 +1,10 @@
 """Where one PPO update's time goes: ours against rejax's, stage by stage, at the same shapes.
 
-Each stage is jitted on its own and timed over many calls (median microseconds per call,
-after a warm-up call), with the number of instructions of its optimised HLO:
+Each stage is jitted on its own, vmapped over the setting's seeds (a 16- or 64-seed
+setting times one update of all its seeds, as ``peers.py`` trains them), and timed over
+many calls (median microseconds per call, after a warm-up call), with the number of
+instructions of its optimised HLO and XLA's count of its floating-point operations (a
+loop's body counted once):
 
 * ours (:mod:`metareward.algos.onpolicy`): ``rollout`` (the scan of env steps under the
   policy), ``gae`` (on that rollout's rewards and values), ``collect`` (rollout, value
@@ -17,6 +20,7 @@ PureJaxRL's ``make_train`` is one closure, so it has no stages to time apart; it
 update is in ``peers.py``'s table.
 
     python benchmarks/update_profile.py                      # PureJaxRL's CartPole shapes
+    python benchmarks/update_profile.py --setting pendulum-ours-64 --calls 10
 """
 
 from __future__ import annotations
@@ -44,11 +48,27 @@ from benchmarks.peers import (
 )
 
 
-def ours_profile(setting_name: str, calls: int) -> dict[str, Any]:
-    """Times the stages of one update of our PPO at ``setting_name``'s configuration.
+def seeds_vmap(fn: Any, seeds: int) -> Any:
+    """``fn`` vmapped over a leading seed axis of every argument, or ``fn`` at 1 seed.
 
     Args:
-        setting_name: a :data:`benchmarks.peers.SETTINGS` name (its 1-seed shapes).
+        fn: the function.
+        seeds: the number of seeds.
+
+    Returns:
+        The function the profile times.
+    """
+    import jax
+
+    return jax.vmap(fn) if seeds > 1 else fn
+
+
+def ours_profile(setting_name: str, calls: int) -> dict[str, Any]:
+    """Times the stages of one update of our PPO at ``setting_name``'s configuration, all
+    its seeds vmapped in each stage (as :func:`benchmarks.peers.ours_worker` runs them).
+
+    Args:
+        setting_name: a :data:`benchmarks.peers.SETTINGS` name.
         calls: timed calls per stage.
 
     Returns:
@@ -65,33 +85,41 @@ def ours_profile(setting_name: str, calls: int) -> dict[str, Any]:
     cfg = ppo.Config(**ours_config(setting.ppo, setting.steps_per_seed))
     trainer = ppo.make_train(cfg, envs.make(setting.env))
     parts = trainer.update.args[0]  # the learner's static parts (functools.partial)
-    state = trainer.init(jax.random.PRNGKey(0))
-    key = jax.random.PRNGKey(1)
+    batch = lambda fn: seeds_vmap(fn, setting.seeds)
+    keys = jax.random.split(jax.random.PRNGKey(0), setting.seeds)
+    if setting.seeds == 1:
+        keys = keys[0]
+    state = jax.jit(batch(trainer.init))(keys)
 
     def run_rollout(state, key):
         act = sampler(lambda obs: parts.policy.apply(
             state.params["policy"], parts.prep(state.obs_stats, obs)))
         return rollout(parts.venv, state.env_state, act, key, cfg.num_steps)
 
-    _, traj = jax.jit(run_rollout)(state, key)
-    values = parts.value.apply(state.params["value"], traj.obs)
-    next_values = parts.value.apply(state.params["value"], traj.next_obs)
-    _, _, data, _ = jax.jit(lambda s, k: onpolicy.collect(parts, s, k))(state, key)
+    def collect(state, key):
+        return onpolicy.collect(parts, state, key)
+
+    def values_of(state, traj):
+        v = lambda o: parts.value.apply(state.params["value"], o)
+        return v(traj.obs), v(traj.next_obs)
 
     def epochs(state, data, key):
         return onpolicy.optimise(parts, state.params,
                                  (state.opt_state["agent"], state.nonfinite), data, key)
 
+    _, traj = jax.jit(batch(run_rollout))(state, keys)
+    values, next_values = jax.jit(batch(values_of))(state, traj)
+    _, _, data, _ = jax.jit(batch(collect))(state, keys)
     return {
-        "rollout": time_call(run_rollout, state, key, calls=calls),
-        "gae": time_call(lambda r, v, nv, d, t: gae(r, v, nv, d, t, cfg.gamma, cfg.gae_lambda),
+        "rollout": time_call(batch(run_rollout), state, keys, calls=calls),
+        "gae": time_call(batch(lambda r, v, nv, d, t: gae(r, v, nv, d, t, cfg.gamma,
+                                                           cfg.gae_lambda)),
                          traj.reward, values, next_values, traj.done, traj.truncation,
                          calls=calls),
-        "collect": time_call(lambda s, k: onpolicy.collect(parts, s, k), state, key,
-                             calls=calls),
-        "metrics": time_call(episode_metrics, traj, calls=calls),
-        "epochs": time_call(epochs, state, data, key, calls=calls),
-        "update": time_call(trainer.update, state, calls=calls),
+        "collect": time_call(batch(collect), state, keys, calls=calls),
+        "metrics": time_call(batch(episode_metrics), traj, calls=calls),
+        "epochs": time_call(batch(epochs), state, data, keys, calls=calls),
+        "update": time_call(batch(trainer.update), state, calls=calls),
     }
 
 
@@ -105,8 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
         The results written to ``--json``.
     """
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--setting", default="cartpole-purejaxrl-1",
-                   choices=[n for n, s in SETTINGS.items() if s.seeds == 1])
+    p.add_argument("--setting", default="cartpole-purejaxrl-1", choices=list(SETTINGS))
     p.add_argument("--calls", type=int, default=300)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -118,6 +145,7 @@ def main(argv: list[str] | None = None) -> dict:
     setting = SETTINGS[args.setting]
     rejax_cmd = [str(gymnax_peer_python()), str(GYMNAX_PEER_SCRIPT), "--learner", "rejax",
                  "--gymnax-id", GYMNAX_IDS[setting.env], "--profile", str(args.calls),
+                 "--seeds", str(setting.seeds),
                  "--config", json.dumps(rejax_config(setting.ppo, setting.steps_per_seed))]
     ours_cmd = [sys.executable, __file__, "--worker", "--setting", args.setting,
                 "--calls", str(args.calls)]
@@ -136,14 +164,18 @@ def main(argv: list[str] | None = None) -> dict:
             if stage in ms[0]:
                 row[who] = {"us": statistics.median(m[stage]["us"] for m in ms),
                             "us_all": [m[stage]["us"] for m in ms],
-                            "hlo_ops": ms[0][stage]["hlo_ops"]}
+                            "hlo_ops": ms[0][stage]["hlo_ops"],
+                            "mflops": ms[0][stage].get("flops", float("nan")) / 1e6}
         rows.append(row)
-    print(f"{'stage':8} {'ours us':>9} {'ops':>5} {'rejax us':>9} {'ops':>5}")
+    print(f"{'stage':8} {'ours us':>9} {'ops':>5} {'MFLOP':>7} {'rejax us':>9} {'ops':>5} "
+          f"{'MFLOP':>7}")
     for row in rows:
-        o, x = row.get("ours"), row.get("rejax")
-        print(f"{row['stage']:8} {o['us'] if o else float('nan'):9.0f} "
-              f"{o['hlo_ops'] if o else '':>5} {x['us'] if x else float('nan'):9.0f} "
-              f"{x['hlo_ops'] if x else '':>5}")
+        cells = []
+        for who in ("ours", "rejax"):
+            x = row.get(who)
+            cells.append(f"{x['us']:9.0f} {x['hlo_ops']:5d} {x['mflops']:7.1f}" if x
+                         else f"{'-':>9} {'':5} {'':7}")
+        print(f"{row['stage']:8} {' '.join(cells)}")
     command = " ".join(["python", "benchmarks/update_profile.py", *(argv or sys.argv[1:])])
     path = _harness.write_results(args.json, "update_profile", rows, command=command,
                                   setting=args.setting, calls=args.calls, rounds=args.rounds)
