@@ -1,7 +1,7 @@
 """The functional RL core: rollouts, advantage estimation, losses, normalisation, the
-replay buffer."""
+replay buffer, minibatch shuffles."""
 
-from metareward.rl import replay
+from metareward.rl import replay, shuffle
 from metareward.rl.gae import (
     discounted_cumsum,
     discounted_returns,
@@ -34,6 +34,7 @@ __all__ = [
     "replay",
     "rollout",
     "sampler",
+    "shuffle",
     "td_errors",
     "td_lambda_targets",
 ]

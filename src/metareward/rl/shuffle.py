@@ -8,7 +8,7 @@ for every comparison, and for a PPO update of 64 seeds x 10 epochs x 2048 sample
 about a quarter of the update (issue 37, ``benchmarks/RESULTS.md``). A sort of one
 ``uint32`` operand takes XLA:CPU's native path, about 5x faster.
 
-So each round here sorts *one* ``uint32`` operand: the key's high bits with the index in
+So on a CPU each round here sorts *one* ``uint32`` operand: the key's high bits with the index in
 its low ``b = ceil(log2 n)`` bits. That orders the indices by (high key bits, index).
 Elements whose keys share the high bits (rare: about ``n^2 / 2^(33-b)`` pairs per sort) are
 then put in (full key, index) order by odd-even transposition passes, repeated until no
@@ -87,9 +87,23 @@ def stable_argsort_u32(keys: jax.Array) -> jax.Array:
     return lax.while_loop(lambda o: ~_sorted(keys, o), fix, order)
 
 
+def _packed_permutation(key: jax.Array, n: int) -> jax.Array:
+    """``jax.random.permutation(key, n)``'s rounds with :func:`stable_argsort_u32`."""
+    x = jnp.arange(n, dtype=jnp.int32)
+    for _ in range(_rounds(n)):
+        key, subkey = jax.random.split(key)
+        x = x[stable_argsort_u32(jax.random.bits(subkey, (n,), jnp.uint32))]
+    return x
+
+
 def permutation(key: jax.Array, n: int) -> jax.Array:
     """A random permutation of ``arange(n)``: ``jax.random.permutation(key, n)``, bit for
     bit, faster on a CPU (see the module docstring).
+
+    The packed sort is staged for CPUs only (``lax.platform_dependent``); on other
+    platforms, and for ``n > MAX_PACKED``, this is ``jax.random.permutation`` itself: an
+    accelerator's sort has no slow comparator path to avoid, and the fix-up loop's
+    condition would cost a device-to-host copy there.
 
     Args:
         key: PRNG key (raw ``uint32[2]`` or typed).
@@ -100,11 +114,8 @@ def permutation(key: jax.Array, n: int) -> jax.Array:
     """
     if n > MAX_PACKED:
         return jax.random.permutation(key, n)
-    x = jnp.arange(n, dtype=jnp.int32)
-    for _ in range(_rounds(n)):
-        key, subkey = jax.random.split(key)
-        x = x[stable_argsort_u32(jax.random.bits(subkey, (n,), jnp.uint32))]
-    return x
+    return lax.platform_dependent(key, cpu=lambda k: _packed_permutation(k, n),
+                                  default=lambda k: jax.random.permutation(k, n))
 
 
 __all__ = ["MAX_PACKED", "permutation", "stable_argsort_u32"]
