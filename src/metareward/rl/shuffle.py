@@ -3,17 +3,18 @@ computed with XLA:CPU's fast sort.
 
 ``jax.random.permutation(key, n)`` draws fresh 32-bit keys and *stably* sorts the indices
 by them, ``ceil(3 ln n / ln(2^32 - 1))`` times (two rounds for n = 2048). Its sort is a
-key-value sort (``lax.sort_key_val``); on XLA:CPU that sort calls the compiled comparator
-for every comparison, and for a PPO update of 64 seeds x 10 epochs x 2048 samples it took
-about a quarter of the update (issue 37, ``benchmarks/RESULTS.md``). A sort of one
-``uint32`` operand takes XLA:CPU's native path, about 5x faster.
+key-value sort (``lax.sort_key_val``). On XLA:CPU it is about 5x slower than a sort of
+one ``uint32`` operand of the same length, and in a PPO update of 64 seeds x 10 epochs x
+2048 samples the permutations took about a quarter of the update (issue 37,
+``benchmarks/RESULTS.md``).
 
-So on a CPU each round here sorts *one* ``uint32`` operand: the key's high bits with the index in
-its low ``b = ceil(log2 n)`` bits. That orders the indices by (high key bits, index).
-Elements whose keys share the high bits (rare: about ``n^2 / 2^(33-b)`` pairs per sort) are
-then put in (full key, index) order by odd-even transposition passes, repeated until no
-adjacent pair is out of order. The result is the stable sort jax's algorithm specifies,
-hence the identical permutation; ``tests/test_shuffle.py`` checks it against
+So on a CPU each round here sorts *one* ``uint32`` operand: the key's high bits with the
+index in its low ``b = ceil(log2 n)`` bits. That orders the indices by (high key bits,
+index). Elements whose keys share their high bits (about ``n^2 / 2^(33-b)`` pairs per
+sort: about one at n = 2048) are then put in (full key, index) order by odd-even
+transposition passes, repeated until no adjacent pair is out of order (one or two passes
+almost always). The result is the stable sort jax's algorithm specifies, hence the
+identical permutation; ``tests/test_shuffle.py`` checks it against
 ``jax.random.permutation`` and, with forced ties and shared high bits, against numpy's
 stable argsort.
 """
