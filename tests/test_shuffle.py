@@ -64,3 +64,9 @@ def test_the_sort_is_the_single_operand_one():
 
     assert sorts(2048) == [1, 1]  # two rounds, one operand each
     assert all(k == 2 for k in sorts(shuffle.MAX_PACKED + 1))
+
+
+@pytest.mark.parametrize("n", [-1, 2.0, "8", True])
+def test_bad_n_fails_naming_the_value(n):
+    with pytest.raises(ValueError, match=rf"n={n!r}; expected a non-negative int"):
+        shuffle.permutation(jax.random.PRNGKey(0), n)

@@ -25,6 +25,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 #: Largest ``n`` done by the packed sort. Above it the groups of keys sharing their high
@@ -65,7 +66,7 @@ def _sorted(keys: jax.Array, order: jax.Array) -> jax.Array:
 
 
 def stable_argsort_u32(keys: jax.Array) -> jax.Array:
-    """``jnp.argsort(keys, stable=True)`` of a ``uint32`` vector with ``n <= 2^32``
+    """``jnp.argsort(keys, stable=True)`` of a ``uint32`` vector with ``n <= 2^31``
     elements, by one single-operand sort and odd-even transposition passes.
 
     Args:
@@ -102,9 +103,9 @@ def permutation(key: jax.Array, n: int) -> jax.Array:
     bit, faster on a CPU (see the module docstring).
 
     The packed sort is staged for CPUs only (``lax.platform_dependent``); on other
-    platforms, and for ``n > MAX_PACKED``, this is ``jax.random.permutation`` itself: an
-    accelerator's sort has no slow comparator path to avoid, and the fix-up loop's
-    condition would cost a device-to-host copy there.
+    platforms, and for ``n > MAX_PACKED``, this is ``jax.random.permutation`` itself. The
+    packed sort was measured on CPUs only, and on an accelerator the fix-up loop's
+    condition would cost a device-to-host copy per pass.
 
     Args:
         key: PRNG key (raw ``uint32[2]`` or typed).
@@ -112,7 +113,13 @@ def permutation(key: jax.Array, n: int) -> jax.Array:
 
     Returns:
         ``[n]`` ``int32``: the permutation ``jax.random.permutation(key, n)`` returns.
+
+    Raises:
+        ValueError: ``n`` is not a non-negative integer.
     """
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
+        raise ValueError(f"permutation: n={n!r}; expected a non-negative int")
+    n = int(n)
     if n > MAX_PACKED:
         return jax.random.permutation(key, n)
     return lax.platform_dependent(key, cpu=lambda k: _packed_permutation(k, n),
