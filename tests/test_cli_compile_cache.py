@@ -12,6 +12,9 @@ from metareward.cli import compile_cache_dir
 def _env(cache):
     env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
     env["METAREWARD_COMPILE_CACHE"] = str(cache)
+    # jax caches only programs that took over 1 s to compile: on a loaded machine a small
+    # program crosses that line in one run and not the next, so cache every program here
+    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     return env
 
 
