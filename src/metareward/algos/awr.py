@@ -127,6 +127,8 @@ class Config:
     normalizer_samples: int | None = 300_000
     reward_scale: float = 1.0
     hidden: tuple[int, ...] = (64, 64)
+    #: The value network's hidden layers; ``None``: the same as ``hidden`` (the paper's).
+    value_hidden: tuple[int, ...] | None = None
     activation: str = "relu"
 
     def __post_init__(self) -> None:
@@ -163,9 +165,17 @@ class Config:
         cfg.hidden_sizes("hidden", self.hidden)
         cfg.activation_name("activation", self.activation)
         object.__setattr__(self, "hidden", tuple(self.hidden))
+        if self.value_hidden is not None:
+            cfg.hidden_sizes("value_hidden", self.value_hidden)
+            object.__setattr__(self, "value_hidden", tuple(self.value_hidden))
         rollout_size = self.num_envs * self.num_steps
         cfg.check("buffer_size", self.buffer_size, self.buffer_size >= rollout_size,
                   f"an int >= num_envs * num_steps = {rollout_size} (one rollout)")
+
+    @property
+    def value_layers(self) -> tuple[int, ...]:
+        """The value network's hidden layer sizes: ``value_hidden``, else ``hidden``."""
+        return self.hidden if self.value_hidden is None else self.value_hidden
 
 
 #: The authors' per-env actor settings for MuJoCo (``xbpeng/awr`` ``awr_configs.py``:
@@ -286,7 +296,7 @@ def make_parts(config: Config, env: Env) -> Parts:
     discrete = spec.discrete
     policy = make_policy(discrete, spec.action_size, config.hidden, config.activation,
                          False, cfg.log(config.action_std))
-    value = ValueNet(config.hidden, config.activation)
+    value = ValueNet(config.value_layers, config.activation)
     value_scale = critic_scale(config)
     flatten_obs, prep = onpolicy.obs_preprocessor(spec, config.normalize_obs)
     a_low = a_high = None

@@ -1396,7 +1396,7 @@ def make_parts(config: Config, env: Env, reward_body: nn.Module | None = None) -
         policy=make_cln_policy(spec.discrete, spec.action_size, config.hidden,
                                config.activation, config.cln_layers, config.squash,
                                config.log_std_init),
-        value=ValueHeads(config.hidden, config.activation, 2),  # [V_in, V_ex]
+        value=ValueHeads(config.value_layers, config.activation, 2),  # [V_in, V_ex]
         reward_body=reward_body,
         policy_opt=optax.adam(lr, eps=config.adam_eps),
         # The same Adam for the differentiable look-ahead, with eps_root > 0 so that the

@@ -821,7 +821,7 @@ def make_parts(config: Config | A2CConfig, env: Env,
         config, env, onpolicy.batched_env(config, env), spec,
         make_policy(spec.discrete, spec.action_size, config.hidden, config.activation,
                     config.squash, config.log_std_init),
-        ValueNet(config.hidden, config.activation), reward_net, agent_opt, reward_opt,
+        ValueNet(config.value_layers, config.activation), reward_net, agent_opt, reward_opt,
         *onpolicy.obs_preprocessor(spec, config.normalize_obs), num_epochs, num_minibatches,
         batch_size, mb_size, num_updates,
     )

@@ -73,6 +73,10 @@ class BaseConfig:
     #: (:class:`metareward.envs.NormalizedReward`, baselines' ``VecNormalize``).
     normalize_reward: bool = False
     hidden: tuple[int, ...] = (64, 64)
+    #: The value network's hidden layers; ``None``: the same as ``hidden`` (the papers'
+    #: and baselines' choice). brax's PPO defaults to a wider value net (5 x 256 against
+    #: a 4 x 32 policy), which this maps.
+    value_hidden: tuple[int, ...] | None = None
     activation: str = "tanh"
     #: Continuous actions: a tanh-squashed Gaussian instead of a clipped one.
     squash: bool = False
@@ -97,6 +101,14 @@ class BaseConfig:
         cfg.hidden_sizes("hidden", self.hidden)
         cfg.activation_name("activation", self.activation)
         object.__setattr__(self, "hidden", tuple(self.hidden))
+        if self.value_hidden is not None:
+            cfg.hidden_sizes("value_hidden", self.value_hidden)
+            object.__setattr__(self, "value_hidden", tuple(self.value_hidden))
+
+    @property
+    def value_layers(self) -> tuple[int, ...]:
+        """The value network's hidden layer sizes: ``value_hidden``, else ``hidden``."""
+        return self.hidden if self.value_hidden is None else self.value_hidden
 
 
 @dataclasses.dataclass(frozen=True)
@@ -510,7 +522,7 @@ def make_onpolicy(
     batch_size, num_updates, mb_size = batch_geometry(config, num_minibatches)
     policy = make_policy(spec.discrete, spec.action_size, config.hidden, config.activation,
                          getattr(config, "squash", False), getattr(config, "log_std_init", 0.0))
-    value = ValueNet(tuple(config.hidden), config.activation)
+    value = ValueNet(config.value_layers, config.activation)
     flatten_obs, prep = obs_preprocessor(spec, config.normalize_obs)
     parts = Parts(config, env, batched_env(config, env), spec, policy, value,
                   make_loss(policy, value), optimizer, max_grad_norm, num_epochs,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -42,9 +42,14 @@ class Config(onpolicy.PPOBase):
     the "PPO-bonus" baseline of LIRPG (Zheng et al. 2018, Figure 4;
     "A2C-bonus" in its Atari Figure 2b, :class:`metareward.algos.a2c.Config`).
     Training metrics and :func:`evaluate` report the env's own return, without it.
+
+    ``max_grad_norm=None`` turns the gradient clip off: the PPO paper does not clip
+    (the clip is ppo2's), and neither does brax's PPO by default.
     """
 
     live_bonus: float = 0.0
+
+    optional_grad_clip: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -262,7 +262,7 @@ def make_parts(config: Config | AWRConfig, env: Env, reward_net: nn.Module | Non
     squash = c.squash if isinstance(c, Config) else False
     policy = make_policy(spec.discrete, spec.action_size, c.hidden, c.activation, squash,
                          _log_std(c))
-    value = ValueNet(c.hidden, c.activation)
+    value = ValueNet(c.value_layers, c.activation)
     if reward_net is None:
         reward_net = make_reward_net(c.reward_net, discrete=spec.discrete,
                                      action_size=spec.action_size, hidden=c.reward_hidden,
