@@ -196,6 +196,27 @@ AUTORESET_MODES: dict[str, str] = {
 }
 
 
+ACTIVATIONS: dict[str, Any] = {"tanh": linen.tanh, "swish": linen.swish, "relu": linen.relu}
+
+#: --distribution -> (make_ppo_networks keywords, description for the record)
+DISTRIBUTIONS: dict[str, tuple[dict[str, Any], str]] = {
+    # state-independent std (exp of a log-std parameter, init 1.0); samples are NOT
+    # tanh-squashed (the env adapter clips)
+    "normal": (dict(distribution_type="normal", noise_std_type="log", init_noise_std=1.0,
+                    state_dependent_std=False),
+               "normal, state-independent std (noise_std_type='log', init 1.0)"),
+    # make_ppo_networks' own defaults
+    "tanh_normal": (dict(distribution_type="tanh_normal", noise_std_type="scalar",
+                         init_noise_std=1.0, state_dependent_std=False),
+                    "tanh_normal, state-independent std (noise_std_type='scalar', init 1.0)"),
+}
+
+
+def _float_or_none(text: str) -> float | None:
+    """``None`` for 'none', else the float."""
+    return None if text.lower() == "none" else float(text)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line (flags mirror ``benchmarks.peer.run_peer``)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -212,10 +233,28 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clip-eps", type=float, required=True)
     p.add_argument("--entropy-coef", type=float, required=True)
     p.add_argument("--vf-coef", type=float, required=True)
-    p.add_argument("--max-grad-norm", type=float, required=True)
+    p.add_argument("--max-grad-norm", type=_float_or_none, required=True,
+                   help="global-norm clip, or 'none' (brax's default: no clip)")
     p.add_argument("--normalize-obs", action=argparse.BooleanOptionalAction, required=True)
     p.add_argument("--reward-scale", type=float, required=True)
-    p.add_argument("--hidden", type=int, nargs="+", default=[64, 64])
+    p.add_argument("--hidden", type=int, nargs="+", default=[64, 64],
+                   help="the policy's hidden layers (and the value net's, without --value-hidden)")
+    p.add_argument("--value-hidden", type=int, nargs="+", default=None)
+    p.add_argument("--activation", choices=sorted(ACTIVATIONS), default="tanh")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="brax batch_size (unrolls per minibatch); default num_envs // num_minibatches, "
+        "one rollout of num_envs x unroll_length per training step",
+    )
+    p.add_argument(
+        "--distribution",
+        choices=sorted(DISTRIBUTIONS),
+        default="normal",
+        help="'normal' (Gaussian, learned log-std, unsquashed) or 'tanh_normal' (brax's "
+        "default: tanh-squashed, learned scalar std)",
+    )
     p.add_argument("--num-eval-envs", type=int, default=128)
     p.add_argument(
         "--num-evals",
@@ -231,8 +270,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--json", dest="json_out", default=None, help="write the result here")
     args = p.parse_args(argv)
-    if args.num_envs % args.num_minibatches:
-        p.error("--num-envs must be divisible by --num-minibatches")
+    if args.batch_size is None:
+        if args.num_envs % args.num_minibatches:
+            p.error("--num-envs must be divisible by --num-minibatches")
+        args.batch_size = args.num_envs // args.num_minibatches
+    elif args.batch_size < 1 or (args.batch_size * args.num_minibatches) % args.num_envs:
+        p.error("--batch-size times --num-minibatches must be a positive multiple of --num-envs")
     if args.num_evals < 3:
         p.error("--num-evals must be >= 3 (needs >= 2 training epochs to separate compile)")
     return args
@@ -253,6 +296,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Train brax PPO as configured by ``args`` and return the JSON-able record."""
     env = GymnaxBraxEnv(args.env)
     hidden = tuple(args.hidden)
+    value_hidden = tuple(args.value_hidden or hidden)
 
     # --- How brax 0.14.2's PPO batches data (ppo/train.py, training_step) ---------------
     # One brax "training step" scans acting.generate_unroll
@@ -267,10 +311,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # (batch_size * num_minibatches == num_envs) makes one training step = exactly one
     # rollout of num_envs x unroll_length followed by num_epochs passes over it in
     # num_minibatches minibatches of (num_envs // num_minibatches) * unroll_length
-    # transitions -- the usual PPO update.
-    batch_size = args.num_envs // args.num_minibatches
+    # transitions -- the usual PPO update.  That is the default; --batch-size sets it
+    # (brax's own default: 1 env, 32 x 16 unrolls of 10 steps per training step).
+    batch_size = args.batch_size
     env_steps_per_training_step = batch_size * args.unroll_length * args.num_minibatches
-    assert env_steps_per_training_step == args.num_envs * args.unroll_length
 
     # brax runs num_evals-1 epochs of ceil(total / ((num_evals-1) * steps_per_train_step))
     # training steps each, so the actual step count is rounded up.
@@ -281,15 +325,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     network_factory = functools.partial(
         ppo_networks.make_ppo_networks,
         policy_hidden_layer_sizes=hidden,
-        value_hidden_layer_sizes=hidden,
-        activation=linen.tanh,
-        # 'normal' + state_dependent_std=False: Gaussian with a learned,
-        # state-independent std (exp of a log-std parameter, init std 1.0);
-        # samples are NOT tanh-squashed (the env adapter clips).
-        distribution_type="normal",
-        noise_std_type="log",
-        init_noise_std=1.0,
-        state_dependent_std=False,
+        value_hidden_layer_sizes=value_hidden,
+        activation=ACTIVATIONS[args.activation],
+        **DISTRIBUTIONS[args.distribution][0],
     )
 
     train_kwargs: dict[str, Any] = dict(
@@ -382,6 +420,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "normalize_obs": args.normalize_obs,
         "reward_scale": args.reward_scale,
         "hidden": list(hidden),
+        "value_hidden": list(value_hidden),
+        "activation": args.activation,
+        "batch_size": batch_size,
+        "distribution": args.distribution,
         "num_eval_envs": args.num_eval_envs,
         "num_evals": args.num_evals,
         "autoreset": args.autoreset,
@@ -393,7 +435,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "episode_length": env.episode_length,
         "action_adapter": ACTION_ADAPTERS[args.env],
         "autoreset": AUTORESET_MODES[args.autoreset],
-        "policy_distribution": "normal, state-independent std (noise_std_type='log', init 1.0)",
+        "policy_distribution": DISTRIBUTIONS[args.distribution][1],
         "versions": _versions(),
         "backend": jax.default_backend(),
         "devices": [str(d) for d in jax.devices()],

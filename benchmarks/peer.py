@@ -254,19 +254,26 @@ def peer_command(
     clip_eps: float,
     entropy_coef: float,
     vf_coef: float,
-    max_grad_norm: float,
+    max_grad_norm: float | None,
     normalize_obs: bool,
     reward_scale: float,
     hidden: Sequence[int],
     num_eval_envs: int,
     num_evals: int,
     autoreset: str = "brax",
+    value_hidden: Sequence[int] | None = None,
+    activation: str = "tanh",
+    batch_size: int | None = None,
+    distribution: str = "normal",
 ) -> list[str]:
     """Build the argv that runs the peer script (see ``_brax_peer_ppo.py --help``)."""
     if env not in PEER_ENVS:
         raise ValueError(f"unknown env {env!r}; expected one of {PEER_ENVS}")
-    if num_envs % num_minibatches:
+    if batch_size is None and num_envs % num_minibatches:
         raise ValueError("num_envs must be divisible by num_minibatches")
+    if batch_size is not None and (batch_size < 1 or (batch_size * num_minibatches) % num_envs):
+        raise ValueError(f"batch_size * num_minibatches must be a positive multiple of "
+                         f"num_envs = {num_envs}, got batch_size={batch_size}")
     if num_evals < 3:
         raise ValueError("num_evals must be >= 3 (>= 2 timed epochs to separate compile)")
     if autoreset not in ("brax", "resample"):
@@ -287,13 +294,17 @@ def peer_command(
         "--clip-eps", repr(float(clip_eps)),
         "--entropy-coef", repr(float(entropy_coef)),
         "--vf-coef", repr(float(vf_coef)),
-        "--max-grad-norm", repr(float(max_grad_norm)),
+        "--max-grad-norm", "none" if max_grad_norm is None else repr(float(max_grad_norm)),
         "--normalize-obs" if normalize_obs else "--no-normalize-obs",
         "--reward-scale", repr(float(reward_scale)),
         "--hidden", *(str(int(h)) for h in hidden),
         "--num-eval-envs", str(num_eval_envs),
         "--num-evals", str(num_evals),
         "--autoreset", autoreset,
+        *(["--value-hidden", *(str(int(h)) for h in value_hidden)] if value_hidden else []),
+        "--activation", activation,
+        *(["--batch-size", str(batch_size)] if batch_size is not None else []),
+        "--distribution", distribution,
         "--json", str(json_out),
     ]  # fmt: skip
 
@@ -301,51 +312,35 @@ def peer_command(
 def run_peer(
     env: str,
     *,
-    num_envs: int,
-    unroll_length: int,
-    num_minibatches: int,
-    num_epochs: int,
-    total_steps: int,
-    seed: int = 0,
-    learning_rate: float,
-    gamma: float,
-    gae_lambda: float,
-    clip_eps: float,
-    entropy_coef: float,
-    vf_coef: float,
-    max_grad_norm: float,
-    normalize_obs: bool,
-    reward_scale: float,
-    hidden: Sequence[int] = (64, 64),
-    num_eval_envs: int = 128,
-    num_evals: int = 5,
-    autoreset: str = "brax",
     timeout: float | None = 3600.0,
     venv: str | Path | None = None,
+    **settings: Any,
 ) -> dict[str, Any]:
     """Train brax PPO on a gymnax env in the peer venv and return its JSON record.
 
-    One brax training step is one rollout of ``num_envs x unroll_length`` followed by
-    ``num_epochs`` passes in ``num_minibatches`` minibatches (brax ``batch_size`` is
-    set to ``num_envs // num_minibatches``).  ``num_evals - 1`` equal training epochs are
-    timed; the first one's excess over the others is reported as ``compile_s``.
+    One brax training step is, by default, one rollout of ``num_envs x unroll_length``
+    followed by ``num_epochs`` passes in ``num_minibatches`` minibatches (brax
+    ``batch_size`` set to ``num_envs // num_minibatches``); ``batch_size`` sets it
+    (brax's own default: 1 env, 32 x 16 unrolls of 10 steps per training step).
+    ``num_evals - 1`` equal training epochs are timed; the first one's excess over the
+    others is reported as ``compile_s``.
 
     Args:
         env: ``"pendulum"`` (gymnax Pendulum-v1, 200-step limit) or ``"cartpole"``
             (CartPole-v1, 500-step limit, continuous->discrete action threshold).
-        num_envs, unroll_length, num_minibatches, num_epochs, total_steps, seed,
-        learning_rate, gamma, gae_lambda, clip_eps, entropy_coef, vf_coef,
-        max_grad_norm, normalize_obs, reward_scale, hidden: PPO settings, mapped onto
-            brax's ``ppo.train`` arguments.
-        num_eval_envs: episodes per brax evaluation (``eval/episode_reward``).
-        num_evals: brax ``num_evals`` (>= 3).
-        autoreset: ``"brax"`` (brax's own AutoResetWrapper: a finished env restarts
-            from the same initial state it was first reset to, so only ``num_envs``
-            distinct start states in the whole run) or ``"resample"`` (fresh random
-            initial state on every reset, gymnax semantics; same brax Vmap/Episode
-            wrappers otherwise).
         timeout: seconds before the subprocess is killed (``None``: no limit).
         venv: peer venv directory (default :func:`default_peer_venv`); built if needed.
+        **settings: the keyword arguments of :func:`peer_command` after ``json_out``:
+            ``num_envs, unroll_length, num_minibatches, num_epochs, total_steps,
+            learning_rate, gamma, gae_lambda, clip_eps, entropy_coef, vf_coef,
+            max_grad_norm`` (``None``: no clip), ``normalize_obs, reward_scale`` (all
+            required), and ``seed`` (0), ``hidden`` ((64, 64)), ``value_hidden`` (as
+            ``hidden``), ``activation`` ("tanh"), ``batch_size``, ``distribution``
+            ("normal"; "tanh_normal" is brax's default), ``num_eval_envs`` (episodes per
+            evaluation, 128), ``num_evals`` (>= 3, default 5) and ``autoreset``
+            ("brax": brax's AutoResetWrapper, a finished env restarts from the state it
+            was first reset to; "resample": a fresh random initial state, gymnax's
+            semantics).
 
     Returns:
         The parsed JSON record written by ``_brax_peer_ppo.py`` (``steps_per_s``,
@@ -355,33 +350,12 @@ def run_peer(
         RuntimeError: the peer process failed; the message holds its output tail.
         subprocess.TimeoutExpired: it ran past ``timeout``.
     """
+    settings = {"seed": 0, "hidden": (64, 64), "num_eval_envs": 128, "num_evals": 5,
+                **settings}
     python = ensure_peer_venv(venv)
     with tempfile.TemporaryDirectory(prefix="metareward-peer-") as tmp:
         json_out = Path(tmp) / "result.json"
-        cmd = peer_command(
-            env,
-            python=python,
-            json_out=json_out,
-            num_envs=num_envs,
-            unroll_length=unroll_length,
-            num_minibatches=num_minibatches,
-            num_epochs=num_epochs,
-            total_steps=total_steps,
-            seed=seed,
-            learning_rate=learning_rate,
-            gamma=gamma,
-            gae_lambda=gae_lambda,
-            clip_eps=clip_eps,
-            entropy_coef=entropy_coef,
-            vf_coef=vf_coef,
-            max_grad_norm=max_grad_norm,
-            normalize_obs=normalize_obs,
-            reward_scale=reward_scale,
-            hidden=hidden,
-            num_eval_envs=num_eval_envs,
-            num_evals=num_evals,
-            autoreset=autoreset,
-        )
+        cmd = peer_command(env, python=python, json_out=json_out, **settings)
         proc = subprocess.run(
             cmd, capture_output=True, text=True, env=clean_env(), timeout=timeout, check=False
         )

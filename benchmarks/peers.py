@@ -20,7 +20,8 @@ The peers are installed as packages, never copied into the project:
   Pendulum rows.
 * **brax's PPO** runs in its jax 0.7.2 env (``benchmarks/peer.py``), at 1 seed (its
   trainer has no seed axis), on CartPole and Pendulum (``_brax_peer_ppo.py`` adapts
-  those two).
+  those two), on the others' configurations and on its own defaults
+  (:data:`BRAX_DEFAULT`: one env, 5,120 steps per update).
 
 Both gymnax peers were written for gymnax < 1.0 (a five-value ``step``); the worker
 adapts gymnax 1.0's six values (``done = terminated | truncated``). A process that runs
@@ -116,11 +117,20 @@ class PPOSettings:
     vf_clip: bool = True
     ent_coef: float = 0.01
     vf_coef: float = 0.5
-    max_grad_norm: float = 0.5
+    max_grad_norm: float | None = 0.5
     activation: str = "tanh"
     hidden: tuple[int, ...] = (64, 64)
     normalize_obs: bool = False
     reward_scale: float = 1.0
+    #: The value net's hidden layers (``None``: ``hidden``).
+    value_hidden: tuple[int, ...] | None = None
+    #: Continuous actions: a tanh-squashed Gaussian (brax's ``tanh_normal``).
+    squash: bool = False
+    adam_eps: float = 1e-5
+    #: brax's ``unroll_length`` when it is not the whole rollout (``num_steps``): brax
+    #: then takes ``num_steps // brax_unroll`` unrolls of each env per training step and
+    #: computes GAE within each unroll.
+    brax_unroll: int | None = None
 
 
 #: PureJaxRL's ``ppo.py`` CartPole config (its ``__main__``).
@@ -131,6 +141,16 @@ PUREJAXRL_MINATAR = PPOSettings("PureJaxRL brax_minatar.ipynb", 5e-3, True, 64, 
 #: rejax's own CartPole config (``configs/gymnax/cartpole.yaml``, ``ppo``).
 REJAX_CARTPOLE = PPOSettings("rejax configs/gymnax/cartpole.yaml", 7.5e-4, False, 5, 100,
                              5, 5)
+#: brax's own ``ppo.train`` defaults (brax 0.14.2: 1 env, ``batch_size`` 32 x
+#: ``num_minibatches`` 16 unrolls of ``unroll_length`` 10 per training step, 2 epochs,
+#: lr 1e-4 constant, entropy 1e-4, discount 0.9, clip 0.3, no gradient clip, Adam eps
+#: 1e-8) with ``make_ppo_networks``' defaults (policy 4 x 32, value 5 x 256, swish,
+#: ``tanh_normal``); ours takes the same 5,120 steps as one rollout.
+BRAX_DEFAULT = PPOSettings("brax ppo.train / make_ppo_networks defaults", 1e-4, False, 1,
+                           5120, 2, 16, gamma=0.9, clip_eps=0.3, vf_clip=False,
+                           ent_coef=1e-4, max_grad_norm=None, activation="swish",
+                           hidden=(32,) * 4, value_hidden=(256,) * 5, squash=True,
+                           adam_eps=1e-8, brax_unroll=10)
 #: This project's Pendulum preset (``ppo.PRESETS["pendulum"]``), for everyone.
 OURS_PENDULUM = PPOSettings("metareward ppo.PRESETS['pendulum']", 1e-3, True, 16, 128, 10,
                             16, gamma=0.95, vf_clip=False, ent_coef=0.0, normalize_obs=True,
@@ -163,17 +183,20 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             ("ours", "rejax", "brax")),
     Setting("pendulum-ours-16", "pendulum", OURS_PENDULUM, 16, 65_536, ("ours", "rejax")),
     Setting("pendulum-ours-64", "pendulum", OURS_PENDULUM, 64, 16_384, ("ours", "rejax")),
+    Setting("cartpole-brax-1", "cartpole", BRAX_DEFAULT, 1, 163_840, ("ours", "brax")),
+    Setting("pendulum-brax-1", "pendulum", BRAX_DEFAULT, 1, 163_840, ("ours", "brax")),
     Setting("minatar-purejaxrl-1", "space-invaders-minatar", PUREJAXRL_MINATAR, 1, 1_048_576,
             ("ours", "rejax", "purejaxrl")),
 ]}
 
 
-def ours_config(p: PPOSettings, total_steps: int) -> dict[str, Any]:
+def ours_config(p: PPOSettings, total_steps: int, discrete: bool = False) -> dict[str, Any]:
     """``metareward.algos.ppo.Config`` fields for ``p``.
 
     Args:
         p: the settings.
         total_steps: env steps of one seed.
+        discrete: the env's actions are discrete (``p.squash`` does not apply).
 
     Returns:
         The keyword arguments of ``ppo.Config``.
@@ -183,8 +206,10 @@ def ours_config(p: PPOSettings, total_steps: int) -> dict[str, Any]:
                 num_minibatches=p.num_minibatches, gamma=p.gamma, gae_lambda=p.gae_lambda,
                 clip_eps=p.clip_eps, vf_clip_eps=p.clip_eps if p.vf_clip else None,
                 ent_coef=p.ent_coef, vf_coef=p.vf_coef, max_grad_norm=p.max_grad_norm,
-                activation=p.activation, hidden=p.hidden, normalize_obs=p.normalize_obs,
-                normalize_reward=False, reward_scale=p.reward_scale)
+                activation=p.activation, hidden=p.hidden, value_hidden=p.value_hidden,
+                squash=p.squash and not discrete, adam_eps=p.adam_eps,
+                normalize_obs=p.normalize_obs, normalize_reward=False,
+                reward_scale=p.reward_scale)
 
 
 def rejax_config(p: PPOSettings, total_steps: int) -> dict[str, Any]:
@@ -228,7 +253,7 @@ def purejaxrl_config(p: PPOSettings, total_steps: int) -> dict[str, Any]:
 
 def brax_args(p: PPOSettings, total_steps: int) -> dict[str, Any]:
     """``benchmarks.peer.run_peer`` arguments for ``p`` (brax's trainer has no
-    learning-rate schedule and no value clipping; ``p.activation`` is not passed).
+    learning-rate schedule and no value clipping, and its Adam's eps is optax's 1e-8).
 
     Args:
         p: the settings.
@@ -237,13 +262,17 @@ def brax_args(p: PPOSettings, total_steps: int) -> dict[str, Any]:
     Returns:
         The keyword arguments.
     """
-    return dict(num_envs=p.num_envs, unroll_length=p.num_steps,
+    unroll = p.brax_unroll or p.num_steps
+    unrolls = p.num_envs * (p.num_steps // unroll)  # env-unrolls per training step
+    return dict(num_envs=p.num_envs, unroll_length=unroll,
                 num_minibatches=p.num_minibatches, num_epochs=p.num_epochs,
+                batch_size=unrolls // p.num_minibatches,
                 total_steps=total_steps, learning_rate=p.learning_rate, gamma=p.gamma,
                 gae_lambda=p.gae_lambda, clip_eps=p.clip_eps, entropy_coef=p.ent_coef,
                 vf_coef=p.vf_coef, max_grad_norm=p.max_grad_norm,
                 normalize_obs=p.normalize_obs, reward_scale=p.reward_scale,
-                hidden=p.hidden, num_eval_envs=128)
+                hidden=p.hidden, value_hidden=p.value_hidden, activation=p.activation,
+                distribution="tanh_normal" if p.squash else "normal", num_eval_envs=128)
 
 
 def ours_worker(setting: Setting, seed: int) -> dict[str, Any]:
@@ -263,8 +292,10 @@ def ours_worker(setting: Setting, seed: int) -> dict[str, Any]:
     from metareward import envs
     from metareward.algos import ppo
 
-    cfg = ppo.Config(**ours_config(setting.ppo, setting.steps_per_seed))
-    trainer = ppo.make_train(cfg, envs.make(setting.env))
+    env = envs.make(setting.env)
+    discrete = env.spec.discrete
+    cfg = ppo.Config(**ours_config(setting.ppo, setting.steps_per_seed, discrete))
+    trainer = ppo.make_train(cfg, env)
     keys = jax.random.split(jax.random.PRNGKey(seed), setting.seeds)
     batched = setting.seeds > 1
     arg = keys if batched else keys[0]
