@@ -63,6 +63,16 @@ def test_a_bad_sequential_scheduler_value_is_refused_naming_it():
     assert "METAREWARD_XLA_SEQUENTIAL_SCHEDULER='yes': allowed are 0, 1 or unset" in out.stderr
 
 
+def test_the_command_refuses_a_bad_sequential_scheduler_value_in_one_line(tmp_path):
+    from cli_runs import run
+
+    env = {**os.environ, SEQ: "2"}
+    out = run("list", cwd=tmp_path, env=env)
+    assert out.returncode == 2
+    assert out.stderr.strip() == ("metareward list: error: METAREWARD_XLA_SEQUENTIAL_SCHEDULER="
+                                  "'2': allowed are 0, 1 or unset")
+
+
 def test_learners_import_quietly_and_apply_the_flag():
     # brax (imported by metareward.algos before metareward.envs) imports mujoco-mjx, which
     # prints "Failed to import warp" on a CPU: import metareward silences that one module.

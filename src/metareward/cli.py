@@ -39,8 +39,13 @@ from pathlib import Path
 from metareward import configure_xla, interrupts
 
 # The command trains: metareward's XLA:CPU settings, before anything starts jax's backend
-# (metareward._xla; a library import of metareward leaves XLA_FLAGS alone).
-configure_xla()
+# (metareward._xla; a library import of metareward leaves XLA_FLAGS alone). A bad
+# METAREWARD_XLA_SEQUENTIAL_SCHEDULER is reported by main() in one line.
+try:
+    configure_xla()
+    _XLA_SETTING_ERROR: str | None = None
+except ValueError as _error:
+    _XLA_SETTING_ERROR = str(_error)
 
 EXIT_BAD_INPUT = 2
 EXIT_RUNTIME = 1
@@ -471,6 +476,9 @@ def main(argv: list[str] | None = None) -> int:
         The exit code.
     """
     args = _parser().parse_args(argv)
+    if _XLA_SETTING_ERROR is not None:
+        print(f"metareward {args.command}: error: {_XLA_SETTING_ERROR}", file=sys.stderr)
+        return _exit(argv, EXIT_BAD_INPUT)
     try:
         _import_the_library()
         if threading.current_thread() is threading.main_thread():
