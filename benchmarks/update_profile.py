@@ -82,8 +82,9 @@ def ours_profile(setting_name: str, calls: int) -> dict[str, Any]:
     from metareward.rl.rollout import episode_metrics, rollout, sampler
 
     setting = SETTINGS[setting_name]
-    cfg = ppo.Config(**ours_config(setting.ppo, setting.steps_per_seed))
-    trainer = ppo.make_train(cfg, envs.make(setting.env))
+    env = envs.make(setting.env)
+    cfg = ppo.Config(**ours_config(setting.ppo, setting.steps_per_seed, env.spec.discrete))
+    trainer = ppo.make_train(cfg, env)
     parts = trainer.update.args[0]  # the learner's static parts (functools.partial)
     batch = lambda fn: seeds_vmap(fn, setting.seeds)
     keys = jax.random.split(jax.random.PRNGKey(0), setting.seeds)
@@ -133,7 +134,9 @@ def main(argv: list[str] | None = None) -> dict:
         The results written to ``--json``.
     """
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--setting", default="cartpole-purejaxrl-1", choices=list(SETTINGS))
+    # the settings rejax runs (it has no value-net width of its own: not brax's defaults)
+    p.add_argument("--setting", default="cartpole-purejaxrl-1",
+                   choices=[n for n, s in SETTINGS.items() if "rejax" in s.learners])
     p.add_argument("--calls", type=int, default=300)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
