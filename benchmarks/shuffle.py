@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -49,18 +48,6 @@ def parse_case(text: str) -> tuple[int, int]:
     return int(parts[0]), int(parts[1])
 
 
-def time_calls(fn: Any, arg: Any, calls: int) -> float:
-    """Median seconds of ``calls`` calls of ``fn(arg)``."""
-    import jax
-
-    times = []
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(arg))
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def measure(seeds: int, n: int, rounds: int, calls: int) -> dict[str, Any]:
     """One row: both shuffles of ``n`` elements for ``seeds`` vmapped keys.
 
@@ -79,6 +66,7 @@ def measure(seeds: int, n: int, rounds: int, calls: int) -> dict[str, Any]:
     import jax
     import numpy as np
 
+    from benchmarks import _timing
     from metareward.rl import shuffle
 
     keys = jax.random.split(jax.random.PRNGKey(n), seeds)
@@ -89,7 +77,7 @@ def measure(seeds: int, n: int, rounds: int, calls: int) -> dict[str, Any]:
     times: dict[str, list[float]] = {name: [] for name in fns}
     for r in range(rounds):
         for name in _harness.rotated(list(fns), r):
-            times[name].append(time_calls(fns[name], keys, calls))
+            times[name].append(_timing.time_call(fns[name], keys, calls=calls)["us"] / 1e6)
     base, ours = times["jax.random.permutation"], times["rl.shuffle.permutation"]
     per_round = [b / o for b, o in zip(base, ours, strict=True)]
     return {"seeds": seeds, "n": n,
